@@ -1,0 +1,1 @@
+"""push-jobs-client: the node agent."""

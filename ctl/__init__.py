@@ -1,0 +1,1 @@
+"""push-jobs-server-ctl: operate a pushd appliance (one module per command)."""

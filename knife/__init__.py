@@ -1,0 +1,1 @@
+"""push-jobs: the operator CLI with knife-push's grammar."""

@@ -1,0 +1,24 @@
+"""Fixtures shared by every test directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.databases import BACKENDS, postgres_database, sqlite_database
+
+
+@pytest.fixture(params=BACKENDS)
+def db_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, dict]]:
+    """("sqlite" | "postgres", connection parameters) for a fresh, empty database.
+
+    Every storage test takes this fixture, so it runs on both backends.
+    """
+    if request.param == "postgres":
+        with postgres_database() as params:
+            yield "postgres", params
+    else:
+        with sqlite_database(tmp_path) as params:
+            yield "sqlite", params
