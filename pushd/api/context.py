@@ -1,0 +1,103 @@
+"""What the resources share: injected dependencies and the settings values the API reads.
+
+    ApiSettings.from_settings(settings) -> ApiSettings
+        Reads the values the API needs with `settings.get(name)`; a name the registry does not
+        declare falls back to the original's default (listed in ``DEFAULTS``).
+    ApiContext(settings: ApiSettings, store, principals, broker: BrokerGateway,
+               authenticator: Authenticator, feeds: FeedStreams, server_public_key_pem: str)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# The original's defaults (original-server.md 8.1); used only for names a registry lacks.
+DEFAULTS: dict[str, Any] = {
+    "max_request_body": 1_000_000,
+    "max_job_file_size": 100_000,
+    "default_running_timeout": 3600,
+    "keep_alive_time": 15,
+    "org_feed_retention": 86400,
+    "allow_unencrypted": False,
+    "disable_curve_encryption": False,
+    "validate_client_node_name": True,
+    "server_name_advertised": None,
+    "vip": "127.0.0.1",
+    "server_heartbeat_port": 10000,
+    "command_port": 10002,
+    "unencrypted_command_port": 10001,
+    "heartbeat_interval": 10000,
+    "offline_threshold": 3,
+    "online_threshold": 2,
+    "config_lifetime": 3600,
+    "max_message_skew": 300,
+    "max_body_size": 65536,
+    "jobs_page_limit": 1000,
+}
+
+
+def setting(settings: Any, name: str) -> Any:
+    try:
+        return settings.get(name)
+    except (KeyError, AttributeError, LookupError):
+        return DEFAULTS[name]
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    max_request_body: int
+    max_job_file_size: int
+    default_running_timeout: int
+    keep_alive_time: float
+    org_feed_retention: float
+    allow_unencrypted: bool
+    disable_curve_encryption: bool
+    validate_client_node_name: bool
+    server_host: str
+    heartbeat_port: int
+    command_port: int
+    unencrypted_command_port: int
+    heartbeat_interval_ms: int
+    offline_threshold: int
+    online_threshold: int
+    config_lifetime: int
+    max_message_skew: int
+    max_body_size: int
+    jobs_page_limit: int
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ApiSettings:
+        get = lambda name: setting(settings, name)  # noqa: E731
+        return cls(
+            max_request_body=int(get("max_request_body")),
+            max_job_file_size=int(get("max_job_file_size")),
+            default_running_timeout=int(get("default_running_timeout")),
+            keep_alive_time=float(get("keep_alive_time")),
+            org_feed_retention=float(get("org_feed_retention")),
+            allow_unencrypted=bool(get("allow_unencrypted")),
+            disable_curve_encryption=bool(get("disable_curve_encryption")),
+            validate_client_node_name=bool(get("validate_client_node_name")),
+            server_host=str(get("server_name_advertised") or get("vip")),
+            heartbeat_port=int(get("server_heartbeat_port")),
+            command_port=int(get("command_port")),
+            unencrypted_command_port=int(get("unencrypted_command_port")),
+            heartbeat_interval_ms=int(get("heartbeat_interval")),
+            offline_threshold=int(get("offline_threshold")),
+            online_threshold=int(get("online_threshold")),
+            config_lifetime=int(get("config_lifetime")),
+            max_message_skew=int(get("max_message_skew")),
+            max_body_size=int(get("max_body_size")),
+            jobs_page_limit=int(get("jobs_page_limit")),
+        )
+
+
+@dataclass
+class ApiContext:
+    settings: ApiSettings
+    store: Any
+    principals: Any
+    broker: Any
+    authenticator: Any
+    feeds: Any
+    server_public_key_pem: str

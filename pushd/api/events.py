@@ -1,0 +1,117 @@
+"""Live wake-ups for SSE streams from the broker's events socket.
+
+The broker writes every feed event to the database before publishing it on
+``ipc://{run_dir}/events.sock`` (frames: topic ``job.<job_id>`` | ``org.<org_id>``, JSON). The
+database stays the source of truth for the streams: a published event only wakes the streams
+listening on its topic, and they read what is new from the store. So a stream never misses an
+event the socket dropped, never blocks the broker (PUB drops for a slow subscriber) and never
+blocks another stream (a wake-up is a flag, not a queue).
+
+    EventHub(zmq_module, context, address)
+        One SUB socket per API worker. ``start()`` runs the reader in a thread (a greenlet in a
+        gevent worker, where threading is patched; pass ``zmq.green`` there). ``listen(topic)``
+        returns a Listener; ``close()`` stops the reader.
+    Listener
+        ``wait(timeout) -> bool``: True when an event for the topic arrived since the last call
+        (or arrives within `timeout` seconds). ``close()`` unsubscribes; it is also a context
+        manager.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Listener:
+    def __init__(self, hub: EventHub, topic: str) -> None:
+        self.topic = topic
+        self._hub = hub
+        self._flag = threading.Event()
+
+    def notify(self) -> None:
+        self._flag.set()
+
+    def wait(self, timeout: float) -> bool:
+        woke = self._flag.wait(timeout)
+        self._flag.clear()
+        return woke
+
+    def close(self) -> None:
+        self._hub._remove(self)
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class EventHub:
+    def __init__(self, zmq_module: Any, context: Any, address: str) -> None:
+        self._zmq = zmq_module
+        self._context = context
+        self._address = address
+        self._listeners: dict[str, set[Listener]] = {}
+        self._lock = threading.Lock()
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="pushd-events", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._running = False
+
+    def listen(self, topic: str) -> Listener:
+        listener = Listener(self, topic)
+        with self._lock:
+            self._listeners.setdefault(topic, set()).add(listener)
+        return listener
+
+    def _remove(self, listener: Listener) -> None:
+        with self._lock:
+            group = self._listeners.get(listener.topic)
+            if group is not None:
+                group.discard(listener)
+                if not group:
+                    del self._listeners[listener.topic]
+
+    def _wake(self, topic: str) -> None:
+        with self._lock:
+            listeners = list(self._listeners.get(topic, ()))
+        for listener in listeners:
+            listener.notify()
+
+    def _run(self) -> None:
+        zmq = self._zmq
+        sock = self._context.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        # Subscribe to everything: filtering per stream happens here, and the broker's PUB
+        # must not need to know which topics this worker cares about.
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self._address)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        try:
+            while self._running:
+                if not dict(poller.poll(500)):
+                    continue
+                frames = sock.recv_multipart()
+                if frames:
+                    self._wake(frames[0].decode("utf-8", "replace"))
+        except Exception:
+            log.exception("events reader stopped")
+        finally:
+            sock.close(0)

@@ -1,0 +1,198 @@
+"""The two SSE feeds (original-server.md 6), built on persisted events with stable ids.
+
+    FeedStreams(store, hub, *, keepalive=15.0, poll_interval=2.0, org_retention=86400,
+                summary=callable)
+        ``job_stream(org_id, job_id, last_event_id) -> Iterator[bytes]``
+            Replays the job's events from the database (all of them, or those after
+            `last_event_id` when it names one of this job's events; an unknown or malformed id
+            replays everything, as the original does), then streams new ones until
+            ``job_complete``, then sends ``summary`` (the job document) and ends. A job that
+            finished before the request replays its full history, then its summary.
+        ``org_stream(org_id, last_event_id) -> Iterator[bytes]``
+            Without `last_event_id`: only events from now on. With a retained id: the events
+            after it. With an unknown, malformed or expired id: a ``start_of_history`` event,
+            then every retained event. Each data object carries ``"job"`` right after
+            ``timestamp``. Never ends by itself.
+        Both send ``:keepalive`` after `keepalive` seconds of silence. The event id on the wire is
+        the database id, so ``Last-Event-ID`` resumes exactly in any worker and after restarts.
+        `hub` may be None (then streams poll the store every `poll_interval` seconds); with a hub
+        they wake as soon as the broker publishes, and still poll as a safety net.
+
+Store contract used: ``job_events_after(org_id, job_id, after_id)`` and
+``org_events_after(org_id, after_id, since=)``, each returning events with ``id``, ``event``,
+``data`` (dict), ``created_at`` and ``job_id``; ``get_job(org_id, job_id)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pushd.api.events import EventHub
+from pushd.api.formats import SSE_KEEPALIVE, feed_timestamp, sse_event
+from pushd.states import TERMINAL_JOB_STATUSES, JobStatus
+
+log = logging.getLogger(__name__)
+
+JOB_COMPLETE = "job_complete"
+
+
+def parse_event_id(value: str | None) -> int | None:
+    """The database id in a ``Last-Event-ID`` header, or None when absent or malformed."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _event_data(event: Any, *, with_job: bool) -> dict[str, Any]:
+    data = dict(event.data or {})
+    stamp = data.pop("timestamp", None) or feed_timestamp(event.created_at)
+    out: dict[str, Any] = {"timestamp": stamp}
+    if with_job:
+        data.pop("job", None)
+        out["job"] = event.job_id
+    out.update(data)
+    return out
+
+
+def _frame(event: Any, *, with_job: bool = False) -> bytes:
+    return sse_event(event.event, event.id, _event_data(event, with_job=with_job))
+
+
+class FeedStreams:
+    def __init__(
+        self,
+        store: Any,
+        hub: EventHub | None,
+        *,
+        summary: Callable[[Any], dict[str, Any]],
+        keepalive: float = 15.0,
+        poll_interval: float = 2.0,
+        org_retention: float = 86400.0,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._summary = summary
+        self._keepalive = keepalive
+        self._poll = poll_interval
+        self._retention = org_retention
+
+    # -- job feed ---------------------------------------------------------------------------
+
+    def job_stream(self, org_id: str, job_id: str, last_event_id: str | None) -> Iterator[bytes]:
+        listener = self._hub.listen(f"job.{job_id}") if self._hub else None
+        try:
+            yield from self._job_events(org_id, job_id, parse_event_id(last_event_id), listener)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _job_events(
+        self, org_id: str, job_id: str, resume_after: int | None, listener: Any
+    ) -> Iterator[bytes]:
+        history = list(self._store.job_events_after(org_id, job_id, None))
+        if resume_after is not None and any(ev.id == resume_after for ev in history):
+            to_send = [ev for ev in history if ev.id > resume_after]
+        else:
+            to_send = history
+        last_id = history[-1].id if history else 0
+        finished = any(ev.event == JOB_COMPLETE for ev in history)
+        for ev in to_send:
+            yield _frame(ev)
+        silent_since = time.monotonic()
+        while not finished:
+            self._wait(listener)
+            fresh = list(self._store.job_events_after(org_id, job_id, last_id))
+            for ev in fresh:
+                yield _frame(ev)
+                last_id = ev.id
+                finished = finished or ev.event == JOB_COMPLETE
+            if fresh:
+                silent_since = time.monotonic()
+                continue
+            if self._job_is_over(org_id, job_id):
+                # Finished without a job_complete event (e.g. crashed while no broker ran).
+                break
+            if time.monotonic() - silent_since >= self._keepalive:
+                yield SSE_KEEPALIVE
+                silent_since = time.monotonic()
+        job = self._store.get_job(org_id, job_id)
+        if job is not None:
+            yield sse_event(
+                "summary",
+                f"{last_id}-summary" if last_id else "summary",
+                {"timestamp": feed_timestamp(_utcnow()), **self._summary(job)},
+            )
+
+    def _job_is_over(self, org_id: str, job_id: str) -> bool:
+        job = self._store.get_job(org_id, job_id)
+        return job is None or JobStatus(job.status) in TERMINAL_JOB_STATUSES
+
+    # -- org feed ---------------------------------------------------------------------------
+
+    def org_stream(self, org_id: str, last_event_id: str | None) -> Iterator[bytes]:
+        listener = self._hub.listen(f"org.{org_id}") if self._hub else None
+        try:
+            yield from self._org_events(org_id, last_event_id, listener)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _org_events(self, org_id: str, last_event_id: str | None, listener: Any) -> Iterator[bytes]:
+        now = _utcnow()
+        horizon = now - timedelta(seconds=self._retention)
+        resume_after = parse_event_id(last_event_id)
+        last_id: int | None = None
+        if last_event_id is None:
+            # No history: only what happens from now on.
+            backlog = list(self._store.org_events_after(org_id, None, since=now))
+        else:
+            retained = list(self._store.org_events_after(org_id, None, since=horizon))
+            if resume_after is not None and any(ev.id == resume_after for ev in retained):
+                backlog = [ev for ev in retained if ev.id > resume_after]
+                last_id = resume_after
+            else:
+                start = {"timestamp": feed_timestamp(horizon)}
+                yield sse_event("start_of_history", "start_id", start)
+                backlog = retained
+        yield from self._org_send(backlog)
+        if backlog:
+            last_id = backlog[-1].id
+        silent_since = time.monotonic()
+        while True:
+            self._wait(listener)
+            if last_id is None:
+                fresh = list(self._store.org_events_after(org_id, None, since=now))
+            else:
+                fresh = list(self._store.org_events_after(org_id, last_id, since=horizon))
+            if fresh:
+                yield from self._org_send(fresh)
+                last_id = fresh[-1].id
+                silent_since = time.monotonic()
+            elif time.monotonic() - silent_since >= self._keepalive:
+                yield SSE_KEEPALIVE
+                silent_since = time.monotonic()
+
+    @staticmethod
+    def _org_send(events: Iterable[Any]) -> Iterator[bytes]:
+        for ev in events:
+            yield _frame(ev, with_job=True)
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def _wait(self, listener: Any) -> None:
+        timeout = min(self._poll, self._keepalive)
+        if listener is None:
+            time.sleep(timeout)
+        else:
+            listener.wait(timeout)

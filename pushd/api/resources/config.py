@@ -1,0 +1,109 @@
+"""``GET /organizations/ORG/pushy/config/NODE``: a node's configuration and session key (section 3).
+
+Unlike the original, the client's Curve key (``ccpk``) is handed to the broker's ZAP whitelist
+only after the request has authenticated and passed authorization. Order of checks:
+``ccpk`` shape (400 ``Missing ccpk`` / 401 ``Bad ccpk``, listed shape, as the original), then
+authentication, then a client must be the node itself (403 ``Client and node name must match``,
+when ``validate_client_node_name``) while a user needs read access, then admission.
+When ``allow_unencrypted`` is true a request without ``ccpk`` (a 1.x-protocol client) gets a
+configuration without ``curve_public_key`` whose ``command_addr`` is the unencrypted port.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import falcon
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from pushd import chefauth
+from pushd.api.context import ApiContext
+from pushd.api.errors import ApiError
+from pushd.api.resources.common import authorized, broker_call, org_id_of, send_json
+
+Z85_ALPHABET = frozenset(
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+)
+CCPK_LENGTH = 40
+
+
+def encrypt_session_key(public_key: Any, key: bytes) -> str:
+    """base64(RSA PKCS#1 v1.5 encryption of the session key to the client's public key)."""
+    if not hasattr(public_key, "encrypt"):
+        public_key = chefauth.load_public_key(public_key)
+    return base64.b64encode(public_key.encrypt(key, padding.PKCS1v15())).decode("ascii")
+
+
+class ConfigResource:
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, org: str, node: str) -> None:
+        settings = self._ctx.settings
+        ccpk = req.get_param("ccpk")
+        legacy = False
+        if not ccpk:
+            if settings.allow_unencrypted or settings.disable_curve_encryption:
+                legacy = True
+            else:
+                raise ApiError(400, "Missing ccpk", listed=True)
+        elif len(ccpk) != CCPK_LENGTH or not set(ccpk) <= Z85_ALPHABET:
+            raise ApiError(401, "Bad ccpk", listed=True)
+
+        requestor = authorized(self._ctx, req, org, None)
+        if requestor.is_client:
+            if settings.validate_client_node_name and requestor.name != node:
+                raise ApiError(403, "Client and node name must match", listed=True)
+        else:
+            self._ctx.authenticator.require(requestor, "read")
+
+        org_id = org_id_of(requestor)
+        admitted = broker_call(
+            self._ctx.broker.admit, org, org_id, node, None if legacy else ccpk
+        )
+        try:
+            session_key = base64.b64decode(admitted["session_key"], validate=True)
+        except (KeyError, binascii.Error, ValueError, TypeError):
+            raise ApiError(502, "the broker returned no session key") from None
+        send_json(resp, self._document(org, node, admitted, session_key, requestor, legacy))
+
+    def _document(
+        self,
+        org: str,
+        node: str,
+        admitted: dict[str, Any],
+        session_key: bytes,
+        requestor: Any,
+        legacy: bool,
+    ) -> dict[str, Any]:
+        s = self._ctx.settings
+        command_port = s.unencrypted_command_port if legacy else s.command_port
+        doc: dict[str, Any] = {
+            "type": "config",
+            "host": s.server_host,
+            "push_jobs": {
+                "heartbeat": {
+                    "out_addr": f"tcp://{s.server_host}:{s.heartbeat_port}",
+                    "command_addr": f"tcp://{s.server_host}:{command_port}",
+                    "interval": s.heartbeat_interval_ms / 1000.0,
+                    "offline_threshold": s.offline_threshold,
+                    "online_threshold": s.online_threshold,
+                }
+            },
+            "node": node,
+            "organization": org,
+            "public_key": self._ctx.server_public_key_pem,
+        }
+        if not legacy and admitted.get("curve_public_key"):
+            doc["curve_public_key"] = admitted["curve_public_key"]
+        doc["encoded_session_key"] = {
+            "method": "hmac_sha256",
+            "key": encrypt_session_key(requestor.public_key, session_key),
+        }
+        doc["lifetime"] = s.config_lifetime
+        doc["max_message_skew"] = s.max_message_skew
+        doc["max_body_size"] = s.max_body_size
+        doc["incarnation_id"] = admitted.get("incarnation_id")
+        return doc

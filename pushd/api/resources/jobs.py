@@ -1,0 +1,187 @@
+"""Job endpoints: create, list, read, abort, output (original-server.md 5.4-5.7).
+
+    JobsResource        GET (list, newest first, paged) and POST (create) ``.../pushy/jobs``
+    JobResource         GET ``.../pushy/jobs/ID[?include_file=true]``
+    JobAbortResource    POST ``.../pushy/jobs/ID/abort`` (pushd addition)
+    JobOutputResource   GET ``.../pushy/jobs/ID/output/NODE/stdout|stderr``
+
+Listing: the body stays a JSON array (knife parses that). ``?limit=N`` (default and maximum
+``jobs_page_limit``), ``?status=NAME`` and ``?cursor=C`` page through it; when there is more, the
+response carries ``X-Next-Cursor`` and a ``Link: <...>; rel="next"`` header.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+import falcon
+
+from pushd.api.body import read_body
+from pushd.api.broker import BrokerDown, BrokerRefused
+from pushd.api.context import ApiContext
+from pushd.api.documents import job_document, job_summary
+from pushd.api.errors import ApiError
+from pushd.api.formats import new_job_id
+from pushd.api.resources.common import (
+    authorized,
+    broker_call,
+    find_job,
+    org_id_of,
+    send_json,
+)
+from pushd.api.validation import JobValidationError, parse_job_request
+from pushd.states import JobStatus
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("stdout", "stderr")
+MAX_CURSOR = 200
+
+
+def job_uri(req: falcon.Request, org: str, job_id: str) -> str:
+    """The job's URI as the original builds it: X-Forwarded-Proto, Host, no default port."""
+    scheme = (req.get_header("X-Forwarded-Proto") or req.scheme or "http").split(",")[0].strip()
+    host = req.get_header("Host") or req.host
+    for default_port in (":80", ":443"):
+        if host.endswith(default_port):
+            host = host[: -len(default_port)]
+    return f"{scheme}://{host}/organizations/{org}/pushy/jobs/{job_id}"
+
+
+class JobsResource:
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, org: str) -> None:
+        settings = self._ctx.settings
+        body = read_body(req, settings.max_request_body)
+        requestor = authorized(self._ctx, req, org, "write", body)
+        try:
+            job = parse_job_request(
+                body,
+                default_run_timeout=settings.default_running_timeout,
+                max_file_size=settings.max_job_file_size,
+            )
+        except JobValidationError as err:
+            raise ApiError(400, err.message) from None
+        org_id = org_id_of(requestor)
+        job_id = new_job_id(org_id)
+        self._ctx.store.create_job(
+            org_id,
+            job_id,
+            job.command,
+            job.nodes,
+            job.quorum,
+            job.run_timeout,
+            requestor.name,
+            job.options(),
+        )
+        try:
+            self._ctx.broker.start_job(org_id, job_id)
+        except BrokerDown:
+            # The row is committed in status `new`; the broker starts it when it is back.
+            log.warning("broker unavailable; job %s will start when it returns", job_id)
+        except BrokerRefused as err:
+            log.warning("broker refused to start job %s: %s", job_id, err)
+        uri = job_uri(req, org, job_id)
+        resp.set_header("Location", uri)
+        send_json(resp, {"uri": uri}, 201)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, org: str) -> None:
+        requestor = authorized(self._ctx, req, org, "read")
+        limit = self._limit(req)
+        status = req.get_param("status")
+        if status is not None:
+            try:
+                status_filter: Any = JobStatus.from_wire(status)
+            except KeyError:
+                raise ApiError(400, f"unknown job status '{status}'") from None
+        else:
+            status_filter = None
+        cursor = req.get_param("cursor")
+        if cursor is not None and (len(cursor) > MAX_CURSOR or not cursor.isprintable()):
+            raise ApiError(400, "invalid cursor")
+        try:
+            jobs, next_cursor = self._ctx.store.list_jobs(
+                org_id_of(requestor), limit=limit, status=status_filter, before=cursor
+            )
+        except ValueError:
+            raise ApiError(400, "invalid cursor") from None
+        if next_cursor:
+            query = {"limit": limit, "cursor": next_cursor}
+            if status is not None:
+                query["status"] = status
+            resp.set_header("X-Next-Cursor", str(next_cursor))
+            resp.set_header("Link", f'<{req.path}?{urlencode(query)}>; rel="next"')
+        send_json(resp, [job_summary(job) for job in jobs])
+
+    def _limit(self, req: falcon.Request) -> int:
+        maximum = self._ctx.settings.jobs_page_limit
+        raw = req.get_param("limit")
+        if raw is None:
+            return maximum
+        if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+            raise ApiError(400, f"limit must be an integer from 1 to {maximum}")
+        return int(raw)
+
+
+class JobResource:
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, org: str, job_id: str) -> None:
+        requestor = authorized(self._ctx, req, org, "read")
+        job = find_job(self._ctx, org_id_of(requestor), job_id)
+        include_file = req.get_param_as_bool("include_file", default=False)
+        send_json(resp, job_document(job, include_file=bool(include_file)))
+
+
+class JobAbortResource:
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, org: str, job_id: str) -> None:
+        body = read_body(req, self._ctx.settings.max_request_body)
+        requestor = authorized(self._ctx, req, org, "write", body)
+        org_id = org_id_of(requestor)
+        job = find_job(self._ctx, org_id, job_id)
+        try:
+            broker_call(self._ctx.broker.abort_job, org_id, job_id)
+        except BrokerRefused as err:
+            if err.code == "not_found":
+                raise ApiError(404, f"job '{job_id}' not found") from None
+            if err.code == "already_finished":
+                raise ApiError(409, f"job '{job_id}' has already finished") from None
+            raise ApiError(409, err.message or err.code) from None
+        job = find_job(self._ctx, org_id, job_id)
+        send_json(resp, job_document(job), 200)
+
+
+class JobOutputResource:
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def on_get(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        org: str,
+        job_id: str,
+        node: str,
+        channel: str,
+    ) -> None:
+        if channel not in CHANNELS:
+            raise ApiError(404, f"no such output channel '{channel}'")
+        requestor = authorized(self._ctx, req, org, "read")
+        org_id = org_id_of(requestor)
+        find_job(self._ctx, org_id, job_id)
+        if not req.client_accepts("application/octet-stream"):
+            raise ApiError(406, "this resource serves application/octet-stream")
+        output = self._ctx.store.get_output(org_id, job_id, node, channel)
+        if output is None:
+            raise ApiError(404, f"no {channel} captured for node '{node}' in job '{job_id}'")
+        resp.status = 200
+        resp.content_type = "application/octet-stream"
+        resp.data = output.encode("utf-8") if isinstance(output, str) else bytes(output)
