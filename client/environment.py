@@ -1,0 +1,86 @@
+"""The environment a job's command runs with.
+
+Public API:
+
+    validate_job_env(env: object) -> dict[str, str]
+        The job's `env` option checked: an object of at most MAX_ENV_VARS names
+        ([A-Za-z_][A-Za-z0-9_]*) to strings without NUL; ValueError otherwise.
+    build_job_env(base, job_env, *, user, allowed_overwritable, node_name, job_id, job_file)
+        -> dict[str, str]
+        `base` (the daemon's environment) + HOME/USER/LOGNAME/SHELL of the job's user + the
+        job's variables + CHEF_PUSH_JOB_FILE (if any), CHEF_PUSH_NODE_NAME, CHEF_PUSH_JOB_ID.
+    is_protected(name) -> bool
+
+Policy for the job's variables (`allowed_overwritable_env_vars` in the config):
+  - None (the stock default): every name is set as given, except protected names (PATH, HOME,
+    USER, LOGNAME, SHELL, IFS, ENV, BASH_ENV, LD_*, DYLD_*, PYTHON*, PERL5*, RUBY*, GEM_*,
+    CHEF_PUSH_*), which arrive as CHEF_PUSH_ENV_<name> instead. The stock client let a job
+    replace PATH or LD_PRELOAD of a command that may run as root.
+  - a list: only the listed names are set as given; every other name is renamed as above.
+  - CHEF_PUSH_NODE_NAME, CHEF_PUSH_JOB_ID and CHEF_PUSH_JOB_FILE are always the client's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from pushd_client.process import UserSpec
+
+MAX_ENV_VARS = 256
+MAX_ENV_BYTES = 64 * 1024
+RENAME_PREFIX = "CHEF_PUSH_ENV_"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PROTECTED_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "IFS", "ENV", "BASH_ENV"})
+_PROTECTED_PREFIXES = ("LD_", "DYLD_", "PYTHON", "PERL5", "RUBY", "GEM_", "CHEF_PUSH_")
+_CLIENT_OWNED = frozenset({"CHEF_PUSH_NODE_NAME", "CHEF_PUSH_JOB_ID", "CHEF_PUSH_JOB_FILE"})
+
+
+def is_protected(name: str) -> bool:
+    return name in _PROTECTED_NAMES or name.startswith(_PROTECTED_PREFIXES)
+
+
+def validate_job_env(env: object) -> dict[str, str]:
+    if env is None:
+        return {}
+    if not isinstance(env, Mapping):
+        raise ValueError("env must be an object of names to strings")
+    if len(env) > MAX_ENV_VARS:
+        raise ValueError(f"env has {len(env)} variables, more than {MAX_ENV_VARS}")
+    size = 0
+    checked: dict[str, str] = {}
+    for name, value in env.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(f"env name {name!r} is not a valid variable name")
+        if not isinstance(value, str) or "\x00" in value:
+            raise ValueError(f"env value of {name} must be a string without NUL")
+        size += len(name) + len(value.encode("utf-8", "surrogateescape"))
+        checked[name] = value
+    if size > MAX_ENV_BYTES:
+        raise ValueError(f"env is {size} bytes, more than {MAX_ENV_BYTES}")
+    return checked
+
+
+def build_job_env(
+    base: Mapping[str, str],
+    job_env: Mapping[str, str],
+    *,
+    user: UserSpec,
+    allowed_overwritable: Iterable[str] | None,
+    node_name: str,
+    job_id: str,
+    job_file: str | None,
+) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in _CLIENT_OWNED}
+    env.update(HOME=user.home, USER=user.name, LOGNAME=user.name, SHELL=user.shell or "/bin/sh")
+    allowed = None if allowed_overwritable is None else frozenset(allowed_overwritable)
+    for name, value in job_env.items():
+        direct = not is_protected(name) if allowed is None else name in allowed
+        if name in _CLIENT_OWNED:
+            direct = False
+        env[name if direct else RENAME_PREFIX + name] = value
+    if job_file is not None:
+        env["CHEF_PUSH_JOB_FILE"] = job_file
+    env["CHEF_PUSH_NODE_NAME"] = node_name
+    env["CHEF_PUSH_JOB_ID"] = job_id
+    return env

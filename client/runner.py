@@ -1,0 +1,559 @@
+"""The job runner: one job at a time, from `commit` to its final report.
+
+Public API:
+
+    JobRunner(settings: RunnerSettings, send: Send, *, state_dir: StateDir | None = None,
+              measure: Measure | None = None, clock=time.monotonic)
+        send(type, job_id, fields) is called for every reply (`ack_commit`, `nack_commit`,
+        `ack_run`, `nack_run`, `succeeded`, `failed`, `aborted`); the caller adds the common
+        fields, signs and sends. `fields` holds `reason` on nacks and `aborted`, and
+        `stdout`/`stderr` (+ truncation fields) on results when capture was asked.
+        measure(type, job_id, fields) -> int is the encoded body size, used to fit output
+        into `settings.max_body_size` (default: the JSON size plus a margin for the rest).
+    .commit(job_id, command, options)   options: the commit message's user, dir, env, file,
+                                        capture, run_timeout (seconds)
+    .run(job_id)
+    .abort(reason="abort_requested")    server `abort`; the reply comes once the group is gone
+    .shutdown()                         blocking: kill the job's group, report `aborted`
+    .adopt_orphan(record)               a job a previous client process left behind: the next
+                                        server `abort` while idle is answered with its job id
+    .job_state -> "idle" | "committed" | "running"      for heartbeats
+    .job_id -> str | None
+    .watched_fds() -> list[int]         output pipes to poll for reading
+    .on_readable(fd)
+    .tick()                             reap, enforce run_timeout, escalate TERM -> KILL
+    .poll_timeout() -> float | None     how soon tick() needs to run again (seconds)
+    .describe() -> dict                 for the status file
+    RunnerSettings(node_name, whitelist, file_dir, allowed_overwritable_env_vars,
+                   max_body_size, lockfile, kill_grace, default_run_timeout,
+                   max_output_bytes, max_file_bytes)
+    NackReason: BUSY, NOT_WHITELISTED, LOCK_HELD, BAD_USER, BAD_DIR, BAD_FILE, BAD_ENV,
+                BAD_JOB_ID, NOT_COMMITTED, EXEC_FAILED, INTERNAL_ERROR
+    AbortReason: REQUESTED, RUN_TIMEOUT, SHUTDOWN, CLIENT_RESTARTED
+
+The commit decision follows the stock order (busy, lock, whitelist, user, dir, file), adds a
+`reason`, and never touches the pending job when a commit is refused. The lock of a whitelist
+entry is taken at commit and held until the job's group is gone. The command runs in its own
+session; abort, run_timeout and shutdown TERM the whole group, wait `kill_grace` seconds, then
+KILL it, and `aborted` is sent only once nothing in the group runs. When the command exits on
+its own, processes it left in its group are ended the same way before the result is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushd_client.environment import build_job_env, validate_job_env
+from pushd_client.jobfile import (
+    decode_file_spec,
+    prepare_file_dir,
+    remove_job_file,
+    write_job_file,
+)
+from pushd_client.output import TailBuffer, fit_output
+from pushd_client.process import (
+    JobProcess,
+    UserSpec,
+    group_alive,
+    kill_group_blocking,
+    process_start_time,
+    spawn,
+)
+from pushd_client.statefile import JobRecord, StateDir
+from pushd_client.whitelist import ResolvedCommand, Whitelist
+
+log = logging.getLogger("pushd_client.runner")
+
+Send = Callable[[str, "str | None", dict[str, Any]], None]
+Measure = Callable[[str, "str | None", dict[str, Any]], int]
+
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+KILL_WAIT = 5.0  # after SIGKILL, how long before we log that the group refuses to die
+TICK_WHILE_BUSY = 0.1
+
+
+class NackReason:
+    BUSY = "busy"
+    NOT_WHITELISTED = "not_whitelisted"
+    LOCK_HELD = "lock_held"
+    BAD_USER = "bad_user"
+    BAD_DIR = "bad_dir"
+    BAD_FILE = "bad_file"
+    BAD_ENV = "bad_env"
+    BAD_JOB_ID = "bad_job_id"
+    NOT_COMMITTED = "not_committed"
+    EXEC_FAILED = "exec_failed"
+    INTERNAL_ERROR = "internal_error"
+
+
+class AbortReason:
+    REQUESTED = "abort_requested"
+    RUN_TIMEOUT = "run_timeout"
+    SHUTDOWN = "shutdown"
+    CLIENT_RESTARTED = "client_restarted"
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    node_name: str
+    whitelist: Whitelist
+    file_dir: str
+    allowed_overwritable_env_vars: tuple[str, ...] | None = None
+    max_body_size: int = 63000
+    lockfile: str = "/var/chef/cache/chef-client-running.pid"
+    kill_grace: float = 10.0
+    default_run_timeout: float = 86400.0
+    max_output_bytes: int = 1024 * 1024
+    max_file_bytes: int = 1024 * 1024
+
+
+@dataclass
+class _Job:
+    job_id: str
+    command: str
+    resolved: ResolvedCommand
+    user: UserSpec
+    cwd: str
+    env: dict[str, str]
+    file_content: bytes | None
+    capture: bool
+    run_timeout: float
+    lock_fd: int | None
+    file_path: str | None = None
+    process: JobProcess | None = None
+    started: float = 0.0
+    deadline: float = 0.0
+    stdout: TailBuffer = field(default_factory=lambda: TailBuffer(0))
+    stderr: TailBuffer = field(default_factory=lambda: TailBuffer(0))
+    # Set once the job is being ended: the message to send when the group is gone.
+    final: tuple[str, dict[str, Any]] | None = None
+    kill_stage: str = ""  # "", "term", "kill"
+    kill_deadline: float = 0.0
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _default_measure(msg_type: str, job_id: str | None, fields: dict[str, Any]) -> int:
+    # The common fields (node, org, timestamp, incarnation...) add well under 512 bytes.
+    return len(json.dumps(fields).encode("utf-8")) + 512
+
+
+class JobRunner:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        settings: RunnerSettings,
+        send: Send,
+        *,
+        state_dir: StateDir | None = None,
+        measure: Measure | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._send = send
+        self._state_dir = state_dir
+        self._measure = measure or _default_measure
+        self._clock = clock
+        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._job: _Job | None = None
+        self._orphan: JobRecord | None = None
+        self.on_change: Callable[[], None] = lambda: None
+
+    # ----------------------------------------------------------------- state
+    @property
+    def job_state(self) -> str:
+        if self._job is None:
+            return "idle"
+        return "running" if self._job.process is not None else "committed"
+
+    @property
+    def job_id(self) -> str | None:
+        return None if self._job is None else self._job.job_id
+
+    def describe(self) -> dict[str, Any]:
+        job = self._job
+        if job is None:
+            return {"state": "idle"}
+        info: dict[str, Any] = {
+            "state": self.job_state,
+            "job_id": job.job_id,
+            "command": job.command,
+            "user": job.user.name,
+        }
+        if job.process is not None:
+            info.update(pid=job.process.pid, running_for=round(self._clock() - job.started, 1))
+        if job.final is not None:
+            info["stopping"] = job.final[0]
+        return info
+
+    def adopt_orphan(self, record: JobRecord) -> None:
+        self._orphan = record
+
+    # ---------------------------------------------------------------- commit
+    def commit(self, job_id: object, command: object, options: Mapping[str, Any]) -> None:
+        if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+            log.warning("job=%r commit refused: invalid job id", job_id)
+            self._send("nack_commit", None, {"reason": NackReason.BAD_JOB_ID})
+            return
+        if self._job is not None:
+            log.warning(
+                "job=%s commit refused: busy with job %s (%s)", job_id, self._job.job_id,
+                self.job_state,
+            )
+            self._send("nack_commit", job_id, {"reason": NackReason.BUSY})
+            return
+        try:
+            job = self._accept(job_id, command, options)
+        except _Refused as refused:
+            log.warning("job=%s commit refused (%s): %s", job_id, refused.reason, refused.detail)
+            self._send("nack_commit", job_id, {"reason": refused.reason})
+            return
+        self._job = job
+        log.info(
+            "job=%s committed: %r as %s in %s", job_id, job.resolved.command_line,
+            job.user.name, job.cwd,
+        )
+        self._send("ack_commit", job_id, {})
+        self.on_change()
+
+    def _accept(self, job_id: str, command: object, options: Mapping[str, Any]) -> _Job:
+        if not isinstance(command, str) or not command:
+            raise _Refused(NackReason.NOT_WHITELISTED, "no command given")
+        resolved = self.settings.whitelist.resolve(command)
+        lock_fd = None
+        if resolved is not None and resolved.lock:
+            lock_fd = self._take_lock(resolved.lock)
+        try:
+            if resolved is None:
+                raise _Refused(NackReason.NOT_WHITELISTED, f"{command!r} is not in the whitelist")
+            return self._check_options(job_id, command, resolved, options, lock_fd)
+        except BaseException:
+            _release_lock(lock_fd)
+            raise
+
+    def _take_lock(self, lock: bool | str) -> int | None:
+        path = self.settings.lockfile if lock is True else str(lock)
+        try:
+            # No O_TRUNC: the file may be chef-client's pid file.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            log.info("lock %s: directory missing, nothing can hold it", path)
+            return None
+        except OSError as err:
+            raise _Refused(NackReason.LOCK_HELD, f"cannot open lock {path}: {err}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise _Refused(NackReason.LOCK_HELD, f"lock {path} is held") from None
+            raise _Refused(NackReason.LOCK_HELD, f"cannot lock {path}: {err}") from None
+        return fd
+
+    def _check_options(
+        self,
+        job_id: str,
+        command: str,
+        resolved: ResolvedCommand,
+        options: Mapping[str, Any],
+        lock_fd: int | None,
+    ) -> _Job:
+        user_name = options.get("user")
+        if user_name is None:
+            user = UserSpec.current()
+        else:
+            if not isinstance(user_name, str) or not user_name:
+                raise _Refused(NackReason.BAD_USER, f"user {user_name!r} is not a name")
+            try:
+                user = UserSpec.lookup(user_name)
+            except KeyError:
+                raise _Refused(NackReason.BAD_USER, f"no such user {user_name!r}") from None
+            if not user.can_switch_to():
+                raise _Refused(NackReason.BAD_USER, f"this daemon cannot run jobs as {user_name}")
+        cwd = options.get("dir")
+        if cwd is None:
+            cwd = user.home if os.path.isdir(user.home) else "/"
+        elif not isinstance(cwd, str) or not os.path.isdir(cwd):
+            raise _Refused(NackReason.BAD_DIR, f"{cwd!r} is not a directory")
+        file_content = None
+        file_spec = options.get("file")
+        if file_spec is not None:
+            if not isinstance(file_spec, str):
+                raise _Refused(NackReason.BAD_FILE, "file must be a string")
+            try:
+                file_content = decode_file_spec(file_spec, self.settings.max_file_bytes)
+            except ValueError as err:
+                raise _Refused(NackReason.BAD_FILE, str(err)) from None
+        try:
+            env = validate_job_env(options.get("env"))
+        except ValueError as err:
+            raise _Refused(NackReason.BAD_ENV, str(err)) from None
+        run_timeout = options.get("run_timeout")
+        usable = isinstance(run_timeout, int | float) and not isinstance(run_timeout, bool)
+        if not usable or run_timeout <= 0:
+            run_timeout = self.settings.default_run_timeout
+        return _Job(
+            job_id=job_id,
+            command=command,
+            resolved=resolved,
+            user=user,
+            cwd=cwd,
+            env=env,
+            file_content=file_content,
+            capture=bool(options.get("capture")),
+            run_timeout=float(run_timeout),
+            lock_fd=lock_fd,
+        )
+
+    # ------------------------------------------------------------------- run
+    def run(self, job_id: object) -> None:
+        job = self._job
+        if job is None or job.process is not None or job.job_id != job_id:
+            log.warning(
+                "job=%s run refused: state is %s for job %s", job_id, self.job_state, self.job_id
+            )
+            reply_id = job_id if isinstance(job_id, str) and JOB_ID.fullmatch(job_id) else None
+            self._send("nack_run", reply_id, {"reason": NackReason.NOT_COMMITTED})
+            return
+        try:
+            self._start(job)
+        except _Refused as refused:
+            log.error("job=%s run failed (%s): %s", job.job_id, refused.reason, refused.detail)
+            self._cleanup(job)
+            self._job = None
+            self._send("nack_run", job.job_id, {"reason": refused.reason})
+            self.on_change()
+            return
+        self._send("ack_run", job.job_id, {})
+        self.on_change()
+
+    def _start(self, job: _Job) -> None:
+        if job.file_content is not None:
+            try:
+                prepare_file_dir(self.settings.file_dir)
+                job.file_path = write_job_file(
+                    self.settings.file_dir, job.job_id, job.file_content, job.user.uid,
+                    job.user.gid,
+                )
+            except (OSError, ValueError) as err:
+                raise _Refused(NackReason.BAD_FILE, f"cannot write the job file: {err}") from None
+        env = build_job_env(
+            self._base_env,
+            job.env,
+            user=job.user,
+            allowed_overwritable=self.settings.allowed_overwritable_env_vars,
+            node_name=self.settings.node_name,
+            job_id=job.job_id,
+            job_file=job.file_path,
+        )
+        limit = self.settings.max_output_bytes
+        job.stdout, job.stderr = TailBuffer(limit), TailBuffer(limit)
+        try:
+            job.process = spawn(
+                job.resolved.argv, user=job.user, cwd=job.cwd, env=env, capture=job.capture
+            )
+        except (OSError, subprocess.SubprocessError) as err:
+            raise _Refused(
+                NackReason.EXEC_FAILED, f"cannot start {job.resolved.argv[0]}: {err}"
+            ) from None
+        job.started = self._clock()
+        job.deadline = job.started + job.run_timeout
+        if self._state_dir is not None:
+            self._state_dir.save_job(
+                JobRecord(
+                    job_id=job.job_id,
+                    pid=job.process.pid,
+                    pgid=job.process.pgid,
+                    start_time=process_start_time(job.process.pid),
+                    command=job.command,
+                    started_at=time.time(),
+                )
+            )
+        log.info(
+            "job=%s started pid %d: %s", job.job_id, job.process.pid, job.resolved.command_line
+        )
+
+    # ----------------------------------------------------------------- abort
+    def abort(self, reason: str = AbortReason.REQUESTED) -> None:
+        job = self._job
+        if job is None:
+            orphan, self._orphan = self._orphan, None
+            if orphan is not None:
+                log.info("job=%s reported aborted: left by a previous client", orphan.job_id)
+                self._send("aborted", orphan.job_id, {"reason": AbortReason.CLIENT_RESTARTED})
+            else:
+                self._send("aborted", None, {"reason": reason})
+            return
+        if job.process is None:
+            log.info("job=%s aborted before it ran (%s)", job.job_id, reason)
+            self._cleanup(job)
+            self._job = None
+            self._send("aborted", job.job_id, {"reason": reason})
+            self.on_change()
+            return
+        if job.final is not None and job.final[0] == "aborted":
+            return  # already ending; the reply follows when the group is gone
+        log.info("job=%s aborting (%s): ending process group %d", job.job_id, reason,
+                 job.process.pgid)
+        self._stop(job, ("aborted", {"reason": reason}))
+
+    def shutdown(self) -> None:
+        """End the current job now (blocking up to kill_grace + a few seconds)."""
+        job = self._job
+        if job is None:
+            return
+        if job.process is None:
+            self.abort(AbortReason.SHUTDOWN)
+            return
+        log.info("job=%s client shutting down: ending process group %d", job.job_id,
+                 job.process.pgid)
+        job.final = ("aborted", {"reason": AbortReason.SHUTDOWN})
+        gone = kill_group_blocking(job.process.pgid, self.settings.kill_grace, job.process)
+        if not gone:
+            log.error("job=%s process group %d survived SIGKILL", job.job_id, job.process.pgid)
+        self._finish(job)
+
+    # --------------------------------------------------------- event loop glue
+    def watched_fds(self) -> list[int]:
+        job = self._job
+        if job is None or job.process is None:
+            return []
+        return [fd for fd in (job.process.stdout_fd, job.process.stderr_fd) if fd is not None]
+
+    def on_readable(self, fd: int) -> None:
+        job = self._job
+        if job is None or job.process is None:
+            return
+        data = job.process.read(fd)
+        if data:
+            (job.stdout if fd == job.process.stdout_fd else job.stderr).feed(data)
+
+    def poll_timeout(self) -> float | None:
+        if self._job is None or self._job.process is None:
+            return None
+        return TICK_WHILE_BUSY
+
+    def tick(self) -> None:
+        job = self._job
+        if job is None or job.process is None:
+            return
+        now = self._clock()
+        status = job.process.reap()
+        if job.final is None:
+            if status is not None:
+                self._drain(job)
+                job.final = self._result(job, status)
+                if group_alive(job.process.pgid):
+                    log.info("job=%s exited %d; ending what it left in its group", job.job_id,
+                             status)
+                    self._stop(job, job.final)
+                    return
+                self._finish(job)
+                return
+            if now >= job.deadline:
+                log.warning("job=%s run_timeout of %gs reached", job.job_id, job.run_timeout)
+                self._stop(job, ("aborted", {"reason": AbortReason.RUN_TIMEOUT}))
+            return
+        if not group_alive(job.process.pgid):
+            self._finish(job)
+            return
+        if job.kill_stage == "term" and now >= job.kill_deadline:
+            log.warning("job=%s group %d still running after %gs: SIGKILL", job.job_id,
+                        job.process.pgid, self.settings.kill_grace)
+            job.process.signal_group(signal.SIGKILL)
+            job.kill_stage, job.kill_deadline = "kill", now + KILL_WAIT
+        elif job.kill_stage == "kill" and now >= job.kill_deadline:
+            log.error("job=%s group %d survives SIGKILL", job.job_id, job.process.pgid)
+            job.process.signal_group(signal.SIGKILL)
+            job.kill_deadline = now + KILL_WAIT
+
+    # --------------------------------------------------------------- internal
+    def _stop(self, job: _Job, final: tuple[str, dict[str, Any]]) -> None:
+        assert job.process is not None
+        job.final = final
+        if job.kill_stage == "":
+            job.process.signal_group(signal.SIGTERM)
+            job.kill_stage = "term"
+            job.kill_deadline = self._clock() + self.settings.kill_grace
+        self.on_change()
+
+    def _drain(self, job: _Job) -> None:
+        assert job.process is not None
+        for fd in (job.process.stdout_fd, job.process.stderr_fd):
+            # Bounded: a straggler that keeps writing must not keep us here.
+            for _ in range(64):
+                if fd is None or fd not in self.watched_fds():
+                    break
+                data = job.process.read(fd)
+                if not data:
+                    break
+                (job.stdout if fd == job.process.stdout_fd else job.stderr).feed(data)
+
+    def _result(self, job: _Job, status: int) -> tuple[str, dict[str, Any]]:
+        msg_type = "succeeded" if status == 0 else "failed"
+        log.info("job=%s finished: exit status %d -> %s", job.job_id, status, msg_type)
+        return msg_type, {}
+
+    def _finish(self, job: _Job) -> None:
+        assert job.process is not None and job.final is not None
+        job.process.reap()
+        self._drain(job)
+        msg_type, fields = job.final
+        if job.capture and msg_type in ("succeeded", "failed"):
+            budget = self.settings.max_body_size
+
+            def render(output: dict[str, object]) -> bytes:
+                return b" " * self._measure(msg_type, job.job_id, {**fields, **output})
+
+            fields = {**fields, **fit_output(job.stdout, job.stderr, budget, render)}
+            if fields.get("stdout_truncated") or fields.get("stderr_truncated"):
+                log.warning(
+                    "job=%s output truncated to fit %d bytes (stdout %d, stderr %d bytes)",
+                    job.job_id, budget, job.stdout.total, job.stderr.total,
+                )
+        self._cleanup(job)
+        self._job = None
+        if msg_type == "aborted":
+            log.info("job=%s process group gone; reporting aborted (%s)", job.job_id,
+                     fields.get("reason"))
+        self._send(msg_type, job.job_id, fields)
+        self.on_change()
+
+    def _cleanup(self, job: _Job) -> None:
+        if job.process is not None:
+            job.process.close()
+        if job.file_path is not None:
+            remove_job_file(job.file_path)
+            job.file_path = None
+        _release_lock(job.lock_fd)
+        job.lock_fd = None
+        if self._state_dir is not None:
+            self._state_dir.clear_job()
+
+
+def _release_lock(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
