@@ -1,0 +1,363 @@
+"""The subcommands of `push-jobs` (argument parsing lives in main.py).
+
+Public API (each takes the parsed argparse namespace, an `Io` and a ChefHTTP factory, and
+returns the exit code):
+    Io(stdout, stderr)                       where output goes (tests pass StringIO/BytesIO)
+    job_start(args, io, connect) -> int
+    job_list(args, io, connect) -> int
+    job_status(args, io, connect) -> int
+    job_output(args, io, connect) -> int
+    job_abort(args, io, connect) -> int
+    job_watch(args, io, connect) -> int
+    node_status(args, io, connect) -> int
+    search_nodes(http, query) -> list[str]   Chef search (`GET search/node?q=...`), paged
+
+`connect()` returns a ChefHTTP for the configured server; it is only called once the command
+line is known to be valid, so usage errors never need a configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import queue as queue_module
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, TextIO
+
+from pushd_knife import exitcodes
+from pushd_knife.chefhttp import ApiError, ChefHTTP
+from pushd_knife.exitcodes import CliError
+from pushd_knife.follow import Follower, JobTracker, job_path
+from pushd_knife.jobspec import build_job_body, encode_file, parse_env, unique_nodes
+from pushd_knife.render import Progress, event_line, node_table, summary
+from pushd_knife.sse import FEED_ENDED, FEED_UNAVAILABLE, Event, FeedReader, wait_for
+
+Connect = Callable[[], ChefHTTP]
+SEARCH_PAGE = 1000
+MAX_SEARCH_NODES = 100_000
+MAX_LISTED_JOBS = 1_000_000
+V2_ONLY_FLAGS = (("env", "--with-env"), ("file", "--file"), ("dir", "--in-dir"),
+                 ("user", "--as-user"), ("capture_output", "--capture"))
+
+
+@dataclass
+class Io:
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+
+    def binary_stdout(self) -> IO[bytes]:
+        buffer = getattr(self.stdout, "buffer", None)
+        if buffer is None:
+            raise CliError("stdout has no binary buffer")
+        return buffer
+
+
+def _print(stream: TextIO, text: str = "") -> None:
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def _dump_json(stream: TextIO, document: Any) -> None:
+    _print(stream, json.dumps(document, indent=2, sort_keys=True))
+
+
+# -- search -----------------------------------------------------------------------------------
+
+def search_nodes(http: ChefHTTP, query: str) -> list[str]:
+    """Node names matching a Chef search query, all pages."""
+    names: list[str] = []
+    start = 0
+    while True:
+        try:
+            result = http.get_json("search/node", {"q": query, "start": start,
+                                                   "rows": SEARCH_PAGE})
+        except ApiError as exc:
+            raise CliError(f"search for nodes failed ({exc.status}): {exc.message}") from None
+        rows = result.get("rows") if isinstance(result, dict) else None
+        if not isinstance(rows, list):
+            raise CliError(f"search for nodes failed: unexpected answer {str(result)[:200]}")
+        for row in rows:
+            if isinstance(row, dict):
+                name = row.get("name") or (row.get("data") or {}).get("name")
+                if isinstance(name, str):
+                    names.append(name)
+        start += len(rows)
+        total = result.get("total", 0)
+        if not rows or start >= (total if isinstance(total, int) else 0) \
+                or len(names) >= MAX_SEARCH_NODES:
+            return names
+
+
+# -- job start --------------------------------------------------------------------------------
+
+def _post_job(http: ChefHTTP, body: dict[str, Any], io: Io) -> dict[str, Any]:
+    """POST the job; fall back to the v1 body only when a 1.x server rejects the v2 keys."""
+    try:
+        return http.post_json("pushy/jobs", body)
+    except ApiError as exc:
+        # A 1.x server refuses the 2.x keys with exactly this message (knife-push #32). knife
+        # fell back on any 400, which hid real validation errors (#50, #51): not here.
+        if exc.status != 400 or exc.message != "invalid key supplied":
+            raise CliError(f"the server refused the job: {exc.message}") from None
+    used = [flag for key, flag in V2_ONLY_FLAGS if body.get(key)]
+    if used:
+        raise CliError(
+            f"the server refused the job: invalid key supplied (a Push Jobs 1.x server?);"
+            f" {', '.join(used)} need Push Jobs 2.x"
+        )
+    _print(io.stderr, "WARNING: Falling back to Push Jobs v1 mode.")
+    v1_body = {key: body[key] for key in ("command", "nodes", "quorum", "run_timeout")
+               if key in body}
+    try:
+        return http.post_json("pushy/jobs", v1_body)
+    except ApiError as exc:
+        raise CliError(f"the server refused the job: {exc.message}") from None
+
+
+def job_id_from(answer: dict[str, Any]) -> str:
+    uri = answer.get("uri") if isinstance(answer, dict) else None
+    job_id = answer.get("id") if isinstance(answer, dict) else None
+    if isinstance(uri, str) and uri.rstrip("/"):
+        return uri.rstrip("/").rsplit("/", 1)[-1]
+    if isinstance(job_id, str) and job_id:
+        return job_id
+    raise CliError(f"the server accepted the job but did not say its id: {str(answer)[:200]}")
+
+
+def _interrupted(io: Io, job_id: str) -> int:
+    _print(io.stderr,
+           f"Interrupted. Job {job_id} continues on the server: follow it with"
+           f" `push-jobs job watch {job_id}`, stop it with `push-jobs job abort {job_id}`.")
+    return exitcodes.INTERRUPTED
+
+
+def job_start(args: Any, io: Io, connect: Connect) -> int:
+    if not args.command:
+        raise CliError("No job specified.", exitcodes.USAGE)
+    env = parse_env(args.with_env) if args.with_env is not None else {}
+    file_value = encode_file(args.file) if args.file is not None else None
+    if args.timeout is not None and args.timeout < 0:
+        raise CliError("--timeout must be a positive number of seconds", exitcodes.USAGE)
+    http = connect()
+    if args.search:
+        if args.nodes:
+            _print(io.stderr, "WARNING: node names given with --search are ignored")
+        nodes = search_nodes(http, args.search)
+    else:
+        nodes = list(args.nodes)
+    nodes = unique_nodes(nodes)
+    if not nodes:
+        raise CliError("No nodes to run job on. Specify nodes as arguments or use -s to specify"
+                       " a search query.")
+    body = build_job_body(args.command, nodes, quorum=args.quorum, run_timeout=args.timeout,
+                          file=file_value, capture=args.capture, env=env,
+                          directory=args.in_dir, user=args.as_user)
+    answer = _post_job(http, body, io)
+    job_id = job_id_from(answer)
+    progress_stream = io.stderr if args.json else io.stdout
+    _print(progress_stream, f"Started.  Job ID: {job_id}")
+    if args.nowait:
+        if args.json:
+            uri = answer.get("uri") or http.url(job_path(job_id))
+            _dump_json(io.stdout, {"id": job_id, "uri": uri})
+        return exitcodes.OK
+    progress = Progress(progress_stream)
+    follower = Follower(
+        http, job_id,
+        poll_interval=args.poll_interval,
+        wait_timeout=args.wait_timeout,
+        use_feed=not args.no_feed,
+        on_change=lambda t: progress.update(t.status, t.nodes),
+        on_tick=lambda t: progress.update(t.status, t.nodes, tick=True),
+    )
+    try:
+        final = follower.run()
+    except KeyboardInterrupt:
+        progress.close()
+        return _interrupted(io, job_id)
+    except CliError:
+        progress.close()
+        raise
+    tracker = follower.tracker or JobTracker(final)
+    progress.finish(tracker.status, tracker.nodes)
+    if args.json:
+        _dump_json(io.stdout, final)
+    else:
+        io.stdout.write(summary(final))
+        table = node_table(final.get("nodes") or {})
+        if table:
+            _print(io.stdout)
+            io.stdout.write(table)
+        io.stdout.flush()
+    return exitcodes.job_exit_code(final, strict=args.strict)
+
+
+# -- other job commands ----------------------------------------------------------------------
+
+def job_list(args: Any, io: Io, connect: Connect) -> int:
+    params: dict[str, Any] = {}
+    if args.status:
+        params["status"] = args.status
+    if args.limit is not None:
+        params["limit"] = args.limit
+    http = connect()
+    jobs: list[Any] = []
+    while True:
+        response = http.request("GET", "pushy/jobs", params=params or None)
+        page = response.json()
+        if not isinstance(page, list):
+            raise CliError(f"unexpected answer listing jobs: {str(page)[:200]}")
+        jobs.extend(page)
+        # The server pages with X-Next-Cursor; without --limit, list everything like knife.
+        cursor = response.headers.get("x-next-cursor")
+        if args.limit is not None or not cursor or not page or len(jobs) >= MAX_LISTED_JOBS:
+            break
+        params = {**params, "cursor": cursor}
+    if args.json:
+        _dump_json(io.stdout, jobs)
+    else:
+        io.stdout.write(summary(jobs))
+        io.stdout.flush()
+    return exitcodes.OK
+
+
+def _get_job(http: ChefHTTP, job_id: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    try:
+        return http.get_json(job_path(job_id), params)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CliError(f"job {job_id} not found: {exc.message}") from None
+        raise
+
+
+def job_status(args: Any, io: Io, connect: Connect) -> int:
+    params = {"include_file": "true"} if args.include_file else None
+    job = _get_job(connect(), args.job_id, params)
+    if args.json:
+        _dump_json(io.stdout, job)
+    else:
+        io.stdout.write(summary(job))
+        io.stdout.flush()
+    return exitcodes.OK
+
+
+def job_output(args: Any, io: Io, connect: Connect) -> int:
+    if args.channel not in ("stdout", "stderr"):
+        raise CliError("Invalid Format please enter stdout or stderr", exitcodes.USAGE)
+    path = f"{job_path(args.job_id)}/output/{args.node}/{args.channel}"
+    try:
+        response = connect().request("GET", path, accept="application/octet-stream")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CliError(f"no {args.channel} for node {args.node} in job {args.job_id}"
+                           f" (was the job started with --capture?): {exc.message}") from None
+        raise
+    out = io.binary_stdout()
+    out.write(response.body)
+    out.flush()
+    return exitcodes.OK
+
+
+def job_abort(args: Any, io: Io, connect: Connect) -> int:
+    http = connect()
+    try:
+        answer = http.post_json(f"{job_path(args.job_id)}/abort", {})
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CliError(f"job {args.job_id} not found: {exc.message}") from None
+        raise CliError(f"cannot abort job {args.job_id}: {exc.message}") from None
+    if args.json:
+        _dump_json(io.stdout, answer)
+    else:
+        status = answer.get("status") if isinstance(answer, dict) else None
+        suffix = f" (status: {status})" if status else ""
+        _print(io.stdout, f"Abort requested for job {args.job_id}{suffix}.")
+    return exitcodes.OK
+
+
+def _event_printer(io: Io, as_json: bool) -> Callable[[Event], None]:
+    def show(event: Event) -> None:
+        data = event.json()
+        if as_json:
+            _print(io.stdout, json.dumps({"id": event.id, "event": event.name, "data": data},
+                                         sort_keys=True))
+        else:
+            _print(io.stdout, event_line(event.name, data))
+    return show
+
+
+def _replay_finished(http: ChefHTTP, job_id: str, show: Callable[[Event], None],
+                     timeout: float) -> None:
+    """Print the full history of a finished job from its feed (best effort)."""
+    events: queue_module.Queue[Any] = queue_module.Queue()
+    reader = FeedReader(http, f"pushy/job_status_feed/{job_id}", events, max_failures=2)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            item = wait_for(events, deadline)
+            if item is None or item is FEED_ENDED or item is FEED_UNAVAILABLE:
+                return
+            if isinstance(item, Event):
+                show(item)
+    finally:
+        reader.stop()
+
+
+def job_watch(args: Any, io: Io, connect: Connect) -> int:
+    http = connect()
+    job = _get_job(http, args.job_id)
+    show = _event_printer(io, args.json)
+    tracker = JobTracker(job)
+    if tracker.finished:
+        _replay_finished(http, args.job_id, show, timeout=30.0)
+        final = job
+    else:
+        def on_change(current: JobTracker) -> None:
+            # Events are printed as they come; only a polled job (no feed) prints its states.
+            if not follower.feed_active:
+                nodes = ", ".join(f"{n} {s}" for n, s in sorted(current.nodes.items()))
+                _print(io.stdout, f"{time.strftime('%H:%M:%S')}  {current.status}: {nodes}")
+
+        follower = Follower(http, args.job_id, poll_interval=args.poll_interval,
+                            wait_timeout=args.wait_timeout, use_feed=True,
+                            on_change=on_change, on_event=show)
+        try:
+            final = follower.run()
+        except KeyboardInterrupt:
+            return _interrupted(io, args.job_id)
+    if not args.json:
+        table = node_table(final.get("nodes") or {})
+        _print(io.stdout, f"Job {args.job_id}: {final.get('status')}")
+        if table:
+            io.stdout.write(table)
+            io.stdout.flush()
+    return exitcodes.job_exit_code(final, strict=args.strict)
+
+
+# -- node status ------------------------------------------------------------------------------
+
+def node_status(args: Any, io: Io, connect: Connect) -> int:
+    http = connect()
+    names: list[str] = []
+    for item in args.nodes:
+        if ":" in item:
+            names.extend(search_nodes(http, item))
+        else:
+            names.append(item)
+    if args.search:
+        names.extend(search_nodes(http, args.search))
+    if not args.nodes and not args.search:
+        states = http.get_json("pushy/node_states")
+        rows = states if isinstance(states, list) else []
+    else:
+        rows = [http.get_json(f"pushy/node_states/{name}") for name in unique_nodes(names)]
+    if args.json:
+        _dump_json(io.stdout, rows)
+        return exitcodes.OK
+    for row in rows:
+        if isinstance(row, dict):
+            _print(io.stdout, f"{row.get('node_name')}\t{row.get('availability')}")
+    return exitcodes.OK

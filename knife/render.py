@@ -1,0 +1,198 @@
+"""Everything `push-jobs` prints: knife's summary format, the node table, progress, events.
+
+Public API:
+    summary(data) -> str                  knife's default "summary" presenter (sorted `key: value`
+                                          lines, nested values indented), e.g. for `job status`
+    node_table(nodes_by_status) -> str    per-node table (NODE, STATUS), sorted by node name
+    state_text(status, node_statuses) -> str   knife's progress text: "Voting.",
+                                          "Running (X/Y in progress) ...", "Complete." ...
+    Progress(stream, live=None)           the `job start` progress: knife's dots and state lines,
+                                          plus a live per-node count line when `live` (a TTY)
+        .update(status, node_statuses, tick=False) ; .finish(status, node_statuses) ; .close()
+    event_line(event_name, data) -> str   one human line for `job watch`
+
+knife prints the in-progress count as the number of distinct node statuses among
+new/voting/running (a bug); this counts nodes in new/ready/running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+IN_PROGRESS_NODE_STATUSES = frozenset({"new", "ready", "running"})
+
+
+def _is_singleton(value: Any) -> bool:
+    return not isinstance(value, list | dict)
+
+
+def _scalar(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def summary(data: Any) -> str:
+    """knife's text presenter: `key: value` lines, keys sorted and aligned, nesting indented."""
+    out: list[str] = []
+    if isinstance(data, dict):
+        width = max((len(str(key)) for key in data), default=0) + 1
+        for key in sorted(data, key=str):
+            value = data[key]
+            if isinstance(value, list) and len(value) == 1 and _is_singleton(value[0]):
+                value = value[0]
+            if _is_singleton(value):
+                out.append(f"{(str(key) + ':').ljust(width)} {_scalar(value)}")
+            else:
+                out.append(f"{key}:")
+                out.extend(f"  {line}" for line in summary(value).splitlines())
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            out.extend(summary(item).splitlines())
+            if not _is_singleton(item) and index != len(data) - 1:
+                out.append("")
+    else:
+        out.append(_scalar(data))
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def node_table(nodes_by_status: Mapping[str, list[str]]) -> str:
+    """`NODE  STATUS` rows for a job document's `nodes` object, sorted by node name."""
+    rows = sorted((name, status) for status, names in nodes_by_status.items() for name in names)
+    if not rows:
+        return ""
+    width = max(len("NODE"), *(len(name) for name, _ in rows))
+    lines = [f"{'NODE'.ljust(width)}  STATUS"]
+    lines.extend(f"{name.ljust(width)}  {status}" for name, status in rows)
+    return "\n".join(lines) + "\n"
+
+
+def state_text(status: str, node_statuses: Mapping[str, str]) -> str:
+    """The progress text knife prints for a job status."""
+    if status == "new":
+        return "Initialized."
+    if status == "voting":
+        return "Voting."
+    if status == "running":
+        busy = sum(1 for s in node_statuses.values() if s in IN_PROGRESS_NODE_STATUSES)
+        return f"Running ({busy}/{len(node_statuses)} in progress) ..."
+    return status.capitalize() + "."
+
+
+def _counts_text(node_statuses: Mapping[str, str]) -> str:
+    counts = Counter(node_statuses.values())
+    order = ["new", "ready", "running", "succeeded", "failed", "nacked", "unavailable",
+             "was_ready", "crashed", "timed_out", "aborted"]
+    parts = [f"{counts[name]} {name}" for name in order if counts.get(name)]
+    parts.extend(f"{n} {name}" for name, n in sorted(counts.items()) if name not in order)
+    return ", ".join(parts)
+
+
+class Progress:
+    """Progress of a followed job, knife-style.
+
+    Plain output (not a TTY, knife's look): one `.` per tick and the state text whenever it
+    changes, e.g. `.Running (1/1 in progress) ...` then `......Complete.`.
+    On a TTY (`live=True`): state lines when the phase changes, and below them one line
+    rewritten in place with the per-node counts and elapsed time.
+    """
+
+    def __init__(self, stream: TextIO, live: bool | None = None) -> None:
+        self.stream = stream
+        if live is None:
+            isatty = getattr(stream, "isatty", None)
+            live = bool(isatty and isatty())
+        self.live = live
+        self.started = time.monotonic()
+        self._last_text: str | None = "Initialized."
+        self._last_phase: str | None = "new"
+        self._live_shown = False
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def _clear_live(self) -> None:
+        if self._live_shown:
+            self._write("\r\x1b[K")
+            self._live_shown = False
+
+    def update(self, status: str, node_statuses: Mapping[str, str], tick: bool = False) -> None:
+        if self.live:
+            self._update_live(status, node_statuses)
+            return
+        text = state_text(status, node_statuses)
+        changed = text != self._last_text
+        if tick:
+            self._write(".")
+        if changed and tick:
+            self._write(text + "\n")
+            self._last_text = text
+
+    def finish(self, status: str, node_statuses: Mapping[str, str]) -> None:
+        """Show the final state (always ends the progress with a newline)."""
+        if self.live:
+            self._update_live(status, node_statuses)
+            self._clear_live()
+            return
+        text = state_text(status, node_statuses)
+        self._write(".")
+        if text != self._last_text:
+            self._write(text + "\n")
+            self._last_text = text
+        else:
+            self._write("\n")
+
+    def close(self) -> None:
+        """Leave the cursor on a fresh line (after Ctrl-C or an error)."""
+        if self.live:
+            self._clear_live()
+        else:
+            self._write("\n")
+
+    def _update_live(self, status: str, node_statuses: Mapping[str, str]) -> None:
+        phase = status
+        if phase != self._last_phase:
+            self._clear_live()
+            text = state_text(status, node_statuses)
+            if status == "running":
+                text = "Running."
+            self._write(text + "\n")
+            self._last_phase = phase
+        if status in ("new", "voting", "running"):
+            elapsed = int(time.monotonic() - self.started)
+            self._write(f"\r\x1b[K  [{elapsed}s] {len(node_statuses)} nodes: "
+                        f"{_counts_text(node_statuses)}")
+            self._live_shown = True
+
+
+def _field(data: Mapping[str, Any], name: str) -> str:
+    value = data.get(name)
+    return "" if value is None else str(value)
+
+
+def event_line(event_name: str, data: Mapping[str, Any]) -> str:
+    """One line for a job feed event: `<timestamp>  <event>  <details>`."""
+    stamp = _field(data, "timestamp")
+    if event_name == "start":
+        detail = (f"command={data.get('command')!r} nodes={_field(data, 'node_count')}"
+                  f" quorum={_field(data, 'quorum')} run_timeout={_field(data, 'run_timeout')}"
+                  f" by={_field(data, 'user')}")
+    elif event_name in ("quorum_vote", "run_complete"):
+        detail = f"{_field(data, 'node')} {_field(data, 'status')}"
+    elif event_name in ("run_start", "rehab"):
+        detail = _field(data, "node")
+    elif event_name == "job_complete":
+        detail = _field(data, "status")
+    elif event_name == "summary":
+        detail = f"status={_field(data, 'status')}"
+    else:
+        detail = " ".join(f"{k}={v}" for k, v in data.items() if k != "timestamp")
+    return f"{stamp}  {event_name:<16} {detail}".rstrip()

@@ -1,0 +1,221 @@
+"""Server-Sent Events: a line parser and a reconnecting feed reader for the job feed.
+
+Public API:
+    Event(name, id, data)               .json() -> dict (the data object, {} when not JSON)
+    SSEParser()                         .feed(line: str) -> Event | None ; .finish() -> Event | None
+    iter_events(lines) -> Iterator[Event]   whole-stream helper (for bytes or str lines)
+    FEED_UNAVAILABLE                    sentinel put on the queue when the feed cannot be used
+    FEED_ENDED                          sentinel: the server closed a stream that had finished
+    FeedReader(http, path, queue, *, last_event_id=None, stall_timeout=60.0, max_failures=5)
+        .start() / .stop()              a daemon thread that puts Event objects on `queue`,
+                                        reconnecting with `Last-Event-ID` after a drop
+
+The original server ends a finished job's stream with a `summary` event that lacks the closing
+blank line, so `finish()` dispatches a pending event at end of stream. Lines are bounded
+(MAX_LINE_BYTES) so a broken server cannot grow memory without limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import queue as queue_module
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pushd_knife.chefhttp import ApiError, ChefHTTP
+from pushd_knife.exitcodes import CliError
+
+MAX_LINE_BYTES = 16 * 1024 * 1024
+# HTTP statuses that mean "this server has no usable feed": fall back to polling at once.
+NO_FEED_STATUSES = frozenset({404, 405, 406, 501})
+
+FEED_UNAVAILABLE = object()
+FEED_ENDED = object()
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    id: str | None
+    data: str
+
+    def json(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.data)
+        except json.JSONDecodeError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+class SSEParser:
+    """Incremental parser of the text/event-stream format (one decoded line at a time)."""
+
+    def __init__(self) -> None:
+        self._name = ""
+        self._id: str | None = None
+        self._data: list[str] = []
+        self.last_event_id: str | None = None
+
+    def feed(self, line: str) -> Event | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None  # a comment, e.g. the server's `:keepalive`
+        field_name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if field_name == "event":
+            self._name = value
+        elif field_name == "data":
+            self._data.append(value)
+        elif field_name == "id" and "\0" not in value:
+            self._id = value
+        return None
+
+    def finish(self) -> Event | None:
+        """End of stream: dispatch an event that was not closed by a blank line."""
+        return self._dispatch() if self._data else None
+
+    def _dispatch(self) -> Event | None:
+        if not self._data and not self._name:
+            self._id = None
+            return None
+        event = Event(self._name or "message", self._id, "\n".join(self._data))
+        if self._id is not None:
+            self.last_event_id = self._id
+        self._name, self._id, self._data = "", None, []
+        return event
+
+
+def iter_events(lines: Iterable[bytes | str]) -> Iterator[Event]:
+    parser = SSEParser()
+    for raw in lines:
+        line = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+        event = parser.feed(line)
+        if event is not None:
+            yield event
+    tail = parser.finish()
+    if tail is not None:
+        yield tail
+
+
+class FeedReader:
+    """Reads a feed on a daemon thread and hands events to the main thread through a queue.
+
+    After a dropped connection it reconnects with `Last-Event-ID` (backing off 0.2 s, 0.4 s,
+    ... up to 5 s); after `max_failures` failed attempts in a row, or at once when the server
+    has no feed (404/405/406/501), it puts FEED_UNAVAILABLE and stops. A connection that stays
+    silent for `stall_timeout` seconds (the server sends keepalives every 15 s) is dropped and
+    reopened. When a stream that delivered `job_complete` or `summary` closes, it puts
+    FEED_ENDED and stops.
+    """
+
+    def __init__(
+        self,
+        http: ChefHTTP,
+        path: str,
+        queue: queue_module.Queue[Any],
+        *,
+        last_event_id: str | None = None,
+        stall_timeout: float = 60.0,
+        max_failures: int = 5,
+    ) -> None:
+        self.http = http
+        self.path = path
+        self.queue = queue
+        self.last_event_id = last_event_id
+        self.stall_timeout = stall_timeout
+        self.max_failures = max_failures
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="push-jobs-feed", daemon=True)
+        self._conn: http.client.HTTPConnection | None = None
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _run(self) -> None:
+        failures = 0
+        finished = False
+        while not self._stop.is_set():
+            headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+            try:
+                conn, response = self.http.open_stream(self.path, headers,
+                                                       timeout=self.stall_timeout)
+            except ApiError as exc:
+                self.last_error = f"{exc.status} {exc.message}"
+                if exc.status in NO_FEED_STATUSES:
+                    self.queue.put(FEED_UNAVAILABLE)
+                    return
+                failures += 1
+            except CliError as exc:
+                self.last_error = exc.message
+                failures += 1
+            else:
+                self._conn = conn
+                delivered, finished = self._read(response)
+                conn.close()
+                self._conn = None
+                if finished:
+                    self.queue.put(FEED_ENDED)
+                    return
+                failures = 0 if delivered else failures + 1
+            if failures >= self.max_failures:
+                self.queue.put(FEED_UNAVAILABLE)
+                return
+            self._stop.wait(min(5.0, 0.2 * 2 ** max(0, failures - 1)))
+
+    def _read(self, response: http.client.HTTPResponse) -> tuple[bool, bool]:
+        """Read events until the stream ends; (delivered any event, saw the job's end)."""
+        parser = SSEParser()
+        delivered = finished = False
+        try:
+            while not self._stop.is_set():
+                raw = response.readline(MAX_LINE_BYTES + 1)
+                if not raw:
+                    break
+                if len(raw) > MAX_LINE_BYTES:
+                    self.last_error = "feed line too long"
+                    return delivered, False
+                event = parser.feed(raw.decode("utf-8", errors="replace"))
+                if event is not None:
+                    finished = self._deliver(event) or finished
+                    delivered = True
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            self.last_error = str(exc) or type(exc).__name__
+            return delivered, False
+        tail = parser.finish()
+        if tail is not None:
+            finished = self._deliver(tail) or finished
+            delivered = True
+        return delivered, finished
+
+    def _deliver(self, event: Event) -> bool:
+        if event.id is not None:
+            self.last_event_id = event.id
+        self.queue.put(event)
+        return event.name in ("job_complete", "summary")
+
+
+def wait_for(item_queue: queue_module.Queue[Any], deadline: float) -> Any | None:
+    """Next queue item, or None once `deadline` (time.monotonic()) passes."""
+    remaining = deadline - time.monotonic()
+    try:
+        if remaining <= 0:
+            return item_queue.get_nowait()
+        return item_queue.get(timeout=remaining)
+    except queue_module.Empty:
+        return None
