@@ -9,6 +9,7 @@
         `broker`: a BrokerGateway (pushd.api.broker) over the broker's control socket.
         `events`: an EventHub on the broker's events socket (None: feeds poll the store).
         `server_public_key_pem`: the server's RSA public key, sent in node configs.
+        `middleware`: extra falcon middleware (the server adds one store connection per request).
 
 Routes (every other verb on them answers 405 JSON, unknown paths 404 JSON):
 
@@ -60,6 +61,7 @@ def create_app(
     events: EventHub | None = None,
     server_public_key_pem: str = "",
     poll_interval: float = 2.0,
+    middleware: list[Any] | None = None,
 ) -> falcon.App:
     if authz is None:
         from pushd.identity import authz as default_authz
@@ -83,7 +85,7 @@ def create_app(
         feeds=feeds,
         server_public_key_pem=server_public_key_pem,
     )
-    app = falcon.App()
+    app = falcon.App(middleware=middleware or [])
     app.req_options.strip_url_path_trailing_slash = True
     # Bodies are read (and bounded) by the resources themselves; no media auto-parsing.
     app.req_options.auto_parse_form_urlencoded = False

@@ -25,6 +25,7 @@ Store contract used: ``job_events_after(org_id, job_id, after_id)`` and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -81,6 +82,8 @@ class FeedStreams:
         org_retention: float = 86400.0,
     ) -> None:
         self._store = store
+        # NOTE: streams outlive their request, so each store call takes its own connection.
+        self._connection = getattr(store, "connection", None) or contextlib.nullcontext
         self._hub = hub
         self._summary = summary
         self._keepalive = keepalive
@@ -100,7 +103,7 @@ class FeedStreams:
     def _job_events(
         self, org_id: str, job_id: str, resume_after: int | None, listener: Any
     ) -> Iterator[bytes]:
-        history = list(self._store.job_events_after(org_id, job_id, None))
+        history = self._rows(self._store.job_events_after, org_id, job_id, None)
         if resume_after is not None and any(ev.id == resume_after for ev in history):
             to_send = [ev for ev in history if ev.id > resume_after]
         else:
@@ -112,7 +115,7 @@ class FeedStreams:
         silent_since = time.monotonic()
         while not finished:
             self._wait(listener)
-            fresh = list(self._store.job_events_after(org_id, job_id, last_id))
+            fresh = self._rows(self._store.job_events_after, org_id, job_id, last_id)
             for ev in fresh:
                 yield _frame(ev)
                 last_id = ev.id
@@ -126,7 +129,7 @@ class FeedStreams:
             if time.monotonic() - silent_since >= self._keepalive:
                 yield SSE_KEEPALIVE
                 silent_since = time.monotonic()
-        job = self._store.get_job(org_id, job_id)
+        job = self._q(self._store.get_job, org_id, job_id)
         if job is not None:
             yield sse_event(
                 "summary",
@@ -135,7 +138,7 @@ class FeedStreams:
             )
 
     def _job_is_over(self, org_id: str, job_id: str) -> bool:
-        job = self._store.get_job(org_id, job_id)
+        job = self._q(self._store.get_job, org_id, job_id)
         return job is None or JobStatus(job.status) in TERMINAL_JOB_STATUSES
 
     # -- org feed ---------------------------------------------------------------------------
@@ -155,9 +158,9 @@ class FeedStreams:
         last_id: int | None = None
         if last_event_id is None:
             # No history: only what happens from now on.
-            backlog = list(self._store.org_events_after(org_id, None, since=now))
+            backlog = self._rows(self._store.org_events_after, org_id, None, since=now)
         else:
-            retained = list(self._store.org_events_after(org_id, None, since=horizon))
+            retained = self._rows(self._store.org_events_after, org_id, None, since=horizon)
             if resume_after is not None and any(ev.id == resume_after for ev in retained):
                 backlog = [ev for ev in retained if ev.id > resume_after]
                 last_id = resume_after
@@ -172,9 +175,9 @@ class FeedStreams:
         while True:
             self._wait(listener)
             if last_id is None:
-                fresh = list(self._store.org_events_after(org_id, None, since=now))
+                fresh = self._rows(self._store.org_events_after, org_id, None, since=now)
             else:
-                fresh = list(self._store.org_events_after(org_id, last_id, since=horizon))
+                fresh = self._rows(self._store.org_events_after, org_id, last_id, since=horizon)
             if fresh:
                 yield from self._org_send(fresh)
                 last_id = fresh[-1].id
@@ -187,6 +190,14 @@ class FeedStreams:
     def _org_send(events: Iterable[Any]) -> Iterator[bytes]:
         for ev in events:
             yield _frame(ev, with_job=True)
+
+    def _q(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self._connection():
+            return func(*args, **kwargs)
+
+    def _rows(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
+        with self._connection():
+            return list(func(*args, **kwargs))
 
     # -- waiting ----------------------------------------------------------------------------
 

@@ -16,24 +16,17 @@ import binascii
 from typing import Any
 
 import falcon
-from cryptography.hazmat.primitives.asymmetric import padding
 
 from pushd import chefauth
 from pushd.api.context import ApiContext
 from pushd.api.errors import ApiError
 from pushd.api.resources.common import authorized, broker_call, org_id_of, send_json
+from pushd.protocol.config import build_config, encrypt_session_key
 
 Z85_ALPHABET = frozenset(
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
 )
 CCPK_LENGTH = 40
-
-
-def encrypt_session_key(public_key: Any, key: bytes) -> str:
-    """base64(RSA PKCS#1 v1.5 encryption of the session key to the client's public key)."""
-    if not hasattr(public_key, "encrypt"):
-        public_key = chefauth.load_public_key(public_key)
-    return base64.b64encode(public_key.encrypt(key, padding.PKCS1v15())).decode("ascii")
 
 
 class ConfigResource:
@@ -79,31 +72,23 @@ class ConfigResource:
         legacy: bool,
     ) -> dict[str, Any]:
         s = self._ctx.settings
-        command_port = s.unencrypted_command_port if legacy else s.command_port
-        doc: dict[str, Any] = {
-            "type": "config",
-            "host": s.server_host,
-            "push_jobs": {
-                "heartbeat": {
-                    "out_addr": f"tcp://{s.server_host}:{s.heartbeat_port}",
-                    "command_addr": f"tcp://{s.server_host}:{command_port}",
-                    "interval": s.heartbeat_interval_ms / 1000.0,
-                    "offline_threshold": s.offline_threshold,
-                    "online_threshold": s.online_threshold,
-                }
-            },
-            "node": node,
-            "organization": org,
-            "public_key": self._ctx.server_public_key_pem,
-        }
-        if not legacy and admitted.get("curve_public_key"):
-            doc["curve_public_key"] = admitted["curve_public_key"]
-        doc["encoded_session_key"] = {
-            "method": "hmac_sha256",
-            "key": encrypt_session_key(requestor.public_key, session_key),
-        }
-        doc["lifetime"] = s.config_lifetime
-        doc["max_message_skew"] = s.max_message_skew
-        doc["max_body_size"] = s.max_body_size
-        doc["incarnation_id"] = admitted.get("incarnation_id")
-        return doc
+        public_key = requestor.public_key
+        if not hasattr(public_key, "encrypt"):
+            public_key = chefauth.load_public_key(public_key)
+        return build_config(
+            host=s.server_host,
+            heartbeat_port=s.heartbeat_port,
+            command_port=s.unencrypted_command_port if legacy else s.command_port,
+            interval=s.heartbeat_interval_ms / 1000.0,
+            node=node,
+            organization=org,
+            public_key_pem=self._ctx.server_public_key_pem,
+            encoded_session_key=encrypt_session_key(public_key, session_key),
+            lifetime=s.config_lifetime,
+            max_message_skew=s.max_message_skew,
+            max_body_size=s.max_body_size,
+            incarnation_id=admitted.get("incarnation_id"),
+            curve_public_key=None if legacy else admitted.get("curve_public_key"),
+            offline_threshold=s.offline_threshold,
+            online_threshold=s.online_threshold,
+        )

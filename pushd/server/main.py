@@ -1,0 +1,131 @@
+"""The service's main process: ``python -m pushd.server --config FILE``.
+
+It loads the settings, brings the database schema up to date, then runs gunicorn's arbiter
+(embedded through `gunicorn.app.base.BaseApplication`) with `api_workers` gevent workers bound to
+``api_listen:api_port``; each worker builds the app with `pushd.server.wsgi.build_worker_app`
+after gevent has patched it. Once the arbiter is ready it starts the broker subprocess
+(``python -m pushd.broker --config FILE``) under a `BrokerSupervisor`, which restarts it when it
+dies. SIGTERM (or SIGINT) stops the workers, then the broker; the process exits when the arbiter
+does, so runit restarts the whole service if the arbiter itself dies.
+
+    main(argv=None) -> int
+    PushdApplication(settings, config_path, supervisor)     the embedded gunicorn application
+    gunicorn_options(settings) -> dict                      what is set on gunicorn's config
+
+Exit status: 0 after a clean stop, 2 for a configuration error (printed as one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from pushd.errors import ConfigError, PushdError
+from pushd.server.supervisor import BrokerSupervisor, broker_command
+
+log = logging.getLogger("pushd.server")
+
+# Streams never end by themselves; a worker told to stop gives them this long to finish.
+GRACEFUL_TIMEOUT = 5
+
+
+def gunicorn_options(settings: Any) -> dict[str, Any]:
+    return {
+        "bind": [f"{settings.get('api_listen')}:{settings.get('api_port')}"],
+        "workers": int(settings.get("api_workers")),
+        "worker_class": "gevent",
+        "worker_connections": 2000,
+        "timeout": 30,
+        "graceful_timeout": GRACEFUL_TIMEOUT,
+        "keepalive": 5,
+        "proc_name": "pushd-api",
+        "errorlog": "-",
+        "loglevel": "info",
+        "accesslog": None,
+        # The control socket would default to a path shared by every gunicorn of the user.
+        "control_socket_disable": True,
+        "preload_app": False,
+    }
+
+
+class PushdApplication(BaseApplication):
+    def __init__(
+        self, settings: Any, config_path: str | None, supervisor: BrokerSupervisor
+    ) -> None:
+        self._settings = settings
+        self._config_path = config_path
+        self._supervisor = supervisor
+        super().__init__()
+
+    def load_config(self) -> None:
+        known = self.cfg.settings
+        for name, value in gunicorn_options(self._settings).items():
+            if name in known:
+                self.cfg.set(name, value)
+        supervisor = self._supervisor
+
+        def when_ready(server: Any) -> None:
+            supervisor.start()
+
+        def on_exit(server: Any) -> None:
+            supervisor.stop()
+
+        self.cfg.set("when_ready", when_ready)
+        self.cfg.set("on_exit", on_exit)
+
+    def load(self) -> Any:
+        # Runs in the worker, after the gevent worker class has called monkey.patch_all().
+        from pushd.server.wsgi import build_worker_app
+
+        return build_worker_app(self._settings)
+
+
+def _prepare(settings: Any) -> None:
+    for name in ("run_dir", "log_directory", "data_dir"):
+        try:
+            path = settings.get(name)
+        except (KeyError, LookupError):
+            continue
+        if path:
+            Path(path).mkdir(parents=True, exist_ok=True)
+    from pushd import store
+
+    store.open_database(settings, migrate=True)
+    store.close_database()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pushd.server", description="The pushd service's main process."
+    )
+    parser.add_argument("--config", help="the opscode-push-jobs-server.rb file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
+    from pushd.config import find_config_file, load_settings
+
+    try:
+        config_path = find_config_file(args.config)
+        settings = load_settings(config_path)
+        _prepare(settings)
+    except (ConfigError, PushdError, OSError) as err:
+        print(f"pushd: {err}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    if config_path is not None:
+        env["PUSH_JOBS_SERVER_CONFIG"] = str(config_path)
+    command = broker_command(sys.executable, config_path) if config_path else [
+        sys.executable,
+        "-m",
+        "pushd.broker",
+    ]
+    supervisor = BrokerSupervisor(command, env=env)
+    PushdApplication(settings, str(config_path) if config_path else None, supervisor).run()
+    return 0
