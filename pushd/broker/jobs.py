@@ -1,0 +1,507 @@
+"""The job engine: voting and running exactly as the original's transition tables (4.3, 4.4).
+
+    engine = JobEngine(outbox, scheduler, journal, nodes, server_name="push.example.com")
+    engine.start(spec)                       run a job (JobSpec) that is `new`: commit, then vote
+    engine.recover(spec, run_left, grace)    re-attach a job that was `running` when the broker
+                                             stopped; nodes that do not show up still running it
+                                             within `grace` seconds are crashed
+    engine.abort(job_id) -> JobStatus        abort a live job: nodes still active get `abort`
+                                             and status `aborted`; raises KeyError if not live
+    engine.live_job_ids() -> list[str]
+    engine.is_live(job_id) -> bool
+    engine.shutdown()                        cancel timers (the jobs stay `running` in the store)
+
+    JobHooks for the node tracker (see nodes.py):
+    engine.job_message(ref, job_id, kind, body) -> bool   False: no live job of that node
+    engine.node_down(ref)                                 the node's session ended
+    engine.knows(ref, job_id) -> bool
+    engine.reattach(ref, job_id, body) -> bool
+
+`nodes` (NodeView) is the tracker: `is_available`, `address`, `rehab`.
+
+Every event produces one `Transition` (node statuses with reasons, outputs, job status, feed
+events in order) handed to the journal, which persists it before publishing the events.
+
+Voting (table 4.3), "rehab" meaning the node is told to abort and a `rehab` event is logged:
+
+    event        node new                node ready                 node terminal
+    ack_commit   ready / success         - / unexpected_commit      rehab / client_died_while_voting
+    nack_commit  nacked / failure        unavailable+rehab /        rehab / client_died_while_voting
+                                         lost_availibility
+    down         unavailable+rehab/down  unavailable+rehab / down   rehab / down
+    other        unavailable+rehab       unavailable+rehab          rehab
+    voting timeout remaining new -> unavailable (abort sent), one quorum_vote voting_timeout each
+
+When no node is `new`: ready >= quorum -> `quorum_succeeded` and running; else ready nodes ->
+`was_ready` (abort sent) and the job ends `quorum_failed`.
+
+Running (table 4.4), events after the arrow are `run_complete` statuses:
+
+    event      node ready                node running             node terminal
+    ack_run    running (+run_start)      -                        rehab / client_died_while_running
+    nack_run   failed+rehab / run_nacked failed+rehab /           rehab / client_died_while_running
+                                         run_nacked_while_running
+    succeeded  crashed+rehab / crashed   succeeded / success      rehab / client_died_while_running
+    failed     crashed+rehab / crashed   failed / failure         rehab / client_died_while_running
+    other      crashed+rehab / crashed   crashed+rehab / crashed  rehab / client_died_while_running
+    run timeout  ready/running -> timed_out (abort sent), job `timed_out`
+
+When no node is `ready` or `running` the job ends `complete`.
+
+Improvements over the original (issue 3): nodes that are not available when the job starts
+(offline or in rehab) get no `commit` and vote `down` at once; the voting timeout is per job;
+`commit` and `run` carry `run_timeout`; a `reason` given with `nack_commit`, `nack_run` or
+`aborted` is stored with the node's status; `abort` ends a job on request.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from pushd.broker.contracts import (
+    Address,
+    FeedEvent,
+    JobSpec,
+    Journal,
+    NodeRef,
+    Outbox,
+    Scheduler,
+    Timer,
+    Transition,
+)
+from pushd.states import ACTIVE_NODE_STATUSES, JobStatus, NodeStatus
+
+log = logging.getLogger(__name__)
+
+MAX_REASON_LENGTH = 1024
+
+VOTING = "voting"
+RUNNING = "running"
+
+
+class NodeView(Protocol):
+    def is_available(self, ref: NodeRef) -> bool: ...
+
+    def address(self, ref: NodeRef) -> Address | None: ...
+
+    def rehab(self, ref: NodeRef) -> None: ...
+
+
+class JobRun:
+    """The live state of one job."""
+
+    __slots__ = ("phase", "recovering", "spec", "statuses", "timer")
+
+    def __init__(self, spec: JobSpec, phase: str) -> None:
+        self.spec = spec
+        self.phase = phase
+        self.statuses: dict[str, NodeStatus] = dict(spec.node_statuses)
+        self.timer: Timer | None = None
+        self.recovering: set[str] = set()
+
+    def count(self, *statuses: NodeStatus) -> int:
+        return sum(1 for status in self.statuses.values() if status in statuses)
+
+
+def _reason(body: dict[str, Any]) -> str | None:
+    reason = body.get("reason")
+    if isinstance(reason, str) and reason:
+        return reason[:MAX_REASON_LENGTH]
+    return None
+
+
+def _output(body: dict[str, Any]) -> tuple[str, str] | None:
+    stdout, stderr = body.get("stdout"), body.get("stderr")
+    if isinstance(stdout, str) and isinstance(stderr, str):
+        return stdout, stderr
+    return None
+
+
+class JobEngine:
+    def __init__(
+        self,
+        outbox: Outbox,
+        scheduler: Scheduler,
+        journal: Journal,
+        nodes: NodeView,
+        *,
+        server_name: str,
+    ) -> None:
+        self._outbox = outbox
+        self._scheduler = scheduler
+        self._journal = journal
+        self._nodes = nodes
+        self._server_name = server_name
+        self._jobs: dict[str, JobRun] = {}
+        # (org_id, node) -> ids of live jobs naming that node: whom to tell when it goes down.
+        self._watching: dict[NodeRef, set[str]] = {}
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def live_job_ids(self) -> list[str]:
+        return list(self._jobs)
+
+    def is_live(self, job_id: str) -> bool:
+        return job_id in self._jobs
+
+    def start(self, spec: JobSpec) -> None:
+        if spec.job_id in self._jobs:
+            return  # a repeated start_job request for a job already running
+        run = JobRun(spec, VOTING)
+        self._adopt(run)
+        log.info("job %s starting: %d nodes, quorum %d", spec.job_id, len(spec.nodes), spec.quorum)
+        self._journal.record(
+            Transition(spec.job_id, spec.org_id, JobStatus.VOTING, events=[self._start_event(spec)])
+        )
+        spec.status = JobStatus.VOTING
+        unavailable = []
+        commit = self._commit_message(spec)
+        for name in spec.nodes:
+            ref = (spec.org_id, name)
+            address = self._nodes.address(ref)
+            if address is not None and self._nodes.is_available(ref):
+                self._outbox.send(ref, address, dict(commit))
+            else:
+                unavailable.append(name)
+        run.timer = self._scheduler.call_later(
+            spec.voting_timeout, lambda: self._voting_timeout(spec.job_id)
+        )
+        for name in unavailable:
+            if spec.job_id in self._jobs:
+                self._on_event(run, name, "down", {})
+
+    def recover(self, spec: JobSpec, run_left: float, grace: float) -> None:
+        """Re-attach a job found `running` at broker start (see module docstring)."""
+        run = JobRun(spec, RUNNING)
+        run.recovering = {
+            name
+            for name, status in run.statuses.items()
+            if status in (NodeStatus.READY, NodeStatus.RUNNING)
+        }
+        self._adopt(run)
+        log.info("job %s re-attaching %d nodes", spec.job_id, len(run.recovering))
+        run.timer = self._scheduler.call_later(
+            max(0.0, run_left), lambda: self._running_timeout(spec.job_id)
+        )
+        self._scheduler.call_later(grace, lambda: self._recovery_grace_over(spec.job_id))
+        if not run.recovering:
+            self._maybe_finished_running(run, Transition(spec.job_id, spec.org_id))
+
+    def abort(self, job_id: str) -> JobStatus:
+        run = self._jobs[job_id]
+        spec = run.spec
+        transition = Transition(job_id, spec.org_id)
+        for name, status in run.statuses.items():
+            if status in ACTIVE_NODE_STATUSES:
+                self._set(run, transition, name, NodeStatus.ABORTED)
+                self._nodes.rehab((spec.org_id, name))
+        log.info("job %s aborted on request", job_id)
+        self._finish(run, transition, JobStatus.ABORTED)
+        self._record(transition)
+        return JobStatus.ABORTED
+
+    def shutdown(self) -> None:
+        for run in self._jobs.values():
+            if run.timer is not None:
+                run.timer.cancel()
+
+    # -- JobHooks ------------------------------------------------------------------------------
+
+    def knows(self, ref: NodeRef, job_id: str) -> bool:
+        run = self._jobs.get(job_id)
+        return run is not None and run.spec.org_id == ref[0]
+
+    def job_message(self, ref: NodeRef, job_id: str, kind: str, body: dict[str, Any]) -> bool:
+        run = self._jobs.get(job_id)
+        if run is None or run.spec.org_id != ref[0] or ref[1] not in run.statuses:
+            return False
+        run.recovering.discard(ref[1])
+        self._on_event(run, ref[1], kind, body)
+        return True
+
+    def node_down(self, ref: NodeRef) -> None:
+        for job_id in list(self._watching.get(ref, ())):
+            run = self._jobs.get(job_id)
+            if run is not None and ref[1] not in run.recovering:
+                self._on_event(run, ref[1], "down", {})
+
+    def reattach(self, ref: NodeRef, job_id: str, body: dict[str, Any]) -> bool:
+        run = self._jobs.get(job_id)
+        name = ref[1]
+        if run is None or run.spec.org_id != ref[0] or name not in run.recovering:
+            return False
+        kind = body.get("type")
+        state = body.get("job_state")
+        if kind in ("succeeded", "failed"):
+            return True  # the result itself follows as a job message
+        if kind != "heartbeat" or state not in ("running", "committed"):
+            return False
+        run.recovering.discard(name)
+        transition = Transition(run.spec.job_id, run.spec.org_id)
+        if state == "running" and run.statuses[name] == NodeStatus.READY:
+            self._set(run, transition, name, NodeStatus.RUNNING)
+            transition.events.append(FeedEvent("run_start", {"node": name}))
+        elif state == "committed":
+            if run.statuses[name] != NodeStatus.READY:
+                return False
+            # It never received `run` before the restart: send it now.
+            address = self._nodes.address(ref)
+            if address is not None:
+                self._outbox.send(ref, address, self._run_message(run.spec))
+        self._record(transition)
+        return True
+
+    # -- event handling ------------------------------------------------------------------------
+
+    def _on_event(self, run: JobRun, name: str, kind: str, body: dict[str, Any]) -> None:
+        transition = Transition(run.spec.job_id, run.spec.org_id)
+        if run.phase == VOTING:
+            self._voting_event(run, transition, name, kind, body)
+            self._maybe_finished_voting(run, transition)
+        else:
+            self._running_event(run, transition, name, kind, body)
+            self._maybe_finished_running(run, transition)
+        self._record(transition)
+
+    def _voting_event(
+        self, run: JobRun, t: Transition, name: str, kind: str, body: dict[str, Any]
+    ) -> None:
+        status = run.statuses[name]
+        reason = _reason(body)
+        if kind == "ack_commit":
+            if status == NodeStatus.NEW:
+                self._set(run, t, name, NodeStatus.READY)
+                self._vote(t, name, "success")
+            elif status == NodeStatus.READY:
+                self._vote(t, name, "unexpected_commit")
+            else:
+                self._vote(t, name, "client_died_while_voting")
+                self._rehab(run, t, name)
+        elif kind == "nack_commit":
+            if status == NodeStatus.NEW:
+                self._set(run, t, name, NodeStatus.NACKED, reason)
+                self._vote(t, name, "failure")
+            elif status == NodeStatus.READY:
+                self._set(run, t, name, NodeStatus.UNAVAILABLE, reason)
+                self._vote(t, name, "lost_availibility")  # sic: the original's spelling
+                self._rehab(run, t, name)
+            else:
+                self._vote(t, name, "client_died_while_voting")
+                self._rehab(run, t, name)
+        elif kind == "down":
+            if status in (NodeStatus.NEW, NodeStatus.READY):
+                self._set(run, t, name, NodeStatus.UNAVAILABLE)
+            self._vote(t, name, "down")
+            self._rehab(run, t, name)
+        else:
+            if status in (NodeStatus.NEW, NodeStatus.READY):
+                self._set(run, t, name, NodeStatus.UNAVAILABLE, reason)
+            log.warning("job %s: unexpected %s from %s while voting", run.spec.job_id, kind, name)
+            self._rehab(run, t, name)
+
+    def _running_event(
+        self, run: JobRun, t: Transition, name: str, kind: str, body: dict[str, Any]
+    ) -> None:
+        status = run.statuses[name]
+        reason = _reason(body)
+        if status not in (NodeStatus.READY, NodeStatus.RUNNING):
+            # Any message about a node already finished with this job.
+            self._rehab(run, t, name)
+            self._run_complete(t, name, "client_died_while_running")
+            return
+        ready = status == NodeStatus.READY
+        if kind == "ack_run":
+            if ready:
+                self._set(run, t, name, NodeStatus.RUNNING)
+                t.events.append(FeedEvent("run_start", {"node": name}))
+        elif kind == "nack_run":
+            self._set(run, t, name, NodeStatus.FAILED, reason)
+            self._rehab(run, t, name)
+            self._run_complete(t, name, "run_nacked" if ready else "run_nacked_while_running")
+        elif kind in ("succeeded", "failed") and not ready:
+            succeeded = kind == "succeeded"
+            self._set(run, t, name, NodeStatus.SUCCEEDED if succeeded else NodeStatus.FAILED)
+            output = _output(body)
+            if output is not None:
+                t.outputs[name] = output
+            self._run_complete(t, name, "success" if succeeded else "failure")
+        else:
+            # succeeded/failed without ack_run, down, aborted, stray commit replies.
+            self._set(run, t, name, NodeStatus.CRASHED, reason if kind == "aborted" else None)
+            self._rehab(run, t, name)
+            self._run_complete(t, name, "crashed")
+
+    def _maybe_finished_voting(self, run: JobRun, t: Transition) -> None:
+        if run.phase != VOTING or run.count(NodeStatus.NEW):
+            return
+        spec = run.spec
+        if run.count(NodeStatus.READY) >= spec.quorum:
+            t.events.append(FeedEvent("quorum_succeeded", {}))
+            self._start_running(run, t)
+            return
+        for name, status in run.statuses.items():
+            if status == NodeStatus.READY:
+                self._set(run, t, name, NodeStatus.WAS_READY)
+                self._nodes.rehab((spec.org_id, name))
+        self._finish(run, t, JobStatus.QUORUM_FAILED)
+
+    def _start_running(self, run: JobRun, t: Transition) -> None:
+        spec = run.spec
+        run.phase = RUNNING
+        spec.status = JobStatus.RUNNING
+        t.job_status = JobStatus.RUNNING
+        if run.timer is not None:
+            run.timer.cancel()
+        message = self._run_message(spec)
+        for name, status in run.statuses.items():
+            if status == NodeStatus.READY:
+                ref = (spec.org_id, name)
+                address = self._nodes.address(ref)
+                if address is not None:
+                    self._outbox.send(ref, address, dict(message))
+        log.info("job %s running on %d nodes", spec.job_id, run.count(NodeStatus.READY))
+        run.timer = self._scheduler.call_later(
+            spec.run_timeout, lambda: self._running_timeout(spec.job_id)
+        )
+        self._maybe_finished_running(run, t)
+
+    def _maybe_finished_running(self, run: JobRun, t: Transition) -> None:
+        if run.phase == RUNNING and not run.count(NodeStatus.READY, NodeStatus.RUNNING):
+            self._finish(run, t, JobStatus.COMPLETE)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def _voting_timeout(self, job_id: str) -> None:
+        run = self._jobs.get(job_id)
+        if run is None or run.phase != VOTING:
+            return
+        run.timer = None
+        t = Transition(job_id, run.spec.org_id)
+        for name, status in run.statuses.items():
+            if status == NodeStatus.NEW:
+                self._set(run, t, name, NodeStatus.UNAVAILABLE)
+                self._vote(t, name, "voting_timeout")
+                self._nodes.rehab((run.spec.org_id, name))
+        log.info("job %s: voting timed out", job_id)
+        self._maybe_finished_voting(run, t)
+        self._record(t)
+
+    def _running_timeout(self, job_id: str) -> None:
+        run = self._jobs.get(job_id)
+        if run is None or run.phase != RUNNING:
+            return
+        run.timer = None
+        t = Transition(job_id, run.spec.org_id)
+        for name, status in run.statuses.items():
+            if status in (NodeStatus.READY, NodeStatus.RUNNING):
+                self._set(run, t, name, NodeStatus.TIMED_OUT)
+                self._nodes.rehab((run.spec.org_id, name))
+        log.info("job %s timed out", job_id)
+        self._finish(run, t, JobStatus.TIMED_OUT)
+        self._record(t)
+
+    def _recovery_grace_over(self, job_id: str) -> None:
+        run = self._jobs.get(job_id)
+        if run is None or not run.recovering:
+            return
+        t = Transition(job_id, run.spec.org_id)
+        for name in sorted(run.recovering):
+            log.info("job %s: node %s did not come back running it; crashed", job_id, name)
+            self._set(run, t, name, NodeStatus.CRASHED)
+            self._rehab(run, t, name)
+            self._run_complete(t, name, "crashed")
+        run.recovering.clear()
+        self._maybe_finished_running(run, t)
+        self._record(t)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _adopt(self, run: JobRun) -> None:
+        spec = run.spec
+        self._jobs[spec.job_id] = run
+        for name in spec.nodes:
+            self._watching.setdefault((spec.org_id, name), set()).add(spec.job_id)
+
+    def _finish(self, run: JobRun, t: Transition, status: JobStatus) -> None:
+        spec = run.spec
+        if run.timer is not None:
+            run.timer.cancel()
+            run.timer = None
+        run.phase = "done"
+        spec.status = status
+        t.job_status = status
+        t.events.append(FeedEvent("job_complete", {"status": status.wire}))
+        del self._jobs[spec.job_id]
+        for name in spec.nodes:
+            ref = (spec.org_id, name)
+            watchers = self._watching.get(ref)
+            if watchers is not None:
+                watchers.discard(spec.job_id)
+                if not watchers:
+                    del self._watching[ref]
+        log.info("job %s finished: %s", spec.job_id, status.wire)
+
+    def _record(self, t: Transition) -> None:
+        if not t.is_empty():
+            self._journal.record(t)
+
+    def _set(
+        self, run: JobRun, t: Transition, name: str, status: NodeStatus, reason: str | None = None
+    ) -> None:
+        run.statuses[name] = status
+        t.node_statuses[name] = (status, reason)
+
+    def _rehab(self, run: JobRun, t: Transition, name: str) -> None:
+        t.events.append(FeedEvent("rehab", {"node": name}))
+        self._nodes.rehab((run.spec.org_id, name))
+
+    @staticmethod
+    def _vote(t: Transition, name: str, status: str) -> None:
+        t.events.append(FeedEvent("quorum_vote", {"node": name, "status": status}))
+
+    @staticmethod
+    def _run_complete(t: Transition, name: str, status: str) -> None:
+        t.events.append(FeedEvent("run_complete", {"node": name, "status": status}))
+
+    def _start_event(self, spec: JobSpec) -> FeedEvent:
+        data: dict[str, Any] = {
+            "command": spec.command,
+            "run_timeout": spec.run_timeout,
+            "quorum": spec.quorum,
+            "node_count": len(spec.nodes),
+            "user": spec.requestor,
+        }
+        if spec.job_user is not None:
+            data["job_user"] = spec.job_user
+        if spec.dir is not None:
+            data["dir"] = spec.dir
+        if spec.env is not None:
+            data["env"] = spec.env
+        if spec.file is not None:
+            data["file_specified"] = True
+        data["capture"] = spec.capture
+        return FeedEvent("start", data)
+
+    def _commit_message(self, spec: JobSpec) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "type": "commit",
+            "job_id": spec.job_id,
+            "server": self._server_name,
+            "command": spec.command,
+        }
+        if spec.job_user is not None:
+            message["user"] = spec.job_user
+        if spec.dir is not None:
+            message["dir"] = spec.dir
+        if spec.env is not None:
+            message["env"] = spec.env
+        if spec.file is not None:
+            message["file"] = spec.file
+        message["capture"] = spec.capture
+        message["run_timeout"] = spec.run_timeout
+        return message
+
+    @staticmethod
+    def _run_message(spec: JobSpec) -> dict[str, Any]:
+        return {"type": "run", "job_id": spec.job_id, "run_timeout": spec.run_timeout}

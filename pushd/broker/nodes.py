@@ -1,0 +1,250 @@
+"""Node tracking: one session (the original's node FSM) per connected node, and liveness.
+
+    tracker = NodeTracker(outbox, scheduler, rehab_interval=1.0, offline_after=30.0)
+    tracker.attach(jobs)                        the job engine (JobHooks) messages are routed to
+    tracker.on_message(ref, address, body)      a validated message from node `ref` (NodeRef)
+    tracker.rehab(ref)                          a job asks: abort the node until it says `aborted`
+    tracker.check_liveness() -> list[NodeRef]   end the sessions of silent nodes (timer, once per
+                                                heartbeat interval); returns the nodes ended
+    tracker.status(ref) -> NodeState            online / available / last_seen (wall clock)
+    tracker.is_available(ref) -> bool           online and idle: a job may send it `commit`
+    tracker.address(ref) -> Address | None
+    tracker.known(org_id) -> list[NodeRef]      nodes seen since the broker started (any state)
+    tracker.session_count                       live sessions (`node_fsm_count` of /_status)
+    tracker.shutdown()                          cancel every timer
+
+Session states follow the original's `pushy_node_state` (post_init is folded into creation):
+
+* A new session sends `abort` at once and every `rehab_interval` until the node answers
+  `aborted` (state `rehab`, unavailable), then the node is `idle` (available).
+* `idle` + a job's rehab request, or a heartbeat naming a job no live job knows -> `rehab`.
+* A message with another client incarnation id ends the session (jobs see the node `down`)
+  and starts a fresh one, which aborts the node again.
+* A message from a new connection (ZMQ identity) re-routes the session and is answered `ack`.
+* Job messages (`ack_commit` ... `failed`) go to the job engine in any state; if no live job
+  takes them the node is sent to rehab. `aborted` naming a job is forwarded too, but an unknown
+  job there does not trigger another rehab (pedant: no abort for a stray `aborted`).
+* Liveness: a session whose node sent nothing valid for `offline_after` seconds ends (jobs see
+  `down`), and the node is `offline` until its next valid message.
+* Re-attach after a broker restart: the first message of a node still running a job the broker
+  is recovering (JobHooks.reattach accepts it) opens the session in `idle` without an abort,
+  answered by `ack`, so the running command is not killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pushd.broker.contracts import Address, NodeRef, Outbox, Scheduler, Timer
+from pushd.broker.liveness import LivenessMonitor
+
+log = logging.getLogger(__name__)
+
+JOB_MESSAGE_TYPES = frozenset(
+    {"ack_commit", "nack_commit", "ack_run", "nack_run", "succeeded", "failed"}
+)
+
+REHAB = "rehab"
+IDLE = "idle"
+
+
+class JobHooks(Protocol):
+    def job_message(self, ref: NodeRef, job_id: str, kind: str, body: dict[str, Any]) -> bool: ...
+
+    def node_down(self, ref: NodeRef) -> None: ...
+
+    def knows(self, ref: NodeRef, job_id: str) -> bool: ...
+
+    def reattach(self, ref: NodeRef, job_id: str, body: dict[str, Any]) -> bool: ...
+
+
+@dataclass(slots=True, frozen=True)
+class NodeState:
+    online: bool
+    available: bool
+    last_seen: float | None  # POSIX seconds of the last valid message, None if never seen
+
+    @property
+    def status(self) -> str:
+        return "online" if self.online else "offline"
+
+    @property
+    def availability(self) -> str:
+        return "available" if self.available else "unavailable"
+
+
+class NodeSession:
+    __slots__ = ("address", "incarnation", "ref", "rehab_timer", "state")
+
+    def __init__(self, ref: NodeRef, address: Address, incarnation: Any) -> None:
+        self.ref = ref
+        self.address = address
+        self.incarnation = incarnation
+        self.state = REHAB
+        self.rehab_timer: Timer | None = None
+
+
+class NodeTracker:
+    def __init__(
+        self,
+        outbox: Outbox,
+        scheduler: Scheduler,
+        *,
+        rehab_interval: float,
+        offline_after: float,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._outbox = outbox
+        self._scheduler = scheduler
+        self._rehab_interval = rehab_interval
+        self._liveness = LivenessMonitor(offline_after)
+        self._wall_clock = wall_clock
+        self._sessions: dict[NodeRef, NodeSession] = {}
+        self._last_seen_wall: dict[NodeRef, float] = {}
+        self._jobs: JobHooks | None = None
+
+    def attach(self, jobs: JobHooks) -> None:
+        self._jobs = jobs
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    def on_message(self, ref: NodeRef, address: Address, body: dict[str, Any]) -> None:
+        kind = body.get("type")
+        job_id = body.get("job_id")
+        session = self._sessions.get(ref)
+        if session is not None and body.get("incarnation_id") != session.incarnation:
+            log.info("node %s/%s restarted (new client incarnation)", *ref)
+            self._end(session)
+            session = None
+        if session is None:
+            session = self._open(ref, address, body)
+        elif address != session.address:
+            session.address = address
+            log.info("node %s/%s reconnected; sending ack", *ref)
+            self._outbox.send(ref, address, {"type": "ack"})
+
+        self._liveness.touch(ref, self._scheduler.now())
+        self._last_seen_wall[ref] = self._wall_clock()
+        jobs = self._jobs
+
+        if kind == "heartbeat":
+            if (
+                job_id is not None
+                and session.state == IDLE
+                and (jobs is None or not jobs.knows(ref, job_id))
+            ):
+                log.info("node %s/%s heartbeats for unknown job %s; rehab", *ref, job_id)
+                self.rehab(ref)
+        elif kind == "aborted":
+            if session.state == REHAB:
+                self._become_idle(session)
+            if job_id is not None and jobs is not None:
+                jobs.job_message(ref, job_id, kind, body)
+        elif kind in JOB_MESSAGE_TYPES:
+            taken = job_id is not None and jobs is not None and jobs.job_message(
+                ref, job_id, kind, body
+            )
+            if not taken:
+                log.info("node %s/%s sent %s for unknown job %s; rehab", *ref, kind, job_id)
+                self.rehab(ref)
+        else:
+            log.info("node %s/%s sent unknown message type %r; ignored", *ref, kind)
+
+    # -- requests from jobs and timers ---------------------------------------------------------
+
+    def rehab(self, ref: NodeRef) -> None:
+        session = self._sessions.get(ref)
+        if session is None or session.state == REHAB:
+            return
+        session.state = REHAB
+        self._send_abort(session)
+
+    def check_liveness(self) -> list[NodeRef]:
+        ended = []
+        for ref in self._liveness.expired(self._scheduler.now()):
+            session = self._sessions.get(ref)
+            if session is not None:
+                log.info("node %s/%s is offline (silent too long)", *ref)
+                self._end(session)
+                ended.append(ref)
+        return ended
+
+    def shutdown(self) -> None:
+        for session in self._sessions.values():
+            if session.rehab_timer is not None:
+                session.rehab_timer.cancel()
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def status(self, ref: NodeRef) -> NodeState:
+        session = self._sessions.get(ref)
+        return NodeState(
+            online=session is not None,
+            available=session is not None and session.state == IDLE,
+            last_seen=self._last_seen_wall.get(ref),
+        )
+
+    def is_available(self, ref: NodeRef) -> bool:
+        session = self._sessions.get(ref)
+        return session is not None and session.state == IDLE
+
+    def is_online(self, ref: NodeRef) -> bool:
+        return ref in self._sessions
+
+    def address(self, ref: NodeRef) -> Address | None:
+        session = self._sessions.get(ref)
+        return None if session is None else session.address
+
+    def known(self, org_id: str) -> list[NodeRef]:
+        return [ref for ref in self._last_seen_wall if ref[0] == org_id]
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _open(self, ref: NodeRef, address: Address, body: dict[str, Any]) -> NodeSession:
+        session = NodeSession(ref, address, body.get("incarnation_id"))
+        self._sessions[ref] = session
+        job_id = body.get("job_id")
+        if job_id is not None and self._jobs is not None and self._jobs.reattach(ref, job_id, body):
+            log.info("node %s/%s re-attached to running job %s", *ref, job_id)
+            session.state = IDLE
+            self._outbox.send(ref, address, {"type": "ack"})
+        else:
+            log.info("node %s/%s connected; rehab", *ref)
+            self._send_abort(session)
+        return session
+
+    def _send_abort(self, session: NodeSession) -> None:
+        if session.rehab_timer is not None:
+            session.rehab_timer.cancel()
+        self._outbox.send(session.ref, session.address, {"type": "abort"})
+        session.rehab_timer = self._scheduler.call_later(
+            self._rehab_interval, lambda: self._rehab_again(session)
+        )
+
+    def _rehab_again(self, session: NodeSession) -> None:
+        session.rehab_timer = None
+        if self._sessions.get(session.ref) is session and session.state == REHAB:
+            self._send_abort(session)
+
+    def _become_idle(self, session: NodeSession) -> None:
+        if session.rehab_timer is not None:
+            session.rehab_timer.cancel()
+            session.rehab_timer = None
+        session.state = IDLE
+        log.info("node %s/%s is available", *session.ref)
+
+    def _end(self, session: NodeSession) -> None:
+        if session.rehab_timer is not None:
+            session.rehab_timer.cancel()
+        del self._sessions[session.ref]
+        self._liveness.forget(session.ref)
+        if self._jobs is not None:
+            self._jobs.node_down(session.ref)
