@@ -38,6 +38,8 @@ Connect = Callable[[], ChefHTTP]
 SEARCH_PAGE = 1000
 MAX_SEARCH_NODES = 100_000
 MAX_LISTED_JOBS = 1_000_000
+NO_NODES = ("No nodes to run job on. Specify nodes as arguments or use -s to specify a search"
+            " query.")
 V2_ONLY_FLAGS = (("env", "--with-env"), ("file", "--file"), ("dir", "--in-dir"),
                  ("user", "--as-user"), ("capture_output", "--capture"))
 
@@ -140,6 +142,8 @@ def job_start(args: Any, io: Io, connect: Connect) -> int:
     file_value = encode_file(args.file) if args.file is not None else None
     if args.timeout is not None and args.timeout < 0:
         raise CliError("--timeout must be a positive number of seconds", exitcodes.USAGE)
+    if not args.search and not args.nodes:
+        raise CliError(NO_NODES)
     http = connect()
     if args.search:
         if args.nodes:
@@ -149,8 +153,7 @@ def job_start(args: Any, io: Io, connect: Connect) -> int:
         nodes = list(args.nodes)
     nodes = unique_nodes(nodes)
     if not nodes:
-        raise CliError("No nodes to run job on. Specify nodes as arguments or use -s to specify"
-                       " a search query.")
+        raise CliError(NO_NODES)
     body = build_job_body(args.command, nodes, quorum=args.quorum, run_timeout=args.timeout,
                           file=file_value, capture=args.capture, env=env,
                           directory=args.in_dir, user=args.as_user)

@@ -213,7 +213,7 @@ def load_config(
     if not isinstance(url, str) or not url:
         raise CliError(
             f"no chef_server_url: set it in knife.rb/config.rb or {chef_dir / 'credentials'},"
-            f" or pass -s/--server-url ({looked})"
+            f" or pass --server-url ({looked})"
         )
     if not url.startswith(("http://", "https://")):
         raise CliError(f"chef_server_url {url!r} from {origins['chef_server_url']} must start"
