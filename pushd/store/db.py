@@ -1,0 +1,249 @@
+"""Opening the database, the shared proxy, transactions and error translation.
+
+Every model is bound to one process-wide `peewee.DatabaseProxy` (`database_proxy`); opening a
+database initialises it, so the query functions in the other modules need no database argument.
+
+    open_database_params(kind, params, *, pool_size=20, migrate=False) -> peewee.Database
+        kind "sqlite": params {"path": FILE} (parent directory created, file created 0600);
+        WAL journal, foreign_keys=ON, busy_timeout, synchronous=NORMAL.
+        kind "postgres": params {"host", "port", "user", "password", "database"} (+ any other
+        psycopg 3 connect keyword); a peewee connection pool of `pool_size` connections.
+        migrate=True also brings the schema up to date (see migrations.migrate).
+    open_database(settings, *, migrate=False) -> peewee.Database
+        the same, chosen by settings: PostgreSQL when settings.get("postgresql.enable") is true
+        (postgresql.vip / port / database_name / sql_user / sql_password, db_pool_size),
+        else SQLite at <data_dir>/pushd.sqlite3.
+    close_database() -> None         close every connection of the open database
+    get_database() -> peewee.Database  the open database (StoreError if none)
+    dialect() -> "sqlite" | "postgres"
+    transaction()                    context manager for a write transaction; nests (savepoints).
+                                     On SQLite it takes the write lock up front (BEGIN IMMEDIATE)
+                                     so concurrent writers wait on busy_timeout instead of failing.
+    connection()                     context manager: a connection for the current thread/greenlet,
+                                     returned to the pool on exit. API workers must wrap each
+                                     request in it (gevent: one connection per greenlet).
+
+Errors: every public store function raises `pushd.errors.StoreError` subclasses, never peewee's:
+
+    ConflictError(StoreError)     a uniqueness / foreign-key / check constraint refused the write
+    StoreUnavailable(StoreError)  cannot connect, database locked too long, connection lost
+    InvalidValue(StoreError, ValueError)  a value the database or the store cannot hold
+    SchemaTooNew(StoreError)      the database was migrated by a newer pushd
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+from pushd.errors import StoreError
+
+SQLITE_FILENAME = "pushd.sqlite3"
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+POSTGRES_CONNECT_TIMEOUT_S = 10
+POOL_WAIT_TIMEOUT_S = 30
+POOL_STALE_TIMEOUT_S = 600
+
+database_proxy = peewee.DatabaseProxy()
+
+
+class ConflictError(StoreError):
+    """A uniqueness, foreign-key or check constraint refused the write; nothing was changed."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or stayed locked; the caller may retry later."""
+
+
+class InvalidValue(StoreError, ValueError):
+    """A value the store cannot hold (wrong kind, too long, NUL byte on PostgreSQL, ...)."""
+
+
+class SchemaTooNew(StoreError):
+    """The database schema is newer than this code knows; refuse to touch it."""
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translate_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorator: re-raise peewee / driver errors as StoreError subclasses."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except StoreError:
+            raise
+        except peewee.IntegrityError as exc:
+            message = f"{func.__name__}: constraint violated: {_first_line(exc)}"
+            raise ConflictError(message) from exc
+        except peewee.DataError as exc:
+            raise InvalidValue(f"{func.__name__}: value refused: {_first_line(exc)}") from exc
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            message = f"{func.__name__}: database unavailable: {_first_line(exc)}"
+            raise StoreUnavailable(message) from exc
+        except peewee.PeeweeException as exc:
+            raise StoreError(f"{func.__name__}: {_first_line(exc)}") from exc
+        except peewee.DatabaseError as exc:
+            raise StoreError(f"{func.__name__}: {_first_line(exc)}") from exc
+
+    return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Opening and closing
+
+
+def _sqlite_database(params: Mapping[str, Any]) -> peewee.SqliteDatabase:
+    try:
+        path = Path(str(params["path"]))
+    except KeyError:
+        raise StoreError("sqlite database parameters need a 'path'") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # The file holds node session keys: readable by the service user only.
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    import sqlite3
+
+    returning = sqlite3.sqlite_version_info >= (3, 35, 0)
+    return peewee.SqliteDatabase(
+        str(path),
+        pragmas={
+            "journal_mode": "wal",
+            "foreign_keys": 1,
+            "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+            "synchronous": "normal",
+        },
+        timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        returning_clause=returning,
+        check_same_thread=False,
+    )
+
+
+def _postgres_database(params: Mapping[str, Any], pool_size: int) -> peewee.Database:
+    connect: dict[str, Any] = dict(params)
+    try:
+        name = str(connect.pop("database"))
+    except KeyError:
+        raise StoreError("postgres database parameters need a 'database'") from None
+    if not connect.get("password"):
+        connect.pop("password", None)
+    connect.setdefault("connect_timeout", POSTGRES_CONNECT_TIMEOUT_S)
+    return PooledPostgresqlDatabase(
+        name,
+        prefer_psycopg3=True,
+        max_connections=pool_size,
+        stale_timeout=POOL_STALE_TIMEOUT_S,
+        timeout=POOL_WAIT_TIMEOUT_S,
+        **connect,
+    )
+
+
+@translate_errors
+def open_database_params(
+    kind: str, params: Mapping[str, Any], *, pool_size: int = 20, migrate: bool = False
+) -> peewee.Database:
+    """Open the database described by (kind, params), bind the models to it and return it."""
+    if kind == "sqlite":
+        database = _sqlite_database(params)
+    elif kind in ("postgres", "postgresql"):
+        database = _postgres_database(params, pool_size)
+    else:
+        raise StoreError(f"unknown database kind {kind!r} (expected 'sqlite' or 'postgres')")
+    if database_proxy.obj is not None and database_proxy.obj is not database:
+        close_database()
+    database_proxy.initialize(database)
+    database.connect(reuse_if_open=True)
+    database.close()
+    if migrate:
+        from pushd.store.migrations import migrate as run_migrations
+
+        run_migrations(database)
+    return database
+
+
+def _setting(settings: Any, name: str, default: Any = None) -> Any:
+    try:
+        value = settings.get(name)
+    except (KeyError, LookupError):
+        return default
+    return default if value is None else value
+
+
+def database_params_from_settings(settings: Any) -> tuple[str, dict[str, Any]]:
+    """(kind, params) for `open_database_params`, read from a settings object."""
+    if _setting(settings, "postgresql.enable", False):
+        return "postgres", {
+            "host": _setting(settings, "postgresql.vip", "127.0.0.1"),
+            "port": int(_setting(settings, "postgresql.port", 5432)),
+            "user": _setting(settings, "postgresql.sql_user", "opscode_pushy"),
+            "password": _setting(settings, "postgresql.sql_password", ""),
+            "database": _setting(settings, "postgresql.database_name", "opscode_pushy"),
+        }
+    data_dir = _setting(settings, "data_dir")
+    if not data_dir:
+        raise StoreError("setting data_dir is empty: nowhere to put the SQLite database")
+    return "sqlite", {"path": str(Path(data_dir) / SQLITE_FILENAME)}
+
+
+def open_database(settings: Any, *, migrate: bool = False) -> peewee.Database:
+    """Open the database the settings describe (see module docstring)."""
+    kind, params = database_params_from_settings(settings)
+    pool_size = int(_setting(settings, "db_pool_size", 20))
+    return open_database_params(kind, params, pool_size=pool_size, migrate=migrate)
+
+
+def close_database() -> None:
+    """Close every connection of the open database (pooled ones too). Safe to call twice."""
+    database = database_proxy.obj
+    if database is None:
+        return
+    if isinstance(database, PooledPostgresqlDatabase):
+        database.close_all()
+    else:
+        database.close()
+
+
+def get_database() -> peewee.Database:
+    database = database_proxy.obj
+    if database is None:
+        raise StoreError("no database is open (call pushd.store.open_database first)")
+    return database
+
+
+def dialect() -> str:
+    """'sqlite' or 'postgres' for the open database."""
+    return "sqlite" if isinstance(get_database(), peewee.SqliteDatabase) else "postgres"
+
+
+def transaction() -> Any:
+    """A write transaction (savepoint when nested). See module docstring."""
+    database = get_database()
+    if isinstance(database, peewee.SqliteDatabase):
+        return database.atomic(lock_type="IMMEDIATE")
+    return database.atomic()
+
+
+def connection() -> Any:
+    """Hold a connection for the block and give it back afterwards (pool-friendly; nests)."""
+    return get_database().connection_context()
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    """Successive slices of at most `size` items (keeps statements under parameter limits)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,165 @@
+"""Feed events with stable integer ids (the SSE `id:` of both feeds survives restarts).
+
+    ORG_FEED_EVENTS = {"start", "job_complete"}   job events that also appear in the org feed
+    NewEvent(org_id, job_id | None, name, data: dict, org_feed: bool | None = None)
+        what append_events takes (plain 4-tuples work too). org_feed None means: in the org
+        feed when the name is in ORG_FEED_EVENTS or the event belongs to no job.
+    Event(id, org_id, job_id, name, data, org_feed, created_at)   what the readers return
+
+    append_events(events) -> list[int]
+        insert all in ONE transaction (nested inside an outer `transaction()` if there is one)
+        and return their ids in the same order. Ids increase with insertion order and are never
+        reused, even after pruning. The broker is the only writer, so a reader that has seen id N
+        will never later find a committed event with an id below N.
+    job_events_after(org_id, job_id, after_id=None, *, limit=None) -> list[Event]   by id
+    org_events_after(org_id, after_id=None, *, since=None, limit=None) -> list[Event]
+        the org feed (org_feed rows) with id > after_id and created_at >= since
+    last_event_id(org_id) -> int | None     newest org-feed id of the org
+    prune_org_events(older_than) -> int
+        delete org-level events (those of no job) created before `older_than`, every org. Events
+        of a job live as long as the job (prune_jobs cascades), so job feeds can always replay.
+        The org feed's retention window is applied on read with `since=`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from pushd.store.db import InvalidValue, chunks, get_database, transaction, translate_errors
+from pushd.store.models import JobEvent
+from pushd.store.times import to_naive_utc, utcnow
+
+ORG_FEED_EVENTS = frozenset({"start", "job_complete"})
+MAX_EVENT_NAME = 64
+INSERT_CHUNK = 500
+
+
+class NewEvent(NamedTuple):
+    org_id: str
+    job_id: str | None
+    name: str
+    data: Mapping[str, Any]
+    org_feed: bool | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    org_id: str
+    job_id: str | None
+    name: str
+    data: dict[str, Any]
+    org_feed: bool
+    created_at: datetime
+
+
+def _row_of(raw: Any, now: datetime) -> dict[str, Any]:
+    event = raw if isinstance(raw, NewEvent) else NewEvent(*raw)
+    if not isinstance(event.name, str) or not 0 < len(event.name) <= MAX_EVENT_NAME:
+        raise InvalidValue(f"event name must be 1..{MAX_EVENT_NAME} characters: {event.name!r}")
+    if not isinstance(event.data, Mapping):
+        raise InvalidValue(f"event data must be a mapping, not {type(event.data).__name__}")
+    org_feed = event.org_feed
+    if org_feed is None:
+        org_feed = event.job_id is None or event.name in ORG_FEED_EVENTS
+    return {
+        "org_id": event.org_id,
+        "job_id": event.job_id,
+        "name": event.name,
+        "data": dict(event.data),
+        "org_feed": bool(org_feed),
+        "created_at": now,
+    }
+
+
+@translate_errors
+def append_events(events: Iterable[NewEvent | tuple[Any, ...]]) -> list[int]:
+    """Persist events in one transaction and return their ids in order."""
+    now = utcnow()
+    rows = [_row_of(raw, now) for raw in events]
+    if not rows:
+        return []
+    ids: list[int] = []
+    returning = get_database().returning_clause
+    with transaction():
+        for chunk in chunks(rows, INSERT_CHUNK):
+            if returning:
+                cursor = JobEvent.insert_many(chunk).returning(JobEvent.id).execute()
+                # One statement: each row's id comes from the same increasing sequence in row
+                # order, so sorting restores the input order whatever order RETURNING uses.
+                ids.extend(sorted(row.id if hasattr(row, "id") else row[0] for row in cursor))
+            else:
+                ids.extend(JobEvent.insert(**row).execute() for row in chunk)
+    return ids
+
+
+def _event_of(row: JobEvent) -> Event:
+    return Event(
+        id=row.id,
+        org_id=row.org_id,
+        job_id=row.job_id,
+        name=row.name,
+        data=row.data,
+        org_feed=bool(row.org_feed),
+        created_at=row.created_at,
+    )
+
+
+@translate_errors
+def job_events_after(
+    org_id: str, job_id: str, after_id: int | None = None, *, limit: int | None = None
+) -> list[Event]:
+    """Events of one job with id > after_id (all when None), in id order."""
+    query = JobEvent.select().where((JobEvent.org_id == org_id) & (JobEvent.job_id == job_id))
+    if after_id is not None:
+        query = query.where(JobEvent.id > int(after_id))
+    query = query.order_by(JobEvent.id)
+    if limit is not None:
+        query = query.limit(int(limit))
+    return [_event_of(row) for row in query]
+
+
+@translate_errors
+def org_events_after(
+    org_id: str,
+    after_id: int | None = None,
+    *,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> list[Event]:
+    """Org-feed events of one org with id > after_id and created_at >= since, in id order."""
+    query = JobEvent.select().where((JobEvent.org_id == org_id) & (JobEvent.org_feed == True))  # noqa: E712
+    if after_id is not None:
+        query = query.where(JobEvent.id > int(after_id))
+    if since is not None:
+        query = query.where(JobEvent.created_at >= to_naive_utc(since))
+    query = query.order_by(JobEvent.id)
+    if limit is not None:
+        query = query.limit(int(limit))
+    return [_event_of(row) for row in query]
+
+
+@translate_errors
+def last_event_id(org_id: str) -> int | None:
+    """The newest org-feed event id of the org (None if it has none)."""
+    row = (
+        JobEvent.select(JobEvent.id)
+        .where((JobEvent.org_id == org_id) & (JobEvent.org_feed == True))  # noqa: E712
+        .order_by(JobEvent.id.desc())
+        .first()
+    )
+    return None if row is None else row.id
+
+
+@translate_errors
+def prune_org_events(older_than: datetime) -> int:
+    """Delete events of no job created before `older_than` (every org); returns the count."""
+    with transaction():
+        return (
+            JobEvent.delete()
+            .where(JobEvent.job_id.is_null() & (JobEvent.created_at < to_naive_utc(older_than)))
+            .execute()
+        )

@@ -1,0 +1,531 @@
+"""Jobs, their nodes, options and captured output. Every per-org query takes `org_id` first.
+
+Views returned (frozen dataclasses):
+
+    JobOptions(job_user=None, dir=None, env=None, capture=False, job_file=None)
+    JobNodeState(name, status: NodeStatus, reason: str | None, updated_at)
+    JobSummary(id, org_id, command, status: JobStatus, run_timeout, quorum, requested_by,
+               last_updated_by, created_at, updated_at, options: JobOptions)
+    JobView(JobSummary) + nodes: tuple[JobNodeState, ...] (sorted by name) with
+        .nodes_by_status() -> {"succeeded": ["a", "b"], ...}  only statuses with nodes
+        .node_reasons() -> {"node": "reason"}               only nodes with a reason
+        .node_status(name) -> NodeStatus | None
+    OutputRecord(job_id, node_name, stdout, stderr: str | None, stdout_bytes, stderr_bytes,
+                 truncated, created_at)
+
+Writes (the API creates jobs; the broker is the only writer of job and node state):
+
+    create_job(org_id, job_id, command, nodes, quorum, run_timeout, requested_by,
+               options=None, *, created_at=None) -> None
+        job (status NEW), every job node (NEW) and the options row in ONE transaction.
+        Duplicate node names or an existing job id -> ConflictError, nothing written.
+        `options` is a JobOptions or a mapping with its field names.
+    set_job_status(org_id, job_id, status, updated_by=None) -> bool    (False: no such job)
+        also sets updated_at; last_updated_by defaults to the job id, as the original does.
+    set_node_statuses(org_id, job_id, changes, *, updated_at=None) -> int  rows changed
+        changes: {node: NodeStatus | (NodeStatus, reason | None)}; one UPDATE per
+        (status, reason) group and per 500 names, all in one transaction.
+    store_output(org_id, job_id, node, stdout, stderr, stdout_bytes=None, stderr_bytes=None,
+                 truncated=False) -> None         insert or replace. Text is kept as UTF-8
+        bytes; U+DC80..U+DCFF (surrogateescape) become the raw bytes they stand for, so a
+        client's undecodable output comes back byte-exact; other lone surrogates become '?'.
+    prune_jobs(older_than) -> int
+        delete finished jobs not updated since then (all orgs; cascades to nodes, options,
+        output and events)
+
+Reads:
+
+    get_job(org_id, job_id) -> JobView | None
+    get_job_summary(org_id, job_id) -> JobSummary | None     (no node rows: cheap)
+    list_jobs(org_id, *, limit=None, status=None, before=None) -> (list[JobSummary], str | None)
+        newest first by (created_at, id); `status` a JobStatus or an iterable of them; `before`
+        the opaque cursor a previous call returned (InvalidCursor if garbled); the second item
+        is the cursor of the next page, None on the last page (always None when limit is None).
+    incomplete_jobs() -> list[JobView]   every job in NEW, VOTING or RUNNING of every org,
+                                          oldest first (for broker start)
+    get_output(org_id, job_id, node, channel) -> str | None      channel "stdout" | "stderr"
+    get_output_bytes(org_id, job_id, node, channel) -> bytes | None  (what the REST body sends)
+    get_output_record(org_id, job_id, node) -> OutputRecord | None
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import peewee
+
+from pushd.states import ACTIVE_JOB_STATUSES, JobStatus, NodeStatus
+from pushd.store.db import (
+    ConflictError,
+    InvalidValue,
+    chunks,
+    transaction,
+    translate_errors,
+)
+from pushd.store.models import Job, JobNode, JobOption, JobOutput
+from pushd.store.times import to_naive_utc, utcnow
+
+INSERT_CHUNK = 500
+UPDATE_CHUNK = 500
+OUTPUT_CHANNELS = ("stdout", "stderr")
+
+
+class InvalidCursor(InvalidValue):
+    """A pagination cursor that this store did not produce."""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    job_user: str | None = None
+    dir: str | None = None
+    env: dict[str, str] | None = None
+    capture: bool = False
+    job_file: str | None = None
+
+    @classmethod
+    def coerce(cls, value: JobOptions | Mapping[str, Any] | None) -> JobOptions:
+        if value is None:
+            return cls()
+        if isinstance(value, JobOptions):
+            return value
+        unknown = set(value) - {"job_user", "dir", "env", "capture", "job_file"}
+        if unknown:
+            raise InvalidValue(f"unknown job options: {', '.join(sorted(unknown))}")
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class JobNodeState:
+    name: str
+    status: NodeStatus
+    reason: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    id: str
+    org_id: str
+    command: str
+    status: JobStatus
+    run_timeout: int
+    quorum: int
+    requested_by: str | None
+    last_updated_by: str
+    created_at: datetime
+    updated_at: datetime
+    options: JobOptions
+
+
+@dataclass(frozen=True)
+class JobView(JobSummary):
+    nodes: tuple[JobNodeState, ...] = field(default=())
+
+    def nodes_by_status(self) -> dict[str, list[str]]:
+        grouped: dict[str, list[str]] = {}
+        for node in self.nodes:
+            grouped.setdefault(node.status.wire, []).append(node.name)
+        return grouped
+
+    def node_reasons(self) -> dict[str, str]:
+        return {node.name: node.reason for node in self.nodes if node.reason is not None}
+
+    def node_status(self, name: str) -> NodeStatus | None:
+        for node in self.nodes:
+            if node.name == name:
+                return node.status
+        return None
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    job_id: str
+    node_name: str
+    stdout: str | None
+    stderr: str | None
+    stdout_bytes: int | None
+    stderr_bytes: int | None
+    truncated: bool
+    created_at: datetime
+
+
+# --------------------------------------------------------------------------------------------
+# Writes
+
+
+@translate_errors
+def create_job(
+    org_id: str,
+    job_id: str,
+    command: str,
+    nodes: Iterable[str],
+    quorum: int,
+    run_timeout: int,
+    requested_by: str | None,
+    options: JobOptions | Mapping[str, Any] | None = None,
+    *,
+    created_at: datetime | None = None,
+) -> None:
+    """Write a new job in one transaction (see module docstring)."""
+    node_names = list(nodes)
+    opts = JobOptions.coerce(options)
+    now = to_naive_utc(created_at) if created_at else utcnow()
+    try:
+        with transaction():
+            Job.insert(
+                id=job_id,
+                org_id=org_id,
+                command=command,
+                status=int(JobStatus.NEW),
+                run_timeout=int(run_timeout),
+                quorum=int(quorum),
+                last_updated_by=job_id,
+                requested_by=requested_by,
+                created_at=now,
+                updated_at=now,
+            ).execute()
+            rows = [
+                {
+                    "job_id": job_id,
+                    "org_id": org_id,
+                    "node_name": name,
+                    "status": int(NodeStatus.NEW),
+                    "reason": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for name in node_names
+            ]
+            for chunk in chunks(rows, INSERT_CHUNK):
+                JobNode.insert_many(chunk).execute()
+            JobOption.insert(
+                job_id=job_id,
+                job_user=opts.job_user,
+                dir=opts.dir,
+                env=opts.env,
+                capture=bool(opts.capture),
+                job_file=opts.job_file,
+            ).execute()
+    except peewee.IntegrityError as exc:
+        duplicates = sorted({name for name in node_names if node_names.count(name) > 1})
+        if duplicates:
+            raise ConflictError(
+                f"job {job_id}: duplicate node names: {', '.join(duplicates[:10])}"
+            ) from exc
+        raise ConflictError(f"job {job_id} could not be created: {exc}") from exc
+
+
+@translate_errors
+def set_job_status(
+    org_id: str, job_id: str, status: JobStatus, updated_by: str | None = None
+) -> bool:
+    """Set a job's status and updated_at; False when the org has no such job."""
+    changed = (
+        Job.update(
+            status=int(JobStatus(status)),
+            updated_at=utcnow(),
+            last_updated_by=updated_by or job_id,
+        )
+        .where((Job.org_id == org_id) & (Job.id == job_id))
+        .execute()
+    )
+    return changed > 0
+
+
+def _normalise_change(change: Any) -> tuple[NodeStatus, str | None]:
+    if isinstance(change, tuple):
+        status, reason = change
+        return NodeStatus(status), reason
+    return NodeStatus(change), None
+
+
+@translate_errors
+def set_node_statuses(
+    org_id: str,
+    job_id: str,
+    changes: Mapping[str, NodeStatus | tuple[NodeStatus, str | None]],
+    *,
+    updated_at: datetime | None = None,
+) -> int:
+    """Batch-update node statuses (and reasons) of one job; returns how many rows changed."""
+    groups: dict[tuple[NodeStatus, str | None], list[str]] = defaultdict(list)
+    for name, change in changes.items():
+        groups[_normalise_change(change)].append(name)
+    now = to_naive_utc(updated_at) if updated_at else utcnow()
+    changed = 0
+    with transaction():
+        for (status, reason), names in groups.items():
+            for chunk in chunks(names, UPDATE_CHUNK):
+                changed += (
+                    JobNode.update(status=int(status), reason=reason, updated_at=now)
+                    .where(
+                        (JobNode.org_id == org_id)
+                        & (JobNode.job_id == job_id)
+                        & (JobNode.node_name.in_(chunk))
+                    )
+                    .execute()
+                )
+    return changed
+
+
+def _encode_output(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    # surrogateescape: a client that escaped undecodable bytes as U+DC80..U+DCFF gets its raw
+    # bytes back; any other lone surrogate is unrepresentable and replaced.
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
+def _decode_output(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", "surrogateescape")
+
+
+@translate_errors
+def store_output(
+    org_id: str,
+    job_id: str,
+    node: str,
+    stdout: str | None,
+    stderr: str | None,
+    stdout_bytes: int | None = None,
+    stderr_bytes: int | None = None,
+    truncated: bool = False,
+) -> None:
+    """Insert or replace a node's captured output (the job must belong to the org)."""
+    out, err = _encode_output(stdout), _encode_output(stderr)
+    with transaction():
+        if not Job.select().where((Job.org_id == org_id) & (Job.id == job_id)).exists():
+            raise ConflictError(f"no job {job_id} in this organization")
+        JobOutput.insert(
+            job_id=job_id,
+            org_id=org_id,
+            node_name=node,
+            stdout=out,
+            stderr=err,
+            stdout_bytes=stdout_bytes if stdout_bytes is not None else _len(out),
+            stderr_bytes=stderr_bytes if stderr_bytes is not None else _len(err),
+            truncated=bool(truncated),
+            created_at=utcnow(),
+        ).on_conflict(
+            conflict_target=[JobOutput.job_id, JobOutput.node_name],
+            preserve=[
+                JobOutput.stdout,
+                JobOutput.stderr,
+                JobOutput.stdout_bytes,
+                JobOutput.stderr_bytes,
+                JobOutput.truncated,
+                JobOutput.created_at,
+            ],
+        ).execute()
+
+
+def _len(data: bytes | None) -> int | None:
+    return None if data is None else len(data)
+
+
+@translate_errors
+def prune_jobs(older_than: datetime) -> int:
+    """Delete finished jobs (of every org) whose last status change is before `older_than`."""
+    active = [int(status) for status in ACTIVE_JOB_STATUSES]
+    with transaction():
+        return (
+            Job.delete()
+            .where((Job.updated_at < to_naive_utc(older_than)) & (Job.status.not_in(active)))
+            .execute()
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Reads
+
+
+def _summary_query() -> peewee.ModelSelect:
+    return Job.select(Job, JobOption).join(
+        JobOption, peewee.JOIN.LEFT_OUTER, on=(JobOption.job_id == Job.id), attr="opts"
+    )
+
+
+def _options_of(job: Job) -> JobOptions:
+    opts = getattr(job, "opts", None)
+    if opts is None or opts.job_id is None:
+        return JobOptions()
+    return JobOptions(
+        job_user=opts.job_user,
+        dir=opts.dir,
+        env=opts.env,
+        capture=bool(opts.capture),
+        job_file=opts.job_file,
+    )
+
+
+def _summary_of(job: Job) -> JobSummary:
+    return JobSummary(
+        id=job.id,
+        org_id=job.org_id,
+        command=job.command,
+        status=JobStatus(job.status),
+        run_timeout=job.run_timeout,
+        quorum=job.quorum,
+        requested_by=job.requested_by,
+        last_updated_by=job.last_updated_by,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        options=_options_of(job),
+    )
+
+
+def _view_of(summary: JobSummary, nodes: Iterable[JobNodeState]) -> JobView:
+    ordered = tuple(sorted(nodes, key=lambda node: node.name))
+    return JobView(**{name: getattr(summary, name) for name in _SUMMARY_FIELDS}, nodes=ordered)
+
+
+_SUMMARY_FIELDS = tuple(JobSummary.__dataclass_fields__)
+
+
+def _node_state(row: JobNode) -> JobNodeState:
+    return JobNodeState(
+        name=row.node_name,
+        status=NodeStatus(row.status),
+        reason=row.reason,
+        updated_at=row.updated_at,
+    )
+
+
+@translate_errors
+def get_job_summary(org_id: str, job_id: str) -> JobSummary | None:
+    """The job and its options without node rows, or None."""
+    job = _summary_query().where((Job.org_id == org_id) & (Job.id == job_id)).first()
+    return None if job is None else _summary_of(job)
+
+
+@translate_errors
+def get_job(org_id: str, job_id: str) -> JobView | None:
+    """The job with options and every node's status and reason, or None."""
+    summary = get_job_summary(org_id, job_id)
+    if summary is None:
+        return None
+    rows = JobNode.select().where((JobNode.org_id == org_id) & (JobNode.job_id == job_id))
+    return _view_of(summary, (_node_state(row) for row in rows))
+
+
+_CURSOR = re.compile(r"^(\d{8}T\d{12})\.([A-Za-z0-9_-]{1,64})$")
+
+
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    return f"{created_at:%Y%m%dT%H%M%S%f}.{job_id}"
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    match = _CURSOR.match(cursor) if isinstance(cursor, str) else None
+    if match is None:
+        raise InvalidCursor(f"invalid page cursor: {str(cursor)[:80]!r}")
+    try:
+        created_at = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S%f")
+    except ValueError:
+        raise InvalidCursor(f"invalid page cursor: {cursor[:80]!r}") from None
+    return created_at, match.group(2)
+
+
+@translate_errors
+def list_jobs(
+    org_id: str,
+    *,
+    limit: int | None = None,
+    status: JobStatus | Iterable[JobStatus] | None = None,
+    before: str | None = None,
+) -> tuple[list[JobSummary], str | None]:
+    """A page of the org's jobs, newest first (see module docstring)."""
+    if limit is not None and limit < 1:
+        raise InvalidValue(f"limit must be at least 1, not {limit}")
+    query = _summary_query().where(Job.org_id == org_id)
+    if status is not None:
+        wanted = [int(status)] if isinstance(status, int) else [int(s) for s in status]
+        query = query.where(Job.status.in_(wanted))
+    if before is not None:
+        created_at, job_id = decode_cursor(before)
+        # A row-value comparison lets both backends walk the (org_id, created_at, id) index.
+        query = query.where(
+            peewee.Tuple(Job.created_at, Job.id)
+            < peewee.Tuple(Job.created_at.db_value(created_at), job_id)
+        )
+    query = query.order_by(Job.created_at.desc(), Job.id.desc())
+    if limit is not None:
+        query = query.limit(limit + 1)
+    jobs = [_summary_of(job) for job in query]
+    next_cursor = None
+    if limit is not None and len(jobs) > limit:
+        jobs = jobs[:limit]
+        next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id)
+    return jobs, next_cursor
+
+
+@translate_errors
+def incomplete_jobs() -> list[JobView]:
+    """Every job of every org still in NEW, VOTING or RUNNING, with its nodes, oldest first."""
+    active = [int(status) for status in ACTIVE_JOB_STATUSES]
+    summaries = [
+        _summary_of(job)
+        for job in _summary_query()
+        .where(Job.status.in_(active))
+        .order_by(Job.created_at, Job.id)
+    ]
+    nodes: dict[str, list[JobNodeState]] = defaultdict(list)
+    for chunk in chunks([summary.id for summary in summaries], UPDATE_CHUNK):
+        for row in JobNode.select().where(JobNode.job_id.in_(chunk)):
+            nodes[row.job_id].append(_node_state(row))
+    return [_view_of(summary, nodes[summary.id]) for summary in summaries]
+
+
+def _output_row(org_id: str, job_id: str, node: str) -> JobOutput | None:
+    return (
+        JobOutput.select()
+        .where(
+            (JobOutput.org_id == org_id)
+            & (JobOutput.job_id == job_id)
+            & (JobOutput.node_name == node)
+        )
+        .first()
+    )
+
+
+def _check_channel(channel: str) -> None:
+    if channel not in OUTPUT_CHANNELS:
+        raise InvalidValue(f"output channel must be 'stdout' or 'stderr', not {channel!r}")
+
+
+@translate_errors
+def get_output_bytes(org_id: str, job_id: str, node: str, channel: str) -> bytes | None:
+    """The stored bytes of one channel, or None (no row, or the channel was not captured)."""
+    _check_channel(channel)
+    row = _output_row(org_id, job_id, node)
+    return None if row is None else getattr(row, channel)
+
+
+def get_output(org_id: str, job_id: str, node: str, channel: str) -> str | None:
+    """The stored text of one channel (raw bytes surrogate-escaped), or None."""
+    return _decode_output(get_output_bytes(org_id, job_id, node, channel))
+
+
+@translate_errors
+def get_output_record(org_id: str, job_id: str, node: str) -> OutputRecord | None:
+    row = _output_row(org_id, job_id, node)
+    if row is None:
+        return None
+    return OutputRecord(
+        job_id=row.job_id,
+        node_name=row.node_name,
+        stdout=_decode_output(row.stdout),
+        stderr=_decode_output(row.stderr),
+        stdout_bytes=row.stdout_bytes,
+        stderr_bytes=row.stderr_bytes,
+        truncated=bool(row.truncated),
+        created_at=row.created_at,
+    )

@@ -1,0 +1,241 @@
+"""Forward-only schema migrations.
+
+    LATEST_VERSION: int                 the schema version this code writes and reads
+    migrate(database=None) -> int       apply every missing migration in order, each in its own
+                                        transaction, and return the resulting version. A no-op on
+                                        an up-to-date database; raises SchemaTooNew when the
+                                        database was migrated by a newer pushd (nothing touched).
+    schema_version(database=None) -> int | None   None when the database has no schema yet
+
+Migrations are numbered functions in `MIGRATIONS` (index 0 is version 1). Each one is written
+once and never edited afterwards: it uses hand-written DDL (with a small per-dialect
+substitution), not the current models, so an old database and a fresh one end up identical.
+Several processes may call `migrate` at once (API workers, broker, reconfigure): on PostgreSQL an
+advisory lock and on SQLite the write lock serialise them, and the version is re-read under it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import peewee
+
+from pushd.states import JobStatus
+from pushd.store.db import SchemaTooNew, StoreError, get_database, translate_errors
+
+# Arbitrary constant naming pushd's migration lock among PostgreSQL advisory locks.
+_PG_ADVISORY_LOCK_KEY = 0x70757368  # "push"
+
+_DIALECT_TYPES = {
+    "sqlite": {
+        "serial_pk": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "bigint": "INTEGER",
+        "bytes": "BLOB",
+        "timestamp": "TEXT",
+    },
+    "postgres": {
+        "serial_pk": "BIGSERIAL PRIMARY KEY",
+        "bigint": "BIGINT",
+        "bytes": "BYTEA",
+        "timestamp": "TIMESTAMP WITHOUT TIME ZONE",
+    },
+}
+
+_V1_DDL = """
+CREATE TABLE job_status (
+    id INTEGER PRIMARY KEY,
+    description TEXT NOT NULL
+);
+CREATE TABLE jobs (
+    id VARCHAR(32) PRIMARY KEY,
+    org_id VARCHAR(32) NOT NULL,
+    command TEXT NOT NULL,
+    status INTEGER NOT NULL REFERENCES job_status (id),
+    run_timeout INTEGER NOT NULL,
+    quorum INTEGER NOT NULL,
+    last_updated_by TEXT NOT NULL,
+    requested_by TEXT,
+    created_at {timestamp} NOT NULL,
+    updated_at {timestamp} NOT NULL
+);
+CREATE INDEX jobs_org_created_id ON jobs (org_id, created_at DESC, id DESC);
+CREATE INDEX jobs_org_status ON jobs (org_id, status);
+CREATE INDEX jobs_status ON jobs (status);
+CREATE TABLE job_nodes (
+    job_id VARCHAR(32) NOT NULL REFERENCES jobs (id) ON UPDATE CASCADE ON DELETE CASCADE,
+    org_id VARCHAR(32) NOT NULL,
+    node_name TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT,
+    created_at {timestamp} NOT NULL,
+    updated_at {timestamp} NOT NULL,
+    PRIMARY KEY (job_id, org_id, node_name)
+);
+CREATE TABLE job_options (
+    job_id VARCHAR(32) PRIMARY KEY REFERENCES jobs (id) ON UPDATE CASCADE ON DELETE CASCADE,
+    job_user TEXT,
+    dir TEXT,
+    env TEXT,
+    capture BOOLEAN NOT NULL DEFAULT FALSE,
+    job_file TEXT
+);
+CREATE TABLE job_output (
+    job_id VARCHAR(32) NOT NULL REFERENCES jobs (id) ON UPDATE CASCADE ON DELETE CASCADE,
+    org_id VARCHAR(32) NOT NULL,
+    node_name TEXT NOT NULL,
+    stdout {bytes},
+    stderr {bytes},
+    stdout_bytes {bigint},
+    stderr_bytes {bigint},
+    truncated BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at {timestamp} NOT NULL,
+    PRIMARY KEY (job_id, node_name)
+);
+CREATE TABLE job_events (
+    id {serial_pk},
+    org_id VARCHAR(32) NOT NULL,
+    job_id VARCHAR(32) REFERENCES jobs (id) ON UPDATE CASCADE ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL,
+    org_feed BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at {timestamp} NOT NULL
+);
+CREATE INDEX job_events_job_id ON job_events (job_id, id);
+CREATE INDEX job_events_org_feed_id ON job_events (org_id, org_feed, id);
+CREATE INDEX job_events_created ON job_events (created_at);
+CREATE TABLE node_session_keys (
+    org_id VARCHAR(32) NOT NULL,
+    org_name TEXT NOT NULL,
+    node_name TEXT NOT NULL,
+    key {bytes} NOT NULL,
+    created_at {timestamp} NOT NULL,
+    PRIMARY KEY (org_id, node_name)
+);
+CREATE TABLE known_nodes (
+    org_id VARCHAR(32) NOT NULL,
+    node_name TEXT NOT NULL,
+    last_seen {timestamp} NOT NULL,
+    PRIMARY KEY (org_id, node_name)
+);
+CREATE TABLE organizations (
+    id VARCHAR(32) PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    full_name TEXT,
+    created_at {timestamp} NOT NULL
+);
+CREATE TABLE principals (
+    org_id VARCHAR(32) NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    kind VARCHAR(8) NOT NULL CHECK (kind IN ('user', 'client')),
+    public_key TEXT NOT NULL,
+    admin BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at {timestamp} NOT NULL,
+    PRIMARY KEY (org_id, name, kind)
+);
+CREATE TABLE groups (
+    id {serial_pk},
+    org_id VARCHAR(32) NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    created_at {timestamp} NOT NULL,
+    UNIQUE (org_id, name)
+);
+CREATE TABLE group_members (
+    group_id {bigint} NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    member_kind VARCHAR(8) NOT NULL CHECK (member_kind IN ('user', 'client', 'group')),
+    member_name TEXT NOT NULL,
+    PRIMARY KEY (group_id, member_kind, member_name)
+);
+CREATE INDEX group_members_member ON group_members (member_kind, member_name);
+"""
+
+
+def _dialect_of(database: peewee.Database) -> str:
+    return "sqlite" if isinstance(database, peewee.SqliteDatabase) else "postgres"
+
+
+def _run_script(database: peewee.Database, script: str) -> None:
+    types = _DIALECT_TYPES[_dialect_of(database)]
+    for statement in script.format(**types).split(";"):
+        if statement.strip():
+            database.execute_sql(statement)
+
+
+def _migration_1(database: peewee.Database) -> None:
+    """The initial schema: the original's job tables plus events, keys and principals."""
+    _run_script(database, _V1_DDL)
+    for status in JobStatus:
+        database.execute_sql(
+            "INSERT INTO job_status (id, description) VALUES (%s, %s)"
+            if _dialect_of(database) == "postgres"
+            else "INSERT INTO job_status (id, description) VALUES (?, ?)",
+            (int(status), status.wire),
+        )
+
+
+MIGRATIONS: tuple[Callable[[peewee.Database], None], ...] = (_migration_1,)
+LATEST_VERSION = len(MIGRATIONS)
+
+
+def _placeholder(database: peewee.Database) -> str:
+    return "%s" if _dialect_of(database) == "postgres" else "?"
+
+
+def _read_version(database: peewee.Database) -> int | None:
+    if "schema_version" not in database.get_tables():
+        return None
+    row = database.execute_sql("SELECT version FROM schema_version").fetchone()
+    return None if row is None else int(row[0])
+
+
+@translate_errors
+def schema_version(database: peewee.Database | None = None) -> int | None:
+    """The schema version of `database` (default: the open one); None if it has no schema."""
+    database = database or get_database()
+    with database.connection_context():
+        return _read_version(database)
+
+
+def _refuse_if_too_new(version: int | None) -> None:
+    if version is not None and version > LATEST_VERSION:
+        raise SchemaTooNew(
+            f"database schema version {version} is newer than this pushd supports "
+            f"({LATEST_VERSION}); upgrade pushd or point it at another database"
+        )
+
+
+@translate_errors
+def migrate(database: peewee.Database | None = None) -> int:
+    """Bring the schema up to LATEST_VERSION; return the version (see module docstring)."""
+    database = database or get_database()
+    with database.connection_context():
+        version = _read_version(database)
+        _refuse_if_too_new(version)
+        if version == LATEST_VERSION:
+            return version
+        while True:
+            lock = "IMMEDIATE" if isinstance(database, peewee.SqliteDatabase) else None
+            with database.atomic(lock_type=lock) if lock else database.atomic():
+                if not isinstance(database, peewee.SqliteDatabase):
+                    database.execute_sql(
+                        "SELECT pg_advisory_xact_lock(%s)", (_PG_ADVISORY_LOCK_KEY,)
+                    )
+                version = _read_version(database)  # again, under the lock
+                _refuse_if_too_new(version)
+                if version == LATEST_VERSION:
+                    return version
+                if version is None:
+                    database.execute_sql("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                    database.execute_sql(
+                        f"INSERT INTO schema_version (version) VALUES ({_placeholder(database)})",
+                        (0,),
+                    )
+                    version = 0
+                next_version = version + 1
+                try:
+                    MIGRATIONS[next_version - 1](database)
+                except peewee.DatabaseError as exc:
+                    raise StoreError(f"migration {next_version} failed: {exc}") from exc
+                database.execute_sql(
+                    f"UPDATE schema_version SET version = {_placeholder(database)}",
+                    (next_version,),
+                )
