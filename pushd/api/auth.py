@@ -25,6 +25,7 @@ import falcon
 from pushd import chefauth
 from pushd.api.errors import ApiError, auth_failure
 from pushd.errors import AuthError
+from pushd.identity.base import SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,24 @@ class Authenticator:
         if not allowed:
             raise forbidden(requestor.name)
 
-    def _call(self, func: Any, *args: Any) -> Any:
+    def require_config(
+        self, requestor: Requestor, node: str, *, validate_client_node_name: bool
+    ) -> None:
+        """The config endpoint's rule: a client only for itself, a user with read access."""
+        refusal = self._call(
+            self._authz.can_read_config,
+            self._principals,
+            requestor.org,
+            requestor.principal,
+            node,
+            validate_client_node_name=validate_client_node_name,
+        )
+        if refusal:
+            raise ApiError(403, refusal, listed=True)
+
+    def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args)
+            return func(*args, **kwargs)
         except (ApiError, _OrgMissing, AuthError):
             raise
         except Exception as err:
@@ -135,9 +151,4 @@ def _public_keys(principal: Any) -> list[Any]:
 
 
 def _is_upstream_failure(err: Exception) -> bool:
-    # The chef_server source raises its own "unreachable" error; recognised by name so this
-    # module does not depend on which identity backends are installed.
-    return type(err).__name__ in _UPSTREAM_ERRORS
-
-
-_UPSTREAM_ERRORS = frozenset({"UpstreamUnavailable", "ChefServerUnavailable", "SourceUnavailable"})
+    return isinstance(err, SourceUnavailable)

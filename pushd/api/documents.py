@@ -26,11 +26,14 @@ def _status_name(value: Any, kind: type[JobStatus] | type[NodeStatus]) -> str:
 
 
 def _options(job: Any) -> dict[str, Any]:
-    options = getattr(job, "options", None) or {}
-    if not isinstance(options, dict):
-        options = {k: getattr(options, k, None) for k in ("job_user", "dir", "env", "capture",
-                                                           "job_file")}
-    return options
+    options = job.options
+    return {
+        "job_user": options.job_user,
+        "dir": options.dir,
+        "env": options.env,
+        "capture": options.capture,
+        "job_file": options.job_file,
+    }
 
 
 def job_summary(job: Any) -> dict[str, Any]:
@@ -68,18 +71,12 @@ def job_document(job: Any, *, include_file: bool = False) -> dict[str, Any]:
 
 
 def _nodes_by_status(job: Any) -> dict[str, list[str]]:
-    nodes = getattr(job, "nodes", {}) or {}
-    out: dict[str, list[str]] = {}
-    if isinstance(nodes, dict):
-        for status, names in nodes.items():
-            if names:
-                out[_status_name(status, NodeStatus)] = sorted(names)
-        return out
-    for node in nodes:
-        out.setdefault(_status_name(node.status, NodeStatus), []).append(node.node_name)
-    return {status: sorted(names) for status, names in out.items()}
+    return {
+        _status_name(status, NodeStatus): list(names)
+        for status, names in job.nodes_by_status().items()
+        if names
+    }
 
 
 def _reasons(job: Any) -> dict[str, str]:
-    reasons = getattr(job, "reasons", None) or getattr(job, "node_reasons", None) or {}
-    return {node: reason for node, reason in dict(reasons).items() if reason}
+    return {node: reason for node, reason in job.node_reasons().items() if reason}

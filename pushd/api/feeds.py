@@ -19,8 +19,8 @@
         they wake as soon as the broker publishes, and still poll as a safety net.
 
 Store contract used: ``job_events_after(org_id, job_id, after_id)`` and
-``org_events_after(org_id, after_id, since=)``, each returning events with ``id``, ``event``,
-``data`` (dict), ``created_at`` and ``job_id``; ``get_job(org_id, job_id)``.
+``org_events_after(org_id, after_id, since=)``, each returning events with ``id``,
+``name``, ``data`` (dict), ``created_at`` and ``job_id``; ``get_job(org_id, job_id)``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _event_data(event: Any, *, with_job: bool) -> dict[str, Any]:
 
 
 def _frame(event: Any, *, with_job: bool = False) -> bytes:
-    return sse_event(event.event, event.id, _event_data(event, with_job=with_job))
+    return sse_event(event.name, event.id, _event_data(event, with_job=with_job))
 
 
 class FeedStreams:
@@ -109,7 +109,7 @@ class FeedStreams:
         else:
             to_send = history
         last_id = history[-1].id if history else 0
-        finished = any(ev.event == JOB_COMPLETE for ev in history)
+        finished = any(ev.name == JOB_COMPLETE for ev in history)
         for ev in to_send:
             yield _frame(ev)
         silent_since = time.monotonic()
@@ -119,7 +119,7 @@ class FeedStreams:
             for ev in fresh:
                 yield _frame(ev)
                 last_id = ev.id
-                finished = finished or ev.event == JOB_COMPLETE
+                finished = finished or ev.name == JOB_COMPLETE
             if fresh:
                 silent_since = time.monotonic()
                 continue

@@ -46,11 +46,9 @@ class ConfigResource:
             raise ApiError(401, "Bad ccpk", listed=True)
 
         requestor = authorized(self._ctx, req, org, None)
-        if requestor.is_client:
-            if settings.validate_client_node_name and requestor.name != node:
-                raise ApiError(403, "Client and node name must match", listed=True)
-        else:
-            self._ctx.authenticator.require(requestor, "read")
+        self._ctx.authenticator.require_config(
+            requestor, node, validate_client_node_name=settings.validate_client_node_name
+        )
 
         org_id = org_id_of(requestor)
         admitted = broker_call(

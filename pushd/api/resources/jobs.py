@@ -179,9 +179,9 @@ class JobOutputResource:
         find_job(self._ctx, org_id, job_id)
         if not req.client_accepts("application/octet-stream"):
             raise ApiError(406, "this resource serves application/octet-stream")
-        output = self._ctx.store.get_output(org_id, job_id, node, channel)
+        output = self._ctx.store.get_output_bytes(org_id, job_id, node, channel)
         if output is None:
             raise ApiError(404, f"no {channel} captured for node '{node}' in job '{job_id}'")
         resp.status = 200
         resp.content_type = "application/octet-stream"
-        resp.data = output.encode("utf-8") if isinstance(output, str) else bytes(output)
+        resp.data = bytes(output)
