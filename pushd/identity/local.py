@@ -1,0 +1,100 @@
+"""Principal source backed by pushd's own database (`pushd.store`, the embedded default).
+
+    LocalSource()
+        Implements `PrincipalSource` over the process-wide database the caller opened with
+        `pushd.store.open_database(...)`. Nothing is cached: a key revoked or a group changed
+        with `push-jobs-server-ctl` takes effect on the next request.
+
+Mapping to Chef's model:
+    org(name)                 the stored organization (its id is the 32-hex guid)
+    principal(org, name)      the stored client or user of that org. A client and a user may
+                              share a name in the store; the client wins, as nodes are what
+                              sign most requests (the same rule as the chef_server source).
+                              A user stored only in other organizations is returned with
+                              ``org_member=False`` and those keys, so the API answers 403 "not
+                              associated with organization" like Chef Server does for a user
+                              outside the org; clients belong to exactly one org, so an unknown
+                              client stays unknown (401).
+    group(org, name)          the stored group with its user, client and nested group members
+Errors from the store (`pushd.errors.StoreError`, e.g. the database is unreachable) are
+re-raised as `SourceUnavailable`, which the API answers with 502.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from pushd import store
+from pushd.errors import StoreError
+from pushd.identity.base import (
+    KIND_CLIENT,
+    KIND_USER,
+    Group,
+    Org,
+    Principal,
+    SourceUnavailable,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _store_errors_unavailable(func: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except StoreError as exc:
+            raise SourceUnavailable(f"local principal store: {exc}") from exc
+
+    return wrapper
+
+
+class LocalSource:
+    @_store_errors_unavailable
+    def org(self, name: str) -> Org | None:
+        row = store.get_organization(name)
+        return None if row is None else Org(name=row.name, id=row.id)
+
+    @_store_errors_unavailable
+    def principal(self, org_name: str, name: str) -> Principal | None:
+        org = store.get_organization(org_name)
+        if org is None:
+            return None
+        rows = {row.kind: row for row in store.find_principals(org.id, name)}
+        row = rows.get(KIND_CLIENT) or rows.get(KIND_USER)
+        if row is not None:
+            return Principal(
+                name=row.name,
+                kind=row.kind,
+                public_keys=(row.public_key,),
+                org_member=True,
+                admin=row.admin,
+            )
+        return self._outside_user(org.id, name)
+
+    def _outside_user(self, org_id: str, name: str) -> Principal | None:
+        keys: list[str] = []
+        for other in store.list_organizations():
+            if other.id == org_id:
+                continue
+            row = store.get_principal(other.id, name, KIND_USER)
+            if row is not None and row.public_key not in keys:
+                keys.append(row.public_key)
+        if not keys:
+            return None
+        return Principal(
+            name=name, kind=KIND_USER, public_keys=tuple(keys), org_member=False, admin=False
+        )
+
+    @_store_errors_unavailable
+    def group(self, org_name: str, group_name: str) -> Group | None:
+        org = store.get_organization(org_name)
+        if org is None:
+            return None
+        row = store.get_group(org.id, group_name)
+        if row is None:
+            return None
+        return Group.of(row.name, row.users, row.clients, row.groups)
