@@ -11,8 +11,9 @@ Public API:
                                         reconnecting with `Last-Event-ID` after a drop
 
 The original server ends a finished job's stream with a `summary` event that lacks the closing
-blank line, so `finish()` dispatches a pending event at end of stream. Lines are bounded
-(MAX_LINE_BYTES) so a broken server cannot grow memory without limit.
+blank line, so `finish()` dispatches a pending event at end of stream when its data is complete
+JSON (a truncated event from a dropped connection is dropped and comes again on reconnect).
+Lines are bounded (MAX_LINE_BYTES) so a broken server cannot grow memory without limit.
 """
 
 from __future__ import annotations
@@ -79,8 +80,19 @@ class SSEParser:
         return None
 
     def finish(self) -> Event | None:
-        """End of stream: dispatch an event that was not closed by a blank line."""
-        return self._dispatch() if self._data else None
+        """End of stream: dispatch an event not closed by a blank line if its data is whole.
+
+        The original's final `summary` lacks the blank line; an event cut off by a dropped
+        connection has truncated JSON and is discarded (it is replayed after reconnecting).
+        """
+        if not self._data:
+            return None
+        try:
+            json.loads("\n".join(self._data))
+        except json.JSONDecodeError:
+            self._name, self._id, self._data = "", None, []
+            return None
+        return self._dispatch()
 
     def _dispatch(self) -> Event | None:
         if not self._data and not self._name:
