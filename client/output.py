@@ -9,9 +9,10 @@ Public API:
         .truncated -> bool         total > len(data)
     fit_output(stdout, stderr, budget, render) -> dict[str, object]
         The result fields for `succeeded`/`failed`: always "stdout" and "stderr" (str); when
-        anything had to be cut also "stdout_bytes"/"stderr_bytes" (original byte counts) and
-        "stdout_truncated"/"stderr_truncated" (bool). `render(fields)` must return the encoded
-        message body; fields are shrunk until that body fits in `budget` bytes.
+        anything had to be cut also "truncated": {"stdout": N, "stderr": M}, the bytes of each
+        stream left out (the protocol's `node_result(stdout_dropped=, stderr_dropped=)`); each
+        cut text starts with TRUNCATION_MARKER naming the original byte count. `render(fields)`
+        must return the encoded message body; texts are shrunk until it fits in `budget` bytes.
     TRUNCATION_MARKER              the line that starts a cut stream
 
 The stock client dropped both streams when stdout + stderr exceeded its limit; here the tail of
@@ -94,22 +95,18 @@ def fit_output(
     skeleton = {
         "stdout": "",
         "stderr": "",
-        "stdout_bytes": stdout.total,
-        "stderr_bytes": stderr.total,
-        "stdout_truncated": True,
-        "stderr_truncated": True,
+        "truncated": {"stdout": stdout.total, "stderr": stderr.total},
     }
     room = budget - len(render(skeleton)) - 2 * len(TRUNCATION_MARKER) - 40
     keep_out, keep_err = _split(max(room, 0), len(stdout.data), len(stderr.data))
     for _ in range(32):
-        out_text, err_text = _tail_text(stdout, keep_out), _tail_text(stderr, keep_err)
         fields = {
-            "stdout": out_text,
-            "stderr": err_text,
-            "stdout_bytes": stdout.total,
-            "stderr_bytes": stderr.total,
-            "stdout_truncated": keep_out < stdout.total,
-            "stderr_truncated": keep_err < stderr.total,
+            "stdout": _tail_text(stdout, keep_out),
+            "stderr": _tail_text(stderr, keep_err),
+            "truncated": {
+                "stdout": stdout.total - min(keep_out, len(stdout.data)),
+                "stderr": stderr.total - min(keep_err, len(stderr.data)),
+            },
         }
         overshoot = len(render(fields)) - budget
         if overshoot <= 0:
@@ -119,5 +116,5 @@ def fit_output(
             keep_out = max(0, keep_out - max(overshoot, keep_out // 4))
         else:
             keep_err = max(0, keep_err - max(overshoot, keep_err // 4))
-    fields.update(stdout="", stderr="", stdout_truncated=True, stderr_truncated=True)
-    return fields
+    return {"stdout": "", "stderr": "", "truncated": {"stdout": stdout.total,
+                                                       "stderr": stderr.total}}

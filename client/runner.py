@@ -525,7 +525,7 @@ class JobRunner:
                 return b" " * self._measure(msg_type, job.job_id, {**fields, **output})
 
             fields = {**fields, **fit_output(job.stdout, job.stderr, budget, render)}
-            if fields.get("stdout_truncated") or fields.get("stderr_truncated"):
+            if "truncated" in fields:
                 log.warning(
                     "job=%s output truncated to fit %d bytes (stdout %d, stderr %d bytes)",
                     job.job_id, budget, job.stdout.total, job.stderr.total,

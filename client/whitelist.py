@@ -4,14 +4,13 @@ Public API:
 
     Whitelist(entries)                 entries: {key: value}, in the config's order
         key    str                     exact command name
-               re.Pattern              must match the WHOLE requested command (fullmatch), unlike
-                                       the stock client's unanchored `match`
+               re.Pattern or           must match the WHOLE requested command (fullmatch), unlike
+               pushd.rbconfig.Regex    the stock client's unanchored `match`
         value  str                     command line (may use \\1, \\2 ... or \\0 for captures)
                Mapping                 {"command_line": str, "lock": True | "/path", "shell": bool}
                                        (string or symbol-like keys; `lock` and `shell` optional)
     Whitelist.resolve(requested) -> ResolvedCommand | None
     Whitelist.names() -> list[str]     keys as written, for logs and --status
-    ruby_regex(source, flags="") -> re.Pattern     translate a Ruby /regex/ literal
     DEFAULT_WHITELIST                  {"chef-client": "chef-client"} (the stock default)
     ResolvedCommand(argv, command_line, shell, lock)
         argv          tuple[str, ...]  what is exec'd (["/bin/sh", "-c", line] when shell)
@@ -30,6 +29,8 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pushd.rbconfig import Regex
 
 DEFAULT_WHITELIST: dict[str, str] = {"chef-client": "chef-client"}
 
@@ -57,20 +58,6 @@ class _Entry:
     command_line: str
     shell: bool
     lock: bool | str | None
-
-
-def ruby_regex(source: str, flags: str = "") -> re.Pattern[str]:
-    """Compile a Ruby regex literal body as a Python pattern.
-
-    Handles the differences that matter for command whitelists: `(?<name>` groups, `\\z`/`\\Z`
-    anchors and the `i`, `m`, `x` flags (Ruby's `m` is Python's DOTALL). Raises `re.error`.
-    """
-    translated = re.sub(r"\(\?<(?![=!])", "(?P<", source)
-    translated = translated.replace(r"\Z", r"(?=\n?\Z)").replace(r"\z", r"\Z")
-    py_flags = 0
-    for flag in flags:
-        py_flags |= {"i": re.IGNORECASE, "m": re.DOTALL, "x": re.VERBOSE}.get(flag, 0)
-    return re.compile(translated, py_flags)
 
 
 def _field(value: Mapping[Any, Any], name: str) -> Any:
@@ -119,10 +106,11 @@ def _expand(template: str, match: re.Match[str]) -> str:
 class Whitelist:
     """An ordered whitelist; exact keys win over patterns, then the first matching pattern."""
 
-    def __init__(self, entries: Mapping[str | re.Pattern[str], Any]) -> None:
+    def __init__(self, entries: Mapping[Any, Any]) -> None:
         self._exact: dict[str, _Entry | None] = {}
         self._patterns: list[tuple[re.Pattern[str], _Entry | None]] = []
-        for key, value in entries.items():
+        for raw_key, value in entries.items():
+            key = raw_key.compile() if isinstance(raw_key, Regex) else raw_key
             entry = _entry(key, value)
             if isinstance(key, re.Pattern):
                 self._patterns.append((key, entry))

@@ -37,8 +37,11 @@ def test_large_output_keeps_the_tail_of_each_stream_with_counts() -> None:
     err = b"".join(b"err line %06d\n" % i for i in range(5000))
     fields = fit_output(buffer(out), buffer(err), 8000, render)
     assert len(render(fields)) <= 8000
-    assert fields["stdout_bytes"] == len(out) and fields["stderr_bytes"] == len(err)
-    assert fields["stdout_truncated"] is True and fields["stderr_truncated"] is True
+    dropped = fields["truncated"]
+    assert isinstance(dropped, dict)
+    assert 0 < dropped["stdout"] < len(out) and 0 < dropped["stderr"] < len(err)
+    assert dropped["stdout"] + len(str(fields["stdout"]).split("\n", 1)[1]) == len(out)
+    assert f"of {len(out)} bytes dropped" in str(fields["stdout"]).split("\n", 1)[0]
     assert str(fields["stdout"]).endswith("out line 019999\n")
     assert str(fields["stderr"]).endswith("err line 004999\n")
     assert str(fields["stdout"]).startswith("[push-jobs-client: output truncated")
@@ -47,8 +50,8 @@ def test_large_output_keeps_the_tail_of_each_stream_with_counts() -> None:
 def test_small_stream_kept_whole_when_the_other_is_cut() -> None:
     fields = fit_output(buffer(b"x" * 100000), buffer(b"short error\n"), 5000, render)
     assert fields["stderr"] == "short error\n"
-    assert fields["stderr_truncated"] is False
-    assert fields["stdout_truncated"] is True
+    assert fields["truncated"] == {"stdout": 100000 - (len(str(fields["stdout"])) - len(
+        str(fields["stdout"]).split("\n", 1)[0]) - 1), "stderr": 0}
 
 
 def test_invalid_utf8_is_replaced() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from pushd_client.whitelist import Whitelist, ruby_regex
+from pushd_client.whitelist import Whitelist
+
+from pushd.rbconfig import Regex
 
 
 def test_exact_entry_runs_without_a_shell() -> None:
@@ -19,7 +21,7 @@ def test_exact_entry_runs_without_a_shell() -> None:
 
 def test_regex_must_match_the_whole_command() -> None:
     """The stock client let `/chef-client/` pass `chef-client; rm -rf /`; we do not."""
-    wl = Whitelist({ruby_regex("chef-client"): "chef-client"})
+    wl = Whitelist({Regex("chef-client"): "chef-client"})
     assert wl.resolve("chef-client") is not None
     assert wl.resolve("chef-client; rm -rf /") is None
     assert wl.resolve("xchef-client") is None
@@ -28,8 +30,8 @@ def test_regex_must_match_the_whole_command() -> None:
 def test_stock_capture_examples() -> None:
     wl = Whitelist(
         {
-            ruby_regex("^deliverance (.+)$"): "deliverance eats at \\1",
-            ruby_regex("^hard (.+)$"): {"lock": True, "command_line": "tastes like \\1"},
+            Regex("^deliverance (.+)$"): "deliverance eats at \\1",
+            Regex("^hard (.+)$"): {"lock": True, "command_line": "tastes like \\1"},
         }
     )
     first = wl.resolve("deliverance lunchtime")
@@ -40,14 +42,14 @@ def test_stock_capture_examples() -> None:
 
 
 def test_capture_cannot_add_arguments_without_shell() -> None:
-    wl = Whitelist({ruby_regex("run (.+)"): "echo \\1"})
+    wl = Whitelist({Regex("run (.+)"): "echo \\1"})
     resolved = wl.resolve("run a b; rm -rf /")
     assert resolved is not None
     assert resolved.argv == ("echo", "a b; rm -rf /")
 
 
 def test_shell_entry_rejects_unsafe_captures() -> None:
-    wl = Whitelist({ruby_regex("say (.+)"): {"command_line": "echo \\1 | tr a b", "shell": True}})
+    wl = Whitelist({Regex("say (.+)"): {"command_line": "echo \\1 | tr a b", "shell": True}})
     ok = wl.resolve("say hello")
     assert ok is not None and ok.argv == ("/bin/sh", "-c", "echo hello | tr a b")
     assert wl.resolve("say $(reboot)") is None
@@ -74,8 +76,8 @@ def test_symbol_like_and_string_hash_keys() -> None:
 def test_exact_keys_win_and_order_of_patterns_is_kept() -> None:
     wl = Whitelist(
         {
-            ruby_regex("x(.*)"): "first \\1",
-            ruby_regex("xy"): "second",
+            Regex("x(.*)"): "first \\1",
+            Regex("xy"): "second",
             "xy": "exact",
         }
     )
@@ -87,12 +89,17 @@ def test_exact_keys_win_and_order_of_patterns_is_kept() -> None:
 
 def test_bad_values_are_refused_at_load() -> None:
     with pytest.raises(ValueError, match="command_line"):
-        Whitelist({ruby_regex("x"): {"lock": True}})
+        Whitelist({Regex("x"): {"lock": True}})
     with pytest.raises(ValueError):
         Whitelist({"x": 3})
 
 
 def test_ruby_named_groups_and_flags() -> None:
-    pattern = ruby_regex("(?<name>[a-z]+)-run", "i")
-    assert isinstance(pattern, re.Pattern)
-    assert pattern.fullmatch("ABC-RUN") is not None
+    wl = Whitelist({Regex("(?<name>[a-z]+)-run", "i"): "echo \\1"})
+    resolved = wl.resolve("ABC-RUN")
+    assert resolved is not None and resolved.argv == ("echo", "ABC")
+
+
+def test_compiled_patterns_are_accepted_too() -> None:
+    wl = Whitelist({re.compile("a+"): "echo a"})
+    assert wl.resolve("aaa") is not None and wl.resolve("aab") is None

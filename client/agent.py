@@ -1,0 +1,593 @@
+"""The node agent: one event loop for the server connection, the job and the signals.
+
+Public API:
+
+    Agent(config: ClientConfig, client_key: RSAPrivateKey, *, rng=None, hostname=None)
+        .run() -> int          blocks until SIGTERM/SIGINT/SIGQUIT (or .stop()); returns 0
+        .stop()                ask the loop to end (safe from a signal handler: sets a flag)
+        .reconfigure_soon()    what SIGUSR1 does
+    PROBE_SECONDS, SEND_FAILURES_BEFORE_RECONNECT
+
+One thread, one pyzmq poller over: the SUB socket (server heartbeats, RSA-signed), the DEALER
+socket (commands; Curve unless the server offers none and allow_unencrypted is set; every frame
+HMAC-signed), a signal wakeup pipe, and the job's output pipes. Signal handlers do nothing; the
+wakeup pipe carries the signal numbers into the loop, which acts on them.
+
+Connection life:
+  fetch config (signed REST, `ccpk`) -> open SUB + DEALER -> send a heartbeat at once -> the
+  server must answer on the command socket within PROBE_SECONDS (its `abort` or `ack`),
+  otherwise (wrong Curve key, blocked port, load balancer) -> reconfigure.
+  Online/offline follows the stock thresholds: offline after more than `offline_threshold`
+  heartbeat intervals without a server heartbeat (then reconfigure), online again after more
+  than `online_threshold` server heartbeats. A new server incarnation id -> reconfigure after a
+  random splay within one interval. `lifetime` -> reconfigure at 90-100 % of it. SIGUSR1 ->
+  reconfigure now. SEND_FAILURES_BEFORE_RECONNECT failed sends in a row -> reconfigure now;
+  one failed send only brings the deadline forward to 60 s (never pushes it back).
+  Failed config fetches are retried with exponential backoff and full jitter, capped at
+  `max_reconnect_delay`, forever: a server that is down at start-up is reached when it comes
+  up. A running job is kept across reconnects; its heartbeats carry its job id and state.
+
+Replies the job runner produces while no command socket exists are kept (up to
+MAX_PENDING_REPLIES) and sent once a connection is up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import zmq
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from pushd_client.backoff import Backoff, Deadline
+from pushd_client.config import ClientConfig
+from pushd_client.configfetch import FetchedConfig, FetchError, fetch_config
+from pushd_client.runner import JobRunner, RunnerSettings
+from pushd_client.statefile import StateDir, recover_orphan
+
+from pushd.errors import ProtocolError
+from pushd.keys import curve_keypair
+from pushd.protocol.frames import decode, encode, encode_body
+from pushd.protocol.messages import (
+    NodeIdentity,
+    ServerMessage,
+    node_heartbeat,
+    node_reply,
+    node_result,
+    parse_server_message,
+)
+
+log = logging.getLogger("pushd_client.agent")
+
+PROBE_SECONDS = 4.0
+SEND_FAILURES_BEFORE_RECONNECT = 3
+SEND_FAILURE_RECONFIGURE_DELAY = 60.0
+MAX_INBOUND_MESSAGE = 2 * 1024 * 1024
+MAX_PENDING_REPLIES = 16
+STATUS_WRITE_INTERVAL = 1.0
+MAX_POLL_SECONDS = 1.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+class _Link:
+    """The sockets of one connection attempt, and what we learnt about the server on them."""
+
+    def __init__(
+        self, context: zmq.Context[Any], fetched: FetchedConfig, curve: tuple[str, str] | None
+    ) -> None:
+        cfg = fetched.node_config
+        self.config = cfg
+        self.session_key = fetched.session_key
+        self.encrypted = curve is not None
+        self.sub = context.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_MESSAGE)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(cfg.out_addr)
+        self.dealer = context.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.setsockopt(zmq.RCVHWM, 0)
+        # A few heartbeats at most: a burst of stale ones hurts a server that just restarted.
+        self.dealer.setsockopt(zmq.SNDHWM, 3)
+        self.dealer.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_MESSAGE)
+        if curve is not None:
+            public, secret = curve
+            assert cfg.curve_public_key is not None
+            self.dealer.curve_serverkey = cfg.curve_public_key.encode("ascii")
+            self.dealer.curve_publickey = public.encode("ascii")
+            self.dealer.curve_secretkey = secret.encode("ascii")
+        self.dealer.connect(cfg.command_addr)
+        self.sequence = 0
+        self.command_seen = False
+        self.heartbeat_sequences: dict[str, int] = {}
+
+    def close(self) -> None:
+        self.sub.close(linger=0)
+        self.dealer.close(linger=0)
+
+
+class Agent:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        client_key: RSAPrivateKey,
+        *,
+        rng: random.Random | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        self.config = config
+        self.client_key = client_key
+        self.rng = rng or random.Random()
+        self.identity = NodeIdentity(
+            node=config.node_name,
+            client=hostname or socket.gethostname(),
+            org=config.organization,
+            incarnation_id=str(uuid.uuid4()),
+        )
+        self.curve = curve_keypair()
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.link: _Link | None = None
+        self.state_dir = StateDir(config.state_dir)
+        settings = RunnerSettings(
+            node_name=config.node_name,
+            whitelist=config.whitelist_object,
+            file_dir=config.file_dir,
+            allowed_overwritable_env_vars=config.allowed_overwritable_env_vars,
+            max_body_size=config.max_body_size,
+            lockfile=config.effective_lockfile,
+            kill_grace=config.kill_grace,
+            default_run_timeout=config.default_run_timeout,
+        )
+        self.runner = JobRunner(
+            settings,
+            self._send_reply,
+            state_dir=self.state_dir,
+            measure=self._measure,
+            base_env={**os.environ, **config.job_env},
+        )
+        self.runner.on_change = self._status_changed
+        self.backoff = Backoff(base=1.0, cap=config.max_reconnect_delay, rng=self.rng)
+        self.reconfigure_at = Deadline()
+        self.pending: deque[tuple[str, str | None, dict[str, Any]]] = deque(
+            maxlen=MAX_PENDING_REPLIES
+        )
+        self._stopping = False
+        self._online = False
+        self._offline_counter = 0
+        self._online_counter = 0
+        self._next_heartbeat = 0.0
+        self._probe_deadline = 0.0
+        self._send_failures = 0
+        self._last_server_heartbeat: float | None = None
+        self._server_incarnation: str | None = None
+        self._reconnects = 0
+        self._last_error: str | None = None
+        self._status_dirty = True
+        self._status_written = 0.0
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        os.set_blocking(self._wakeup_r, False)
+        os.set_blocking(self._wakeup_w, False)
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        self._stopping = True
+
+    def reconfigure_soon(self) -> None:
+        self.reconfigure_at.bring_forward(time.monotonic())
+
+    # --------------------------------------------------------------------- loop
+    def run(self) -> int:
+        previous = self._install_signals()
+        try:
+            orphan = recover_orphan(self.state_dir, self.config.kill_grace)
+            if orphan is not None:
+                log.warning(
+                    "job=%s was running when the previous client stopped (pid %d); ended it",
+                    orphan.job_id, orphan.pid,
+                )
+                self.runner.adopt_orphan(orphan)
+            log.info(
+                "starting: node %s, org %s, server %s, incarnation %s",
+                self.config.node_name, self.config.organization, self.config.chef_server_url,
+                self.identity.incarnation_id,
+            )
+            self.reconfigure_at.bring_forward(time.monotonic())
+            while not self._stopping:
+                self._iterate()
+            self._shutdown()
+        finally:
+            self._restore_signals(previous)
+        return 0
+
+    def _iterate(self) -> None:
+        now = time.monotonic()
+        if self.reconfigure_at.due(now):
+            self.reconfigure_at.clear()
+            self._reconfigure()
+            now = time.monotonic()
+        poller = zmq.Poller()
+        poller.register(self._wakeup_r, zmq.POLLIN)
+        if self.link is not None:
+            poller.register(self.link.sub, zmq.POLLIN)
+            poller.register(self.link.dealer, zmq.POLLIN)
+        for fd in self.runner.watched_fds():
+            poller.register(fd, zmq.POLLIN)
+        timeout = self._poll_timeout(now)
+        events = dict(poller.poll(int(timeout * 1000)))
+        if self._wakeup_r in events:
+            self._handle_signals()
+        if self.link is not None:
+            link = self.link
+            if link.sub in events:
+                self._drain(link, link.sub, self._on_server_heartbeat)
+            if self.link is link and link.dealer in events:
+                self._drain(link, link.dealer, self._on_command)
+        for fd in self.runner.watched_fds():
+            if fd in events:
+                self.runner.on_readable(fd)
+        self.runner.tick()
+        self._timers(time.monotonic())
+        self._write_status()
+
+    def _poll_timeout(self, now: float) -> float:
+        candidates = [MAX_POLL_SECONDS]
+        if self.reconfigure_at.at is not None:
+            candidates.append(self.reconfigure_at.at - now)
+        if self.link is not None:
+            candidates.append(self._next_heartbeat - now)
+            if not self.link.command_seen:
+                candidates.append(self._probe_deadline - now)
+        runner_timeout = self.runner.poll_timeout()
+        if runner_timeout is not None:
+            candidates.append(runner_timeout)
+        return max(0.0, min(candidates))
+
+    # ----------------------------------------------------------------- signals
+    def _install_signals(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+
+        def note(signum: int, frame: object) -> None:
+            # Nothing here: the wakeup fd already carries `signum` into the loop.
+            pass
+
+        for signum in (*STOP_SIGNALS, signal.SIGUSR1, signal.SIGCHLD):
+            previous[signum] = signal.signal(signum, note)
+        previous[-1] = signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        signal.set_wakeup_fd(previous.pop(-1))
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def _handle_signals(self) -> None:
+        try:
+            data = os.read(self._wakeup_r, 256)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum in STOP_SIGNALS:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                self._stopping = True
+            elif signum == signal.SIGUSR1:
+                log.info("received SIGUSR1, reconfiguring")
+                self.reconfigure_at.bring_forward(time.monotonic())
+
+    # ------------------------------------------------------------- connecting
+    def _reconfigure(self) -> None:
+        self._reconnects += 1
+        curve_public = self.curve[0]
+        try:
+            fetched = fetch_config(self.config, self.client_key, curve_public)
+        except FetchError as err:
+            delay = self.backoff.next_delay()
+            self._last_error = str(err)
+            level = logging.ERROR if err.permanent else logging.WARNING
+            log.log(level, "could not download push jobs config: %s; retrying in %.1fs",
+                    err, delay)
+            self.reconfigure_at.bring_forward(time.monotonic() + delay)
+            self._status_dirty = True
+            return
+        cfg = fetched.node_config
+        if cfg.curve_public_key is None and not self.config.allow_unencrypted:
+            delay = self.backoff.next_delay()
+            self._last_error = (
+                "the server offers no Curve key (1.x protocol); set allow_unencrypted true "
+                "to talk to it unencrypted"
+            )
+            log.error("%s; retrying in %.1fs", self._last_error, delay)
+            self.reconfigure_at.bring_forward(time.monotonic() + delay)
+            self._status_dirty = True
+            return
+        if self.link is not None:
+            self.link.close()
+        curve = self.curve if cfg.curve_public_key is not None else None
+        self.link = _Link(self.context, fetched, curve)
+        now = time.monotonic()
+        self._online = True  # the REST call just worked
+        self._offline_counter = self._online_counter = 0
+        self._send_failures = 0
+        self._probe_deadline = now + PROBE_SECONDS
+        self._server_incarnation = cfg.incarnation_id
+        lifetime = cfg.lifetime * (1.0 - self.rng.uniform(0.0, 0.1))
+        self.reconfigure_at.bring_forward(now + lifetime)
+        log.info(
+            "connected to %s / %s (%s), heartbeat every %gs, server incarnation %s",
+            cfg.out_addr, cfg.command_addr, "curve" if curve else "UNENCRYPTED 1.x mode",
+            cfg.interval, cfg.incarnation_id,
+        )
+        self._status_dirty = True
+        self._send_heartbeat()
+        self._next_heartbeat = now + cfg.interval
+        while self.pending and self.link is not None:
+            self._send_reply(*self.pending.popleft())
+
+    # -------------------------------------------------------------- receiving
+    def _drain(self, link: _Link, sock: zmq.Socket[Any], handler: Any) -> None:
+        for _ in range(100):  # bounded per poll round so the job and timers keep running
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if self.link is not link:
+                return
+            handler(link, frames)
+
+    def _on_server_heartbeat(self, link: _Link, frames: list[bytes]) -> None:
+        cfg = link.config
+        try:
+            body = decode(frames, key=cfg.public_key, max_skew=cfg.max_message_skew)
+            message = parse_server_message(body)
+        except ProtocolError as err:
+            log.warning("dropped a message on the heartbeat channel: %s", err)
+            return
+        if message.type != "heartbeat" or message.incarnation_id is None:
+            log.warning("dropped a %s message on the heartbeat channel", message.type)
+            return
+        last = link.heartbeat_sequences.get(message.incarnation_id)
+        if last is not None and message.sequence <= last:
+            log.warning("dropped a replayed server heartbeat (sequence %d)", message.sequence)
+            return
+        link.heartbeat_sequences[message.incarnation_id] = message.sequence
+        self._last_server_heartbeat = time.time()
+        self._offline_counter = 0
+        if not self._online:
+            self._online_counter += 1
+            if self._online_counter > cfg.online_threshold:
+                self._online = True
+                log.info("server heartbeats are back: considering the server online")
+        if message.incarnation_id != self._server_incarnation:
+            splay = self.rng.uniform(0.0, cfg.interval)
+            log.info(
+                "server restarted (incarnation %s -> %s); reconfiguring in %.1fs",
+                self._server_incarnation, message.incarnation_id, splay,
+            )
+            self._server_incarnation = message.incarnation_id
+            self.reconfigure_at.bring_forward(time.monotonic() + splay)
+        self._status_dirty = True
+
+    def _on_command(self, link: _Link, frames: list[bytes]) -> None:
+        try:
+            body = decode(
+                frames, key=link.session_key, max_body_size=MAX_INBOUND_MESSAGE,
+                max_skew=link.config.max_message_skew,
+            )
+        except ProtocolError as err:
+            log.warning("dropped a message on the command channel: %s", err)
+            return
+        if not link.command_seen:
+            link.command_seen = True
+            self.backoff.reset()
+            self._last_error = None
+            log.info("command channel is up")
+            self._status_dirty = True
+        try:
+            message = parse_server_message(body)
+        except ProtocolError as err:
+            job_id = body.get("job_id")
+            log.warning("job=%s dropped a malformed %r message: %s", job_id, body.get("type"),
+                        err)
+            if body.get("type") == "commit":
+                job = job_id if isinstance(job_id, str) and len(job_id) <= 64 else None
+                self._send_reply("nack_commit", job, {"reason": "bad_message"})
+            return
+        self._dispatch(message)
+
+    def _dispatch(self, message: ServerMessage) -> None:
+        if message.type == "commit":
+            log.info("job=%s received commit %r", message.job_id, message.command)
+            self.runner.commit(
+                message.job_id,
+                message.command,
+                {
+                    "user": message.user,
+                    "dir": message.directory,
+                    "env": message.env,
+                    "file": message.file,
+                    "capture": message.capture,
+                    "run_timeout": message.run_timeout,
+                },
+            )
+        elif message.type == "run":
+            log.info("job=%s received run", message.job_id)
+            self.runner.run(message.job_id)
+        elif message.type == "abort":
+            log.info("job=%s received abort", self.runner.job_id)
+            self.runner.abort()
+        elif message.type == "ack":
+            log.debug("received ack")
+        else:
+            log.warning("ignored a %s message on the command channel", message.type)
+
+    # ---------------------------------------------------------------- sending
+    def _body(
+        self, msg_type: str, job_id: str | None, fields: dict[str, Any], sequence: int
+    ) -> dict[str, Any]:
+        if msg_type in ("succeeded", "failed"):
+            dropped = fields.get("truncated") or {}
+            return node_result(
+                self.identity,
+                succeeded=msg_type == "succeeded",
+                sequence=sequence,
+                job_id=job_id,
+                stdout=fields.get("stdout"),
+                stderr=fields.get("stderr"),
+                stdout_dropped=int(dropped.get("stdout", 0)),
+                stderr_dropped=int(dropped.get("stderr", 0)),
+            )
+        return node_reply(
+            self.identity, msg_type, sequence=sequence, job_id=job_id, reason=fields.get("reason")
+        )
+
+    def _measure(self, msg_type: str, job_id: str | None, fields: dict[str, Any]) -> int:
+        return len(encode_body(self._body(msg_type, job_id, fields, 2**31)))
+
+    def _send_reply(self, msg_type: str, job_id: str | None, fields: dict[str, Any]) -> None:
+        link = self.link
+        if link is None:
+            log.info("job=%s not connected: %s kept until the connection is up", job_id,
+                     msg_type)
+            self.pending.append((msg_type, job_id, fields))
+            return
+        link.sequence += 1
+        body = self._body(msg_type, job_id, fields, link.sequence)
+        self._transmit(link, body, f"job={job_id} sent {msg_type}"
+                       + (f" ({fields['reason']})" if fields.get("reason") else ""))
+
+    def _send_heartbeat(self) -> None:
+        link = self.link
+        if link is None:
+            return
+        link.sequence += 1
+        body = node_heartbeat(
+            self.identity, sequence=link.sequence, job_id=self.runner.job_id,
+            job_state=self.runner.job_state,
+        )
+        self._transmit(link, body, None)
+
+    def _transmit(self, link: _Link, body: dict[str, Any], what: str | None) -> None:
+        limit = link.config.max_body_size or 65536
+        try:
+            frames = encode(body, hmac_key=link.session_key, max_body_size=limit)
+        except ProtocolError as err:
+            log.error("%s: not sent, %s", what or "heartbeat", err)
+            return
+        try:
+            link.dealer.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self._send_failures += 1
+            log.warning(
+                "%s: command socket queue full (%d in a row)", what or "heartbeat",
+                self._send_failures,
+            )
+            now = time.monotonic()
+            if self._send_failures >= SEND_FAILURES_BEFORE_RECONNECT:
+                self.reconfigure_at.bring_forward(now)
+            else:
+                self.reconfigure_at.bring_forward(now + SEND_FAILURE_RECONFIGURE_DELAY)
+            return
+        self._send_failures = 0
+        if what:
+            log.info("%s", what)
+
+    # ----------------------------------------------------------------- timers
+    def _timers(self, now: float) -> None:
+        link = self.link
+        if link is None:
+            return
+        cfg = link.config
+        if not link.command_seen and link.encrypted and now >= self._probe_deadline:
+            delay = self.backoff.next_delay()
+            self._last_error = (
+                f"no messages received on the command port in {PROBE_SECONDS:g}s "
+                "(Curve key refused, port blocked or a proxy in the way?)"
+            )
+            log.warning("%s; reconfiguring in %.1fs", self._last_error, delay)
+            self._probe_deadline = float("inf")
+            self.reconfigure_at.bring_forward(now + delay)
+            self._status_dirty = True
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + cfg.interval
+            if self._online:
+                if self._offline_counter > cfg.offline_threshold:
+                    self._online = False
+                    self._online_counter = 0
+                    delay = self.backoff.next_delay()
+                    log.warning(
+                        "server has missed %d heartbeats in a row: offline; reconnecting in "
+                        "%.1fs", self._offline_counter, delay,
+                    )
+                    self.reconfigure_at.bring_forward(now + delay)
+                    self._status_dirty = True
+                else:
+                    self._offline_counter += 1
+                    self._send_heartbeat()
+
+    # ----------------------------------------------------------------- status
+    def _status_changed(self) -> None:
+        self._status_dirty = True
+
+    def status(self) -> dict[str, Any]:
+        link = self.link
+        if link is None:
+            connection = "connecting"
+        elif not link.command_seen and link.encrypted:
+            connection = "handshaking"
+        else:
+            connection = "online" if self._online else "offline"
+        return {
+            "pid": os.getpid(),
+            "node_name": self.config.node_name,
+            "organization": self.config.organization,
+            "chef_server_url": self.config.chef_server_url,
+            "client_incarnation": self.identity.incarnation_id,
+            "connection": connection,
+            "encrypted": None if link is None else link.encrypted,
+            "last_server_heartbeat": self._last_server_heartbeat,
+            "server_incarnation": self._server_incarnation,
+            "reconnects": self._reconnects,
+            "last_error": self._last_error,
+            "job": self.runner.describe(),
+            "updated_at": time.time(),
+        }
+
+    def _write_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and (not self._status_dirty or now - self._status_written
+                          < STATUS_WRITE_INTERVAL):
+            return
+        try:
+            self.state_dir.write_status(self.status())
+        except OSError as err:
+            log.warning("cannot write status file %s: %s", self.state_dir.status_path, err)
+        self._status_dirty = False
+        self._status_written = now
+
+    # --------------------------------------------------------------- shutdown
+    def _shutdown(self) -> None:
+        self.runner.shutdown()
+        if self.link is not None:
+            # Give the final `aborted` a moment to leave before the socket goes.
+            with contextlib.suppress(zmq.ZMQError):
+                self.link.dealer.setsockopt(zmq.LINGER, 500)
+            self.link.dealer.close(linger=500)
+            self.link.sub.close(linger=0)
+            self.link = None
+        status = self.status()
+        status["connection"] = "stopped"
+        with contextlib.suppress(OSError):
+            self.state_dir.write_status(status)
+        self.context.term()
+        os.close(self._wakeup_r)
+        os.close(self._wakeup_w)
+        log.info("stopped")
