@@ -356,6 +356,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Largest REST request body."),
     _s("max_job_file_size", 100_000, "int (bytes)", integer(0, 100_000_000),
        "Largest data file attached to a job."),
+    _s("jobs_page_limit", 1000, "int", integer(1, 100_000),
+       "Most jobs returned by one GET of the job list."),
     _s("output_max_bytes", 1_048_576, "int (bytes)", integer(0, 1_073_741_824),
        "Output stored per node per stream (stdout, stderr)."),
     # Principals.
