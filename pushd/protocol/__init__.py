@@ -32,7 +32,7 @@ Messages (pushd.protocol.messages)
     server -> node builders: server_heartbeat, abort_message, ack_message, commit_message,
         run_message; validator parse_server_message(body) -> ServerMessage
     node -> server builders: NodeIdentity, node_heartbeat, node_reply, node_result;
-        validator parse_node_message(body) -> NodeMessage
+        validator parse_node_message(body) -> NodeMessage; sender_of(body) -> (org, node) | None
     Type sets: SERVER_MESSAGE_TYPES, NODE_MESSAGE_TYPES, REPLY_TYPES, RESULT_TYPES,
         REASON_TYPES, JOB_MESSAGE_TYPES; PROTOCOL_VERSION = "2.0"; MAX_JOB_ID_BYTES = 64
 
@@ -43,7 +43,7 @@ Config document (pushd.protocol.config)
 
 Typical use, broker side::
 
-    body = decode(frames, key=lambda b: session_keys.get((b.get("org"), b.get("node"))),
+    body = decode(frames, key=lambda b: session_keys.get(sender_of(b)),
                   max_body_size=settings.max_body_size)
     message = parse_node_message(body)
 
@@ -102,6 +102,7 @@ from pushd.protocol.messages import (
     parse_node_message,
     parse_server_message,
     run_message,
+    sender_of,
     server_heartbeat,
 )
 from pushd.protocol.signing import (
@@ -176,6 +177,7 @@ __all__ = [
     "rsa_sign",
     "rsa_verify",
     "run_message",
+    "sender_of",
     "server_heartbeat",
     "verify_signature",
 ]

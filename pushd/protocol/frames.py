@@ -27,7 +27,7 @@ original) and ``rsa2048_sha1``. A known clause given twice is refused.
 Every malformed input raises ProtocolError(reason, detail) and nothing else (exceptions raised
 by a caller-supplied key callable pass through unchanged). Reasons:
 
-    bad_frames      not exactly two bytes-like frames
+    bad_frames      not exactly two frames supporting the buffer protocol (bytes, zmq.Frame)
     too_large       header > 2048 bytes or body > max_body_size
     bad_header      unparseable header, unknown version or signing method, missing signature
     bad_json        body not UTF-8, not JSON (NaN/Infinity/huge floats included), not an object
@@ -66,9 +66,6 @@ PROTOCOL_VERSIONS = frozenset({"1.0", "2.0"})
 
 VerifyKey = bytes | RSAPublicKey
 KeySource = VerifyKey | Callable[[dict[str, Any]], VerifyKey | None]
-
-_BYTES_LIKE = (bytes, bytearray, memoryview)
-
 
 @dataclass(frozen=True, slots=True)
 class Header:
@@ -200,6 +197,17 @@ def _decode_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _as_bytes(frame: Any) -> bytes:
+    if type(frame) is bytes:
+        return frame
+    try:
+        # Anything with the buffer protocol: bytearray, memoryview, zmq.Frame (copy=False).
+        view = memoryview(frame)
+    except TypeError:
+        raise ProtocolError("bad_frames", "frames must be bytes") from None
+    return view.tobytes()
+
+
 def open_frames(
     frames: Sequence[bytes], *, max_body_size: int = DEFAULT_MAX_BODY_SIZE
 ) -> Envelope:
@@ -207,13 +215,10 @@ def open_frames(
     if not isinstance(frames, Sequence) or len(frames) != 2:
         count = len(frames) if isinstance(frames, Sequence) else "?"
         raise ProtocolError("bad_frames", f"expected [header, body], got {count} frames")
-    raw_header, raw_body = frames
-    if not isinstance(raw_header, _BYTES_LIKE) or not isinstance(raw_body, _BYTES_LIKE):
-        raise ProtocolError("bad_frames", "frames must be bytes")
+    raw_header, raw_body = (_as_bytes(frame) for frame in frames)
     if len(raw_body) > max_body_size:
         raise ProtocolError("too_large", f"body of {len(raw_body)} bytes (max {max_body_size})")
     header = parse_header(raw_header)
-    raw_body = bytes(raw_body)
     return Envelope(header=header, raw_body=raw_body, body=_decode_json_object(raw_body))
 
 

@@ -27,6 +27,9 @@ protocol_version, org, type, sequence, timestamp, incarnation_id, then job_id):
         to fit the body limit the numbers of characters left out are sent as
         ``"truncated": {"stdout": N, "stderr": M}`` (pushd addition, only when non-zero).
     parse_node_message(body: Mapping) -> NodeMessage
+    sender_of(body: Mapping) -> tuple[str, str] | None
+        (org, node) when both are strings, else None: a safe key for looking up the session
+        key before the body is verified (never raises, whatever the body holds).
 
 Validation rules: unknown ``type`` or a wrong type for a known field -> bad_message; unknown
 extra fields are ignored (compatibility both ways); a JSON null for an optional field means
@@ -418,6 +421,14 @@ def node_result(
     if stdout_dropped or stderr_dropped:
         body["truncated"] = {"stdout": stdout_dropped, "stderr": stderr_dropped}
     return body
+
+
+def sender_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(org, node) of an unverified body when both are strings, else None."""
+    org, node = body.get("org"), body.get("node")
+    if isinstance(org, str) and isinstance(node, str):
+        return org, node
+    return None
 
 
 def _dropped(body: Mapping[str, Any]) -> tuple[int, int]:

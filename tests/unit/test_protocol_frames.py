@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import pytest
+import zmq
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from pushd.protocol import (
     parse_header,
     parse_node_message,
     parse_server_message,
+    sender_of,
 )
 
 KEY = b"K" * 32
@@ -122,9 +124,22 @@ def test_decode_returns_the_verified_body() -> None:
     assert decode(frames, key=KEY, now=NOW) == body(job_id=None)
 
 
-def test_decode_accepts_bytearray_and_memoryview_frames() -> None:
+def test_decode_accepts_bytearray_memoryview_and_zmq_frames() -> None:
     header, raw = encode(body(), hmac_key=KEY)
     assert decode([bytearray(header), memoryview(raw)], key=KEY, now=NOW) == body()
+    # What a pyzmq socket returns from recv_multipart(copy=False).
+    assert decode([zmq.Frame(header), zmq.Frame(raw)], key=KEY, now=NOW) == body()
+    assert decode((header, memoryview(raw)[::1]), key=KEY, now=NOW) == body()
+
+
+def test_sender_of_is_a_safe_lookup_key() -> None:
+    assert sender_of(body()) == ("o1", "n1")
+    assert sender_of({"org": ["o1"], "node": "n1"}) is None
+    assert sender_of({"node": "n1"}) is None
+    # An unhashable org/node cannot crash a dict lookup done through sender_of.
+    keys = {("o1", "n1"): KEY}
+    frames = encode(body(org={"a": 1}), hmac_key=KEY)
+    assert reason_of(frames, key=lambda b: keys.get(sender_of(b))) == "unknown_sender"
 
 
 def test_key_callable_sees_the_body_and_none_means_unknown_sender() -> None:
@@ -211,7 +226,8 @@ def test_encode_needs_exactly_one_key(server_key: rsa.RSAPrivateKey) -> None:
 
 @pytest.mark.parametrize(
     "frames",
-    [[], [b"only one"], [b"a", b"b", b"c"], None, b"two bytes", ["str", "str"], [1, 2]],
+    [[], [b"only one"], [b"a", b"b", b"c"], None, b"ab", "ab", ["str", "str"], [1, 2],
+     [None, b"{}"], {b"h": b"b"}],
 )
 def test_wrong_frame_shapes_are_bad_frames(frames: Any) -> None:
     assert reason_of(frames) == "bad_frames"
