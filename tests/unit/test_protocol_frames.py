@@ -328,6 +328,21 @@ def test_random_header_and_body_raise_only_protocol_error(header: bytes, raw: by
 
 @FUZZ
 @given(
+    st.binary(max_size=400),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3).map(
+        lambda fields: json.dumps(fields).encode()
+    ),
+)
+def test_random_rsa_signatures_raise_only_protocol_error(
+    server_key: rsa.RSAPrivateKey, signature: bytes, raw: bytes
+) -> None:
+    # The body is a JSON object so every example reaches the RSA verification step.
+    header = b"Version:2.0;SigningMethod:rsa2048_sha1;Signature:" + base64.b64encode(signature)
+    assert_only_protocol_errors([header, raw], key=server_key.public_key())
+
+
+@FUZZ
+@given(
     st.integers(min_value=0, max_value=1),
     st.lists(
         st.tuples(st.sampled_from(["flip", "insert", "delete", "truncate"]),
