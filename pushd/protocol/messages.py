@@ -24,7 +24,7 @@ protocol_version, org, type, sequence, timestamp, incarnation_id, then job_id):
     node_result(who, *, succeeded, sequence, job_id, stdout=None, stderr=None,
                 stdout_dropped=0, stderr_dropped=0, timestamp=None) -> dict
         ``succeeded`` / ``failed``. stdout/stderr are sent only when given. When output was cut
-        to fit the body limit the numbers of characters left out are sent as
+        to fit the body limit the numbers of bytes left out of each stream are sent as
         ``"truncated": {"stdout": N, "stderr": M}`` (pushd addition, only when non-zero).
     parse_node_message(body: Mapping) -> NodeMessage
     sender_of(body: Mapping) -> tuple[str, str] | None
@@ -343,7 +343,7 @@ class NodeMessage:
     reason: str | None = None  # nack_commit, nack_run, aborted (pushd addition)
     stdout: str | None = None  # succeeded, failed
     stderr: str | None = None  # succeeded, failed
-    stdout_dropped: int = 0  # succeeded, failed: characters cut off (pushd addition)
+    stdout_dropped: int = 0  # succeeded, failed: bytes of output left out (pushd addition)
     stderr_dropped: int = 0
 
 
