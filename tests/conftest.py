@@ -22,3 +22,19 @@ def db_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple
     else:
         with sqlite_database(tmp_path) as params:
             yield "sqlite", params
+
+
+@pytest.fixture
+def store_db(db_backend: tuple[str, dict]) -> Iterator[str]:
+    """A migrated pushd store open on each backend (the proxy bound to it); yields the kind.
+
+    Closes every connection afterwards so the PostgreSQL database can be dropped.
+    """
+    from pushd import store
+
+    kind, params = db_backend
+    store.open_database_params(kind, params, migrate=True)
+    try:
+        yield kind
+    finally:
+        store.close_database()

@@ -12,7 +12,7 @@ database initialises it, so the query functions in the other modules need no dat
     open_database(settings, *, migrate=False) -> peewee.Database
         the same, chosen by settings: PostgreSQL when settings.get("postgresql.enable") is true
         (postgresql.vip / port / database_name / sql_user / sql_password, db_pool_size),
-        else SQLite at <data_dir>/pushd.sqlite3.
+        else SQLite at settings.get("sqlite_path") (default <data_dir>/pushd.sqlite3).
     close_database() -> None         close every connection of the open database
     get_database() -> peewee.Database  the open database (StoreError if none)
     dialect() -> "sqlite" | "postgres"
@@ -194,9 +194,12 @@ def database_params_from_settings(settings: Any) -> tuple[str, dict[str, Any]]:
             "password": _setting(settings, "postgresql.sql_password", ""),
             "database": _setting(settings, "postgresql.database_name", "opscode_pushy"),
         }
+    sqlite_path = _setting(settings, "sqlite_path")
+    if sqlite_path:
+        return "sqlite", {"path": str(sqlite_path)}
     data_dir = _setting(settings, "data_dir")
     if not data_dir:
-        raise StoreError("setting data_dir is empty: nowhere to put the SQLite database")
+        raise StoreError("settings sqlite_path and data_dir are empty: nowhere to put SQLite")
     return "sqlite", {"path": str(Path(data_dir) / SQLITE_FILENAME)}
 
 
