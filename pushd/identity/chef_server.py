@@ -19,6 +19,8 @@
 Requests (multi-tenant, Chef Server 12 and later):
     GET /organizations/ORG                  -> Org(name, guid); 404 -> None
     GET /organizations/ORG/principals/NAME  -> Principal with every key in `principals[]`
+                                               (when a client and a user share the name,
+                                               only the client's entries are used)
     GET /organizations/ORG/groups/GROUP     -> Group(users, clients, groups); 404 -> None
 Single-tenant servers (Chef 11 API, e.g. goiardi) have no organizations, no groups and no
 org guids. There the source answers every organization name with a stable synthetic guid
@@ -219,26 +221,26 @@ class ChefServerSource:
             entries = [document]  # pre-12 shape: one principal object
         if not isinstance(entries, list) or not entries:
             raise ChefServerUnavailable(f"principal {name!r}: malformed response")
-        keys: list[str] = []
-        kind = None
-        org_member = False
-        authz_id = None
+        by_kind: dict[str, list[dict[str, Any]]] = {KIND_CLIENT: [], KIND_USER: []}
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("public_key"), str):
                 raise ChefServerUnavailable(f"principal {name!r}: malformed response")
-            keys.append(entry["public_key"])
-            kind = kind or entry.get("type")
-            # Clients are always members of their organization; users say so explicitly.
-            org_member = org_member or bool(entry.get("org_member", True))
-            authz_id = authz_id or entry.get("authz_id")
-        if kind not in (KIND_USER, KIND_CLIENT):
-            raise ChefServerUnavailable(f"principal {name!r}: unknown type {kind!r}")
+            kind = entry.get("type")
+            if kind not in by_kind:
+                raise ChefServerUnavailable(f"principal {name!r}: unknown type {kind!r}")
+            by_kind[kind].append(entry)
+        # A client and a user may share a name; keys are never mixed across the two, or a
+        # user's key would authenticate as the client. The client wins, as in the local source.
+        kind = KIND_CLIENT if by_kind[KIND_CLIENT] else KIND_USER
+        chosen = by_kind[kind]
+        authz_id = next((e["authz_id"] for e in chosen if isinstance(e.get("authz_id"), str)), None)
         return Principal(
             name=name,
             kind=kind,
-            public_keys=tuple(keys),
-            org_member=org_member,
-            authz_id=authz_id if isinstance(authz_id, str) else None,
+            public_keys=tuple(entry["public_key"] for entry in chosen),
+            # Clients always belong to their organization; users say so explicitly.
+            org_member=any(bool(entry.get("org_member", True)) for entry in chosen),
+            authz_id=authz_id,
         )
 
     def _load_single_tenant_principal(self, name: str) -> Principal | None:
