@@ -1,0 +1,94 @@
+"""The broker's settings, read once from the settings registry into one typed object.
+
+    BrokerConfig(...)                      every knob the broker uses, with the original defaults
+    BrokerConfig.from_settings(settings)   from anything with ``get(name)`` (pushd.settings);
+                                           a setting the registry does not know keeps its
+                                           default here, so the broker runs on older registries
+
+Times given in milliseconds in the rb file (`heartbeat_interval`, `rehab_timer`) are kept in
+seconds here. Derived values:
+
+    offline_after      = offline_threshold * heartbeat_interval   (a node silent that long is
+                         offline; detection runs every `liveness_check_interval`)
+    recovery_grace     = recovery_grace_intervals * heartbeat_interval (after a restart, how long
+                         running jobs wait for their nodes, and when found `new` jobs start)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class BrokerConfig:
+    run_dir: Path
+    data_dir: Path
+    heartbeat_interval: float = 10.0  # seconds
+    server_heartbeat_port: int = 10000
+    command_port: int = 10002
+    unencrypted_command_port: int = 10004
+    allow_unencrypted: bool = False
+    zeromq_listen_address: str = "tcp://*"
+    server_name: str = "localhost"
+    max_body_size: int = 65536
+    max_message_skew: float = 300.0
+    rehab_timer: float = 1.0  # seconds
+    offline_threshold: int = 3
+    liveness_check_interval: float | None = None  # seconds; None: one heartbeat interval
+    voting_timeout: float = 60.0
+    default_running_timeout: int = 3600
+    zap_window: float = 60.0
+    recovery_grace_intervals: int = 5
+    known_nodes_flush_interval: float = 30.0
+    zmq_io_threads: int = 1
+    database: tuple[str, dict[str, Any]] | None = None  # tests: (kind, params); else settings
+    settings: Any = None
+
+    @property
+    def offline_after(self) -> float:
+        return self.offline_threshold * self.heartbeat_interval
+
+    @property
+    def liveness_period(self) -> float:
+        return self.liveness_check_interval or self.heartbeat_interval
+
+    @property
+    def recovery_grace(self) -> float:
+        return self.recovery_grace_intervals * self.heartbeat_interval
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> BrokerConfig:
+        def get(name: str, default: Any = None) -> Any:
+            try:
+                value = settings.get(name)
+            except (KeyError, LookupError, AttributeError):
+                return default
+            return default if value is None else value
+
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {
+            "run_dir": Path(get("run_dir")),
+            "data_dir": Path(get("data_dir")),
+            "heartbeat_interval": float(get("heartbeat_interval", 10000)) / 1000.0,
+            "rehab_timer": float(get("rehab_timer", 1000)) / 1000.0,
+            "server_name": str(
+                get("server_name_advertised") or get("vip") or get("server_name", "localhost")
+            ),
+            "zmq_io_threads": int(get("zmq_io_processes", 1)),
+            "settings": settings,
+        }
+        for name in (
+            "server_heartbeat_port", "command_port", "unencrypted_command_port",
+            "allow_unencrypted", "zeromq_listen_address", "max_body_size", "max_message_skew",
+            "offline_threshold", "liveness_check_interval", "voting_timeout",
+            "default_running_timeout", "recovery_grace_intervals",
+        ):
+            value = get(name)
+            if value is not None and name in known:
+                values[name] = value
+        return cls(**values)

@@ -1,0 +1,108 @@
+"""Client end of the broker's control socket (``ipc://{run_dir}/control.sock``), for API workers.
+
+    client = BrokerClient(run_dir, timeout=3.0, zmq_module=zmq, context=None)
+    client.request({"op": "status"}) -> dict     one request, its reply (a JSON object)
+    client.admit(org_name, org_id, node, ccpk) -> dict
+    client.start_job(org_id, job_id) -> dict
+    client.abort_job(org_id, job_id) -> dict
+    client.node_states(org_id, nodes | None) -> dict
+    client.status() -> dict
+    BrokerUnavailable       raised when no reply arrives within `timeout` seconds (answer 503)
+
+Pass ``zmq_module=zmq.green`` and a green context in gevent workers: every call then yields to
+other greenlets while it waits. Each request uses its own short-lived DEALER socket, so
+concurrent greenlets never read each other's replies, and a reply that arrives after its
+timeout is dropped with the socket instead of confusing the next request.
+
+Wire format: one frame of UTF-8 JSON each way. The client adds ``"id"`` (a random hex string)
+to the request; the broker echoes it in the reply, and a reply with another id is ignored.
+Error replies are ``{"ok": false, "error": "<code>", "message": "..."}`` and are returned, not
+raised (pushd.api.broker.BrokerGateway turns them into exceptions).
+
+Imports only pyzmq (no peewee, no gevent): safe to import anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq as _zmq
+
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not answer in time (not running, restarting or overloaded)."""
+
+
+def control_address(run_dir: str | os.PathLike[str]) -> str:
+    return f"ipc://{Path(run_dir) / 'control.sock'}"
+
+
+def events_address(run_dir: str | os.PathLike[str]) -> str:
+    return f"ipc://{Path(run_dir) / 'events.sock'}"
+
+
+class BrokerClient:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        timeout: float = 3.0,
+        *,
+        zmq_module: Any = None,
+        context: Any = None,
+    ) -> None:
+        self._zmq = zmq_module or _zmq
+        self._context = context or self._zmq.Context.instance()
+        self._address = control_address(run_dir)
+        self.timeout = timeout
+
+    def request(self, request: dict[str, Any]) -> dict[str, Any]:
+        zmq = self._zmq
+        request_id = secrets.token_hex(8)
+        payload = json.dumps({**request, "id": request_id}).encode()
+        socket = self._context.socket(zmq.DEALER)
+        try:
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES)
+            socket.connect(self._address)
+            socket.send(payload)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not socket.poll(int(left * 1000) + 1, zmq.POLLIN):
+                    raise BrokerUnavailable(
+                        f"no reply from the broker within {self.timeout:g} s ({request.get('op')})"
+                    )
+                frames = socket.recv_multipart()
+                try:
+                    reply = json.loads(frames[-1])
+                except ValueError:
+                    continue
+                if isinstance(reply, dict) and reply.get("id") == request_id:
+                    reply.pop("id", None)
+                    return reply
+        finally:
+            socket.close(0)
+
+    def admit(self, org_name: str, org_id: str, node: str, ccpk: str | None) -> dict[str, Any]:
+        return self.request(
+            {"op": "admit", "org_name": org_name, "org_id": org_id, "node": node, "ccpk": ccpk}
+        )
+
+    def start_job(self, org_id: str, job_id: str) -> dict[str, Any]:
+        return self.request({"op": "start_job", "org_id": org_id, "job_id": job_id})
+
+    def abort_job(self, org_id: str, job_id: str) -> dict[str, Any]:
+        return self.request({"op": "abort_job", "org_id": org_id, "job_id": job_id})
+
+    def node_states(self, org_id: str, nodes: list[str] | None) -> dict[str, Any]:
+        return self.request({"op": "node_states", "org_id": org_id, "nodes": nodes})
+
+    def status(self) -> dict[str, Any]:
+        return self.request({"op": "status"})

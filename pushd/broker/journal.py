@@ -1,0 +1,86 @@
+"""Persist job transitions and feed events, then publish the events (implements contracts.Journal).
+
+    journal = StoreJournal(store, publish)
+    journal.record(transition)     buffer one Transition (called by the job engine)
+    journal.flush() -> int         write every buffered transition in ONE database transaction,
+                                   then publish their events; returns how many events
+
+`store` is the `pushd.store` package (or anything with the same functions); `publish(topic,
+payload: dict)` sends on the events PUB socket. Each event becomes a row via
+`store.append_events`, which returns its stable id; only after the transaction commits is it
+published as topic ``job.<job_id>`` (every event) and ``org.<org_id>`` (`start` and
+`job_complete`), payload ``{"id", "event", "job", "data"}``, where data starts with
+``timestamp`` (``YYYY-MM-DD HH:MM:SS.uuuuuuZ``).
+
+The broker calls `flush` once per loop turn, so a burst of node replies costs one transaction.
+If the database refuses a flush, the batch is logged and dropped (the live state goes on;
+readers see the store). Batches never grow without bound: `record` flushes early at
+MAX_BUFFERED transitions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pushd.broker.contracts import Transition
+from pushd.store.times import event_timestamp, utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFERED = 2000
+ORG_FEED_EVENTS = frozenset({"start", "job_complete"})
+
+
+class StoreJournal:
+    def __init__(self, store: Any, publish: Callable[[str, dict[str, Any]], None]) -> None:
+        self._store = store
+        self._publish = publish
+        self._pending: list[Transition] = []
+
+    def record(self, transition: Transition) -> None:
+        self._pending.append(transition)
+        if len(self._pending) >= MAX_BUFFERED:
+            self.flush()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> int:
+        if not self._pending:
+            return 0
+        batch, self._pending = self._pending, []
+        store = self._store
+        stamp = event_timestamp(utcnow())
+        events: list[tuple[str, str, str, dict[str, Any]]] = []
+        try:
+            with store.transaction():
+                for t in batch:
+                    if t.node_statuses:
+                        store.set_node_statuses(t.org_id, t.job_id, dict(t.node_statuses))
+                    for node, (stdout, stderr) in t.outputs.items():
+                        store.store_output(t.org_id, t.job_id, node, stdout, stderr)
+                    if t.job_status is not None:
+                        store.set_job_status(t.org_id, t.job_id, t.job_status)
+                    for event in t.events:
+                        events.append(
+                            (t.org_id, t.job_id, event.name, {"timestamp": stamp, **event.data})
+                        )
+                ids = store.append_events(events) if events else []
+        except Exception:
+            log.exception("could not persist %d job transitions; their events are lost", len(batch))
+            return 0
+        for event_id, (org_id, job_id, name, data) in zip(ids, events, strict=True):
+            payload = {"id": event_id, "event": name, "job": job_id, "data": data}
+            log.info("event %d job %s %s %s", event_id, job_id, name, _brief(data))
+            self._publish(f"job.{job_id}", payload)
+            if name in ORG_FEED_EVENTS:
+                self._publish(f"org.{org_id}", payload)
+        return len(events)
+
+
+def _brief(data: dict[str, Any]) -> str:
+    parts = [f"{k}={data[k]}" for k in ("node", "status") if k in data]
+    return " ".join(parts)

@@ -1,0 +1,541 @@
+"""The broker process: one thread, one pyzmq poller loop owning every ZeroMQ socket.
+
+    broker = Broker(config)          open the database, keys and sockets (BrokerConfig)
+    broker.run()                     serve until stop(); returns after closing everything
+    broker.stop()                    thread-safe; the loop exits within ~0.1 s
+    broker.counters                  collections.Counter of dropped messages by reason and of
+                                     messages handled ("accepted", "sent")
+    broker.incarnation_id            this broker run's id (changes on every start, like the
+                                     original, so stock clients reconfigure after a restart)
+    run_broker(settings) -> int      build a BrokerConfig from settings, handle SIGTERM/SIGINT,
+                                     run; used by ``python -m pushd.broker`` and the server
+
+Sockets (addresses from the config):
+
+    PUB    {listen}:{server_heartbeat_port}   RSA-signed server heartbeat every interval
+    ROUTER {listen}:{command_port}            CurveZMQ server; ZAP (zap.py) binds each
+                                              connection to the (org, node) it was admitted for
+    ROUTER {listen}:{unencrypted_command_port} only when allow_unencrypted (1.x clients)
+    REP    inproc://zeromq.zap.01             the ZAP handler, bound before the Curve socket
+    ROUTER ipc://{run_dir}/control.sock       control requests from API workers (control.py)
+    PUB    ipc://{run_dir}/events.sock        feed events, after they are in the database
+
+Inbound command frames go through, in order: frame count (3 with the identity), size, header,
+JSON, sender key (session key by body org+node), HMAC, timestamp skew, message schema, the
+connection's binding (Curve User-Id must name the same org and node), then a replay check (the
+`sequence` must increase per connection; the stock client restarts at 1 on a new socket, which
+is a new ZMQ identity). Anything failing is dropped and counted under its reason; nothing a
+peer sends can raise out of the loop.
+
+Durability: the node tracker and job engine (nodes.py, jobs.py) run in memory; the journal
+writes their transitions once per loop turn before publishing events. At start the broker
+marks `voting` jobs crashed, re-attaches `running` jobs (nodes get `recovery_grace` to show up
+still running them) and starts `new` jobs (after the grace when it is a restart, so nodes have
+reconnected first).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import logging
+import signal
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import zmq
+
+from pushd import store
+from pushd.broker.config import BrokerConfig
+from pushd.broker.contracts import Address, FeedEvent, JobSpec, NodeRef, Transition
+from pushd.broker.control import ControlHandler
+from pushd.broker.control_client import control_address, events_address
+from pushd.broker.jobs import JobEngine
+from pushd.broker.journal import StoreJournal
+from pushd.broker.nodes import NodeTracker
+from pushd.broker.timers import TimerQueue
+from pushd.broker.zap import ZAP_ENDPOINT, CurveGrants, answer_zap, user_id_ref
+from pushd.errors import ProtocolError
+from pushd.keys import load_or_create_server_keys
+from pushd.protocol.frames import encode, open_frames, verify_signature
+from pushd.protocol.messages import parse_node_message, server_heartbeat
+from pushd.protocol.timestamps import check_skew, format_timestamp
+from pushd.states import JobStatus, NodeStatus
+
+log = logging.getLogger(__name__)
+
+CURVE = "curve"
+LEGACY = "legacy"
+MAX_MESSAGES_PER_TURN = 2000
+POLL_CAP = 0.1  # seconds: how quickly stop() is noticed
+DROP_LOG_PERIOD = 5.0
+CONTROL_MAX_BYTES = 1024 * 1024
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.incarnation_id = str(uuid.uuid4())
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._stopping = threading.Event()
+        self._drop_log_at = 0.0
+        self._heartbeat_sequence = 0
+
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        if config.database is not None:
+            kind, params = config.database
+            store.open_database_params(kind, params, migrate=True)
+        else:
+            store.open_database(config.settings, migrate=True)
+        self.keys = load_or_create_server_keys(config.data_dir / "keys")
+
+        # Session keys: (org_name, node) -> (org_id, key) for inbound; (org_id, node) -> key out.
+        self._keys_by_name: dict[tuple[str, str], tuple[str, bytes]] = {}
+        self._keys_by_ref: dict[NodeRef, bytes] = {}
+        for (org_name, node), (org_id, key) in store.load_session_keys().items():
+            self.remember_session_key(org_name, org_id, node, key)
+        self._out_sequence: dict[NodeRef, int] = {}
+        self._in_sequence: dict[Address, int] = {}
+        self._seen_since_flush: dict[NodeRef, float] = {}
+
+        self.timers = TimerQueue()
+        self.grants = CurveGrants(
+            config.zap_window, state_file=config.data_dir / "broker" / "curve_clients.json"
+        )
+        self.journal = StoreJournal(store, self._publish)
+        self.tracker = NodeTracker(
+            self, self.timers, rehab_interval=config.rehab_timer,
+            offline_after=config.offline_after,
+        )
+        self.engine = JobEngine(
+            self, self.timers, self.journal, self.tracker, server_name=config.server_name
+        )
+        self.tracker.attach(self.engine)
+        self.control = ControlHandler(self)
+        self._context = zmq.Context(io_threads=max(1, config.zmq_io_threads))
+        self._sockets: dict[str, zmq.Socket] = {}
+        try:
+            self._open_sockets()
+        except Exception:
+            self._close_sockets()
+            store.close_database()
+            raise
+        self._restarted = self.grants.restore(config.zap_window + config.recovery_grace) > 0
+        self._grace_until = (
+            self.timers.now() + config.recovery_grace if self._restarted else 0.0
+        )
+        self._recover_jobs()
+
+    # -- sockets ------------------------------------------------------------------------------
+
+    def _open_sockets(self) -> None:
+        cfg = self.config
+        ctx = self._context
+        listen = cfg.zeromq_listen_address.rstrip("/")
+
+        zap = ctx.socket(zmq.REP)
+        zap.linger = 0
+        zap.bind(ZAP_ENDPOINT)  # before the Curve socket: without a handler libzmq admits all
+        self._sockets["zap"] = zap
+
+        pub = ctx.socket(zmq.PUB)
+        pub.linger = 0
+        pub.bind(f"{listen}:{cfg.server_heartbeat_port}")
+        self._sockets["heartbeat"] = pub
+
+        command = ctx.socket(zmq.ROUTER)
+        command.linger = 0
+        command.curve_server = True
+        command.curve_secretkey = self.keys.curve_secret_z85.encode()
+        command.zap_domain = b"pushd"
+        command.setsockopt(zmq.MAXMSGSIZE, 4 * cfg.max_body_size + 4096)
+        command.bind(f"{listen}:{cfg.command_port}")
+        self._sockets[CURVE] = command
+
+        if cfg.allow_unencrypted:
+            legacy = ctx.socket(zmq.ROUTER)
+            legacy.linger = 0
+            legacy.setsockopt(zmq.MAXMSGSIZE, 4 * cfg.max_body_size + 4096)
+            legacy.bind(f"{listen}:{cfg.unencrypted_command_port}")
+            self._sockets[LEGACY] = legacy
+
+        control = ctx.socket(zmq.ROUTER)
+        control.linger = 0
+        control.setsockopt(zmq.MAXMSGSIZE, CONTROL_MAX_BYTES)
+        control.bind(control_address(cfg.run_dir))
+        self._sockets["control"] = control
+
+        events = ctx.socket(zmq.PUB)
+        events.linger = 0
+        events.bind(events_address(cfg.run_dir))
+        self._sockets["events"] = events
+
+    def _close_sockets(self) -> None:
+        for socket in self._sockets.values():
+            socket.close(0)
+        self._sockets.clear()
+        self._context.term()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        cfg = self.config
+        poller = zmq.Poller()
+        handlers = {
+            self._sockets["zap"]: self._on_zap,
+            self._sockets[CURVE]: lambda: self._on_command(CURVE),
+            self._sockets["control"]: self._on_control,
+        }
+        if LEGACY in self._sockets:
+            handlers[self._sockets[LEGACY]] = lambda: self._on_command(LEGACY)
+        for socket in handlers:
+            poller.register(socket, zmq.POLLIN)
+        self._every(cfg.heartbeat_interval, self._send_server_heartbeat, first=0.0)
+        self._every(cfg.liveness_period, self._check_liveness)
+        self._every(1.0, self._housekeeping)
+        self._every(cfg.known_nodes_flush_interval, self._flush_known_nodes)
+        log.info(
+            "broker %s serving: heartbeat %d, command %d%s", self.incarnation_id,
+            cfg.server_heartbeat_port, cfg.command_port,
+            f", unencrypted {cfg.unencrypted_command_port}" if cfg.allow_unencrypted else "",
+        )
+        try:
+            while not self._stopping.is_set():
+                timeout = self.timers.next_delay(POLL_CAP)
+                for socket, _ in poller.poll(timeout * 1000):
+                    handlers[socket]()
+                self.timers.run_due()
+                self.journal.flush()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _shutdown(self) -> None:
+        log.info("broker stopping")
+        try:
+            self.journal.flush()
+            self._flush_known_nodes()
+            self.grants.dirty = True
+            self.grants.save()
+        except Exception:
+            log.exception("error while saving state at shutdown")
+        self.tracker.shutdown()
+        self.engine.shutdown()
+        self._close_sockets()
+        store.close_database()
+        log.info("broker stopped")
+
+    def _every(self, period: float, fn: Any, first: float | None = None) -> None:
+        def tick() -> None:
+            try:
+                fn()
+            finally:
+                self.timers.call_later(period, tick)
+
+        self.timers.call_later(period if first is None else first, tick)
+
+    # -- inbound command messages -------------------------------------------------------------
+
+    def _on_command(self, kind: str) -> None:
+        socket = self._sockets[kind]
+        for _ in range(MAX_MESSAGES_PER_TURN):
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                self._handle_command(kind, frames)
+            except ProtocolError as err:
+                self._drop(err.reason, err.detail)
+            except Exception:
+                # Never let one message stop the loop; a bug here is logged and counted.
+                log.exception("error handling a command message")
+                self.counters["internal_error"] += 1
+
+    def _handle_command(self, kind: str, frames: list[zmq.Frame]) -> None:
+        if len(frames) != 3:
+            raise ProtocolError("bad_frames", f"{len(frames)} frames")
+        identity = frames[0].bytes
+        envelope = open_frames(
+            [frames[1].bytes, frames[2].bytes], max_body_size=self.config.max_body_size
+        )
+        body = envelope.body
+        org_name, node = body.get("org"), body.get("node")
+        if not isinstance(org_name, str) or not isinstance(node, str):
+            raise ProtocolError("unknown_sender", "no org/node")
+        found = self._keys_by_name.get((org_name, node))
+        if found is None:
+            raise ProtocolError("unknown_sender", f"{org_name}/{node}")
+        org_id, key = found
+        verify_signature(envelope, key)
+        timestamp = body.get("timestamp")
+        if timestamp is None:
+            raise ProtocolError("bad_message", "no timestamp")
+        check_skew(timestamp, max_skew=self.config.max_message_skew)
+        message = parse_node_message(body)
+        if kind == CURVE:
+            user_id = frames[2].get("User-Id")
+            if user_id_ref(user_id or "") != (org_id, node):
+                raise ProtocolError("wrong_node", f"{user_id} spoke for {org_id}:{node}")
+        address = (kind, identity)
+        last = self._in_sequence.get(address)
+        if last is not None and message.sequence <= last:
+            raise ProtocolError("replay", f"sequence {message.sequence} after {last}")
+        self._in_sequence[address] = message.sequence
+        ref = (org_id, node)
+        previous = self.tracker.address(ref)
+        if previous is not None and previous != address:
+            self._in_sequence.pop(previous, None)
+        self.counters["accepted"] += 1
+        self._seen_since_flush[ref] = time.time()
+        self.tracker.on_message(ref, address, body)
+
+    def _drop(self, reason: str, detail: str) -> None:
+        self.counters[reason] += 1
+        self.counters["dropped"] += 1
+        now = time.monotonic()
+        if now >= self._drop_log_at:
+            self._drop_log_at = now + DROP_LOG_PERIOD
+            log.warning("dropped a command message (%s: %s); drops so far: %s", reason,
+                        detail[:200], self.drop_counts())
+        else:
+            log.debug("dropped a command message (%s: %s)", reason, detail[:200])
+
+    def drop_counts(self) -> dict[str, int]:
+        return {k: v for k, v in self.counters.items() if k not in ("accepted", "sent")}
+
+    # -- outbound (Outbox for the tracker and the engine) ----------------------------------------
+
+    def send(self, ref: NodeRef, address: Address, message: dict[str, Any]) -> None:
+        key = self._keys_by_ref.get(ref)
+        if key is None or address is None:
+            return
+        kind, identity = address
+        socket = self._sockets.get(kind)
+        if socket is None:
+            return
+        sequence = self._out_sequence.get(ref, 0) + 1
+        self._out_sequence[ref] = sequence
+        body = {"sequence": sequence, "timestamp": format_timestamp(), **message}
+        try:
+            socket.send_multipart([identity, *encode(body, hmac_key=key)], zmq.NOBLOCK)
+            self.counters["sent"] += 1
+        except zmq.ZMQError as err:
+            log.info("could not send %s to %s/%s: %s", message.get("type"), *ref, err)
+
+    def _send_server_heartbeat(self) -> None:
+        body = server_heartbeat(
+            sequence=self._heartbeat_sequence,
+            server=self.config.server_name,
+            incarnation_id=self.incarnation_id,
+        )
+        self._heartbeat_sequence += 1
+        frames = encode(body, rsa_private_key=self.keys.rsa_private)
+        try:
+            self._sockets["heartbeat"].send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as err:
+            log.warning("could not publish the server heartbeat: %s", err)
+
+    def _publish(self, topic: str, payload: dict[str, Any]) -> None:
+        try:
+            self._sockets["events"].send_multipart(
+                [topic.encode(), json.dumps(payload).encode()], zmq.NOBLOCK
+            )
+        except zmq.ZMQError as err:
+            log.warning("could not publish event %s: %s", payload.get("id"), err)
+
+    # -- ZAP and control --------------------------------------------------------------------------
+
+    def _on_zap(self) -> None:
+        socket = self._sockets["zap"]
+        try:
+            frames = socket.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        socket.send_multipart(answer_zap(frames, self.grants))
+
+    def _on_control(self) -> None:
+        socket = self._sockets["control"]
+        for _ in range(100):
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue
+            reply = self.control.handle(frames[-1])
+            try:
+                socket.send_multipart([frames[0], reply], zmq.NOBLOCK)
+            except zmq.ZMQError as err:
+                log.info("could not answer a control request: %s", err)
+
+    # -- used by the control handler ---------------------------------------------------------------
+
+    def remember_session_key(self, org_name: str, org_id: str, node: str, key: bytes) -> None:
+        self._keys_by_name[(org_name, node)] = (org_id, key)
+        self._keys_by_ref[(org_id, node)] = key
+
+    def start_job_from_store(self, org_id: str, job_id: str) -> str:
+        """Start a `new` job; returns "started", "live", "not_found" or "already_finished"."""
+        if self.engine.is_live(job_id):
+            return "live"
+        view = store.get_job(org_id, job_id)
+        if view is None:
+            return "not_found"
+        if view.status != JobStatus.NEW:
+            return "already_finished" if view.status not in (JobStatus.VOTING,
+                                                               JobStatus.RUNNING) else "live"
+        spec = self._spec_of(view)
+        delay = self._grace_until - self.timers.now()
+        if delay > 0:
+            # Just restarted: let nodes reconnect before judging who is available.
+            self.timers.call_later(delay, lambda: self._start_if_new(org_id, job_id))
+        else:
+            self.engine.start(spec)
+        return "started"
+
+    def _start_if_new(self, org_id: str, job_id: str) -> None:
+        if not self.engine.is_live(job_id):
+            view = store.get_job(org_id, job_id)
+            if view is not None and view.status == JobStatus.NEW:
+                self.engine.start(self._spec_of(view))
+
+    def abort_job(self, org_id: str, job_id: str) -> str:
+        """Abort a job; returns "aborted", "not_found" or "already_finished"."""
+        if self.engine.is_live(job_id):
+            if not self.engine.knows((org_id, ""), job_id):
+                return "not_found"
+            self.engine.abort(job_id)
+            return "aborted"
+        view = store.get_job(org_id, job_id)
+        if view is None:
+            return "not_found"
+        if view.status != JobStatus.NEW:
+            return "already_finished"
+        # Accepted but not started yet: it ends before any node hears of it.
+        t = Transition(job_id, org_id, JobStatus.ABORTED)
+        t.node_statuses = {n.name: (NodeStatus.ABORTED, None) for n in view.nodes}
+        t.events.append(FeedEvent("job_complete", {"status": "aborted"}))
+        self.journal.record(t)
+        self.journal.flush()
+        return "aborted"
+
+    def known_node_names(self, org_id: str) -> dict[str, datetime | None]:
+        names: dict[str, datetime | None] = dict(store.known_nodes(org_id))
+        for _, node in self.tracker.known(org_id):
+            names.setdefault(node, None)
+        return names
+
+    # -- startup recovery ------------------------------------------------------------------------
+
+    def _spec_of(self, view: Any) -> JobSpec:
+        options = view.options
+        voting_timeout = getattr(options, "voting_timeout", None) or self.config.voting_timeout
+        return JobSpec(
+            job_id=view.id,
+            org_id=view.org_id,
+            command=view.command,
+            nodes=[n.name for n in view.nodes],
+            quorum=view.quorum if view.quorum is not None else len(view.nodes),
+            run_timeout=view.run_timeout if view.run_timeout is not None
+            else self.config.default_running_timeout,
+            voting_timeout=float(voting_timeout),
+            requestor=view.requested_by,
+            job_user=options.job_user,
+            dir=options.dir,
+            env=options.env,
+            file=options.job_file,
+            capture=bool(options.capture),
+            status=view.status,
+            node_statuses={n.name: n.status for n in view.nodes},
+        )
+
+    def _recover_jobs(self) -> None:
+        grace = self.config.recovery_grace
+        now_utc = datetime.now(UTC).replace(tzinfo=None)
+        for view in store.incomplete_jobs():
+            if view.status == JobStatus.NEW:
+                delay = max(0.0, self._grace_until - self.timers.now())
+                org_id, job_id = view.org_id, view.id
+                self.timers.call_later(delay, lambda o=org_id, j=job_id: self._start_if_new(o, j))
+            elif view.status == JobStatus.VOTING:
+                log.info("job %s was voting when the broker stopped: crashed", view.id)
+                t = Transition(view.id, view.org_id, JobStatus.CRASHED)
+                t.node_statuses = {
+                    n.name: (NodeStatus.CRASHED, None)
+                    for n in view.nodes
+                    if n.status == NodeStatus.RUNNING
+                }
+                t.events.append(FeedEvent("job_complete", {"status": "crashed"}))
+                self.journal.record(t)
+            else:
+                spec = self._spec_of(view)
+                elapsed = (now_utc - view.updated_at).total_seconds()
+                self.engine.recover(spec, spec.run_timeout - elapsed, grace)
+        self.journal.flush()
+
+    # -- periodic ---------------------------------------------------------------------------------
+
+    def _check_liveness(self) -> None:
+        self.tracker.check_liveness()
+        if len(self._in_sequence) > 2 * self.tracker.session_count + 1000:
+            live = {self.tracker.address(ref) for ref in list(self._keys_by_ref)}
+            self._in_sequence = {a: s for a, s in self._in_sequence.items() if a in live}
+
+    def _housekeeping(self) -> None:
+        self.grants.save()
+        self.grants.sweep()
+
+    def _flush_known_nodes(self) -> None:
+        if not self._seen_since_flush:
+            return
+        seen, self._seen_since_flush = self._seen_since_flush, {}
+        by_org: dict[str, dict[str, datetime]] = {}
+        for (org_id, node), when in seen.items():
+            by_org.setdefault(org_id, {})[node] = datetime.fromtimestamp(when, UTC).replace(
+                tzinfo=None
+            )
+        try:
+            for org_id, nodes in by_org.items():
+                store.touch_known_nodes(org_id, nodes)
+        except Exception:
+            log.exception("could not record last-seen times of %d nodes", len(seen))
+
+
+def run_broker(settings: Any) -> int:
+    """Run the broker until SIGTERM/SIGINT (main thread only). Returns the exit status."""
+    config = settings if isinstance(settings, BrokerConfig) else BrokerConfig.from_settings(
+        settings
+    )
+    broker = Broker(config)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        broker.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    broker.run()
+    return 0
+
+
+def session_key_text(key: bytes) -> str:
+    return base64.b64encode(key).decode("ascii")
+
+
+def iso_time(when: float | datetime | None) -> str | None:
+    if when is None:
+        return None
+    if isinstance(when, datetime):
+        moment = when if when.tzinfo else when.replace(tzinfo=UTC)
+    else:
+        moment = datetime.fromtimestamp(when, UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
