@@ -30,6 +30,9 @@ carries the end of the log.
                 ``/organizations/ORG/pushy/`` unless it starts with "/"; body dict -> JSON.
         signed_headers(method, path, body=b"", *, user=None, version="1.3") -> dict
         stream(path, *, user=None, last_event_id=None, accept="text/event-stream") -> SseStream
+        node_config(node, *, ccpk) -> Response     the node's signed config request
+        peer(node, *, start=True, interval=0.2, **kw) -> ProtocolPeer   a scripted node
+            configured through the REST config endpoint like the stock client
         add_user(name, *, admin=False, org_member=True) -> Path; add_client(name) -> Path
         add_group(name, users=(), clients=(), groups=())
         broker_pid() -> int | None; kill_broker(); wait_for_broker(timeout=20)
@@ -106,7 +109,7 @@ class SseEvent:
 
 @dataclass
 class SseStream:
-    """A minimal Server-Sent Events reader over a raw socket response."""
+    """A minimal Server-Sent Events reader over a raw socket response (header names lowercase)."""
 
     conn: http.client.HTTPConnection
     response: http.client.HTTPResponse
@@ -230,6 +233,7 @@ class PushdServer:
         self._wait_for_broker = wait_for_broker
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
+        self._peers: list[Any] = []
         self._write_config(db_backend, settings or {})
         from pushd.config import load_settings
 
@@ -453,6 +457,9 @@ class PushdServer:
         return "---- server.log (tail) ----\n" + "\n".join(self.log_text().splitlines()[-lines:])
 
     def cleanup(self) -> None:
+        for peer in self._peers:
+            with contextlib.suppress(Exception):
+                peer.stop()
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -516,6 +523,45 @@ class PushdServer:
         finally:
             conn.close()
 
+    def node_config(self, node: str, *, ccpk: str | None) -> Response:
+        """The node's config request, signed with its client key, as the stock client sends it."""
+        query = {"ccpk": ccpk, "version": "2.0"} if ccpk else {"version": "2.0"}
+        return self.request("GET", f"config/{node}", user=node, query=query)
+
+    def peer(self, node: str, *, start: bool = True, interval: float = 0.2, **kwargs: Any) -> Any:
+        """A scripted protocol peer (tests/support/protocol_peer.py) for `node`, configured the
+        way the stock client configures itself: through the REST config endpoint (ccpk, session
+        key decrypted with the node's key). Started unless `start` is false; stopped at
+        cleanup."""
+        import zmq
+
+        from pushd.protocol.config import decrypt_session_key
+        from tests.support.protocol_peer import ProtocolPeer
+
+        public, secret = (k.decode() for k in zmq.curve_keypair())
+        resp = self.node_config(node, ccpk=public)
+        if resp.status != 200:
+            raise RuntimeError(f"config for {node}: HTTP {resp.status} {resp.body!r}")
+        config = resp.json()
+        private = chefauth.load_private_key_file(self.node_key_paths[node])
+        heartbeat = config["push_jobs"]["heartbeat"]
+        peer = ProtocolPeer(
+            node=node,
+            org_name=self.org_name,
+            org_id=self.org_id,
+            command_addr=heartbeat["command_addr"],
+            heartbeat_addr=heartbeat["out_addr"],
+            session_key=decrypt_session_key(private, config["encoded_session_key"]["key"]),
+            server_curve_key=config["curve_public_key"],
+            curve_keys=(public, secret),
+            interval=interval,
+            **kwargs,
+        )
+        self._peers.append(peer)
+        if start:
+            peer.start()
+        return peer
+
     def stream(
         self,
         path: str,
@@ -533,7 +579,7 @@ class PushdServer:
         conn = http.client.HTTPConnection("127.0.0.1", self.api_port, timeout=timeout)
         conn.request("GET", full, headers=headers)
         resp = conn.getresponse()
-        return SseStream(conn, resp, resp.status, dict(resp.getheaders()))
+        return SseStream(conn, resp, resp.status, {k.lower(): v for k, v in resp.getheaders()})
 
 
 @contextlib.contextmanager
