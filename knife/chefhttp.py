@@ -4,6 +4,7 @@ Public API:
     Response(status, headers, body)           .json() parses the body
     ApiError(status, message, body)           a non-2xx answer (a CliError, exit code 1);
                                               `message` is the server's reason, shown as is
+    segment(value) -> str                     quote a job id / node name for a URL path
     ChefHTTP(server_url, user, key_pem, *, ssl_verify=True, ca_file=None,
              trusted_certs_dir=None, timeout=30.0, sign_version="1.3")
         .request(method, path, body=None, *, params=None, accept="application/json",
@@ -61,6 +62,11 @@ class ApiError(CliError):
         super().__init__(message, ERROR)
         self.status = status
         self.body = body
+
+
+def segment(value: str) -> str:
+    """One URL path segment (a job id or node name) with `/`, `?`, `#` and `%` escaped."""
+    return quote(value, safe="")
 
 
 def _snippet(body: bytes, limit: int = 300) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, TextIO
 
 from pushd_knife import exitcodes
-from pushd_knife.chefhttp import ApiError, ChefHTTP
+from pushd_knife.chefhttp import ApiError, ChefHTTP, segment
 from pushd_knife.exitcodes import CliError
 from pushd_knife.follow import Follower, JobTracker, job_path
 from pushd_knife.jobspec import build_job_body, encode_file, parse_env, unique_nodes
@@ -249,7 +249,7 @@ def job_status(args: Any, io: Io, connect: Connect) -> int:
 def job_output(args: Any, io: Io, connect: Connect) -> int:
     if args.channel not in ("stdout", "stderr"):
         raise CliError("Invalid Format please enter stdout or stderr", exitcodes.USAGE)
-    path = f"{job_path(args.job_id)}/output/{args.node}/{args.channel}"
+    path = f"{job_path(args.job_id)}/output/{segment(args.node)}/{args.channel}"
     try:
         response = connect().request("GET", path, accept="application/octet-stream")
     except ApiError as exc:
@@ -295,7 +295,7 @@ def _replay_finished(http: ChefHTTP, job_id: str, show: Callable[[Event], None],
                      timeout: float) -> None:
     """Print the full history of a finished job from its feed (best effort)."""
     events: queue_module.Queue[Any] = queue_module.Queue()
-    reader = FeedReader(http, f"pushy/job_status_feed/{job_id}", events, max_failures=2)
+    reader = FeedReader(http, f"pushy/job_status_feed/{segment(job_id)}", events, max_failures=2)
     reader.start()
     deadline = time.monotonic() + timeout
     try:
@@ -356,7 +356,8 @@ def node_status(args: Any, io: Io, connect: Connect) -> int:
         states = http.get_json("pushy/node_states")
         rows = states if isinstance(states, list) else []
     else:
-        rows = [http.get_json(f"pushy/node_states/{name}") for name in unique_nodes(names)]
+        rows = [http.get_json(f"pushy/node_states/{segment(name)}")
+                for name in unique_nodes(names)]
     if args.json:
         _dump_json(io.stdout, rows)
         return exitcodes.OK

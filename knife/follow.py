@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pushd_knife.chefhttp import ApiError, ChefHTTP
+from pushd_knife.chefhttp import ApiError, ChefHTTP, segment
 from pushd_knife.exitcodes import WAIT_TIMEOUT, CliError
 from pushd_knife.sse import FEED_ENDED, FEED_UNAVAILABLE, Event, FeedReader, wait_for
 
@@ -55,7 +55,7 @@ POLL_RETRY_SECONDS = 60.0
 
 
 def job_path(job_id: str) -> str:
-    return f"pushy/jobs/{job_id}"
+    return f"pushy/jobs/{segment(job_id)}"
 
 
 def nodes_of(job: Mapping[str, Any]) -> dict[str, str]:
@@ -179,7 +179,7 @@ class Follower:
         events: queue_module.Queue[Any] = queue_module.Queue()
         reader: FeedReader | None = None
         if self.use_feed and not tracker.finished:
-            reader = FeedReader(self.http, f"pushy/job_status_feed/{self.job_id}", events)
+            reader = FeedReader(self.http, f"pushy/job_status_feed/{segment(self.job_id)}", events)
             reader.start()
             self.feed_active = True
         try:
@@ -198,20 +198,20 @@ class Follower:
                         self.feed_active = False
                         if tracker.replace(self._get_job()):
                             self.on_change(tracker)
-                        continue
-                    if isinstance(item, Event):
+                    elif isinstance(item, Event):
                         self.on_event(item)
                         if tracker.apply_event(item):
                             self.on_change(tracker)
-                        continue
                 else:
                     time.sleep(max(0.0, until - time.monotonic()))
                     if tracker.replace(self._get_job()):
                         self.on_change(tracker)
-                if time.monotonic() >= next_tick:
-                    next_tick += self.poll_interval
-                    if not tracker.finished:
-                        self.on_tick(tracker)
+                now = time.monotonic()
+                if now >= next_tick and not tracker.finished:
+                    # One tick per interval even while events stream in; never a burst of
+                    # catch-up ticks after a slow request.
+                    next_tick = max(next_tick + self.poll_interval, now)
+                    self.on_tick(tracker)
         finally:
             self.feed_active = False
             if reader is not None:
