@@ -19,6 +19,8 @@ Writes (the API creates jobs; the broker is the only writer of job and node stat
                options=None, *, created_at=None) -> None
         job (status NEW), every job node (NEW) and the options row in ONE transaction.
         Duplicate node names or an existing job id -> ConflictError, nothing written.
+        Ids longer than 32 characters, NUL characters in any text, non-string env values ->
+        InvalidValue before anything is written.
         `options` is a JobOptions or a mapping with its field names.
     set_job_status(org_id, job_id, status, updated_by=None) -> bool    (False: no such job)
         also sets updated_at; last_updated_by defaults to the job id, as the original does.
@@ -71,6 +73,7 @@ from pushd.store.models import Job, JobNode, JobOption, JobOutput
 from pushd.store.times import to_naive_utc, utcnow
 
 INSERT_CHUNK = 500
+ID_LENGTH = 32
 UPDATE_CHUNK = 500
 OUTPUT_CHANNELS = ("stdout", "stderr")
 
@@ -158,6 +161,37 @@ class OutputRecord:
 # Writes
 
 
+def _check_id(what: str, value: str) -> None:
+    if not isinstance(value, str) or not 0 < len(value) <= ID_LENGTH:
+        raise InvalidValue(f"{what} must be 1..{ID_LENGTH} characters: {value!r:.80}")
+
+
+def _check_text(what: str, value: str | None) -> None:
+    # PostgreSQL text cannot hold NUL; refuse it on both backends so they behave alike.
+    if value is not None and (not isinstance(value, str) or "\x00" in value):
+        raise InvalidValue(f"{what} must be text without NUL characters")
+
+
+def _check_job_values(
+    org_id: str, job_id: str, command: str, nodes: list[str], opts: JobOptions
+) -> None:
+    _check_id("org_id", org_id)
+    _check_id("job id", job_id)
+    _check_text("command", command)
+    for name in nodes:
+        if not name:
+            raise InvalidValue("node names must not be empty")
+        _check_text("node name", name)
+    for what in ("job_user", "dir", "job_file"):
+        _check_text(what, getattr(opts, what))
+    if opts.env is not None:
+        if not isinstance(opts.env, Mapping):
+            raise InvalidValue("env must be a mapping of strings to strings")
+        for key, value in opts.env.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise InvalidValue("env must be a mapping of strings to strings")
+
+
 @translate_errors
 def create_job(
     org_id: str,
@@ -174,6 +208,7 @@ def create_job(
     """Write a new job in one transaction (see module docstring)."""
     node_names = list(nodes)
     opts = JobOptions.coerce(options)
+    _check_job_values(org_id, job_id, command, node_names, opts)
     now = to_naive_utc(created_at) if created_at else utcnow()
     try:
         with transaction():
