@@ -370,6 +370,9 @@ class Broker:
             if len(frames) < 2:
                 continue
             reply = self.control.handle(frames[-1])
+            # Persist what the request changed before answering: an API worker that got "ok"
+            # for an abort must read `aborted` from the store.
+            self.journal.flush()
             try:
                 socket.send_multipart([frames[0], reply], zmq.NOBLOCK)
             except zmq.ZMQError as err:
