@@ -1,0 +1,134 @@
+"""The org feed, and resuming feeds with Last-Event-ID across a server restart (real server)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.server import PushdServer, SseEvent, running_server
+
+
+@pytest.fixture
+def server() -> Iterator[PushdServer]:
+    with running_server(nodes=("node1", "node2", "node3")) as srv:
+        yield srv
+
+
+def wait_available(server: PushdServer, node: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.request("GET", f"node_states/{node}").json().get("availability") == "available":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{node} never became available\n{server.log_tail()}")
+
+
+def start_job(server: PushdServer, **fields: Any) -> str:
+    resp = server.request("POST", "jobs", fields)
+    assert resp.status == 201, resp.body
+    return resp.json()["uri"].rsplit("/", 1)[1]
+
+
+def wait_finished(server: PushdServer, job_id: str, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        doc = server.request("GET", f"jobs/{job_id}").json()
+        if doc["status"] not in ("new", "voting", "running"):
+            return doc
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {doc}")
+
+
+def org_events(stream: Any, count: int, timeout: float = 20.0) -> list[SseEvent]:
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count:
+        event = stream.next_event(max(0.1, deadline - time.monotonic()))
+        assert event is not None, f"org feed closed after {out}"
+        out.append(event)
+    return out
+
+
+def test_org_feed_interleaves_two_jobs(server: PushdServer) -> None:
+    server.peer("node1")
+    server.peer("node2")
+    wait_available(server, "node1")
+    wait_available(server, "node2")
+    stream = server.stream("job_status_feed")
+    try:
+        assert stream.status == 200
+        assert stream.headers["content-type"] == "text/event-stream"
+        first = start_job(server, command="sleep 1.5", nodes=["node1"])
+        second = start_job(server, command="true", nodes=["node2"])
+        events = org_events(stream, 4)
+    finally:
+        stream.close()
+    seen = [(e.name, e.data["job"]) for e in events]
+    assert seen[:2] == [("start", first), ("start", second)]
+    # the short job finishes while the long one still runs: the feed interleaves them
+    assert seen[2:] == [("job_complete", second), ("job_complete", first)]
+    for event in events:
+        assert list(event.data)[:2] == ["timestamp", "job"]
+    assert [int(e.id) for e in events] == sorted(int(e.id) for e in events)
+
+
+def test_org_feed_history_and_resume_after_a_server_restart(server: PushdServer) -> None:
+    first = start_job(server, command="true", nodes=["node3"])
+    wait_finished(server, first)
+
+    # No Last-Event-ID: no history, only what happens from now on.
+    fresh = server.stream("job_status_feed")
+    # An unknown id: start_of_history, then every retained event.
+    history = server.stream("job_status_feed", last_event_id="org-1")
+    try:
+        replay = org_events(history, 3)
+        assert replay[0].name == "start_of_history" and replay[0].id == "start_id"
+        assert [(e.name, e.data["job"]) for e in replay[1:]] == [
+            ("start", first),
+            ("job_complete", first),
+        ]
+        second = start_job(server, command="true", nodes=["node3"])
+        live = org_events(fresh, 2)
+        assert [(e.name, e.data["job"]) for e in live] == [
+            ("start", second),
+            ("job_complete", second),
+        ]
+    finally:
+        fresh.close()
+        history.close()
+    wait_finished(server, second)
+
+    server.restart()
+    third = start_job(server, command="true", nodes=["node3"])
+    wait_finished(server, third)
+    resumed = server.stream("job_status_feed", last_event_id=replay[-1].id)
+    try:
+        after = org_events(resumed, 4)
+    finally:
+        resumed.close()
+    assert [(e.name, e.data["job"]) for e in after] == [
+        ("start", second),
+        ("job_complete", second),
+        ("start", third),
+        ("job_complete", third),
+    ]
+    assert [e.id for e in after[:2]] == [e.id for e in live]
+
+
+def test_job_feed_resumes_after_a_server_restart(server: PushdServer) -> None:
+    server.peer("node1")
+    wait_available(server, "node1")
+    job_id = start_job(server, command="true", nodes=["node1"])
+    wait_finished(server, job_id)
+    before = server.stream(f"job_status_feed/{job_id}").rest(timeout=20)
+    assert before[-2].name == "job_complete"
+
+    server.restart()
+    again = server.stream(f"job_status_feed/{job_id}", last_event_id=before[1].id).rest(timeout=20)
+    assert [(e.name, e.id) for e in again[:-1]] == [(e.name, e.id) for e in before[2:-1]]
+    assert again[-1].name == "summary"
+    assert again[-1].data["status"] == "complete"
