@@ -262,8 +262,8 @@ def test_nowait_then_status_and_watch(world: World) -> None:
 
     status = world.cli("job", "status", job_id)
     assert status.returncode == 0
-    assert "status:         complete" in status.stdout
-    assert f"id:             {job_id}" in status.stdout
+    assert re.search(r"^status: +complete$", status.stdout, re.MULTILINE)
+    assert re.search(rf"^id: +{job_id}$", status.stdout, re.MULTILINE)
 
     listing = world.cli("job", "list", "--json")
     assert job_id in [job["id"] for job in json.loads(listing.stdout)]
