@@ -13,7 +13,8 @@ database initialises it, so the query functions in the other modules need no dat
         the same, chosen by settings: PostgreSQL when settings.get("postgresql.enable") is true
         (postgresql.vip / port / database_name / sql_user / sql_password, db_pool_size),
         else SQLite at settings.get("sqlite_path") (default <data_dir>/pushd.sqlite3).
-    close_database() -> None         close every connection of the open database
+    close_database() -> None         close every connection of the open database (in a forked
+                                     child it only forgets the parent's connections)
     get_database() -> peewee.Database  the open database (StoreError if none)
     dialect() -> "sqlite" | "postgres"
     transaction()                    context manager for a write transaction; nests (savepoints).
@@ -51,6 +52,7 @@ POOL_WAIT_TIMEOUT_S = 30
 POOL_STALE_TIMEOUT_S = 600
 
 database_proxy = peewee.DatabaseProxy()
+_opened_by_pid: int | None = None
 
 
 class ConflictError(StoreError):
@@ -167,12 +169,18 @@ def open_database_params(
     if database_proxy.obj is not None and database_proxy.obj is not database:
         close_database()
     database_proxy.initialize(database)
-    database.connect(reuse_if_open=True)
+    global _opened_by_pid
+    _opened_by_pid = os.getpid()
+    database.connect(reuse_if_open=True)  # fail now, with a clear error, if unreachable
     database.close()
     if migrate:
         from pushd.store.migrations import migrate as run_migrations
 
         run_migrations(database)
+    if isinstance(database, PooledPostgresqlDatabase):
+        # Leave no idle pooled connection behind: a process that forks after opening (the
+        # server's main process) must not hand a live socket to its children.
+        database.close_all()
     return database
 
 
@@ -214,6 +222,10 @@ def close_database() -> None:
     """Close every connection of the open database (pooled ones too). Safe to call twice."""
     database = database_proxy.obj
     if database is None:
+        return
+    if _opened_by_pid != os.getpid():
+        # Inherited across fork: the sockets belong to the parent. Closing them here would
+        # end the parent's sessions, so just forget them.
         return
     if isinstance(database, PooledPostgresqlDatabase):
         database.close_all()
