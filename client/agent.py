@@ -420,7 +420,7 @@ class Agent:
             )
         elif message.type == "run":
             log.info("job=%s received run", message.job_id)
-            self.runner.run(message.job_id)
+            self.runner.run(message.job_id, message.run_timeout)
         elif message.type == "abort":
             log.info("job=%s received abort", self.runner.job_id)
             self.runner.abort()
@@ -492,13 +492,28 @@ class Agent:
             )
             now = time.monotonic()
             if self._send_failures >= SEND_FAILURES_BEFORE_RECONNECT:
-                self.reconfigure_at.bring_forward(now)
+                self._connection_failed(
+                    f"{self._send_failures} sends in a row found the command socket full"
+                    + ("" if link.command_seen else self._NO_ANSWER_HINT)
+                )
             else:
                 self.reconfigure_at.bring_forward(now + SEND_FAILURE_RECONFIGURE_DELAY)
             return
         self._send_failures = 0
         if what:
             log.info("%s", what)
+
+    _NO_ANSWER_HINT = " (Curve key refused, port blocked or a proxy in the way?)"
+
+    def _connection_failed(self, reason: str) -> None:
+        """Reconnect after a backoff delay; say why in the log and the status file."""
+        delay = self.backoff.next_delay()
+        self._last_error = reason
+        log.warning("%s; reconnecting in %.1fs", reason, delay)
+        self._probe_deadline = float("inf")
+        self._send_failures = 0
+        self.reconfigure_at.bring_forward(time.monotonic() + delay)
+        self._status_dirty = True
 
     # ----------------------------------------------------------------- timers
     def _timers(self, now: float) -> None:
@@ -507,15 +522,10 @@ class Agent:
             return
         cfg = link.config
         if not link.command_seen and link.encrypted and now >= self._probe_deadline:
-            delay = self.backoff.next_delay()
-            self._last_error = (
-                f"no messages received on the command port in {PROBE_SECONDS:g}s "
-                "(Curve key refused, port blocked or a proxy in the way?)"
+            self._connection_failed(
+                f"no messages received on the command port in {PROBE_SECONDS:g}s"
+                + self._NO_ANSWER_HINT
             )
-            log.warning("%s; reconfiguring in %.1fs", self._last_error, delay)
-            self._probe_deadline = float("inf")
-            self.reconfigure_at.bring_forward(now + delay)
-            self._status_dirty = True
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + cfg.interval
             if self._online:

@@ -12,7 +12,8 @@ Public API:
         into `settings.max_body_size` (default: the JSON size plus a margin for the rest).
     .commit(job_id, command, options)   options: the commit message's user, dir, env, file,
                                         capture, run_timeout (seconds)
-    .run(job_id)
+    .run(job_id, run_timeout=None)      run_timeout (seconds) from the run message, if any,
+                                        replaces the commit's
     .abort(reason="abort_requested")    server `abort`; the reply comes once the group is gone
     .shutdown()                         blocking: kill the job's group, report `aborted`
     .adopt_orphan(record)               a job a previous client process left behind: the next
@@ -325,7 +326,7 @@ class JobRunner:
         )
 
     # ------------------------------------------------------------------- run
-    def run(self, job_id: object) -> None:
+    def run(self, job_id: object, run_timeout: float | None = None) -> None:
         job = self._job
         if job is None or job.process is not None or job.job_id != job_id:
             log.warning(
@@ -334,6 +335,8 @@ class JobRunner:
             reply_id = job_id if isinstance(job_id, str) and JOB_ID.fullmatch(job_id) else None
             self._send("nack_run", reply_id, {"reason": NackReason.NOT_COMMITTED})
             return
+        if run_timeout is not None and run_timeout > 0:
+            job.run_timeout = float(run_timeout)
         try:
             self._start(job)
         except _Refused as refused:

@@ -1,0 +1,347 @@
+"""The real push-jobs-client process against PushServerPeer (real HTTP, ZeroMQ, Curve, HMAC).
+
+PushServerPeer (tests/support/client_peer.py) stands in for the server's job engine only; the
+client under test is the installed entry point run as its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pushd_client.process import group_alive
+
+from pushd.keys import generate_client_keypair
+from tests.support.client_peer import PushServerPeer
+
+NODE = "node1"
+JOB = "0123456789abcdef0123456789abcdef"
+JOB2 = "fedcba9876543210fedcba9876543210"
+
+
+class ClientProcess:
+    """push-jobs-client running as a child process with its own config and state dir."""
+
+    def __init__(self, tmp_path: Path, key_path: Path, url: str, **settings: Any) -> None:
+        self.tmp_path = tmp_path
+        self.state_dir = tmp_path / "state"
+        self.log_path = tmp_path / "client.log"
+        document = {
+            "chef_server_url": url,
+            "node_name": NODE,
+            "client_key": str(key_path),
+            "file_dir": str(tmp_path / "files"),
+            "state_dir": str(self.state_dir),
+            "kill_grace": 1.0,
+            "max_reconnect_delay": 1.0,
+            "log_level": "debug",
+            "whitelist": {
+                "hello": "echo hello from the node",
+                "sleepy": {"command_line": "sleep 100 & sleep 100", "shell": True},
+                "/sleep ([0-9]+)/": "sleep \\1",
+            },
+            **settings,
+        }
+        self.config_path = tmp_path / "push-jobs-client.yml"
+        self.config_path.write_text(yaml.safe_dump(document))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pushd_client.main", "-c", str(self.config_path), *extra],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's status file ({} until it has written one)."""
+        try:
+            return json.loads((self.state_dir / "status.json").read_text())
+        except FileNotFoundError:
+            return {}
+
+    def job_pid(self, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            record = self.state_dir / "job.json"
+            if record.exists():
+                return int(json.loads(record.read_text())["pgid"])
+            time.sleep(0.05)
+        raise AssertionError("the client never recorded a running job")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def node_key(tmp_path: Path) -> tuple[Path, str]:
+    private_pem, public_pem = generate_client_keypair()
+    key_path = tmp_path / "client.pem"
+    key_path.write_text(private_pem)
+    key_path.chmod(0o600)
+    return key_path, public_pem
+
+
+@pytest.fixture
+def peer(node_key: tuple[Path, str]) -> Iterator[PushServerPeer]:
+    server = PushServerPeer(node_key[1], interval=0.5)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(
+    tmp_path: Path, node_key: tuple[Path, str], peer: PushServerPeer
+) -> Iterator[ClientProcess]:
+    proc = ClientProcess(tmp_path, node_key[0], peer.url)
+    yield proc
+    proc.stop()
+
+
+def wait_until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def connected(peer: PushServerPeer, client: ClientProcess) -> None:
+    """The client answered the peer's rehab `abort`, as it does on every new connection."""
+    peer.start()
+    client.start()
+    message = peer.wait_for("aborted", timeout=15)
+    assert message["job_id"] is None and message["node"] == NODE
+
+
+def test_echo_job_capture_and_heartbeats(peer: PushServerPeer, client: ClientProcess) -> None:
+    connected(peer, client)
+    beat = peer.wait_for("heartbeat")
+    assert beat["job_state"] == "idle" and beat["job_id"] is None
+    assert beat["org"] == "testorg" and beat["protocol_version"] == "2.0"
+    peer.commit(NODE, JOB, "hello", capture=True)
+    peer.wait_for("ack_commit", job_id=JOB)
+    peer.run(NODE, JOB)
+    peer.wait_for("ack_run", job_id=JOB)
+    result = peer.wait_for("succeeded", job_id=JOB)
+    assert result["stdout"] == "hello from the node\n" and result["stderr"] == ""
+
+
+def test_not_whitelisted_and_busy_carry_reasons(
+    peer: PushServerPeer, client: ClientProcess
+) -> None:
+    connected(peer, client)
+    peer.commit(NODE, JOB, "rm -rf /")
+    assert peer.wait_for("nack_commit", job_id=JOB)["reason"] == "not_whitelisted"
+    peer.commit(NODE, JOB, "sleep 5")
+    peer.wait_for("ack_commit", job_id=JOB)
+    peer.commit(NODE, JOB2, "hello")
+    assert peer.wait_for("nack_commit", job_id=JOB2)["reason"] == "busy"
+    beat = peer.wait_for("heartbeat")
+    assert beat["job_state"] == "committed" and beat["job_id"] == JOB
+
+
+def test_abort_kills_the_job_group_before_aborted(
+    peer: PushServerPeer, client: ClientProcess
+) -> None:
+    connected(peer, client)
+    peer.commit(NODE, JOB, "sleepy")
+    peer.wait_for("ack_commit", job_id=JOB)
+    peer.run(NODE, JOB)
+    peer.wait_for("ack_run", job_id=JOB)
+    pgid = client.job_pid()
+    beat = peer.wait_for("heartbeat")
+    assert beat["job_state"] == "running" and beat["job_id"] == JOB
+    peer.abort(NODE)
+    aborted = peer.wait_for("aborted", job_id=JOB)
+    assert aborted["reason"] == "abort_requested"
+    assert not group_alive(pgid)
+
+
+def test_run_timeout_from_the_server(peer: PushServerPeer, client: ClientProcess) -> None:
+    connected(peer, client)
+    peer.commit(NODE, JOB, "sleep 60", run_timeout=1)
+    peer.wait_for("ack_commit", job_id=JOB)
+    peer.run(NODE, JOB)
+    pgid = client.job_pid()
+    assert peer.wait_for("aborted", job_id=JOB)["reason"] == "run_timeout"
+    assert not group_alive(pgid)
+
+
+def test_sigterm_mid_job_kills_group_and_reports(
+    peer: PushServerPeer, client: ClientProcess
+) -> None:
+    connected(peer, client)
+    peer.commit(NODE, JOB, "sleepy")
+    peer.run(NODE, JOB)
+    peer.wait_for("ack_run", job_id=JOB)
+    pgid = client.job_pid()
+    client.signal(signal.SIGTERM)
+    assert peer.wait_for("aborted", job_id=JOB)["reason"] == "shutdown"
+    assert client.wait() == 0
+    assert not group_alive(pgid)
+
+
+def test_killed_client_restart_kills_and_reports_orphan(
+    peer: PushServerPeer, client: ClientProcess
+) -> None:
+    connected(peer, client)
+    peer.commit(NODE, JOB, "sleepy")
+    peer.run(NODE, JOB)
+    peer.wait_for("ack_run", job_id=JOB)
+    pgid = client.job_pid()
+    client.signal(signal.SIGKILL)
+    client.wait()
+    assert group_alive(pgid), "SIGKILL of the client leaves the job running"
+    client.start()
+    aborted = peer.wait_for("aborted", job_id=JOB, timeout=15)
+    assert aborted["reason"] == "client_restarted"
+    assert not group_alive(pgid)
+
+
+def test_client_started_before_its_server(
+    peer: PushServerPeer, client: ClientProcess
+) -> None:
+    client.start()
+    time.sleep(2.0)  # several failed config fetches; the client must keep trying
+    assert client.proc is not None and client.proc.poll() is None
+    wait_until(lambda: "cannot reach" in (client.status().get("last_error") or ""))
+    assert client.status()["connection"] == "connecting"
+    peer.start()
+    assert peer.wait_for("aborted", timeout=15)["job_id"] is None
+
+
+def test_server_restart_mid_run(peer: PushServerPeer, client: ClientProcess) -> None:
+    """A restarted server (new incarnation, new Curve key) is found again; it aborts the job."""
+    connected(peer, client)
+    peer.commit(NODE, JOB, "sleepy")
+    peer.run(NODE, JOB)
+    peer.wait_for("ack_run", job_id=JOB)
+    pgid = client.job_pid()
+    fetches = peer.config_fetches
+    peer.stop()
+    time.sleep(1.0)
+    peer.drain()
+    peer.start()
+    beat = peer.wait_for("heartbeat", job_id=JOB, timeout=20)
+    assert beat["job_state"] == "running"
+    assert peer.config_fetches > fetches
+    assert peer.wait_for("aborted", job_id=JOB, timeout=15)["reason"] == "abort_requested"
+    assert not group_alive(pgid)
+
+
+def test_usr1_fetches_the_config_again(peer: PushServerPeer, client: ClientProcess) -> None:
+    connected(peer, client)
+    fetches = peer.config_fetches
+    client.signal(signal.SIGUSR1)
+    wait_until(lambda: peer.config_fetches > fetches)
+    peer.wait_for("heartbeat")
+
+
+def test_status_command(peer: PushServerPeer, client: ClientProcess) -> None:
+    connected(peer, client)
+    peer.commit(NODE, JOB, "sleep 30")
+    peer.run(NODE, JOB)
+    peer.wait_for("ack_run", job_id=JOB)
+    wait_until(lambda: client.status().get("job", {}).get("state") == "running"
+               and client.status().get("last_server_heartbeat") is not None)
+    out = subprocess.run(
+        [sys.executable, "-m", "pushd_client.main", "-c", str(client.config_path), "--status"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert ": online" in out.stdout
+    assert "last server heartbeat:" in out.stdout and "never" not in out.stdout
+    assert f"job: {JOB} running 'sleep 30'" in out.stdout
+    client.stop()
+    out = subprocess.run(
+        [sys.executable, "-m", "pushd_client.main", "-c", str(client.config_path), "--status"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 3 and "not running" in out.stdout
+
+
+def test_one_log_line_per_event_with_job_id(peer: PushServerPeer, client: ClientProcess) -> None:
+    connected(peer, client)
+    peer.commit(NODE, JOB, "hello")
+    peer.run(NODE, JOB)
+    peer.wait_for("succeeded", job_id=JOB)
+    wait_until(lambda: f"job={JOB} sent succeeded" in client.log())
+    job_lines = [line for line in client.log().splitlines() if f"job={JOB}" in line]
+    for event in ("received commit", "committed", "sent ack_commit", "received run",
+                  "started pid", "finished: exit status 0", "sent succeeded"):
+        assert any(event in line for line in job_lines), (event, job_lines)
+
+
+def test_wrong_curve_key_is_detected_and_retried(
+    tmp_path: Path, node_key: tuple[Path, str]
+) -> None:
+    from pushd.keys import curve_keypair
+
+    peer = PushServerPeer(node_key[1], interval=0.5, advertise_curve_key=curve_keypair()[0])
+    client = ClientProcess(tmp_path, node_key[0], peer.url)
+    try:
+        peer.start()
+        client.start()
+        wait_until(lambda: peer.config_fetches >= 2, timeout=20)
+        wait_until(lambda: "Curve key refused" in (client.status().get("last_error") or ""))
+        assert not [m for m in peer.received if m.get("type") != "_invalid"]
+    finally:
+        client.stop()
+        peer.stop()
+
+
+def test_unencrypted_server_needs_allow_unencrypted(
+    tmp_path: Path, node_key: tuple[Path, str]
+) -> None:
+    peer = PushServerPeer(node_key[1], interval=0.5, unencrypted=True)
+    refused = ClientProcess(tmp_path / "a", node_key[0], peer.url) if (
+        (tmp_path / "a").mkdir() is None) else None
+    allowed = ClientProcess(tmp_path / "b", node_key[0], peer.url, allow_unencrypted=True) if (
+        (tmp_path / "b").mkdir() is None) else None
+    assert refused is not None and allowed is not None
+    try:
+        peer.start()
+        refused.start()
+        wait_until(lambda: "allow_unencrypted" in (refused.status().get("last_error") or ""), 15)
+        assert not peer.received
+        allowed.start()
+        assert peer.wait_for("aborted", timeout=15)["job_id"] is None
+        wait_until(lambda: allowed.status().get("encrypted") is False)
+    finally:
+        refused.stop()
+        allowed.stop()
+        peer.stop()
+
+
+def test_no_leftover_processes(tmp_path: Path) -> None:
+    """Guard for this file: nothing it started (sleep 100 / sleep 60) is still running."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    mine = [line for line in out.splitlines() if line.strip() in ("sleep 100", "sleep 60")]
+    assert not mine or os.environ.get("PUSHD_SHARED_MACHINE"), mine
