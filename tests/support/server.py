@@ -34,7 +34,8 @@ carries the end of the log.
         peer(node, *, start=True, interval=0.2, **kw) -> ProtocolPeer   a scripted node
             configured through the REST config endpoint like the stock client
         add_user(name, *, admin=False, org_member=True) -> Path; add_client(name) -> Path
-        add_group(name, users=(), clients=(), groups=())
+        add_group(name, users=(), clients=(), groups=()); remove_group(name)
+        add_org(name) -> org id   (with the admin and normal users as members)
         broker_pid() -> int | None; kill_broker(); wait_for_broker(timeout=20)
         stop(); start(); restart(); log_text(); is_running()
     SseStream: next_event(timeout=10) -> SseEvent(name, id, data: dict) | None (None = closed);
@@ -339,6 +340,10 @@ class PushdServer:
             for kind, members in (("user", users), ("client", clients), ("group", groups)):
                 for member in members:
                     store.add_group_member(self.org_id, name, kind, member)
+
+    def remove_group(self, name: str) -> None:
+        with self._store() as store:
+            store.delete_group(self.org_id, name)
 
     def add_org(self, name: str) -> str:
         """A second organization with the same admin/normal users and one client `name`-node."""
