@@ -160,6 +160,16 @@ class FeedReader:
                 conn.close()
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except Exception as exc:
+            # stop() closes the connection under a blocked read, which http.client reports
+            # in several ways; after stop() nobody listens, before it the caller must poll.
+            if not self._stop.is_set():
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.queue.put(FEED_UNAVAILABLE)
+
+    def _follow(self) -> None:
         failures = 0
         finished = False
         while not self._stop.is_set():
@@ -206,7 +216,8 @@ class FeedReader:
                 if event is not None:
                     finished = self._deliver(event) or finished
                     delivered = True
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+        except (OSError, http.client.HTTPException, ValueError, AttributeError) as exc:
+            # AttributeError: http.client after the socket was closed by stop().
             self.last_error = str(exc) or type(exc).__name__
             return delivered, False
         tail = parser.finish()

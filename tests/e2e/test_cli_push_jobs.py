@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -308,3 +309,61 @@ def test_server_validation_error_shown_as_is(world: World, tmp_path: Path) -> No
     assert result.returncode == exitcodes.ERROR
     assert result.stderr == ("ERROR: the server refused the job: invalid file size"
                              " (must be <= 100000 bytes)\n")
+
+
+def _run_on_terminal(world: World, *args: str, timeout: float = 60) -> tuple[int, str]:
+    """Run the CLI with stdout on a pseudo-terminal; (exit code, everything it wrote)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pushd_knife", *args], cwd=world.workdir,
+                            env=world.env, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the CLI exited and closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    return proc.wait(timeout=10), b"".join(chunks).decode()
+
+
+def test_live_count_on_a_terminal_only(world: World) -> None:
+    code, text = _run_on_terminal(world, "job", "start", "sleep_short", "node1", "node2")
+    assert code == exitcodes.OK, text
+    assert START_LINE.match(text.splitlines()[0].strip())
+    # the live line is rewritten in place and shows per-node counts
+    assert "\r\x1b[K  [" in text
+    assert re.search(r"2 nodes: (\d+ \w+, )*\d+ running", text), text
+    assert "Complete.\r\n" in text
+    assert "\r\nNODE   STATUS\r\nnode1  succeeded\r\nnode2  succeeded\r\n" in text
+    # no knife dots on a terminal, and no escape codes when the output is not a terminal
+    assert "\n." not in text
+    plain = world.cli("job", "start", "sleep_short", "node1", "node2")
+    assert "\x1b" not in plain.stdout
+
+
+def test_ctrl_c_leaves_the_job_running(world: World) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "pushd_knife", "job", "start", "sleep_long",
+                             "node2"], cwd=world.workdir, env=world.env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    match = START_LINE.match(proc.stdout.readline().rstrip("\n"))
+    assert match
+    job_id = match.group(1)
+    deadline = time.monotonic() + 30
+    while world.job(job_id)["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == exitcodes.INTERRUPTED
+    assert err == (f"Interrupted. Job {job_id} continues on the server: follow it with"
+                   f" `push-jobs job watch {job_id}`, stop it with"
+                   f" `push-jobs job abort {job_id}`.\n")
+    assert world.job(job_id)["status"] == "running"
+    assert world.cli("job", "abort", job_id).returncode == exitcodes.OK
