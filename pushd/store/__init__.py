@@ -13,8 +13,9 @@ Opening (pushd.store.db)
     transaction()   write transaction context manager; nests. Group several writes with it,
                     e.g. the broker: with store.transaction(): set_job_status(...);
                     set_node_statuses(...); ids = append_events([...])  -> then publish.
-    connection()    hold one connection for a block; API workers (gevent) wrap each request in
-                    it so the PostgreSQL pool gets its connection back
+    connection()    hold one connection for a block (nests). Optional: a query function called
+                    outside any block takes a connection and gives it back before returning,
+                    so SSE greenlets and threads never strand a pooled connection.
     The open database is process-wide (one DatabaseProxy); open it once per process (after fork).
 
 Schema (pushd.store.migrations)

@@ -21,8 +21,11 @@ database initialises it, so the query functions in the other modules need no dat
                                      On SQLite it takes the write lock up front (BEGIN IMMEDIATE)
                                      so concurrent writers wait on busy_timeout instead of failing.
     connection()                     context manager: a connection for the current thread/greenlet,
-                                     returned to the pool on exit. API workers must wrap each
-                                     request in it (gevent: one connection per greenlet).
+                                     returned to the pool on exit; nests. Every query function
+                                     called outside such a block (or a transaction) takes a
+                                     connection and returns it itself, so nothing is stranded;
+                                     wrap a request or a broker loop iteration in connection()
+                                     only to reuse one connection across calls.
 
 Errors: every public store function raises `pushd.errors.StoreError` subclasses, never peewee's:
 
@@ -34,6 +37,7 @@ Errors: every public store function raises `pushd.errors.StoreError` subclasses,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -41,7 +45,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import peewee
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from pushd.errors import StoreError
 
@@ -89,7 +93,7 @@ def translate_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise ConflictError(message) from exc
         except peewee.DataError as exc:
             raise InvalidValue(f"{func.__name__}: value refused: {_first_line(exc)}") from exc
-        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        except (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded) as exc:
             message = f"{func.__name__}: database unavailable: {_first_line(exc)}"
             raise StoreUnavailable(message) from exc
         except peewee.PeeweeException as exc:
@@ -98,6 +102,41 @@ def translate_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise StoreError(f"{func.__name__}: {_first_line(exc)}") from exc
 
     return wrapper
+
+
+def store_function(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorator of every query function: errors translated, and a connection of its own.
+
+    Called outside a `connection()` / `transaction()` block (an SSE greenlet, a thread) the
+    function takes a connection and gives it back before returning, so no pooled connection is
+    stranded in a greenlet that ends. Inside a block it uses the block's connection.
+    """
+    translated = translate_errors(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        database = database_proxy.obj
+        if database is not None and database.is_closed():
+            with _connection_for(translated):
+                return translated(*args, **kwargs)
+        return translated(*args, **kwargs)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def _connection_for(func: Callable[..., Any]) -> Iterator[None]:
+    database = get_database()
+    try:
+        database.connect(reuse_if_open=True)
+    except (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded) as exc:
+        name = getattr(func, "__name__", "store")
+        raise StoreUnavailable(f"{name}: database unavailable: {_first_line(exc)}") from exc
+    try:
+        yield
+    finally:
+        if not database.in_transaction():
+            database.close()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -245,12 +284,21 @@ def dialect() -> str:
     return "sqlite" if isinstance(get_database(), peewee.SqliteDatabase) else "postgres"
 
 
-def transaction() -> Any:
+@contextlib.contextmanager
+def transaction() -> Iterator[Any]:
     """A write transaction (savepoint when nested). See module docstring."""
     database = get_database()
     if isinstance(database, peewee.SqliteDatabase):
-        return database.atomic(lock_type="IMMEDIATE")
-    return database.atomic()
+        atomic = database.atomic(lock_type="IMMEDIATE")
+    else:
+        atomic = database.atomic()
+    if database.is_closed():
+        # Outside any connection block: own the connection for the transaction's lifetime.
+        with _connection_for(transaction), atomic as txn:
+            yield txn
+    else:
+        with atomic as txn:
+            yield txn
 
 
 def connection() -> Any:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from pushd.store.db import InvalidValue, chunks, get_database, transaction, translate_errors
+from pushd.store.db import InvalidValue, chunks, get_database, store_function, transaction
 from pushd.store.models import JobEvent
 from pushd.store.times import to_naive_utc, utcnow
 
@@ -75,7 +75,7 @@ def _row_of(raw: Any, now: datetime) -> dict[str, Any]:
     }
 
 
-@translate_errors
+@store_function
 def append_events(events: Iterable[NewEvent | tuple[Any, ...]]) -> list[int]:
     """Persist events in one transaction and return their ids in order."""
     now = utcnow()
@@ -108,7 +108,7 @@ def _event_of(row: JobEvent) -> Event:
     )
 
 
-@translate_errors
+@store_function
 def job_events_after(
     org_id: str, job_id: str, after_id: int | None = None, *, limit: int | None = None
 ) -> list[Event]:
@@ -122,7 +122,7 @@ def job_events_after(
     return [_event_of(row) for row in query]
 
 
-@translate_errors
+@store_function
 def org_events_after(
     org_id: str,
     after_id: int | None = None,
@@ -142,7 +142,7 @@ def org_events_after(
     return [_event_of(row) for row in query]
 
 
-@translate_errors
+@store_function
 def last_event_id(org_id: str) -> int | None:
     """The newest org-feed event id of the org (None if it has none)."""
     row = (
@@ -154,7 +154,7 @@ def last_event_id(org_id: str) -> int | None:
     return None if row is None else row.id
 
 
-@translate_errors
+@store_function
 def prune_org_events(older_than: datetime) -> int:
     """Delete events of no job created before `older_than` (every org); returns the count."""
     with transaction():

@@ -66,8 +66,8 @@ from pushd.store.db import (
     ConflictError,
     InvalidValue,
     chunks,
+    store_function,
     transaction,
-    translate_errors,
 )
 from pushd.store.models import Job, JobNode, JobOption, JobOutput
 from pushd.store.times import to_naive_utc, utcnow
@@ -192,7 +192,7 @@ def _check_job_values(
                 raise InvalidValue("env must be a mapping of strings to strings")
 
 
-@translate_errors
+@store_function
 def create_job(
     org_id: str,
     job_id: str,
@@ -255,7 +255,7 @@ def create_job(
         raise ConflictError(f"job {job_id} could not be created: {exc}") from exc
 
 
-@translate_errors
+@store_function
 def set_job_status(
     org_id: str, job_id: str, status: JobStatus, updated_by: str | None = None
 ) -> bool:
@@ -279,7 +279,7 @@ def _normalise_change(change: Any) -> tuple[NodeStatus, str | None]:
     return NodeStatus(change), None
 
 
-@translate_errors
+@store_function
 def set_node_statuses(
     org_id: str,
     job_id: str,
@@ -323,7 +323,7 @@ def _decode_output(data: bytes | None) -> str | None:
     return None if data is None else data.decode("utf-8", "surrogateescape")
 
 
-@translate_errors
+@store_function
 def store_output(
     org_id: str,
     job_id: str,
@@ -366,7 +366,7 @@ def _len(data: bytes | None) -> int | None:
     return None if data is None else len(data)
 
 
-@translate_errors
+@store_function
 def prune_jobs(older_than: datetime) -> int:
     """Delete finished jobs (of every org) whose last status change is before `older_than`."""
     active = [int(status) for status in ACTIVE_JOB_STATUSES]
@@ -434,14 +434,14 @@ def _node_state(row: JobNode) -> JobNodeState:
     )
 
 
-@translate_errors
+@store_function
 def get_job_summary(org_id: str, job_id: str) -> JobSummary | None:
     """The job and its options without node rows, or None."""
     job = _summary_query().where((Job.org_id == org_id) & (Job.id == job_id)).first()
     return None if job is None else _summary_of(job)
 
 
-@translate_errors
+@store_function
 def get_job(org_id: str, job_id: str) -> JobView | None:
     """The job with options and every node's status and reason, or None."""
     summary = get_job_summary(org_id, job_id)
@@ -469,7 +469,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return created_at, match.group(2)
 
 
-@translate_errors
+@store_function
 def list_jobs(
     org_id: str,
     *,
@@ -502,7 +502,7 @@ def list_jobs(
     return jobs, next_cursor
 
 
-@translate_errors
+@store_function
 def incomplete_jobs() -> list[JobView]:
     """Every job of every org still in NEW, VOTING or RUNNING, with its nodes, oldest first."""
     active = [int(status) for status in ACTIVE_JOB_STATUSES]
@@ -536,7 +536,7 @@ def _check_channel(channel: str) -> None:
         raise InvalidValue(f"output channel must be 'stdout' or 'stderr', not {channel!r}")
 
 
-@translate_errors
+@store_function
 def get_output_bytes(org_id: str, job_id: str, node: str, channel: str) -> bytes | None:
     """The stored bytes of one channel, or None (no row, or the channel was not captured)."""
     _check_channel(channel)
@@ -549,7 +549,7 @@ def get_output(org_id: str, job_id: str, node: str, channel: str) -> str | None:
     return _decode_output(get_output_bytes(org_id, job_id, node, channel))
 
 
-@translate_errors
+@store_function
 def get_output_record(org_id: str, job_id: str, node: str) -> OutputRecord | None:
     row = _output_row(org_id, job_id, node)
     if row is None:

@@ -44,8 +44,8 @@ from pushd.store.db import (
     ConflictError,
     InvalidValue,
     StoreError,
+    store_function,
     transaction,
-    translate_errors,
 )
 from pushd.store.models import GroupMember, GroupRow, OrganizationRow, PrincipalRow
 from pushd.store.times import utcnow
@@ -126,7 +126,7 @@ def _principal_view(row: PrincipalRow) -> Principal:
 # Organizations
 
 
-@translate_errors
+@store_function
 def create_organization(
     name: str, full_name: str | None = None, *, org_id: str | None = None
 ) -> Organization:
@@ -146,24 +146,24 @@ def create_organization(
     return Organization(id=guid, name=name, full_name=full_name, created_at=now)
 
 
-@translate_errors
+@store_function
 def get_organization(name: str) -> Organization | None:
     row = OrganizationRow.select().where(OrganizationRow.name == name).first()
     return None if row is None else _org_view(row)
 
 
-@translate_errors
+@store_function
 def get_organization_by_id(org_id: str) -> Organization | None:
     row = OrganizationRow.select().where(OrganizationRow.id == org_id).first()
     return None if row is None else _org_view(row)
 
 
-@translate_errors
+@store_function
 def list_organizations() -> list[Organization]:
     return [_org_view(row) for row in OrganizationRow.select().order_by(OrganizationRow.name)]
 
 
-@translate_errors
+@store_function
 def delete_organization(org_id: str) -> bool:
     """Delete the organization with its principals and groups (jobs are kept)."""
     with transaction():
@@ -174,7 +174,7 @@ def delete_organization(org_id: str) -> bool:
 # Users and clients
 
 
-@translate_errors
+@store_function
 def create_principal(
     org_id: str, name: str, kind: str, public_key: str, *, admin: bool = False
 ) -> Principal:
@@ -200,7 +200,7 @@ def create_principal(
     return Principal(org_id, name, kind, public_key, bool(admin), now)
 
 
-@translate_errors
+@store_function
 def get_principal(org_id: str, name: str, kind: str) -> Principal | None:
     row = (
         PrincipalRow.select()
@@ -214,7 +214,7 @@ def get_principal(org_id: str, name: str, kind: str) -> Principal | None:
     return None if row is None else _principal_view(row)
 
 
-@translate_errors
+@store_function
 def find_principals(org_id: str, name: str) -> list[Principal]:
     """Every principal of the org with this name (a user and a client may share one)."""
     rows = (
@@ -225,7 +225,7 @@ def find_principals(org_id: str, name: str) -> list[Principal]:
     return [_principal_view(row) for row in rows]
 
 
-@translate_errors
+@store_function
 def list_principals(org_id: str, kind: str | None = None) -> list[Principal]:
     query = PrincipalRow.select().where(PrincipalRow.org_id == org_id)
     if kind is not None:
@@ -233,7 +233,7 @@ def list_principals(org_id: str, kind: str | None = None) -> list[Principal]:
     return [_principal_view(row) for row in query.order_by(PrincipalRow.kind, PrincipalRow.name)]
 
 
-@translate_errors
+@store_function
 def update_principal(
     org_id: str,
     name: str,
@@ -267,7 +267,7 @@ def _org_group_ids(org_id: str) -> peewee.ModelSelect:
     return GroupRow.select(GroupRow.id).where(GroupRow.org_id == org_id)
 
 
-@translate_errors
+@store_function
 def delete_principal(org_id: str, name: str, kind: str) -> bool:
     """Delete a user or client and its group memberships in the org."""
     with transaction():
@@ -311,14 +311,14 @@ def _create_group_row(org_id: str, name: str, *, exist_ok: bool) -> GroupRow:
     return row
 
 
-@translate_errors
+@store_function
 def create_group(org_id: str, name: str, *, exist_ok: bool = False) -> None:
     """Create an empty group; ConflictError if it exists (unless exist_ok)."""
     with transaction():
         _create_group_row(org_id, name, exist_ok=exist_ok)
 
 
-@translate_errors
+@store_function
 def get_group(org_id: str, name: str) -> Group | None:
     row = _group_row(org_id, name)
     if row is None:
@@ -335,13 +335,13 @@ def get_group(org_id: str, name: str) -> Group | None:
     )
 
 
-@translate_errors
+@store_function
 def list_groups(org_id: str) -> list[str]:
     query = GroupRow.select(GroupRow.name).where(GroupRow.org_id == org_id)
     return [row.name for row in query.order_by(GroupRow.name)]
 
 
-@translate_errors
+@store_function
 def delete_group(org_id: str, name: str) -> bool:
     """Delete the group (its member list goes with it) and its membership in other groups."""
     with transaction():
@@ -358,7 +358,7 @@ def delete_group(org_id: str, name: str) -> bool:
         )
 
 
-@translate_errors
+@store_function
 def add_group_member(
     org_id: str,
     group: str,
@@ -389,7 +389,7 @@ def add_group_member(
         return True
 
 
-@translate_errors
+@store_function
 def remove_group_member(org_id: str, group: str, member_kind: str, member_name: str) -> bool:
     with transaction():
         row = _group_row(org_id, group)

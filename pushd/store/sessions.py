@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Mapping
 from datetime import datetime
 
-from pushd.store.db import chunks, transaction, translate_errors
+from pushd.store.db import chunks, store_function, transaction
 from pushd.store.models import KnownNode, NodeSessionKey
 from pushd.store.times import to_naive_utc, utcnow
 
@@ -26,7 +26,7 @@ SESSION_KEY_BYTES = 32
 UPSERT_CHUNK = 500
 
 
-@translate_errors
+@store_function
 def get_session_key(org_id: str, node_name: str) -> bytes | None:
     row = (
         NodeSessionKey.select(NodeSessionKey.key)
@@ -36,7 +36,7 @@ def get_session_key(org_id: str, node_name: str) -> bytes | None:
     return None if row is None else row.key
 
 
-@translate_errors
+@store_function
 def get_or_create_session_key(org_id: str, org_name: str, node_name: str) -> bytes:
     """The node's session key, created (and persisted) on first use."""
     existing = get_session_key(org_id, node_name)
@@ -56,7 +56,7 @@ def get_or_create_session_key(org_id: str, org_name: str, node_name: str) -> byt
     return key
 
 
-@translate_errors
+@store_function
 def delete_session_key(org_id: str, node_name: str) -> bool:
     with transaction():
         deleted = (
@@ -67,7 +67,7 @@ def delete_session_key(org_id: str, node_name: str) -> bool:
     return deleted > 0
 
 
-@translate_errors
+@store_function
 def load_session_keys() -> dict[tuple[str, str], tuple[str, bytes]]:
     """Every stored session key, keyed by (org_name, node_name)."""
     return {
@@ -76,7 +76,7 @@ def load_session_keys() -> dict[tuple[str, str], tuple[str, bytes]]:
     }
 
 
-@translate_errors
+@store_function
 def touch_known_nodes(org_id: str, last_seen: Mapping[str, datetime]) -> None:
     rows = [
         {"org_id": org_id, "node_name": name, "last_seen": to_naive_utc(seen)}
@@ -90,7 +90,7 @@ def touch_known_nodes(org_id: str, last_seen: Mapping[str, datetime]) -> None:
             ).execute()
 
 
-@translate_errors
+@store_function
 def known_nodes(org_id: str) -> dict[str, datetime]:
     return {
         row.node_name: row.last_seen

@@ -87,3 +87,32 @@ def test_known_nodes_upsert_last_seen(store_db: str) -> None:
     assert store.known_nodes(ORG_B) == {"web1": first}
     store.touch_known_nodes(ORG_A, {f"n{i}": later for i in range(1200)})
     assert len(store.known_nodes(ORG_A)) == 1202
+
+
+def test_calls_outside_a_connection_block_give_their_connection_back() -> None:
+    # Each short-lived thread (like an SSE greenlet) uses the store without connection();
+    # with a pool of 2, a stranded connection would make the third thread wait and fail.
+    from tests.support.databases import postgres_database
+
+    with postgres_database() as params:
+        store.open_database_params("postgres", params, pool_size=2, migrate=True)
+        try:
+            failures: list[BaseException] = []
+
+            def one_call(index: int) -> None:
+                try:
+                    store.get_or_create_session_key(ORG_A, "acme", f"node{index}")
+                    with store.transaction():
+                        store.touch_known_nodes(ORG_A, {f"node{index}": datetime(2024, 1, 1)})
+                except BaseException as exc:  # reported below
+                    failures.append(exc)
+
+            for index in range(6):
+                thread = threading.Thread(target=one_call, args=(index,))
+                thread.start()
+                thread.join(60)
+            assert failures == []
+            assert len(store.load_session_keys()) == 6
+            assert len(store.known_nodes(ORG_A)) == 6
+        finally:
+            store.close_database()
