@@ -385,3 +385,42 @@ def test_ctrl_c_says_the_job_continues(api: Any, tmp_path: Path) -> None:
     assert err == (f"Interrupted. Job {JOB_ID} continues on the server: follow it with"
                    f" `push-jobs job watch {JOB_ID}`, stop it with"
                    f" `push-jobs job abort {JOB_ID}`.\n")
+
+
+def test_search_pages_through_chef_search(api: Any, tmp_path: Path) -> None:
+    stand_in, flags = api
+    # Chef search stands in for a Chef Server (outside this machine in production).
+    pages = {"0": {"total": 3, "start": 0, "rows": [{"name": "web1"}, {"name": "web2"}]},
+             "2": {"total": 3, "start": 2, "rows": [{"data": {"name": "web3"}}]}}
+
+    def search(request: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        from urllib.parse import parse_qs
+
+        query = parse_qs(request["query"])
+        assert query["q"] == ["role:web AND chef_environment:prod"]
+        return 200, {}, pages[query["start"][0]]
+
+    stand_in.route("GET", "/search/node", search)
+    stand_in.route("POST", "/pushy/jobs", created)
+    code, out = run(["job", "start", "--nowait", "-s", "role:web AND chef_environment:prod",
+                     "-q", "50%", "chef-client", *flags], tmp_path)
+    assert code == exitcodes.OK, out.err
+    post = next(r for r in stand_in.requests if r["method"] == "POST")
+    assert json.loads(post["body"])["nodes"] == ["web1", "web2", "web3"]
+    assert json.loads(post["body"])["quorum"] == 2
+
+    stand_in.route("GET", "/search/node", lambda r: (400, {}, {"error": ["invalid search query"]}))
+    code, out = run(["node", "status", "role:", *flags], tmp_path)
+    assert (code, out.err) == (exitcodes.ERROR,
+                               "ERROR: search for nodes failed (400): invalid search query\n")
+
+
+def test_watch_polls_and_prints_states_without_a_feed(api: Any, tmp_path: Path) -> None:
+    stand_in, flags = api
+    script_job(stand_in, [job_doc("running", running=["n1"]), job_doc("running", running=["n1"]),
+                          job_doc("timed_out", timed_out=["n1"])])
+    code, out = run(["job", "watch", JOB_ID, "--poll-interval", "0.05", *flags], tmp_path)
+    assert code == exitcodes.TIMED_OUT, out.err
+    lines = out.out.splitlines()
+    assert lines[0].endswith("  timed_out: n1 timed_out")
+    assert lines[1:] == [f"Job {JOB_ID}: timed_out", "NODE  STATUS", "n1    timed_out"]
