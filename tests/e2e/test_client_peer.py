@@ -6,7 +6,6 @@ client under test is the installed entry point run as its own process.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,90 +13,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from pushd_client.process import group_alive
 
 from pushd.keys import generate_client_keypair
 from tests.support.client_peer import PushServerPeer
+from tests.support.client_process import NODE, ClientProcess, wait_until
 
-NODE = "node1"
 JOB = "0123456789abcdef0123456789abcdef"
 JOB2 = "fedcba9876543210fedcba9876543210"
-
-
-class ClientProcess:
-    """push-jobs-client running as a child process with its own config and state dir."""
-
-    def __init__(self, tmp_path: Path, key_path: Path, url: str, **settings: Any) -> None:
-        self.tmp_path = tmp_path
-        self.state_dir = tmp_path / "state"
-        self.log_path = tmp_path / "client.log"
-        document = {
-            "chef_server_url": url,
-            "node_name": NODE,
-            "client_key": str(key_path),
-            "file_dir": str(tmp_path / "files"),
-            "state_dir": str(self.state_dir),
-            "kill_grace": 1.0,
-            "max_reconnect_delay": 1.0,
-            "log_level": "debug",
-            "whitelist": {
-                "hello": "echo hello from the node",
-                "sleepy": {"command_line": "sleep 100 & sleep 100", "shell": True},
-                "/sleep ([0-9]+)/": "sleep \\1",
-            },
-            **settings,
-        }
-        self.config_path = tmp_path / "push-jobs-client.yml"
-        self.config_path.write_text(yaml.safe_dump(document))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, *extra: str) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pushd_client.main", "-c", str(self.config_path), *extra],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-
-    def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout: float = 20.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def status(self) -> dict[str, Any]:
-        """The daemon's status file ({} until it has written one)."""
-        try:
-            return json.loads((self.state_dir / "status.json").read_text())
-        except FileNotFoundError:
-            return {}
-
-    def job_pid(self, timeout: float = 10.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            record = self.state_dir / "job.json"
-            if record.exists():
-                return int(json.loads(record.read_text())["pgid"])
-            time.sleep(0.05)
-        raise AssertionError("the client never recorded a running job")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -123,13 +48,6 @@ def client(
     proc = ClientProcess(tmp_path, node_key[0], peer.url)
     yield proc
     proc.stop()
-
-
-def wait_until(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def connected(peer: PushServerPeer, client: ClientProcess) -> None:
