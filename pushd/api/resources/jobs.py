@@ -2,7 +2,9 @@
 
     JobsResource        GET (list, newest first, paged) and POST (create) ``.../pushy/jobs``
     JobResource         GET ``.../pushy/jobs/ID[?include_file=true]``
-    JobAbortResource    POST ``.../pushy/jobs/ID/abort`` (pushd addition)
+    JobAbortResource    POST ``.../pushy/jobs/ID/abort`` (pushd addition): 200
+                        ``{"id", "status": "aborted"}``; 404 unknown job; 409 already finished;
+                        writer access, like creating a job
     JobOutputResource   GET ``.../pushy/jobs/ID/output/NODE/stdout|stderr``
 
 Listing: the body stays a JSON array (knife parses that). ``?limit=N`` (default and maximum
@@ -146,7 +148,7 @@ class JobAbortResource:
         body = read_body(req, self._ctx.settings.max_request_body)
         requestor = authorized(self._ctx, req, org, "write", body)
         org_id = org_id_of(requestor)
-        job = find_job(self._ctx, org_id, job_id)
+        find_job(self._ctx, org_id, job_id)
         try:
             broker_call(self._ctx.broker.abort_job, org_id, job_id)
         except BrokerRefused as err:
@@ -155,8 +157,8 @@ class JobAbortResource:
             if err.code == "already_finished":
                 raise ApiError(409, f"job '{job_id}' has already finished") from None
             raise ApiError(409, err.message or err.code) from None
-        job = find_job(self._ctx, org_id, job_id)
-        send_json(resp, job_document(job), 200)
+        # The broker records the transition on its own loop; the job reads `aborted` shortly.
+        send_json(resp, {"id": job_id, "status": "aborted"}, 200)
 
 
 class JobOutputResource:

@@ -1,0 +1,319 @@
+"""Jobs over the real server: validation, 413, listing with paging, abort, captured output,
+cross-organization isolation, node states, the config endpoint and broker restarts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import zmq
+
+from pushd.api import validation as v
+from tests.support.server import NORMAL_USER, PushdServer, running_server
+
+CCPK = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PushdServer]:
+    with running_server(nodes=("node1", "node2", "node3")) as srv:
+        srv.other_org_id = srv.add_org("elsewhere")  # type: ignore[attr-defined]
+        yield srv
+
+
+def wait_available(server: PushdServer, node: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.request("GET", f"node_states/{node}").json().get("availability") == "available":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{node} never became available\n{server.log_tail()}")
+
+
+def start_job(server: PushdServer, **fields: Any) -> str:
+    resp = server.request("POST", "jobs", fields)
+    assert resp.status == 201, resp.body
+    return resp.json()["uri"].rsplit("/", 1)[1]
+
+
+def wait_status(server: PushdServer, job_id: str, *statuses: str, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        doc = server.request("GET", f"jobs/{job_id}").json()
+        if doc["status"] in statuses:
+            return doc
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never reached {statuses}: {doc}\n{server.log_tail()}")
+
+
+# -- validation ----------------------------------------------------------------------------
+
+BASE = {"command": "true", "nodes": ["node3"]}
+BAD_BODIES = [
+    ({"nodes": ["n"]}, v.INVALID_COMMAND),
+    ({"command": [], "nodes": ["n"]}, v.INVALID_COMMAND),
+    ({"command": None, "nodes": ["n"]}, v.INVALID_COMMAND),
+    ({"command": "x"}, v.NO_NODES),
+    ({"command": "x", "nodes": []}, v.NO_NODES),
+    ({"command": "x", "nodes": "n"}, v.NO_NODES),
+    ({**BASE, "quorum": "1"}, v.QUORUM_TYPE),
+    ({**BASE, "quorum": -2}, v.QUORUM_RANGE),
+    ({**BASE, "quorum": 0.5}, v.QUORUM_RANGE),
+    ({**BASE, "run_timeout": "60"}, v.RUN_TIMEOUT_TYPE),
+    ({**BASE, "run_timeout": -1}, v.RUN_TIMEOUT_RANGE),
+    ({**BASE, "capture_output": "true"}, v.CAPTURE_TYPE),
+    ({**BASE, "file": "text"}, v.FILE_PREFIX),
+    ({**BASE, "file": "base64:***"}, v.FILE_BASE64),
+    ({**BASE, "file": "base64:" + base64.b64encode(b"x" * 100_001).decode()},
+     "invalid file size (must be <= 100000 bytes)"),
+    ({**BASE, "bogus": 1}, v.INVALID_KEY),
+    ({"command": "x", "nodes": ["a", "b", "a"]}, v.DUPLICATE_NODES),
+    ({**BASE, "user": "u" * 33}, v.USER_INVALID),
+    (b'{"command":"x","nodes":["n"],"env":{"K":"1","K":"2"}}', v.ENV_DUPLICATE),
+    (b"command=x&nodes=n", v.NOT_JSON),
+    (b"[1, 2]", v.NOT_OBJECT),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_BODIES)
+def test_every_validation_message(server: PushdServer, body: Any, message: str) -> None:
+    before = len(server.request("GET", "jobs").json())
+    resp = server.request("POST", "jobs", body)
+    assert resp.status == 400
+    assert resp.json() == {"error": message}
+    assert len(server.request("GET", "jobs").json()) == before
+
+
+@pytest.mark.parametrize("fields", [{"command": ""}, {"quorum": 999}, {"quorum": 0},
+                                    {"run_timeout": 0}, {"run_timeout": 999}])
+def test_values_the_original_accepts(server: PushdServer, fields: dict) -> None:
+    assert server.request("POST", "jobs", {**BASE, **fields}).status == 201
+
+
+def test_body_over_a_million_bytes_is_413(server: PushdServer) -> None:
+    body = json.dumps({"command": "x" * 1_000_100, "nodes": ["node3"]}).encode()
+    resp = server.request("POST", "jobs", body)
+    assert resp.status == 413
+    assert resp.json() == {"error": "JSON must be no more than 1000000 bytes."}
+
+
+def test_wrong_verbs_are_405_json(server: PushdServer) -> None:
+    job_id = start_job(server, **BASE)
+    for method, path in [("PUT", "jobs"), ("DELETE", "jobs"), ("PUT", f"jobs/{job_id}"),
+                         ("POST", f"jobs/{job_id}"), ("DELETE", f"jobs/{job_id}"),
+                         ("DELETE", "jobs/" + "0" * 32), ("PUT", "node_states"),
+                         ("POST", "node_states/node1"), ("POST", "config/node1"),
+                         ("GET", f"jobs/{job_id}/abort")]:
+        resp = server.request(method, path)
+        assert resp.status == 405, (method, path)
+        assert "error" in resp.json()
+
+
+# -- reading jobs --------------------------------------------------------------------------
+
+
+def test_offline_node_quorum_fails_with_the_pedant_body(server: PushdServer) -> None:
+    job_id = start_job(server, command="sleep 1", nodes=["node3"])
+    doc = wait_status(server, job_id, "quorum_failed")
+    created = doc.pop("created_at")
+    updated = doc.pop("updated_at")
+    assert doc == {"command": "sleep 1", "id": job_id, "nodes": {"unavailable": ["node3"]},
+                   "run_timeout": 3600, "status": "quorum_failed"}
+    assert created.endswith(" GMT") and updated.endswith(" GMT")
+
+
+def test_unknown_job_is_404(server: PushdServer) -> None:
+    resp = server.request("GET", "jobs/" + "0" * 32)
+    assert resp.status == 404 and "error" in resp.json()
+
+
+def test_list_is_paged_newest_first(server: PushdServer) -> None:
+    ids = [start_job(server, command=f"page {i}", nodes=["node3"]) for i in range(5)]
+    seen: list[str] = []
+    query: dict[str, Any] = {"limit": 2}
+    while True:
+        resp = server.request("GET", "jobs", query=query)
+        assert resp.status == 200
+        seen += [job["id"] for job in resp.json()]
+        cursor = resp.header("X-Next-Cursor")
+        if cursor is None or len(seen) >= 5:
+            break
+        query = {"limit": 2, "cursor": cursor}
+    assert seen[:5] == ids[::-1]
+    assert server.request("GET", "jobs", query={"limit": "many"}).status == 400
+    assert server.request("GET", "jobs", query={"cursor": "nonsense"}).status == 400
+
+
+def test_list_filters_by_status(server: PushdServer) -> None:
+    job_id = start_job(server, command="filter me", nodes=["node3"])
+    wait_status(server, job_id, "quorum_failed")
+    failed = server.request("GET", "jobs", query={"status": "quorum_failed", "limit": 1000})
+    assert job_id in [job["id"] for job in failed.json()]
+    assert all(job["status"] == "quorum_failed" for job in failed.json())
+    assert server.request("GET", "jobs", query={"status": "sideways"}).status == 400
+
+
+def test_captured_output_and_options(server: PushdServer) -> None:
+    server.peer("node1")
+    wait_available(server, "node1")
+    job_id = start_job(server, command="true", nodes=["node1"], capture_output=True,
+                       env={"A": "b"}, file="raw:hello")
+    doc = wait_status(server, job_id, "complete")
+    assert doc["nodes"] == {"succeeded": ["node1"]}
+    assert doc["capture_output"] is True and doc["env"] == {"A": "b"}
+    assert doc["file_specified"] is True and "file" not in doc
+    with_file = server.request("GET", f"jobs/{job_id}", query={"include_file": "true"}).json()
+    assert with_file["file"] == "raw:hello"
+    out = server.request("GET", f"jobs/{job_id}/output/node1/stdout",
+                         headers={"Accept": "application/octet-stream"})
+    assert out.status == 200 and out.body == b"node1 says hi\n"
+    assert out.header("Content-Type") == "application/octet-stream"
+    err = server.request("GET", f"jobs/{job_id}/output/node1/stderr",
+                         headers={"Accept": "application/octet-stream"})
+    assert err.status == 200 and err.body == b""
+    none = server.request("GET", f"jobs/{job_id}/output/node2/stdout",
+                          headers={"Accept": "application/octet-stream"})
+    assert none.status == 404 and "error" in none.json()
+    json_only = server.request("GET", f"jobs/{job_id}/output/node1/stdout",
+                               headers={"Accept": "application/json"})
+    assert json_only.status == 406
+
+
+def test_cross_org_reads_are_404(server: PushdServer) -> None:
+    job_id = start_job(server, command="secret", nodes=["node3"])
+    wait_status(server, job_id, "quorum_failed")
+    other = f"/organizations/elsewhere/pushy/jobs/{job_id}"
+    assert server.request("GET", other).status == 404
+    assert server.request("GET", other + "/output/node3/stdout").status == 404
+    assert server.request("POST", other + "/abort").status == 404
+    feed = server.stream(f"/organizations/elsewhere/pushy/job_status_feed/{job_id}")
+    assert feed.status == 404
+    feed.close()
+    listed = server.request("GET", "/organizations/elsewhere/pushy/jobs").json()
+    assert job_id not in [job["id"] for job in listed]
+
+
+# -- abort ---------------------------------------------------------------------------------
+
+
+def test_abort_a_running_job(server: PushdServer) -> None:
+    server.peer("node2")
+    wait_available(server, "node2")
+    job_id = start_job(server, command="hang", nodes=["node2"])
+    wait_status(server, job_id, "running")
+    assert server.request("POST", f"jobs/{job_id}/abort", user=NORMAL_USER).status == 403
+    resp = server.request("POST", f"jobs/{job_id}/abort")
+    assert resp.status == 200 and resp.json() == {"id": job_id, "status": "aborted"}
+    doc = wait_status(server, job_id, "aborted")
+    assert doc["nodes"] == {"aborted": ["node2"]}
+    again = server.request("POST", f"jobs/{job_id}/abort")
+    assert again.status == 409 and "error" in again.json()
+    assert server.request("POST", "jobs/" + "0" * 32 + "/abort").status == 404
+
+
+# -- node states and config ----------------------------------------------------------------
+
+
+def test_node_states(server: PushdServer) -> None:
+    server.peer("node1")
+    wait_available(server, "node1")
+    named = server.request("GET", "node_states/never-seen").json()
+    assert named == {"node_name": "never-seen", "status": "offline",
+                     "availability": "unavailable"}
+    listed = {s["node_name"]: s for s in server.request("GET", "node_states").json()}
+    assert listed["node1"]["availability"] == "available"
+    assert listed["node1"]["status"] == "online"
+
+
+def test_config_document(server: PushdServer) -> None:
+    resp = server.node_config("node3", ccpk=CCPK)
+    assert resp.status == 200
+    doc = resp.json()
+    heartbeat = doc["push_jobs"]["heartbeat"]
+    assert heartbeat["out_addr"] == f"tcp://127.0.0.1:{server.ports['server_heartbeat_port']}"
+    assert heartbeat["command_addr"] == f"tcp://127.0.0.1:{server.ports['command_port']}"
+    assert heartbeat["interval"] == 0.2
+    assert (heartbeat["offline_threshold"], heartbeat["online_threshold"]) == (3, 2)
+    assert doc["node"] == "node3" and doc["organization"] == server.org_name
+    assert doc["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
+    assert len(doc["curve_public_key"]) == 40
+    assert doc["encoded_session_key"]["method"] == "hmac_sha256"
+    assert (doc["lifetime"], doc["max_message_skew"], doc["max_body_size"]) == (3600, 300, 65536)
+    assert doc["incarnation_id"] == server.request("GET", "/_status", sign=False).json()[
+        "incarnation_id"]
+    missing = server.node_config("node3", ccpk=None)
+    assert (missing.status, missing.json()) == (400, {"error": ["Missing ccpk"]})
+
+
+def test_ccpk_is_admitted_only_after_authentication(server: PushdServer) -> None:
+    """A Curve key sent with an unauthenticated config request must not open the command port."""
+    from tests.support.protocol_peer import ProtocolPeer
+
+    public, secret = (k.decode() for k in zmq.curve_keypair())
+    refused = server.request("GET", "config/node3", sign=False, query={"ccpk": public})
+    assert refused.status == 400
+    forged = server.request("GET", "config/node3", user="node3", query={"ccpk": public},
+                            headers={"X-Ops-Content-Hash": "AAAA"})
+    assert forged.status == 401
+    server_key = server.node_config("node3", ccpk=CCPK).json()["curve_public_key"]
+    intruder = ProtocolPeer(
+        node="node3", org_name=server.org_name, org_id=server.org_id,
+        command_addr=f"tcp://127.0.0.1:{server.ports['command_port']}", heartbeat_addr=None,
+        session_key=b"k" * 32, server_curve_key=server_key, curve_keys=(public, secret),
+        interval=0.1,
+    )
+    intruder.start()
+    try:
+        time.sleep(1.5)
+        assert intruder.received() == [], "the broker talked to an unadmitted Curve key"
+    finally:
+        intruder.stop()
+    # the same key, admitted through an authenticated request, is answered (abort on contact)
+    admitted = server.peer("node3")
+    admitted.wait_for("abort", timeout=5)
+    admitted.stop()
+
+
+def test_legacy_config_without_ccpk_when_allow_unencrypted() -> None:
+    with running_server(nodes=("old1",), settings={"allow_unencrypted": True}) as srv:
+        resp = srv.node_config("old1", ccpk=None)
+        assert resp.status == 200, resp.body
+        doc = resp.json()
+        assert "curve_public_key" not in doc
+        port = srv.ports["unencrypted_command_port"]
+        assert doc["push_jobs"]["heartbeat"]["command_addr"] == f"tcp://127.0.0.1:{port}"
+        with_key = srv.node_config("old1", ccpk=CCPK).json()
+        assert len(with_key["curve_public_key"]) == 40
+
+
+# -- the broker dies and comes back --------------------------------------------------------
+
+
+def test_broker_is_restarted_and_api_answers_503_meanwhile(server: PushdServer) -> None:
+    before = server.request("GET", "/_status", sign=False).json()
+    killed = server.kill_broker()
+    down_seen = False
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pid = server.broker_pid()
+        if pid is not None and pid != killed:
+            break
+        resp = server.request("GET", "node_states")
+        if resp.status == 503:
+            down_seen = True
+            assert "error" in resp.json()
+        time.sleep(0.05)
+    else:
+        raise AssertionError("broker was not restarted\n" + server.log_tail())
+    status = server.wait_for_broker()
+    assert status["status"] == "it's alive"
+    # a job accepted right after the restart runs (the broker picks up `new` jobs)
+    job_id = start_job(server, command="true", nodes=["node3"])
+    wait_status(server, job_id, "quorum_failed")
+    assert before["incarnation_id"]  # both incarnations are real ids
+    assert down_seen or server.broker_pid() != killed
