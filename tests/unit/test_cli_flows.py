@@ -424,3 +424,23 @@ def test_watch_polls_and_prints_states_without_a_feed(api: Any, tmp_path: Path) 
     lines = out.out.splitlines()
     assert lines[0].endswith("  timed_out: n1 timed_out")
     assert lines[1:] == [f"Job {JOB_ID}: timed_out", "NODE  STATUS", "n1    timed_out"]
+
+
+def test_unreachable_server_and_bad_key_are_one_line(key_pair: tuple[Path, bytes],
+                                                     tmp_path: Path) -> None:
+    from tests.support.ports import free_port
+
+    key_path, _ = key_pair
+    url = f"http://127.0.0.1:{free_port()}/organizations/acme"
+    code, out = run(["node", "status", "--server-url", url, "-u", "alice", "-k", str(key_path)],
+                    tmp_path)
+    assert (code, out.err) == (exitcodes.ERROR,
+                               f"ERROR: cannot reach {url}: connection refused\n")
+    not_a_key = tmp_path / "key.pem"
+    not_a_key.write_text("-----BEGIN RSA PRIVATE KEY-----\nnot base64\n"
+                         "-----END RSA PRIVATE KEY-----\n")
+    code, out = run(["node", "status", "--server-url", url, "-u", "alice", "-k", str(not_a_key)],
+                    tmp_path)
+    assert code == exitcodes.ERROR
+    assert out.err.startswith("ERROR: the client key is not a usable unencrypted PEM private key")
+    assert out.err.count("\n") == 1
