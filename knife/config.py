@@ -2,7 +2,7 @@
 
 Public API:
     CliConfig                    server_url, user, key_pem (bytes), key_source, ssl_verify,
-                                 ca_file, trusted_certs_dir, config_file, profile
+                                 ca_file, trusted_certs_dir, config_file, profile, sign_version
     find_config_file(explicit=None, cwd=None, environ=None) -> Path | None
     read_credentials(path, profile, required=False) -> dict[str, Any]
     select_profile(flag=None, environ=None) -> tuple[str, bool]    (name, explicitly chosen)
@@ -15,7 +15,8 @@ then in `~/.chef/`. `~/.chef/credentials` (TOML) is read first for the selected 
 (`--profile`, `$CHEF_PROFILE`, the name in `~/.chef/context`, else `default`); values from the
 config file override it, and `-s/--server-url`, `-u/--user`, `-k/--key` override both.
 Profile keys: `client_name` (or `node_name`), `client_key` (a path, relative to `~/.chef`, or
-the PEM text itself), `chef_server_url`, `ssl_verify_mode`, `ssl_ca_file`.
+the PEM text itself), `chef_server_url`, `ssl_verify_mode`, `ssl_ca_file`,
+`authentication_protocol_version` (request signing: 1.3 by default, 1.0/1.1/1.2 accepted).
 Every problem is a CliError with one line naming the file and what to fix.
 """
 
@@ -37,6 +38,7 @@ CONFIG_NAMES = ("config.rb", "knife.rb")
 MAX_KEY_BYTES = 64 * 1024
 MAX_CREDENTIALS_BYTES = 1_000_000
 SSL_VERIFY_MODES = ("verify_peer", "verify_none")
+SIGN_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class CliConfig:
     trusted_certs_dir: Path | None = None
     config_file: Path | None = None
     profile: str | None = None
+    sign_version: str = "1.3"
 
 
 def _home(environ: Mapping[str, str]) -> Path:
@@ -130,7 +133,7 @@ def read_credentials(path: Path, profile: str, required: bool = False) -> dict[s
     if not isinstance(table, dict):
         raise CliError(f"{path}: [{profile}] must be a table")
     for key in ("client_name", "node_name", "client_key", "chef_server_url", "ssl_verify_mode",
-                "ssl_ca_file"):
+                "ssl_ca_file", "authentication_protocol_version"):
         if key in table and not isinstance(table[key], str):
             raise CliError(f"{path}: [{profile}] {key} must be a string")
     return table
@@ -178,7 +181,9 @@ def load_config(
     for source_key, target in (("chef_server_url", "chef_server_url"), ("node_name", "node_name"),
                                ("client_name", "node_name"), ("client_key", "client_key"),
                                ("ssl_verify_mode", "ssl_verify_mode"),
-                               ("ssl_ca_file", "ssl_ca_file")):
+                               ("ssl_ca_file", "ssl_ca_file"),
+                               ("authentication_protocol_version",
+                                "authentication_protocol_version")):
         if source_key in credentials:
             values[target] = credentials[source_key]
             origins[target] = cred_origin
@@ -238,6 +243,11 @@ def load_config(
         (config_file.parent if config_file else chef_dir) / "trusted_certs"
     )
     ca_file = values.get("ssl_ca_file")
+    sign_version = str(values.get("authentication_protocol_version", "1.3"))
+    if sign_version not in SIGN_VERSIONS:
+        raise CliError(f"authentication_protocol_version must be one of"
+                       f" {', '.join(SIGN_VERSIONS)}, not {sign_version!r}"
+                       f" (from {origins.get('authentication_protocol_version')})")
     return CliConfig(
         server_url=url.rstrip("/"),
         user=name,
@@ -248,4 +258,5 @@ def load_config(
         trusted_certs_dir=trusted_dir,
         config_file=config_file,
         profile=profile_name if credentials else None,
+        sign_version=sign_version,
     )

@@ -37,6 +37,7 @@ WANTED_KEYS = frozenset(
         "ssl_verify_mode",
         "ssl_ca_file",
         "trusted_certs_dir",
+        "authentication_protocol_version",
     }
 )
 

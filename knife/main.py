@@ -175,7 +175,8 @@ def _connector(args: Any, environ: Mapping[str, str]) -> commands.Connect:
         )
         return ChefHTTP(config.server_url, config.user, config.key_pem,
                         ssl_verify=config.ssl_verify, ca_file=config.ca_file,
-                        trusted_certs_dir=config.trusted_certs_dir)
+                        trusted_certs_dir=config.trusted_certs_dir,
+                        sign_version=config.sign_version)
     return connect
 
 

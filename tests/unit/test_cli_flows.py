@@ -444,3 +444,18 @@ def test_unreachable_server_and_bad_key_are_one_line(key_pair: tuple[Path, bytes
     assert code == exitcodes.ERROR
     assert out.err.startswith("ERROR: the client key is not a usable unencrypted PEM private key")
     assert out.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.3"])
+def test_signing_version_from_knife_rb(api: Any, tmp_path: Path, version: str) -> None:
+    stand_in, flags = api
+    url, key = flags[1], flags[5]
+    chef = tmp_path / ".chef"
+    chef.mkdir()
+    (chef / "config.rb").write_text(
+        f"chef_server_url '{url}'\nnode_name 'alice'\nclient_key '{key}'\n"
+        f"authentication_protocol_version '{version}'\n")
+    stand_in.route("GET", "/pushy/node_states", lambda r: (200, {}, []))
+    code, out = run(["node", "status"], tmp_path)
+    assert code == exitcodes.OK, out.err
+    assert f"version={version}" in stand_in.requests[-1]["headers"]["X-Ops-Sign"]
