@@ -8,7 +8,9 @@ SIGTERM/SIGINT, 2 when the configuration is wrong.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 import sys
 
 from pushd.errors import PushdError
@@ -18,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pushd.broker")
     parser.add_argument("--config", help="opscode-push-jobs-server.rb to read")
     args = parser.parse_args(argv)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see where a broker hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(process)d broker %(name)s %(levelname)s %(message)s",

@@ -46,6 +46,7 @@ class BrokerConfig:
     recovery_grace_intervals: int = 5
     known_nodes_flush_interval: float = 30.0
     zmq_io_threads: int = 1
+    disable_curve_encryption: bool = False
     database: tuple[str, dict[str, Any]] | None = None  # tests: (kind, params); else settings
     settings: Any = None
 
@@ -82,13 +83,25 @@ class BrokerConfig:
             "zmq_io_threads": int(get("zmq_io_processes", 1)),
             "settings": settings,
         }
+        # The original's detect_offline_nodes_interval; here the seconds between liveness
+        # checks, used only when set explicitly (default: every heartbeat interval).
+        is_set = getattr(settings, "is_set", None)
+        if is_set is not None and _safe(is_set, "detect_offline_nodes_interval"):
+            values["liveness_check_interval"] = float(get("detect_offline_nodes_interval"))
         for name in (
             "server_heartbeat_port", "command_port", "unencrypted_command_port",
             "allow_unencrypted", "zeromq_listen_address", "max_body_size", "max_message_skew",
-            "offline_threshold", "liveness_check_interval", "voting_timeout",
-            "default_running_timeout", "recovery_grace_intervals",
+            "offline_threshold", "voting_timeout", "default_running_timeout",
+            "recovery_grace_intervals", "disable_curve_encryption",
         ):
             value = get(name)
             if value is not None and name in known:
                 values[name] = value
         return cls(**values)
+
+
+def _safe(predicate: Any, name: str) -> bool:
+    try:
+        return bool(predicate(name))
+    except (KeyError, LookupError):
+        return False

@@ -16,6 +16,7 @@
     engine.node_down(ref)                                 the node's session ended
     engine.knows(ref, job_id) -> bool
     engine.reattach(ref, job_id, body) -> bool
+    engine.node_idle(ref)                                 heartbeat: idle, no job
 
 `nodes` (NodeView) is the tracker: `is_available`, `address`, `rehab`.
 
@@ -51,7 +52,9 @@ When no node is `ready` or `running` the job ends `complete`.
 Improvements over the original (issue 3): nodes that are not available when the job starts
 (offline or in rehab) get no `commit` and vote `down` at once; the voting timeout is per job;
 `commit` and `run` carry `run_timeout`; a `reason` given with `nack_commit`, `nack_run` or
-`aborted` is stored with the node's status; `abort` ends a job on request.
+`aborted` is stored with the node's status; `abort` ends a job on request; a node that
+heartbeats `idle` while the job counts it `running` lost its result and is `crashed` at once
+(the "other" row) instead of holding the job until run_timeout.
 """
 
 from __future__ import annotations
@@ -225,6 +228,25 @@ class JobEngine:
             run = self._jobs.get(job_id)
             if run is not None and ref[1] not in run.recovering:
                 self._on_event(run, ref[1], "down", {})
+
+    def node_idle(self, ref: NodeRef) -> None:
+        """The node heartbeats `idle` with no job: any job counting it as running lost it.
+
+        The stock client sends its result before its next heartbeat on the same socket, so an
+        idle heartbeat from a node we still think is running means the result was lost (the
+        client drops messages when its send queue of 3 is full, e.g. across a broker restart).
+        The original ignored heartbeat job states and such a job waited for run_timeout.
+        """
+        for job_id in list(self._watching.get(ref, ())):
+            run = self._jobs.get(job_id)
+            if (
+                run is not None
+                and run.phase == RUNNING
+                and run.statuses.get(ref[1]) == NodeStatus.RUNNING
+                and ref[1] not in run.recovering
+            ):
+                log.info("job %s: node %s is idle; its result was lost", job_id, ref[1])
+                self._on_event(run, ref[1], "lost", {})
 
     def reattach(self, ref: NodeRef, job_id: str, body: dict[str, Any]) -> bool:
         run = self._jobs.get(job_id)

@@ -26,6 +26,8 @@ Session states follow the original's `pushy_node_state` (post_init is folded int
   job there does not trigger another rehab (pedant: no abort for a stray `aborted`).
 * Liveness: a session whose node sent nothing valid for `offline_after` seconds ends (jobs see
   `down`), and the node is `offline` until its next valid message.
+* A heartbeat saying the node is idle with no job goes to the engine (JobHooks.node_idle): a
+  node a job still counts as running has lost its job (its result was dropped on the way).
 * Re-attach after a broker restart: the first message of a node still running a job the broker
   is recovering (JobHooks.reattach accepts it) opens the session in `idle` without an abort,
   answered by `ack`, so the running command is not killed.
@@ -60,6 +62,8 @@ class JobHooks(Protocol):
     def knows(self, ref: NodeRef, job_id: str) -> bool: ...
 
     def reattach(self, ref: NodeRef, job_id: str, body: dict[str, Any]) -> bool: ...
+
+    def node_idle(self, ref: NodeRef) -> None: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -136,11 +140,10 @@ class NodeTracker:
         jobs = self._jobs
 
         if kind == "heartbeat":
-            if (
-                job_id is not None
-                and session.state == IDLE
-                and (jobs is None or not jobs.knows(ref, job_id))
-            ):
+            if job_id is None:
+                if jobs is not None and body.get("job_state") == "idle":
+                    jobs.node_idle(ref)
+            elif session.state == IDLE and (jobs is None or not jobs.knows(ref, job_id)):
                 log.info("node %s/%s heartbeats for unknown job %s; rehab", *ref, job_id)
                 self.rehab(ref)
         elif kind == "aborted":

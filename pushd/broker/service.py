@@ -149,9 +149,10 @@ class Broker:
 
         command = ctx.socket(zmq.ROUTER)
         command.linger = 0
-        command.curve_server = True
-        command.curve_secretkey = self.keys.curve_secret_z85.encode()
-        command.zap_domain = b"pushd"
+        if not cfg.disable_curve_encryption:
+            command.curve_server = True
+            command.curve_secretkey = self.keys.curve_secret_z85.encode()
+            command.zap_domain = b"pushd"
         command.setsockopt(zmq.MAXMSGSIZE, 4 * cfg.max_body_size + 4096)
         command.bind(f"{listen}:{cfg.command_port}")
         self._sockets[CURVE] = command
@@ -279,7 +280,7 @@ class Broker:
             raise ProtocolError("bad_message", "no timestamp")
         check_skew(timestamp, max_skew=self.config.max_message_skew)
         message = parse_node_message(body)
-        if kind == CURVE:
+        if kind == CURVE and not self.config.disable_curve_encryption:
             user_id = frames[2].get("User-Id")
             if user_id_ref(user_id or "") != (org_id, node):
                 raise ProtocolError("wrong_node", f"{user_id} spoke for {org_id}:{node}")

@@ -532,3 +532,20 @@ def test_reattach_result_sent_before_any_heartbeat(h: EngineHarness) -> None:
     assert "abort" not in h.sent("n1")
     assert h.node_status(job, "n1") == NodeStatus.FAILED
     assert h.job_status(job) == JobStatus.COMPLETE
+
+
+def test_idle_heartbeat_from_a_running_node_means_its_result_was_lost(h: EngineHarness) -> None:
+    job = running_job(h, nodes=("n1",))
+    h.send("n1", "ack_run", job)
+    h.heartbeat("n1", job, "running")
+    assert h.node_status(job, "n1") == NodeStatus.RUNNING
+    h.heartbeat("n1")  # idle, no job: the `succeeded` it sent never arrived
+    assert h.node_status(job, "n1") == NodeStatus.CRASHED
+    assert run_completes(h, job) == [("n1", "crashed")]
+    assert h.job_status(job) == JobStatus.COMPLETE
+
+
+def test_idle_heartbeat_from_a_ready_node_is_not_judged(h: EngineHarness) -> None:
+    job = running_job(h, nodes=("n1",))
+    h.heartbeat("n1")  # sent before the `run` arrived
+    assert h.node_status(job, "n1") == NodeStatus.READY
