@@ -43,6 +43,10 @@ echo "--- file"
 cat "$CHEF_PUSH_JOB_FILE"
 """
 
+FILE_DIGEST = """#!/bin/sh
+sha256sum < "$CHEF_PUSH_JOB_FILE"
+"""
+
 
 @dataclass
 class World:
@@ -70,6 +74,7 @@ def _whitelist(node: str, scripts: Path) -> dict[str, str]:
         "fail": "false",
         "sleep_long": "sleep 30",
         "sleep_short": "sleep 1",
+        "file_digest": f"/bin/sh {scripts / 'file_digest.sh'}",
     }
     if node == "node2":
         entries["only_on_node2"] = "echo only node2"
@@ -114,9 +119,10 @@ def world() -> Iterator[World]:
     # The job runs as `daemon` in one test: it must be able to read the script.
     for directory in (base, scripts):
         directory.chmod(0o755)
-    script = scripts / "print_env.sh"
-    script.write_text(PRINT_ENV)
-    script.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+    for name, text in (("print_env.sh", PRINT_ENV), ("file_digest.sh", FILE_DIGEST)):
+        script = scripts / name
+        script.write_text(text)
+        script.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
     clients: list[subprocess.Popen[bytes]] = []
     try:
         with running_server(nodes=NODES, settings={"voting_timeout": 5}) as server:
@@ -209,6 +215,9 @@ def test_release_notes_environment_transcript(world: World) -> None:
     assert "CHEF_PUSH_NODE_NAME=node2" in lines
     assert any(line.startswith("CHEF_PUSH_JOB_FILE=") for line in lines)
     assert file_part == world.knife_rb.read_text()
+    status = world.cli("job", "status", "--include-file", "--json", job_id)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["file"] == "raw:" + world.knife_rb.read_text()
 
 
 def test_quorum_percentage_with_an_offline_node(world: World) -> None:
@@ -367,3 +376,18 @@ def test_ctrl_c_leaves_the_job_running(world: World) -> None:
                    f" `push-jobs job abort {job_id}`.\n")
     assert world.job(job_id)["status"] == "running"
     assert world.cli("job", "abort", job_id).returncode == exitcodes.OK
+
+
+def test_binary_file_arrives_intact(world: World, tmp_path: Path) -> None:
+    import hashlib
+
+    data = bytes(range(256)) * 40
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(data)
+    result = world.cli("job", "start", "--capture", "--file", str(blob), "file_digest", "node3")
+    assert result.returncode == exitcodes.OK, result.stdout + result.stderr
+    job_id = _job_id(result)
+    status = world.cli("job", "status", "--include-file", "--json", job_id)
+    assert json.loads(status.stdout)["file"].startswith("base64:")
+    output = world.cli("job", "output", job_id, "node3")
+    assert output.stdout.split()[0] == hashlib.sha256(data).hexdigest()
