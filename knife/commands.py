@@ -189,7 +189,7 @@ def job_start(args: Any, io: Io, connect: Connect) -> int:
         _dump_json(io.stdout, final)
     else:
         io.stdout.write(summary(final))
-        table = node_table(final.get("nodes") or {})
+        table = node_table(final.get("nodes") or {}, final.get("node_reasons"))
         if table:
             _print(io.stdout)
             io.stdout.write(table)
@@ -332,7 +332,7 @@ def job_watch(args: Any, io: Io, connect: Connect) -> int:
         except KeyboardInterrupt:
             return _interrupted(io, args.job_id)
     if not args.json:
-        table = node_table(final.get("nodes") or {})
+        table = node_table(final.get("nodes") or {}, final.get("node_reasons"))
         _print(io.stdout, f"Job {args.job_id}: {final.get('status')}")
         if table:
             io.stdout.write(table)

@@ -3,7 +3,8 @@
 Public API:
     summary(data) -> str                  knife's default "summary" presenter (sorted `key: value`
                                           lines, nested values indented), e.g. for `job status`
-    node_table(nodes_by_status) -> str    per-node table (NODE, STATUS), sorted by node name
+    node_table(nodes_by_status, reasons=None) -> str   per-node table (NODE, STATUS[, REASON]),
+                                          sorted by node name
     state_text(status, node_statuses) -> str   knife's progress text: "Voting.",
                                           "Running (X/Y in progress) ...", "Complete." ...
     Progress(stream, live=None)           the `job start` progress: knife's dots and state lines,
@@ -63,14 +64,28 @@ def summary(data: Any) -> str:
     return "\n".join(out) + ("\n" if out else "")
 
 
-def node_table(nodes_by_status: Mapping[str, list[str]]) -> str:
-    """`NODE  STATUS` rows for a job document's `nodes` object, sorted by node name."""
+def node_table(
+    nodes_by_status: Mapping[str, list[str]], reasons: Mapping[str, str] | None = None
+) -> str:
+    """`NODE  STATUS` rows for a job document's `nodes` object, sorted by node name.
+
+    With `reasons` (the document's `node_reasons`, e.g. why a node nacked) a REASON column
+    is added.
+    """
     rows = sorted((name, status) for status, names in nodes_by_status.items() for name in names)
     if not rows:
         return ""
     width = max(len("NODE"), *(len(name) for name, _ in rows))
-    lines = [f"{'NODE'.ljust(width)}  STATUS"]
-    lines.extend(f"{name.ljust(width)}  {status}" for name, status in rows)
+    if not reasons:
+        lines = [f"{'NODE'.ljust(width)}  STATUS"]
+        lines.extend(f"{name.ljust(width)}  {status}" for name, status in rows)
+        return "\n".join(lines) + "\n"
+    status_width = max(len("STATUS"), *(len(status) for _, status in rows))
+    lines = [f"{'NODE'.ljust(width)}  {'STATUS'.ljust(status_width)}  REASON"]
+    lines.extend(
+        f"{name.ljust(width)}  {status.ljust(status_width)}  {reasons.get(name, '')}".rstrip()
+        for name, status in rows
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -255,6 +255,10 @@ def test_nacked_node_does_not_fail_the_job(world: World) -> None:
     assert job["nodes"] == {"nacked": ["node1"], "succeeded": ["node2"]}
     # --json: the start line and the progress went to stderr
     assert START_LINE.match(result.stderr.splitlines()[0])
+    # the table says why a node refused, when its client gave a reason
+    plain = world.cli("job", "start", "-q", "1", "only_on_node2", "node1", "node2")
+    assert plain.returncode == exitcodes.OK, plain.stdout + plain.stderr
+    assert re.search(r"^node1  nacked +not_whitelisted$", plain.stdout, re.MULTILINE), plain.stdout
 
 
 def test_nowait_then_status_and_watch(world: World) -> None:

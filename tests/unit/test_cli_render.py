@@ -102,6 +102,12 @@ def test_node_table_sorted_by_node() -> None:
         "web2          succeeded\n"
     )
     assert node_table({}) == ""
+    with_reasons = node_table({"succeeded": ["web1"], "nacked": ["db"]}, {"db": "not_whitelisted"})
+    assert with_reasons == (
+        "NODE  STATUS     REASON\n"
+        "db    nacked     not_whitelisted\n"
+        "web1  succeeded\n"
+    )
 
 
 def test_event_lines() -> None:
