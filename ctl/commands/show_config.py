@@ -1,0 +1,42 @@
+"""Show the configuration reconfigure would apply (resolved, as JSON; secrets masked).
+
+Every setting appears with its value from the file, else its derived or default value. With
+--diff, only the settings that differ from the running config are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from pushd_ctl import layout
+from pushd_ctl.commands.reconfigure import read_running
+from pushd_ctl.context import EXIT_OK, Context
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--diff", action="store_true", help="only what differs from the running config"
+    )
+
+
+def run(ctx: Context, args: Any) -> int:
+    settings = ctx.settings
+    if args.diff:
+        previous = read_running(layout.running_json_path(settings))
+        if previous is None:
+            ctx.say("(no running config: reconfigure has not run)")
+            return EXIT_OK
+        masked_old = previous.as_dict(redact=True)
+        masked_new = settings.as_dict(redact=True)
+        for name, _old, _new in previous.diff(settings):
+            namespace, _, key = name.rpartition(".")
+            section = namespace or "opscode_pushy_server"
+            ctx.say(
+                f"{name}: {json.dumps(masked_old[section][key])} -> "
+                f"{json.dumps(masked_new[section][key])}"
+            )
+        return EXIT_OK
+    ctx.say(json.dumps(settings.as_dict(redact=True), indent=2, default=str))
+    return EXIT_OK

@@ -1,0 +1,20 @@
+"""Send the service a USR1 signal.
+
+Without SERVICE, every service. Uses runit's ``sv usr1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pushd_ctl import services
+from pushd_ctl.context import Context
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    services.add_service_argument(parser)
+
+
+def run(ctx: Context, args: Any) -> int:
+    return services.run_sv(ctx, args, "usr1")

@@ -1,0 +1,75 @@
+"""What every command receives: the config file, the settings (loaded on first use), output.
+
+    Context(config_arg, *, stdout=sys.stdout, stderr=sys.stderr, stdin=sys.stdin)
+        config_path -> Path | None      --config, $PUSH_JOBS_SERVER_CONFIG, then the /etc paths
+                                        (pushd.config.find_config_file); ConfigError when a
+                                        named file does not exist
+        settings -> Settings            loaded once; ConfigError with file, line and column
+        say(text) / warn(text)          a line to stdout / stderr
+    CommandFailed(message, exit_code=1)
+        raised by commands for an expected failure: main prints "push-jobs-server-ctl: MESSAGE"
+        on stderr and exits with `exit_code`.
+
+Exit statuses (LSB): 0 success, 1 failure, 2 usage or configuration error, 3 not running
+(``status``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from pushd.config import find_config_file, load_settings
+
+__all__ = ["EXIT_FAILURE", "EXIT_NOT_RUNNING", "EXIT_OK", "EXIT_USAGE", "CommandFailed", "Context"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+
+
+class CommandFailed(Exception):
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class Context:
+    def __init__(
+        self,
+        config_arg: str | None,
+        *,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        stdin: TextIO | None = None,
+    ) -> None:
+        self.config_arg = config_arg
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        self.stdin = stdin or sys.stdin
+        self._config_path: Path | None = None
+        self._config_resolved = False
+        self._settings: Any = None
+
+    @property
+    def config_path(self) -> Path | None:
+        if not self._config_resolved:
+            found = find_config_file(self.config_arg)
+            self._config_path = found.resolve() if found is not None else None
+            self._config_resolved = True
+        return self._config_path
+
+    @property
+    def settings(self) -> Any:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.stdout, flush=True)
+
+    def warn(self, text: str) -> None:
+        print(text, file=self.stderr, flush=True)

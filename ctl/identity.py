@@ -1,0 +1,124 @@
+"""Shared parts of the identity commands (org-*, user-*, client-*, group-*): the local store.
+
+    open_store(ctx) -> contextmanager yielding the pushd.store module
+        Makes sure the directories and schema exist (what reconfigure does; idempotent), opens
+        the database the settings name and closes it afterwards; as root, the files stay the
+        service account's. Store errors become CommandFailed.
+    check_name(kind, name) -> str             Chef's naming rules; CommandFailed (exit 2)
+    require_org(store, name) -> Organization  CommandFailed when missing
+    KeyMaterial(public_pem, private_pem | None)
+    key_material(public_key_file, key_out) -> KeyMaterial
+        --public-key FILE: read and check an RSA public key (PEM); --key-out FILE: generate a
+        2048-bit pair (the private key is written only after the store accepted the principal,
+        by write_private_key). Exactly one of the two must be given.
+    write_private_key(path, pem) -> None      0600, refuses to overwrite
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pushd_ctl import layout, provision
+from pushd_ctl.context import EXIT_USAGE, CommandFailed, Context
+
+from pushd.errors import ConfigError, StoreError
+
+__all__ = [
+    "KeyMaterial",
+    "check_name",
+    "key_material",
+    "open_store",
+    "require_org",
+    "write_private_key",
+]
+
+MAX_KEY_FILE = 16 * 1024
+# Chef Server's rules: organizations, users and groups are lowercase; client (node) names also
+# allow upper case, dots and colons (node names are often FQDNs).
+_NAME_RULES = {
+    "organization": re.compile(r"[a-z0-9][a-z0-9_-]{0,254}"),
+    "user": re.compile(r"[a-z0-9_-]{1,255}"),
+    "group": re.compile(r"[a-z0-9_-]{1,255}"),
+    "client": re.compile(r"[A-Za-z0-9_.:-]{1,255}"),
+}
+
+
+def check_name(kind: str, name: str) -> str:
+    if not _NAME_RULES[kind].fullmatch(name):
+        allowed = "a-z, 0-9, _ and -" if kind != "client" else "A-Z, a-z, 0-9, _, ., : and -"
+        raise CommandFailed(
+            f"invalid {kind} name {name!r}: use 1 to 255 characters of {allowed}", EXIT_USAGE
+        )
+    return name
+
+
+@contextlib.contextmanager
+def open_store(ctx: Context) -> Iterator[Any]:
+    from pushd import store
+
+    settings = ctx.settings
+    provision.ensure_directories(settings)
+    provision.ensure_database(settings)
+    try:
+        store.open_database(settings)
+    except StoreError as err:
+        raise CommandFailed(f"database: {err}") from None
+    try:
+        yield store
+    except StoreError as err:
+        raise CommandFailed(str(err)) from None
+    finally:
+        store.close_database()
+        provision.hand_over(settings, layout.service_user())
+
+
+def require_org(store: Any, name: str) -> Any:
+    org = store.get_organization(name)
+    if org is None:
+        raise CommandFailed(f"organization {name!r} does not exist (org-list shows them)")
+    return org
+
+
+@dataclass(frozen=True)
+class KeyMaterial:
+    public_pem: str
+    private_pem: str | None
+
+
+def key_material(public_key_file: str | None, key_out: str | None) -> KeyMaterial:
+    from pushd.keys import generate_client_keypair, load_rsa_public_key
+
+    if bool(public_key_file) == bool(key_out):
+        raise CommandFailed("give exactly one of --public-key FILE or --key-out FILE", EXIT_USAGE)
+    if public_key_file:
+        path = Path(public_key_file)
+        try:
+            if path.stat().st_size > MAX_KEY_FILE:
+                raise CommandFailed(f"{path}: larger than {MAX_KEY_FILE} bytes; not a public key")
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise CommandFailed(f"{path}: cannot read: {err}") from None
+        try:
+            load_rsa_public_key(text, source=str(path))
+        except ConfigError as err:
+            raise CommandFailed(str(err)) from None
+        return KeyMaterial(text, None)
+    out = Path(str(key_out))
+    if out.exists():
+        raise CommandFailed(f"{out} exists; not overwriting a key")
+    if not out.parent.is_dir():
+        raise CommandFailed(f"{out.parent}: no such directory")
+    private_pem, public_pem = generate_client_keypair()
+    return KeyMaterial(public_pem, private_pem)
+
+
+def write_private_key(path: str, pem: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(pem)
