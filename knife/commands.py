@@ -6,7 +6,7 @@ returns the exit code):
     job_start(args, io, connect) -> int
     job_list(args, io, connect) -> int
     job_status(args, io, connect) -> int
-    job_output(args, io, connect) -> int
+    job_output(args, io, connect) -> int     one node as is; all/several under headers
     job_abort(args, io, connect) -> int
     job_watch(args, io, connect) -> int
     node_status(args, io, connect) -> int
@@ -246,21 +246,46 @@ def job_status(args: Any, io: Io, connect: Connect) -> int:
     return exitcodes.OK
 
 
-def job_output(args: Any, io: Io, connect: Connect) -> int:
-    if args.channel not in ("stdout", "stderr"):
-        raise CliError("Invalid Format please enter stdout or stderr", exitcodes.USAGE)
-    path = f"{job_path(args.job_id)}/output/{segment(args.node)}/{args.channel}"
+def _fetch_output(http: ChefHTTP, job_id: str, node: str, channel: str) -> bytes:
+    path = f"{job_path(job_id)}/output/{segment(node)}/{channel}"
     try:
-        response = connect().request("GET", path, accept="application/octet-stream")
+        return http.request("GET", path, accept="application/octet-stream").body
     except ApiError as exc:
         if exc.status == 404:
-            raise CliError(f"no {args.channel} for node {args.node} in job {args.job_id}"
+            raise CliError(f"no {channel} for node {node} in job {job_id}"
                            f" (was the job started with --capture?): {exc.message}") from None
         raise
+
+
+def job_output(args: Any, io: Io, connect: Connect) -> int:
+    """One node: its bytes unchanged (knife). None: every node of the job; several: each,
+    under a `==> NODE <==` header; a node without output is reported and makes the exit 1."""
+    if args.channel not in ("stdout", "stderr"):
+        raise CliError("Invalid Format please enter stdout or stderr", exitcodes.USAGE)
+    http = connect()
     out = io.binary_stdout()
-    out.write(response.body)
-    out.flush()
-    return exitcodes.OK
+    if len(args.nodes) == 1:
+        out.write(_fetch_output(http, args.job_id, args.nodes[0], args.channel))
+        out.flush()
+        return exitcodes.OK
+    nodes = unique_nodes(args.nodes) or sorted(
+        name for names in (_get_job(http, args.job_id).get("nodes") or {}).values()
+        for name in names
+    )
+    missing = written = 0
+    for node in nodes:
+        try:
+            data = _fetch_output(http, args.job_id, node, args.channel)
+        except CliError as exc:
+            missing += 1
+            io.stdout.flush()
+            _print(io.stderr, f"ERROR: {exc.message}")
+            continue
+        header = ("\n" if written else "") + f"==> {node} <==\n"
+        out.write(header.encode() + data + (b"" if not data or data.endswith(b"\n") else b"\n"))
+        out.flush()
+        written += 1
+    return exitcodes.ERROR if missing else exitcodes.OK
 
 
 def job_abort(args: Any, io: Io, connect: Connect) -> int:

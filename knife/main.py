@@ -8,7 +8,7 @@ Grammar (knife's, plus `job abort` and `job watch`; docs/cli.md has every flag a
     push-jobs job start [options] COMMAND [NODE ...]
     push-jobs job list [--status S] [--limit N]
     push-jobs job status JOB [--include-file]
-    push-jobs job output [--channel stdout|stderr] JOB NODE
+    push-jobs job output [--channel stdout|stderr] JOB [NODE ...]
     push-jobs job abort JOB
     push-jobs job watch JOB
     push-jobs node status [NODE | QUERY ...] [--search QUERY]
@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     output = job_commands.add_parser("output", help="print a node's captured output")
     output.add_argument("job_id", metavar="JOB")
-    output.add_argument("node", metavar="NODE")
+    output.add_argument("nodes", nargs="*", metavar="NODE",
+                        help="one node: its output as is; none or several: each under a header")
     output.add_argument("--channel", default="stdout", help="stdout (default) or stderr")
     _add_common(output, top=False)
 

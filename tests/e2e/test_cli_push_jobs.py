@@ -395,3 +395,16 @@ def test_binary_file_arrives_intact(world: World, tmp_path: Path) -> None:
     assert json.loads(status.stdout)["file"].startswith("base64:")
     output = world.cli("job", "output", job_id, "node3")
     assert output.stdout.split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_output_of_every_node(world: World) -> None:
+    result = world.cli("job", "start", "--capture", "-q", "2", "echo foobar", "node1", "node3",
+                       "ghost")
+    assert result.returncode == exitcodes.OK, result.stdout + result.stderr
+    job_id = _job_id(result)
+    both = world.cli("job", "output", job_id, "node3", "node1")
+    assert (both.returncode, both.stdout) == (0, "==> node3 <==\nfoobar\n\n==> node1 <==\nfoobar\n")
+    every = world.cli("job", "output", job_id)
+    assert every.returncode == exitcodes.ERROR
+    assert every.stdout == "==> node1 <==\nfoobar\n\n==> node3 <==\nfoobar\n"
+    assert every.stderr.startswith(f"ERROR: no stdout for node ghost in job {job_id}")
