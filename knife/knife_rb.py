@@ -44,6 +44,7 @@ WANTED_KEYS = frozenset(
 _SETTING = re.compile(r"^(?P<key>[a-z_][a-z0-9_]*)(?P<rest>(?:\s+|\().*)$", re.DOTALL)
 _ASSIGNMENT = re.compile(r"^(?P<var>[a-z_][a-z0-9_]*)\s*=(?!=)\s*(?P<expr>.*)$", re.DOTALL)
 _MAX_FILE_BYTES = 1_000_000
+_MAX_NESTING = 50  # brackets/interpolations inside one value; keeps recursion bounded
 
 
 class _Unreadable(Exception):
@@ -73,6 +74,7 @@ class _Evaluator:
         self.variables = variables
         self.path = path
         self.environ = environ
+        self.depth = 0
 
     # -- scanning helpers ------------------------------------------------------------------
     def _skip_space(self) -> None:
@@ -94,6 +96,15 @@ class _Evaluator:
 
     # -- grammar ---------------------------------------------------------------------------
     def expression(self) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > _MAX_NESTING:
+                raise _Unreadable("nested too deeply", self.pos)
+            return self._sum()
+        finally:
+            self.depth -= 1
+
+    def _sum(self) -> Any:
         value = self._term()
         while self._peek("+"):
             start = self.pos
@@ -294,6 +305,29 @@ def _strip_comment(line: str) -> str:
     return line
 
 
+def _bracket_depth(line: str) -> int:
+    """Opening minus closing brackets outside string literals."""
+    quote: str | None = None
+    depth = 0
+    index = 0
+    while index < len(line):
+        char = line[index]
+        if quote:
+            if char == "\\":
+                index += 2
+                continue
+            if char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        index += 1
+    return depth
+
+
 def _statements(text: str) -> Iterable[tuple[int, str]]:
     """(first line number, statement text) with bracketed values joined across lines."""
     buffer: list[str] = []
@@ -306,7 +340,7 @@ def _statements(text: str) -> Iterable[tuple[int, str]]:
             if not line.strip():
                 continue
         buffer.append(line)
-        depth += sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
+        depth += _bracket_depth(line)
         if depth > 0 or line.endswith(("\\", ",")):
             continue
         yield first_line, "\n".join(buffer).strip()

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pushd_knife.config import find_config_file, load_config
 from pushd_knife.exitcodes import CliError
 from pushd_knife.knife_rb import read_knife_rb
@@ -81,6 +83,20 @@ def test_key_path_idioms(tmp_path: Path, line: str, expected: str) -> None:
     path.write_text(line + "\n")
     values = read_knife_rb(path, {"HOME": "/home/bob"})
     assert values["client_key"] == expected.format(dir=tmp_path.resolve())
+
+
+def test_brackets_inside_strings_do_not_join_lines(tmp_path: Path) -> None:
+    path = tmp_path / "knife.rb"
+    path.write_text("node_name 'a(b'\nclient_key '/k[.pem'\nchef_server_url 'https://x/o'\n")
+    assert read_knife_rb(path, {}) == {"node_name": "a(b", "client_key": "/k[.pem",
+                                       "chef_server_url": "https://x/o"}
+
+
+def test_deep_nesting_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "knife.rb"
+    path.write_text("node_name " + "(" * 5000 + "'x'" + ")" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_knife_rb(path, {})
 
 
 def test_node_name_from_env_and_symbol_values(tmp_path: Path) -> None:
@@ -221,3 +237,22 @@ def test_bad_credentials_toml(tmp_path: Path, home: Path) -> None:
     (home / ".chef" / "credentials").write_text("[default\n")
     with pytest.raises(CliError, match="credentials: not valid TOML"):
         load_config(cwd=tmp_path, environ=env_for(home))
+
+
+@given(st.text(alphabet=st.sampled_from(list("node_namclietkyhsrvu =\"'#{}()[]:,.+\\\n$ENVFil/_0"))
+               | st.characters(), max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_knife_rb_reader_fails_only_with_config_error(text: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "knife.rb"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        try:
+            values = read_knife_rb(path, {"HOME": "/home/x"})
+        except ConfigError as exc:
+            assert exc.filename == str(path)
+        else:
+            assert set(values) <= {"chef_server_url", "node_name", "client_name", "client_key",
+                                   "ssl_verify_mode", "ssl_ca_file", "trusted_certs_dir",
+                                   "authentication_protocol_version"}
