@@ -43,7 +43,7 @@ class BrokerConfig:
     voting_timeout: float = 60.0
     default_running_timeout: int = 3600
     zap_window: float = 60.0
-    recovery_grace_intervals: int = 5
+    recovery_grace_intervals: int = 3
     known_nodes_flush_interval: float = 30.0
     zmq_io_threads: int = 1
     disable_curve_encryption: bool = False

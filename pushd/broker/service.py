@@ -40,6 +40,7 @@ import base64
 import collections
 import json
 import logging
+import platform
 import signal
 import threading
 import time
@@ -89,6 +90,7 @@ class Broker:
         self._stopping = threading.Event()
         self._drop_log_at = 0.0
         self._heartbeat_sequence = 0
+        self._hostname = platform.node() or config.server_name
 
         config.run_dir.mkdir(parents=True, exist_ok=True)
         if config.database is not None:
@@ -342,7 +344,7 @@ class Broker:
     def _send_server_heartbeat(self) -> None:
         body = server_heartbeat(
             sequence=self._heartbeat_sequence,
-            server=self.config.server_name,
+            server=self._hostname,  # the original sends its host name here
             incarnation_id=self.incarnation_id,
         )
         self._heartbeat_sequence += 1

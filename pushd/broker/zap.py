@@ -56,8 +56,9 @@ class CurveGrants:
         self._state_file = state_file
         # raw key -> (user id, admission deadline)
         self._grants: dict[bytes, tuple[str, float]] = {}
-        # raw key -> user id of every key bound by a config request (persisted)
+        # raw key -> user id of every key bound by a config request (persisted), and back
         self._bound: dict[bytes, str] = {}
+        self._key_of: dict[str, bytes] = {}
         self.dirty = False
 
     def __len__(self) -> int:
@@ -71,11 +72,12 @@ class CurveGrants:
             self.sweep()
         self._grants[raw_key] = (user_id, self._clock() + self.window)
         if self._bound.get(raw_key) != user_id:
-            # A node has one live key: forget its older keys.
-            for key, bound_to in list(self._bound.items()):
-                if bound_to == user_id:
-                    del self._bound[key]
+            # A node has one live key: forget its older one.
+            old = self._key_of.get(user_id)
+            if old is not None:
+                self._bound.pop(old, None)
             self._bound[raw_key] = user_id
+            self._key_of[user_id] = raw_key
             self.dirty = True
 
     def check(self, raw_key: bytes) -> str | None:
@@ -109,6 +111,7 @@ class CurveGrants:
         for key, user_id in bound.items():
             if len(key) == 32:
                 self._bound[key] = user_id
+                self._key_of[user_id] = key
                 self._grants.setdefault(key, (user_id, deadline))
         return len(bound)
 
