@@ -20,6 +20,12 @@ def server() -> Iterator[PushdServer]:
         yield srv
 
 
+@pytest.fixture(autouse=True)
+def _fresh_peers(server: PushdServer) -> Iterator[None]:
+    yield
+    server.stop_peers()
+
+
 def wait_available(server: PushdServer, node: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     state: Any = None

@@ -32,7 +32,7 @@ carries the end of the log.
         stream(path, *, user=None, last_event_id=None, accept="text/event-stream") -> SseStream
         node_config(node, *, ccpk) -> Response     the node's signed config request
         peer(node, *, start=True, interval=0.2, **kw) -> ProtocolPeer   a scripted node
-            configured through the REST config endpoint like the stock client
+            configured through the REST config endpoint like the stock client; stop_peers()
         add_user(name, *, admin=False, org_member=True) -> Path; add_client(name) -> Path
         add_group(name, users=(), clients=(), groups=()); remove_group(name)
         add_org(name) -> org id   (with the admin and normal users as members)
@@ -51,12 +51,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -108,28 +109,105 @@ class SseEvent:
     raw_data: str = ""
 
 
-@dataclass
 class SseStream:
-    """A minimal Server-Sent Events reader over a raw socket response (header names lowercase)."""
+    """A Server-Sent Events reader on a raw socket, decoding HTTP/1.1 chunked framing itself so
+    every event is seen the moment it arrives (http.client buffers chunked bodies). Header
+    names are lowercase."""
 
-    conn: http.client.HTTPConnection
-    response: http.client.HTTPResponse
-    status: int
-    headers: dict[str, str]
-    comments: list[str] = field(default_factory=list)
-    closed: bool = False
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._chunk_left = 0
+        self._chunked = False
+        self._eof = False
+        self._text = b""
+        self.comments: list[str] = []
+        self.closed = False
+        deadline = time.monotonic() + timeout
+        head = self._read_until(b"\r\n\r\n", deadline)
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                key, _, value = line.partition(":")
+                self.headers[key.strip().lower()] = value.strip()
+        self._chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+        if not self._chunked:
+            self._chunk_left = int(self.headers.get("content-length", "0") or 0)
 
-    def _readline(self, deadline: float) -> str | None:
-        sock = self.conn.sock
-        if sock is not None:
-            sock.settimeout(max(0.05, deadline - time.monotonic()))
+    def _recv(self, deadline: float) -> bool:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no SSE data before the deadline")
+        self._sock.settimeout(remaining)
         try:
-            line = self.response.readline()
+            data = self._sock.recv(65536)
         except TimeoutError:
             raise TimeoutError("no SSE data before the deadline") from None
-        if not line:
-            return None
-        return line.decode("utf-8").rstrip("\n").rstrip("\r")
+        if not data:
+            return False
+        self._buffer += data
+        return True
+
+    def _read_until(self, marker: bytes, deadline: float) -> bytes:
+        while marker not in self._buffer:
+            if not self._recv(deadline):
+                raise ConnectionError("connection closed in the middle of a response head")
+        head, _, self._buffer = self._buffer.partition(marker)
+        return head
+
+    def _body_bytes(self, deadline: float) -> bool:
+        """Move more body bytes into self._text; False once the body has ended."""
+        if self._eof:
+            return False
+        if not self._chunked:
+            if self._chunk_left <= 0:
+                self._eof = True
+                return False
+            if not self._buffer and not self._recv(deadline):
+                self._eof = True
+                return False
+            piece, self._buffer = self._buffer[: self._chunk_left], self._buffer[self._chunk_left:]
+            self._chunk_left -= len(piece)
+            self._text += piece
+            return True
+        if self._chunk_left == 0:
+            size_line = self._read_until(b"\r\n", deadline)
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                self._eof = True
+                return False
+            self._chunk_left = size
+        while not self._buffer:
+            if not self._recv(deadline):
+                self._eof = True
+                return False
+        piece = self._buffer[: self._chunk_left]
+        self._buffer = self._buffer[len(piece):]
+        self._chunk_left -= len(piece)
+        self._text += piece
+        if self._chunk_left == 0:
+            self._read_until(b"\r\n", deadline)
+        return True
+
+    def _readline(self, deadline: float) -> str | None:
+        while b"\n" not in self._text:
+            if not self._body_bytes(deadline):
+                if self._text:
+                    line, self._text = self._text, b""
+                    return line.decode("utf-8")
+                return None
+        line, _, self._text = self._text.partition(b"\n")
+        return line.decode("utf-8").rstrip("\r")
+
+    def body(self, timeout: float = 10.0) -> bytes:
+        """The whole (non-streaming) body, e.g. of an error answer."""
+        deadline = time.monotonic() + timeout
+        while self._body_bytes(deadline):
+            pass
+        data, self._text = self._text, b""
+        return data
 
     def next_event(self, timeout: float = 10.0) -> SseEvent | None:
         deadline = time.monotonic() + timeout
@@ -183,10 +261,8 @@ class SseStream:
             events.append(event)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.response.close()
-        with contextlib.suppress(Exception):
-            self.conn.close()
+        with contextlib.suppress(OSError):
+            self._sock.close()
 
 
 def _rb_value(value: Any) -> str:
@@ -461,10 +537,15 @@ class PushdServer:
     def log_tail(self, lines: int = 60) -> str:
         return "---- server.log (tail) ----\n" + "\n".join(self.log_text().splitlines()[-lines:])
 
-    def cleanup(self) -> None:
+    def stop_peers(self) -> None:
+        """Stop every peer made with peer() (tests sharing a server call it between tests)."""
         for peer in self._peers:
             with contextlib.suppress(Exception):
                 peer.stop()
+        self._peers.clear()
+
+    def cleanup(self) -> None:
+        self.stop_peers()
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -577,14 +658,14 @@ class PushdServer:
         timeout: float = 10.0,
     ) -> SseStream:
         full = self.path(path)
-        headers = {"Accept": accept}
+        headers = {"Host": f"127.0.0.1:{self.api_port}", "Accept": accept}
         headers.update(self.signed_headers("GET", full, b"", user=user))
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
-        conn = http.client.HTTPConnection("127.0.0.1", self.api_port, timeout=timeout)
-        conn.request("GET", full, headers=headers)
-        resp = conn.getresponse()
-        return SseStream(conn, resp, resp.status, {k.lower(): v for k, v in resp.getheaders()})
+        sock = socket.create_connection(("127.0.0.1", self.api_port), timeout=timeout)
+        head = f"GET {full} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall((head + "\r\n").encode("utf-8"))
+        return SseStream(sock, timeout)
 
 
 @contextlib.contextmanager
