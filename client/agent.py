@@ -28,7 +28,10 @@ Connection life:
   up. A running job is kept across reconnects; its heartbeats carry its job id and state.
 
 Replies the job runner produces while no command socket exists are kept (up to
-MAX_PENDING_REPLIES) and sent once a connection is up.
+MAX_PENDING_REPLIES) and sent once a connection is up. A job's final message (`succeeded`,
+`failed`, `aborted`) sent on a connection that is then replaced without any server message
+arriving after it (and within RESEND_FINAL_WITHIN seconds) is sent again on the new connection,
+before its first heartbeat: it may have died in the old socket's queue.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ SEND_FAILURE_RECONFIGURE_DELAY = 60.0
 MAX_INBOUND_MESSAGE = 2 * 1024 * 1024
 MAX_PENDING_REPLIES = 16
 STATUS_WRITE_INTERVAL = 1.0
+RESEND_FINAL_WITHIN = 120.0
+FINAL_TYPES = frozenset({"succeeded", "failed", "aborted"})
 MAX_POLL_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
@@ -106,6 +111,11 @@ class _Link:
         self.dealer.connect(cfg.command_addr)
         self.sequence = 0
         self.command_seen = False
+        self.last_command_at = 0.0
+        # The last result/aborted sent on this link and when: re-sent on the next link when
+        # the server may never have seen it (see Agent._reconfigure).
+        self.last_final: tuple[str, str | None, dict[str, Any]] | None = None
+        self.last_final_at = 0.0
         self.heartbeat_sequences: dict[str, int] = {}
 
     def close(self) -> None:
@@ -310,6 +320,7 @@ class Agent:
             self._status_dirty = True
             return
         if self.link is not None:
+            self._keep_unconfirmed_final(self.link)
             self.link.close()
         curve = self.curve if cfg.curve_public_key is not None else None
         self.link = _Link(self.context, fetched, curve)
@@ -327,10 +338,29 @@ class Agent:
             cfg.interval, cfg.incarnation_id,
         )
         self._status_dirty = True
-        self._send_heartbeat()
-        self._next_heartbeat = now + cfg.interval
+        # Replies first: a server re-attaching a running job takes the result before it
+        # hears an idle heartbeat (which would tell it the result was lost).
         while self.pending and self.link is not None:
             self._send_reply(*self.pending.popleft())
+        self._send_heartbeat()
+        self._next_heartbeat = now + cfg.interval
+
+    def _keep_unconfirmed_final(self, old: _Link) -> None:
+        """Queue the old link's last result again if the server may not have received it.
+
+        A result sent while the server was going away sits in the old socket's queue and is
+        lost when the socket closes. Without an acknowledgement in the protocol, "nothing came
+        back on the command channel since, and it is recent" is the best evidence we have. A
+        duplicate result only makes the server abort-and-recover the node once.
+        """
+        if old.last_final is None:
+            return
+        recent = time.monotonic() - old.last_final_at < RESEND_FINAL_WITHIN
+        if recent and old.last_command_at < old.last_final_at:
+            msg_type, job_id, _ = old.last_final
+            log.info("job=%s %s may not have reached the server; sending it again", job_id,
+                     msg_type)
+            self.pending.append(old.last_final)
 
     # -------------------------------------------------------------- receiving
     def _drain(self, link: _Link, sock: zmq.Socket[Any], handler: Any) -> None:
@@ -385,6 +415,7 @@ class Agent:
         except ProtocolError as err:
             log.warning("dropped a message on the command channel: %s", err)
             return
+        link.last_command_at = time.monotonic()
         if not link.command_seen:
             link.command_seen = True
             self.backoff.reset()
@@ -461,6 +492,9 @@ class Agent:
             return
         link.sequence += 1
         body = self._body(msg_type, job_id, fields, link.sequence)
+        if msg_type in FINAL_TYPES:
+            link.last_final = (msg_type, job_id, fields)
+            link.last_final_at = time.monotonic()
         self._transmit(link, body, f"job={job_id} sent {msg_type}"
                        + (f" ({fields['reason']})" if fields.get("reason") else ""))
 
@@ -491,6 +525,10 @@ class Agent:
                 self._send_failures,
             )
             now = time.monotonic()
+            if body.get("type") in FINAL_TYPES:
+                # A job's outcome must not wait for the 60 s deadline: reconnect soon; the new
+                # link sends it again (_keep_unconfirmed_final).
+                self.reconfigure_at.bring_forward(now + 2 * link.config.interval)
             if self._send_failures >= SEND_FAILURES_BEFORE_RECONNECT:
                 self._connection_failed(
                     f"{self._send_failures} sends in a row found the command socket full"

@@ -41,6 +41,7 @@ class ClientProcess:
         self, tmp_path: Path, key_path: Path, url: str, *, node: str = NODE, **settings: Any
     ) -> None:
         self.tmp_path = tmp_path
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.state_dir = tmp_path / "state"
         self.log_path = tmp_path / "client.log"
         self.lock_path = tmp_path / "job.lock"
