@@ -459,3 +459,13 @@ def test_signing_version_from_knife_rb(api: Any, tmp_path: Path, version: str) -
     code, out = run(["node", "status"], tmp_path)
     assert code == exitcodes.OK, out.err
     assert f"version={version}" in stand_in.requests[-1]["headers"]["X-Ops-Sign"]
+
+
+def test_nowait_json_prints_id_and_uri_only(api: Any, tmp_path: Path) -> None:
+    stand_in, flags = api
+    stand_in.route("POST", "/pushy/jobs", created)
+    code, out = run(["job", "start", "--nowait", "--json", "cmd", "n1", *flags], tmp_path)
+    assert code == exitcodes.OK
+    assert json.loads(out.out) == {"id": JOB_ID,
+                                   "uri": f"http://127.0.0.1{ORG_PATH}/pushy/jobs/{JOB_ID}"}
+    assert out.err == f"Started.  Job ID: {JOB_ID}\n"
