@@ -1,0 +1,102 @@
+"""The service's main process (`python -m pushd.server`): clean SIGTERM, and the whole API on
+PostgreSQL as well as SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from tests.support.server import running_server
+
+
+def descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/children") as fh:
+                    kids = {int(p) for p in fh.read().split()}
+            except OSError:
+                continue
+            todo.extend(kids - found)
+            found |= kids
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().split()[2]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_sigterm_stops_workers_broker_and_arbiter() -> None:
+    with running_server(nodes=("node1",)) as server:
+        process = server._process
+        assert process is not None
+        children = descendants(process.pid)
+        broker = server.broker_pid()
+        assert broker in children
+        assert len(children) >= 3, "two gevent workers and the broker"
+        stream = server.stream("job_status_feed")  # an open stream must not hold up the stop
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        stream.close()
+        assert code == 0, server.log_tail()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not all(gone(pid) for pid in children):
+            time.sleep(0.05)
+        assert all(gone(pid) for pid in children), server.log_tail()
+        assert "broker stopped" in server.log_text()
+
+
+def test_bad_config_exits_with_one_line(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "bad.rb"
+    config.write_text("opscode_pushy_server['heartbeat_intervall'] = 5\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pushd.server", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.rb:1" in lines[0] and "heartbeat_interval" in lines[0]
+
+
+@pytest.mark.postgres
+def test_jobs_and_feeds_on_postgresql(db_backend: tuple[str, dict[str, Any]]) -> None:
+    with running_server(db_backend=db_backend, nodes=("node1", "node2")) as server:
+        server.peer("node1")
+        deadline = time.monotonic() + 10
+        while server.request("GET", "node_states/node1").json()["availability"] != "available":
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.1)
+        resp = server.request("POST", "jobs", {"command": "true", "nodes": ["node1", "node2"],
+                                               "quorum": 1, "capture_output": True})
+        assert resp.status == 201
+        job_id = resp.json()["uri"].rsplit("/", 1)[1]
+        events = server.stream(f"job_status_feed/{job_id}").rest(timeout=30)
+        assert events[-2].name == "job_complete" and events[-2].data["status"] == "complete"
+        summary = events[-1].data
+        assert summary["nodes"] == {"succeeded": ["node1"], "unavailable": ["node2"]}
+        out = server.request("GET", f"jobs/{job_id}/output/node1/stdout",
+                             headers={"Accept": "application/octet-stream"})
+        assert out.body == b"node1 says hi\n"
+        listed = server.request("GET", "jobs", query={"limit": 1})
+        assert [j["id"] for j in listed.json()] == [job_id]
