@@ -19,6 +19,7 @@ collaborators, described here as Protocols so unit tests can drive them with rec
     JobSpec                               everything the engine needs to run one job
     Transition                            one batch of changes produced by one job event
     FeedEvent(name, data)                 one job-feed event (names and fields as the original)
+    NodeOutput(stdout, stderr, stdout_dropped, stderr_dropped)   captured output of one node
 """
 
 from __future__ import annotations
@@ -58,19 +59,34 @@ class FeedEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True, frozen=True)
+class NodeOutput:
+    """Captured output of one node; a channel the node did not send is None. `*_dropped` count
+    the characters the node left out to fit the body limit (pushd's `truncated` field)."""
+
+    stdout: str | None
+    stderr: str | None
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.stdout_dropped or self.stderr_dropped)
+
+
 @dataclass(slots=True)
 class Transition:
     """Everything one job event changed, persisted together before any event is published.
 
     node_statuses maps node name -> (status, reason or None); outputs maps node name ->
-    (stdout, stderr). `job_status` is None when the job's own status did not change.
+    NodeOutput. `job_status` is None when the job's own status did not change.
     """
 
     job_id: str
     org_id: str
     job_status: JobStatus | None = None
     node_statuses: dict[str, tuple[NodeStatus, str | None]] = field(default_factory=dict)
-    outputs: dict[str, tuple[str, str]] = field(default_factory=dict)
+    outputs: dict[str, NodeOutput] = field(default_factory=dict)
     events: list[FeedEvent] = field(default_factory=list)
 
     def is_empty(self) -> bool:

@@ -96,7 +96,7 @@ class ControlHandler:
         ccpk = request.get("ccpk")
         raw_key = None
         if ccpk is None:
-            if not broker.config.allow_unencrypted:
+            if not (broker.config.allow_unencrypted or broker.config.disable_curve_encryption):
                 raise ControlError(
                     "unencrypted_not_allowed", "this server requires CurveZMQ (ccpk)"
                 )

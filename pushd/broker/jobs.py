@@ -67,6 +67,7 @@ from pushd.broker.contracts import (
     FeedEvent,
     JobSpec,
     Journal,
+    NodeOutput,
     NodeRef,
     Outbox,
     Scheduler,
@@ -114,11 +115,21 @@ def _reason(body: dict[str, Any]) -> str | None:
     return None
 
 
-def _output(body: dict[str, Any]) -> tuple[str, str] | None:
+def _output(body: dict[str, Any]) -> NodeOutput | None:
+    """The output a result carries: either channel may be missing (stored as absent)."""
     stdout, stderr = body.get("stdout"), body.get("stderr")
-    if isinstance(stdout, str) and isinstance(stderr, str):
-        return stdout, stderr
-    return None
+    stdout = stdout if isinstance(stdout, str) else None
+    stderr = stderr if isinstance(stderr, str) else None
+    if stdout is None and stderr is None:
+        return None
+    dropped = body.get("truncated")
+    counts = [0, 0]
+    if isinstance(dropped, dict):
+        for index, channel in enumerate(("stdout", "stderr")):
+            value = dropped.get(channel)
+            if type(value) is int and value > 0:
+                counts[index] = value
+    return NodeOutput(stdout, stderr, counts[0], counts[1])
 
 
 class JobEngine:

@@ -60,8 +60,13 @@ class StoreJournal:
                 for t in batch:
                     if t.node_statuses:
                         store.set_node_statuses(t.org_id, t.job_id, dict(t.node_statuses))
-                    for node, (stdout, stderr) in t.outputs.items():
-                        store.store_output(t.org_id, t.job_id, node, stdout, stderr)
+                    for node, output in t.outputs.items():
+                        store.store_output(
+                            t.org_id, t.job_id, node, output.stdout, output.stderr,
+                            _size(output.stdout, output.stdout_dropped),
+                            _size(output.stderr, output.stderr_dropped),
+                            output.truncated,
+                        )
                     if t.job_status is not None:
                         store.set_job_status(t.org_id, t.job_id, t.job_status)
                     for event in t.events:
@@ -79,6 +84,14 @@ class StoreJournal:
             if name in ORG_FEED_EVENTS:
                 self._publish(f"org.{org_id}", payload)
         return len(events)
+
+
+def _size(text: str | None, dropped: int) -> int | None:
+    """Size of the whole output in bytes when the node cut it (approximate: the dropped count
+    is in characters), else None to let the store measure what it keeps."""
+    if not dropped:
+        return None
+    return len((text or "").encode("utf-8", "surrogateescape")) + dropped
 
 
 def _brief(data: dict[str, Any]) -> str:

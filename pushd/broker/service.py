@@ -164,7 +164,8 @@ class Broker:
         command.bind(f"{listen}:{cfg.command_port}")
         self._sockets[CURVE] = command
 
-        if cfg.allow_unencrypted:
+        if cfg.allow_unencrypted or cfg.disable_curve_encryption:
+            # The API sends clients without Curve here (config endpoint, legacy mode).
             legacy = ctx.socket(zmq.ROUTER)
             legacy.linger = 0
             legacy.setsockopt(zmq.MAXMSGSIZE, 4 * cfg.max_body_size + 4096)

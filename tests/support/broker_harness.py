@@ -154,9 +154,9 @@ class EngineHarness:
     def event_names(self, job_id: str) -> list[str]:
         return [name for name, _ in self.events(job_id)]
 
-    def outputs(self, job_id: str) -> dict[str, tuple[str, str]]:
-        out: dict[str, tuple[str, str]] = {}
+    def outputs(self, job_id: str) -> dict[str, tuple[str | None, str | None]]:
+        out: dict[str, tuple[str | None, str | None]] = {}
         for t in self.journal.transitions:
             if t.job_id == job_id:
-                out.update(t.outputs)
+                out.update({n: (o.stdout, o.stderr) for n, o in t.outputs.items()})
         return out

@@ -364,11 +364,21 @@ def test_failed_running(h: EngineHarness) -> None:
     assert h.outputs(job) == {"n1": ("x", "boom")}
 
 
-def test_output_needs_both_channels(h: EngineHarness) -> None:
+def test_output_with_one_channel_or_none(h: EngineHarness) -> None:
     job = running_job(h)
     h.send("n1", "ack_run", job)
     h.send("n1", "succeeded", job, stdout="only")
-    assert h.outputs(job) == {}
+    h.send("n2", "ack_run", job)
+    h.send("n2", "succeeded", job, stdout=5, stderr=None)
+    assert h.outputs(job) == {"n1": ("only", None)}
+
+
+def test_truncated_output_counts_are_kept(h: EngineHarness) -> None:
+    job = running_job(h, nodes=("n1",))
+    h.send("n1", "ack_run", job)
+    h.send("n1", "failed", job, stdout="abc", stderr="", truncated={"stdout": 10, "stderr": -1})
+    (output,) = [o for t in h.journal.transitions for o in t.outputs.values()]
+    assert (output.stdout_dropped, output.stderr_dropped, output.truncated) == (10, 0, True)
 
 
 @pytest.mark.parametrize("acked_run", [False, True])
