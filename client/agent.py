@@ -324,6 +324,7 @@ class Agent:
             self.link.close()
         curve = self.curve if cfg.curve_public_key is not None else None
         self.link = _Link(self.context, fetched, curve)
+        self.runner.body_limit = min(self.config.max_body_size, cfg.max_body_size or 65536)
         now = time.monotonic()
         self._online = True  # the REST call just worked
         self._offline_counter = self._online_counter = 0
@@ -514,8 +515,13 @@ class Agent:
         try:
             frames = encode(body, hmac_key=link.session_key, max_body_size=limit)
         except ProtocolError as err:
-            log.error("%s: not sent, %s", what or "heartbeat", err)
-            return
+            if body.get("type") not in ("succeeded", "failed") or "stdout" not in body:
+                log.error("%s: not sent, %s", what or "heartbeat", err)
+                return
+            # Never lose an outcome over its output: send it without the output instead.
+            log.error("%s: output dropped, %s", what, err)
+            body = {k: v for k, v in body.items() if k not in ("stdout", "stderr", "truncated")}
+            frames = encode(body, hmac_key=link.session_key)
         try:
             link.dealer.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:

@@ -25,6 +25,7 @@ Public API:
     .tick()                             reap, enforce run_timeout, escalate TERM -> KILL
     .poll_timeout() -> float | None     how soon tick() needs to run again (seconds)
     .describe() -> dict                 for the status file
+    .body_limit -> int                  result body budget (settings.max_body_size at first)
     RunnerSettings(node_name, whitelist, file_dir, allowed_overwritable_env_vars,
                    max_body_size, lockfile, kill_grace, default_run_timeout,
                    max_output_bytes, max_file_bytes)
@@ -177,6 +178,8 @@ class JobRunner:
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._job: _Job | None = None
         self._orphan: JobRecord | None = None
+        # Largest result body; the agent lowers it to the server's max_body_size when smaller.
+        self.body_limit = settings.max_body_size
         self.on_change: Callable[[], None] = lambda: None
 
     # ----------------------------------------------------------------- state
@@ -522,7 +525,7 @@ class JobRunner:
         self._drain(job)
         msg_type, fields = job.final
         if job.capture and msg_type in ("succeeded", "failed"):
-            budget = self.settings.max_body_size
+            budget = self.body_limit
 
             def render(output: dict[str, object]) -> bytes:
                 return b" " * self._measure(msg_type, job.job_id, {**fields, **output})
