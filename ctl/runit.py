@@ -20,7 +20,8 @@
         ``<log_dir>/config``; writes a file only when its content differs (temp file +
         rename, so runsv never sees half a script). ``enabled=False`` adds runit's ``down``
         file (the service is not started).
-    settings_digest(settings) -> str               sha256 of the resolved settings
+    settings_digest(settings) -> str               sha256 of the resolved settings the service
+                                                   reads (log_rotation is svlogd's alone)
     atomic_write(path, data, mode) -> bool         True when the file changed
 """
 
@@ -65,8 +66,15 @@ class WriteResult:
     log_changed: bool
 
 
+# Settings only svlogd reads: changing them restarts the log service, not the server.
+LOG_ONLY_SETTINGS = ("log_rotation",)
+
+
 def settings_digest(settings: Any) -> str:
-    text = json.dumps(settings.as_dict(), sort_keys=True, default=str)
+    document = settings.as_dict()
+    for name in LOG_ONLY_SETTINGS:
+        document["opscode_pushy_server"].pop(name, None)
+    text = json.dumps(document, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
