@@ -8,7 +8,7 @@ returns the exit code):
     job_status(args, io, connect) -> int
     job_output(args, io, connect) -> int     one node as is; all/several under headers
     job_abort(args, io, connect) -> int
-    job_watch(args, io, connect) -> int
+    job_watch(args, io, connect) -> int      one job's events; without a job, the org feed
     node_status(args, io, connect) -> int
     search_nodes(http, query) -> list[str]   Chef search (`GET search/node?q=...`), paged
 
@@ -32,7 +32,14 @@ from pushd_knife.exitcodes import CliError
 from pushd_knife.follow import Follower, JobTracker, job_path
 from pushd_knife.jobspec import build_job_body, encode_file, parse_env, unique_nodes
 from pushd_knife.render import Progress, event_line, node_table, summary
-from pushd_knife.sse import FEED_ENDED, FEED_UNAVAILABLE, Event, FeedReader, wait_for
+from pushd_knife.sse import (
+    FEED_CONNECTED,
+    FEED_ENDED,
+    FEED_UNAVAILABLE,
+    Event,
+    FeedReader,
+    wait_for,
+)
 
 Connect = Callable[[], ChefHTTP]
 SEARCH_PAGE = 1000
@@ -334,8 +341,40 @@ def _replay_finished(http: ChefHTTP, job_id: str, show: Callable[[Event], None],
         reader.stop()
 
 
+def _watch_org(http: ChefHTTP, io: Io, args: Any) -> int:
+    """Follow the organization's feed (jobs starting and finishing) until Ctrl-C."""
+    events: queue_module.Queue[Any] = queue_module.Queue()
+    reader = FeedReader(http, "pushy/job_status_feed", events, end_events=frozenset())
+    reader.start()
+    deadline = (time.monotonic() + args.wait_timeout) if args.wait_timeout else float("inf")
+    announced = False
+    try:
+        while True:
+            item = wait_for(events, min(deadline, time.monotonic() + 3600))
+            if item is FEED_CONNECTED and not announced:
+                _print(io.stderr, "Watching the organization's jobs (Ctrl-C to stop).")
+                announced = True
+            elif item is FEED_UNAVAILABLE:
+                raise CliError(f"the organization feed is not available: {reader.last_error}")
+            elif isinstance(item, Event):
+                data = item.json()
+                if args.json:
+                    _print(io.stdout, json.dumps({"id": item.id, "event": item.name,
+                                                  "data": data}, sort_keys=True))
+                else:
+                    _print(io.stdout, event_line(item.name, data, with_job=True))
+            if time.monotonic() >= deadline:
+                return exitcodes.OK
+    except KeyboardInterrupt:
+        return exitcodes.OK
+    finally:
+        reader.stop()
+
+
 def job_watch(args: Any, io: Io, connect: Connect) -> int:
     http = connect()
+    if args.job_id is None:
+        return _watch_org(http, io, args)
     job = _get_job(http, args.job_id)
     show = _event_printer(io, args.json)
     tracker = JobTracker(job)

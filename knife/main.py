@@ -10,7 +10,7 @@ Grammar (knife's, plus `job abort` and `job watch`; docs/cli.md has every flag a
     push-jobs job status JOB [--include-file]
     push-jobs job output [--channel stdout|stderr] JOB [NODE ...]
     push-jobs job abort JOB
-    push-jobs job watch JOB
+    push-jobs job watch [JOB]
     push-jobs node status [NODE | QUERY ...] [--search QUERY]
 Configuration options (`-c`, `-s/--server-url` (only `--server-url` on `job start`, where `-s` is
 knife's `--search`), `-u`, `-k`, `--profile`, `--ssl-verify-mode`) and `--json` are accepted
@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(abort, top=False)
 
     watch = job_commands.add_parser("watch", help="print a job's events as they happen")
-    watch.add_argument("job_id", metavar="JOB")
+    watch.add_argument("job_id", metavar="JOB", nargs="?",
+                       help="the job; without it, jobs of the organization starting and ending")
     _add_wait_options(watch)
     _add_common(watch, top=False)
 

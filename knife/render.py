@@ -10,7 +10,7 @@ Public API:
     Progress(stream, live=None)           the `job start` progress: knife's dots and state lines,
                                           plus a live per-node count line when `live` (a TTY)
         .update(status, node_statuses, tick=False) ; .finish(status, node_statuses) ; .close()
-    event_line(event_name, data) -> str   one human line for `job watch`
+    event_line(event_name, data, with_job=False) -> str   one human line for `job watch`
 
 knife prints the in-progress count as the number of distinct node statuses among
 new/voting/running (a bug); this counts nodes in new/ready/running.
@@ -193,9 +193,15 @@ def _field(data: Mapping[str, Any], name: str) -> str:
     return "" if value is None else str(value)
 
 
-def event_line(event_name: str, data: Mapping[str, Any]) -> str:
-    """One line for a job feed event: `<timestamp>  <event>  <details>`."""
+def event_line(event_name: str, data: Mapping[str, Any], *, with_job: bool = False) -> str:
+    """One line for a feed event: `<timestamp>  [<job id>  ]<event>  <details>`.
+
+    `with_job` (the org feed) puts the event's `job` field after the timestamp.
+    """
     stamp = _field(data, "timestamp")
+    if with_job:
+        stamp = f"{stamp}  {_field(data, 'job') or '-'}"
+        data = {key: value for key, value in data.items() if key != "job"}
     if event_name == "start":
         detail = (f"command={data.get('command')!r} nodes={_field(data, 'node_count')}"
                   f" quorum={_field(data, 'quorum')} run_timeout={_field(data, 'run_timeout')}"

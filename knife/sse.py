@@ -6,7 +6,9 @@ Public API:
     iter_events(lines) -> Iterator[Event]   whole-stream helper (for bytes or str lines)
     FEED_UNAVAILABLE                    sentinel put on the queue when the feed cannot be used
     FEED_ENDED                          sentinel: the server closed a stream that had finished
-    FeedReader(http, path, queue, *, last_event_id=None, stall_timeout=60.0, max_failures=5)
+    FEED_CONNECTED                      sentinel: a stream was opened (each (re)connection)
+    FeedReader(http, path, queue, *, last_event_id=None, stall_timeout=60.0, max_failures=5,
+               end_events=JOB_END_EVENTS)   (end_events=frozenset() for the endless org feed)
         .start() / .stop()              a daemon thread that puts Event objects on `queue`,
                                         reconnecting with `Last-Event-ID` after a drop
 
@@ -37,6 +39,8 @@ NO_FEED_STATUSES = frozenset({404, 405, 406, 501})
 
 FEED_UNAVAILABLE = object()
 FEED_ENDED = object()
+FEED_CONNECTED = object()
+JOB_END_EVENTS = frozenset({"job_complete", "summary"})
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,8 @@ class FeedReader:
     ... up to 5 s); after `max_failures` failed attempts in a row, or at once when the server
     has no feed (404/405/406/501), it puts FEED_UNAVAILABLE and stops. A connection that stays
     silent for `stall_timeout` seconds (the server sends keepalives every 15 s) is dropped and
-    reopened. When a stream that delivered `job_complete` or `summary` closes, it puts
-    FEED_ENDED and stops.
+    reopened. When a stream that delivered one of `end_events` (`job_complete`, `summary`)
+    closes, it puts FEED_ENDED and stops.
     """
 
     def __init__(
@@ -137,8 +141,10 @@ class FeedReader:
         last_event_id: str | None = None,
         stall_timeout: float = 60.0,
         max_failures: int = 5,
+        end_events: frozenset[str] = JOB_END_EVENTS,
     ) -> None:
         self.http = http
+        self.end_events = end_events
         self.path = path
         self.queue = queue
         self.last_event_id = last_event_id
@@ -188,13 +194,16 @@ class FeedReader:
                 failures += 1
             else:
                 self._conn = conn
+                self.queue.put(FEED_CONNECTED)
                 delivered, finished = self._read(response)
                 conn.close()
                 self._conn = None
                 if finished:
                     self.queue.put(FEED_ENDED)
                     return
-                failures = 0 if delivered else failures + 1
+                # A job stream that closes before any event is a failure; an endless feed
+                # (no end events: the org feed) may legitimately be quiet.
+                failures = 0 if delivered or not self.end_events else failures + 1
             if failures >= self.max_failures:
                 self.queue.put(FEED_UNAVAILABLE)
                 return
@@ -230,7 +239,7 @@ class FeedReader:
         if event.id is not None:
             self.last_event_id = event.id
         self.queue.put(event)
-        return event.name in ("job_complete", "summary")
+        return event.name in self.end_events
 
 
 def wait_for(item_queue: queue_module.Queue[Any], deadline: float) -> Any | None:

@@ -408,3 +408,29 @@ def test_output_of_every_node(world: World) -> None:
     assert every.returncode == exitcodes.ERROR
     assert every.stdout == "==> node1 <==\nfoobar\n\n==> node3 <==\nfoobar\n"
     assert every.stderr.startswith(f"ERROR: no stdout for node ghost in job {job_id}")
+
+
+def test_watch_the_organization_feed(world: World) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "pushd_knife", "job", "watch", "--json",
+                             "--wait-timeout", "60"], cwd=world.workdir, env=world.env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert proc.stderr.readline() == "Watching the organization's jobs (Ctrl-C to stop).\n"
+        job_id = _job_id(world.cli("job", "start", "echo foobar", "node1"))
+        seen: list[tuple[str, str, dict[str, Any]]] = []
+        while not any(e == "job_complete" and j == job_id for e, j, _ in seen):
+            line = proc.stdout.readline()
+            assert line, "the watcher stopped"
+            event = json.loads(line)
+            seen.append((event["event"], event["data"].get("job"), event["data"]))
+        mine = [(name, data) for name, job, data in seen if job == job_id]
+        assert [name for name, _ in mine] == ["start", "job_complete"]
+        assert mine[0][1]["command"] == "echo foobar"
+        assert mine[1][1]["status"] == "complete"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == exitcodes.OK
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -120,6 +120,9 @@ def test_event_lines() -> None:
                     " by=rebecca")
     assert event_line("job_complete", {"timestamp": stamp, "status": "complete"}).endswith(
         "job_complete     complete")
+    org = event_line("job_complete", {"timestamp": stamp, "job": "j1", "status": "complete"},
+                     with_job=True)
+    assert org == f"{stamp}  j1  job_complete     complete"
 
 
 def test_exit_code_mapping() -> None:
