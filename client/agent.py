@@ -52,9 +52,11 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pushd_client.backoff import Backoff, Deadline
 from pushd_client.config import ClientConfig
 from pushd_client.configfetch import FetchedConfig, FetchError, fetch_config
+from pushd_client.jobfile import remove_stale_job_files
 from pushd_client.runner import JobRunner, RunnerSettings
 from pushd_client.statefile import StateDir, recover_orphan
 
+from pushd.chefauth import load_private_key_file
 from pushd.errors import ProtocolError
 from pushd.keys import curve_keypair
 from pushd.protocol.frames import decode, encode, encode_body
@@ -205,6 +207,10 @@ class Agent:
                     orphan.job_id, orphan.pid,
                 )
                 self.runner.adopt_orphan(orphan)
+            removed = remove_stale_job_files(self.config.file_dir)
+            if removed:
+                log.info("removed %d data file(s) left by earlier jobs in %s", removed,
+                         self.config.file_dir)
             log.info(
                 "starting: node %s, org %s, server %s, incarnation %s",
                 self.config.node_name, self.config.organization, self.config.chef_server_url,
@@ -297,6 +303,11 @@ class Agent:
     def _reconfigure(self) -> None:
         self._reconnects += 1
         curve_public = self.curve[0]
+        try:  # pick up a rotated client key, as the stock client's periodic reload does
+            self.client_key = load_private_key_file(self.config.client_key)
+        except (OSError, ValueError) as err:
+            log.warning("cannot reload client key %s (%s); using the one loaded before",
+                        self.config.client_key, err)
         try:
             fetched = fetch_config(self.config, self.client_key, curve_public)
         except FetchError as err:

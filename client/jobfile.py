@@ -12,6 +12,9 @@ Public API:
         Creates `<file_dir>/pushy_file-<job_id>-<random>` exclusively, mode 0600, owned by
         uid:gid (the job's user), and returns its path.
     remove_job_file(path) -> None
+    remove_stale_job_files(file_dir) -> int
+        At start-up (no job can be running): removes `pushy_file-*` regular files this client
+        left behind when it was killed mid-job; returns how many.
 
 Why 0711 and not 0700: a job running as another user (e.g. `nobody`) must be able to reach its
 own file, so the directory is searchable but not listable or writable; each file is 0600 and
@@ -83,3 +86,20 @@ def write_job_file(file_dir: str, job_id: str, content: bytes, uid: int, gid: in
 def remove_job_file(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def remove_stale_job_files(file_dir: str) -> int:
+    removed = 0
+    try:
+        names = os.listdir(file_dir)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.startswith("pushy_file-"):
+            continue
+        path = os.path.join(file_dir, name)
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+                removed += 1
+    return removed

@@ -130,17 +130,20 @@ def test_killed_client_restart_kills_and_reports_orphan(
     peer: PushServerPeer, client: ClientProcess
 ) -> None:
     connected(peer, client)
-    peer.commit(NODE, JOB, "sleepy")
+    peer.commit(NODE, JOB, "sleepy", file="raw:secret")
     peer.run(NODE, JOB)
     peer.wait_for("ack_run", job_id=JOB)
     pgid = client.job_pid()
     client.signal(signal.SIGKILL)
     client.wait()
     assert group_alive(pgid), "SIGKILL of the client leaves the job running"
+    files = client.tmp_path / "files"
+    assert [p.name[:43] for p in files.iterdir()] == [f"pushy_file-{JOB}"]
     client.start()
     aborted = peer.wait_for("aborted", job_id=JOB, timeout=15)
     assert aborted["reason"] == "client_restarted"
     assert not group_alive(pgid)
+    assert not list(files.iterdir()), "the killed job's data file must be removed"
 
 
 def test_client_started_before_its_server(
@@ -263,3 +266,21 @@ def test_no_leftover_processes(tmp_path: Path) -> None:
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     mine = [line for line in out.splitlines() if line.strip() in ("sleep 100", "sleep 60")]
     assert not mine or os.environ.get("PUSHD_SHARED_MACHINE"), mine
+
+
+def test_refused_config_fetch_is_reported_and_retried(
+    tmp_path: Path, peer: PushServerPeer
+) -> None:
+    """A key the server does not know: a clear error in the status, and the client keeps trying."""
+    wrong_key = tmp_path / "wrong.pem"
+    wrong_key.write_text(generate_client_keypair()[0])
+    client = ClientProcess(tmp_path / "wrong", wrong_key, peer.url)
+    try:
+        peer.start()
+        client.start()
+        wait_until(lambda: "HTTP 401" in (client.status().get("last_error") or ""), 15)
+        assert "Invalid signature" in client.status()["last_error"]
+        assert client.proc is not None and client.proc.poll() is None
+        assert peer.config_fetches == 0
+    finally:
+        client.stop()
