@@ -284,3 +284,27 @@ def test_refused_config_fetch_is_reported_and_retried(
         assert peer.config_fetches == 0
     finally:
         client.stop()
+
+
+def test_config_lifetime_triggers_a_refetch(tmp_path: Path, node_key: tuple[Path, str]) -> None:
+    peer = PushServerPeer(node_key[1], interval=0.5, lifetime=1)
+    client = ClientProcess(tmp_path, node_key[0], peer.url)
+    try:
+        peer.start()
+        client.start()
+        peer.wait_for("aborted", timeout=15)
+        wait_until(lambda: peer.config_fetches >= 3, 15)
+    finally:
+        client.stop()
+        peer.stop()
+
+
+def test_new_server_incarnation_triggers_a_reconfigure(
+    peer: PushServerPeer, client: ClientProcess
+) -> None:
+    connected(peer, client)
+    fetches = peer.config_fetches
+    peer.stop()
+    peer.start(keep_keys=True)  # back before the client could miss enough heartbeats
+    wait_until(lambda: peer.config_fetches > fetches, 15)
+    assert f"-> {peer.incarnation}); reconfiguring in" in client.log()

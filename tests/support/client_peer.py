@@ -15,9 +15,9 @@ server's job engine: tests drive commits/runs/aborts and read what the client se
     peer.config_fetches -> int      config requests answered 200
     peer.stop()                     closes everything; start() again = "server restart" with a
                                     new incarnation id (and a new Curve key unless keep_keys)
-Options: unencrypted=True serves a config without curve_public_key and an unencrypted ROUTER
-(1.x protocol); auto_rehab (default True) answers a node's first message with `abort`, as the
-server's node FSM does.
+Options: lifetime (seconds, in the config document); unencrypted=True serves a config
+without curve_public_key and an unencrypted ROUTER (1.x protocol); auto_rehab (default True)
+answers a node's first message with `abort`, as the server's node FSM does.
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ class PushServerPeer:
         unencrypted: bool = False,
         auto_rehab: bool = True,
         advertise_curve_key: str | None = None,
+        lifetime: int = 3600,
     ) -> None:
+        self.lifetime = lifetime
         self.node_public_pem = node_public_pem
         self.org = org
         self.interval = interval
@@ -208,7 +210,7 @@ class PushServerPeer:
                     public_key_pem=rsa_public_pem(peer.rsa),
                     encoded_session_key=encrypt_session_key(verified.public_key,
                                                             peer.session_key),
-                    lifetime=3600,
+                    lifetime=peer.lifetime,
                     max_message_skew=300,
                     max_body_size=65536,
                     incarnation_id=peer.incarnation,
