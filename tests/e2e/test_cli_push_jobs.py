@@ -28,8 +28,6 @@ from pushd_knife import exitcodes
 
 from tests.support.server import running_server
 
-pytest.importorskip("pushd_client.main", reason="push-jobs-client entry point not available")
-
 pytestmark = pytest.mark.slow
 
 START_LINE = re.compile(r"^Started\.  Job ID: ([0-9a-f]{32})$")
