@@ -13,9 +13,10 @@ published as topic ``job.<job_id>`` (every event) and ``org.<org_id>`` (`start` 
 ``timestamp`` (``YYYY-MM-DD HH:MM:SS.uuuuuuZ``).
 
 The broker calls `flush` once per loop turn, so a burst of node replies costs one transaction.
-If the database refuses a flush, the batch is logged and dropped (the live state goes on;
-readers see the store). Batches never grow without bound: `record` flushes early at
-MAX_BUFFERED transitions.
+If the database is unavailable (`store.StoreUnavailable`) the batch stays queued and is retried
+on the next turn (at most MAX_RETAINED transitions are kept). Any other refusal splits the
+batch: transitions are written one by one and only those the store refuses are dropped (and
+logged). `record` flushes early at MAX_BUFFERED transitions.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pushd.store.times import event_timestamp, utcnow
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 2000
+MAX_RETAINED = 200_000
 ORG_FEED_EVENTS = frozenset({"start", "job_complete"})
 
 
@@ -52,31 +54,58 @@ class StoreJournal:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, []
+        try:
+            return self._write(batch)
+        except self._store.StoreUnavailable as err:
+            self._requeue(batch, err)
+            return 0
+        except Exception:
+            log.exception("a batch of %d job transitions failed; writing them one by one",
+                          len(batch))
+        written = 0
+        for index, transition in enumerate(batch):
+            try:
+                written += self._write([transition])
+            except self._store.StoreUnavailable as err:
+                self._requeue(batch[index:], err)
+                break
+            except Exception:
+                log.exception("dropped the transition of job %s the store refused",
+                              transition.job_id)
+        return written
+
+    def _requeue(self, batch: list[Transition], err: Exception) -> None:
+        # The database is down for now: keep the transitions (bounded) and retry next turn,
+        # so a PostgreSQL restart loses nothing.
+        self._pending[:0] = batch
+        if len(self._pending) > MAX_RETAINED:
+            lost = len(self._pending) - MAX_RETAINED
+            del self._pending[:lost]
+            log.error("database unavailable too long: dropped %d job transitions", lost)
+        log.warning("database unavailable (%s); %d transitions wait", err, len(self._pending))
+
+    def _write(self, batch: list[Transition]) -> int:
         store = self._store
         stamp = event_timestamp(utcnow())
         events: list[tuple[str, str, str, dict[str, Any]]] = []
-        try:
-            with store.transaction():
-                for t in batch:
-                    if t.node_statuses:
-                        store.set_node_statuses(t.org_id, t.job_id, dict(t.node_statuses))
-                    for node, output in t.outputs.items():
-                        store.store_output(
-                            t.org_id, t.job_id, node, output.stdout, output.stderr,
-                            _size(output.stdout, output.stdout_dropped),
-                            _size(output.stderr, output.stderr_dropped),
-                            output.truncated,
-                        )
-                    if t.job_status is not None:
-                        store.set_job_status(t.org_id, t.job_id, t.job_status)
-                    for event in t.events:
-                        events.append(
-                            (t.org_id, t.job_id, event.name, {"timestamp": stamp, **event.data})
-                        )
-                ids = store.append_events(events) if events else []
-        except Exception:
-            log.exception("could not persist %d job transitions; their events are lost", len(batch))
-            return 0
+        with store.transaction():
+            for t in batch:
+                if t.node_statuses:
+                    store.set_node_statuses(t.org_id, t.job_id, dict(t.node_statuses))
+                for node, output in t.outputs.items():
+                    store.store_output(
+                        t.org_id, t.job_id, node, output.stdout, output.stderr,
+                        _size(output.stdout, output.stdout_dropped),
+                        _size(output.stderr, output.stderr_dropped),
+                        output.truncated,
+                    )
+                if t.job_status is not None:
+                    store.set_job_status(t.org_id, t.job_id, t.job_status)
+                for event in t.events:
+                    events.append(
+                        (t.org_id, t.job_id, event.name, {"timestamp": stamp, **event.data})
+                    )
+            ids = store.append_events(events) if events else []
         for event_id, (org_id, job_id, name, data) in zip(ids, events, strict=True):
             payload = {"id": event_id, "event": name, "job": job_id, "data": data}
             log.info("event %d job %s %s %s", event_id, job_id, name, _brief(data))
