@@ -18,9 +18,9 @@
         `hub` may be None (then streams poll the store every `poll_interval` seconds); with a hub
         they wake as soon as the broker publishes, and still poll as a safety net.
 
-Store contract used: ``job_events_after(org_id, job_id, after_id)`` and
-``org_events_after(org_id, after_id, since=)``, each returning events with ``id``,
-``name``, ``data`` (dict), ``created_at`` and ``job_id``; ``get_job(org_id, job_id)``.
+Store contract used: ``job_events_after(org_id, job_id, after_id, limit=)``,
+``org_events_after(org_id, after_id, since=, limit=)`` (events with ``id``, ``name``, ``data``,
+``created_at``, ``job_id``), ``get_job`` and ``get_job_summary(org_id, job_id)``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +39,8 @@ from pushd.states import TERMINAL_JOB_STATUSES, JobStatus
 log = logging.getLogger(__name__)
 
 JOB_COMPLETE = "job_complete"
+# Events read per query: a big job's history streams without being held in memory at once.
+PAGE = 500
 
 
 def parse_event_id(value: str | None) -> int | None:
@@ -103,32 +105,28 @@ class FeedStreams:
     def _job_events(
         self, org_id: str, job_id: str, resume_after: int | None, listener: Any
     ) -> Iterator[bytes]:
-        history = self._rows(self._store.job_events_after, org_id, job_id, None)
-        if resume_after is not None and any(ev.id == resume_after for ev in history):
-            to_send = [ev for ev in history if ev.id > resume_after]
-        else:
-            to_send = history
-        last_id = history[-1].id if history else 0
-        finished = any(ev.name == JOB_COMPLETE for ev in history)
-        for ev in to_send:
-            yield _frame(ev)
+        last_id = 0
+        if resume_after is not None and self._is_job_event(org_id, job_id, resume_after):
+            last_id = resume_after
+        finished = False
         silent_since = time.monotonic()
         while not finished:
-            self._wait(listener)
-            fresh = self._rows(self._store.job_events_after, org_id, job_id, last_id)
-            for ev in fresh:
+            sent = False
+            for ev in self._pages(self._store.job_events_after, org_id, job_id, last_id):
                 yield _frame(ev)
-                last_id = ev.id
+                last_id, sent = ev.id, True
                 finished = finished or ev.name == JOB_COMPLETE
-            if fresh:
+            if sent:
                 silent_since = time.monotonic()
                 continue
             if self._job_is_over(org_id, job_id):
-                # Finished without a job_complete event (e.g. crashed while no broker ran).
+                # Over without a job_complete event after last_id: resumed past it, or the job
+                # ended while no broker ran.
                 break
             if time.monotonic() - silent_since >= self._keepalive:
                 yield SSE_KEEPALIVE
                 silent_since = time.monotonic()
+            self._wait(listener)
         job = self._q(self._store.get_job, org_id, job_id)
         if job is not None:
             yield sse_event(
@@ -137,8 +135,12 @@ class FeedStreams:
                 {"timestamp": feed_timestamp(_utcnow()), **self._summary(job)},
             )
 
+    def _is_job_event(self, org_id: str, job_id: str, event_id: int) -> bool:
+        probe = self._rows(self._store.job_events_after, org_id, job_id, event_id - 1, limit=1)
+        return bool(probe) and probe[0].id == event_id
+
     def _job_is_over(self, org_id: str, job_id: str) -> bool:
-        job = self._q(self._store.get_job, org_id, job_id)
+        job = self._q(self._store.get_job_summary, org_id, job_id)
         return job is None or JobStatus(job.status) in TERMINAL_JOB_STATUSES
 
     # -- org feed ---------------------------------------------------------------------------
@@ -154,42 +156,44 @@ class FeedStreams:
     def _org_events(self, org_id: str, last_event_id: str | None, listener: Any) -> Iterator[bytes]:
         now = _utcnow()
         horizon = now - timedelta(seconds=self._retention)
-        resume_after = parse_event_id(last_event_id)
-        last_id: int | None = None
-        if last_event_id is None:
-            # No history: only what happens from now on.
-            backlog = self._rows(self._store.org_events_after, org_id, None, since=now)
-        else:
-            retained = self._rows(self._store.org_events_after, org_id, None, since=horizon)
-            if resume_after is not None and any(ev.id == resume_after for ev in retained):
-                backlog = [ev for ev in retained if ev.id > resume_after]
+        last_id: int | None = None  # None: nothing sent yet and no history wanted
+        if last_event_id is not None:
+            resume_after = parse_event_id(last_event_id)
+            if resume_after is not None and self._is_org_event(org_id, resume_after, horizon):
                 last_id = resume_after
             else:
                 start = {"timestamp": feed_timestamp(horizon)}
                 yield sse_event("start_of_history", "start_id", start)
-                backlog = retained
-        yield from self._org_send(backlog)
-        if backlog:
-            last_id = backlog[-1].id
+                last_id = 0
         silent_since = time.monotonic()
         while True:
-            self._wait(listener)
-            if last_id is None:
-                fresh = self._rows(self._store.org_events_after, org_id, None, since=now)
-            else:
-                fresh = self._rows(self._store.org_events_after, org_id, last_id, since=horizon)
-            if fresh:
-                yield from self._org_send(fresh)
-                last_id = fresh[-1].id
+            since = now if last_id is None else horizon
+            sent = False
+            for ev in self._pages(self._store.org_events_after, org_id, last_id, since=since):
+                yield _frame(ev, with_job=True)
+                last_id, sent = ev.id, True
+            if sent:
                 silent_since = time.monotonic()
             elif time.monotonic() - silent_since >= self._keepalive:
                 yield SSE_KEEPALIVE
                 silent_since = time.monotonic()
+            self._wait(listener)
 
-    @staticmethod
-    def _org_send(events: Iterable[Any]) -> Iterator[bytes]:
-        for ev in events:
-            yield _frame(ev, with_job=True)
+    def _is_org_event(self, org_id: str, event_id: int, horizon: datetime) -> bool:
+        probe = self._rows(
+            self._store.org_events_after, org_id, event_id - 1, since=horizon, limit=1
+        )
+        return bool(probe) and probe[0].id == event_id
+
+    def _pages(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """Events after the last positional argument (an id), read PAGE at a time."""
+        *head, after = args
+        while True:
+            page = self._rows(func, *head, after, limit=PAGE, **kwargs)
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = page[-1].id
 
     def _q(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with self._connection():

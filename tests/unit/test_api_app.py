@@ -22,6 +22,7 @@ from pushd.broker.control_client import BrokerClient
 from pushd.identity import authz
 from pushd.identity.local import LocalSource
 from pushd.keys import generate_client_keypair
+from pushd.settings import Settings
 from pushd.states import JobStatus, NodeStatus
 
 ORG = "acme"
@@ -32,16 +33,6 @@ def keypair(name: str) -> tuple[str, str]:
     if name not in _keys:
         _keys[name] = generate_client_keypair()
     return _keys[name]
-
-
-class Values:
-    """Settings values by name: the registry's `get` contract, for the few names used here."""
-
-    def __init__(self, **values: Any) -> None:
-        self._values = values
-
-    def get(self, name: str) -> Any:
-        return self._values[name]
 
 
 @dataclass
@@ -84,27 +75,8 @@ def api(db_backend: tuple[str, dict[str, Any]], tmp_path: Path) -> Iterator[Api]
         run_dir = tmp_path / "run"
         run_dir.mkdir()
         broker = BrokerGateway(BrokerClient(run_dir, timeout=0.05).request)
-        settings = Values(
-            max_request_body=1_000_000,
-            max_job_file_size=100_000,
-            default_running_timeout=3600,
-            keep_alive_time=1,
-            org_feed_retention=86400,
-            allow_unencrypted=False,
-            disable_curve_encryption=False,
-            validate_client_node_name=True,
-            server_name_advertised="push.example",
-            vip="127.0.0.1",
-            server_heartbeat_port=10000,
-            command_port=10002,
-            unencrypted_command_port=10001,
-            heartbeat_interval=1000,
-            offline_threshold=3,
-            online_threshold=2,
-            config_lifetime=3600,
-            max_message_skew=300,
-            max_body_size=65536,
-            jobs_page_limit=50,
+        settings = Settings.from_values(
+            {"server_name_advertised": "push.example", "keep_alive_time": 1, "jobs_page_limit": 50}
         )
         app = create_app(
             settings, store, LocalSource(), broker, authz=authz, server_public_key_pem="PEM"
@@ -152,38 +124,37 @@ def test_job_options_and_include_file(api: Api) -> None:
     assert with_file["file"] == "raw:data" and "file_specified" not in with_file
 
 
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        ({"nodes": ["n"]}, "invalid command supplied"),
-        ({"command": "x", "nodes": []}, "at least one node must be supplied"),
-        ({"command": "x", "nodes": ["n"], "foo": 1}, "invalid key supplied"),
-        ({"command": "x", "nodes": ["n"], "quorum": "1"},
-         "invalid type supplied for quorum (expected a number)"),
-        ({"command": "x", "nodes": ["n"], "run_timeout": "1"},
-         "invalid type supplied for run_timeout (expected a number)"),
-        ({"command": "x", "nodes": ["n"], "capture_output": "yes"},
-         "invalid type supplied for capture_output (expected a boolean)"),
-        ({"command": "x", "nodes": ["n"], "file": "zzz"},
-         "invalid file contents (expected 'base64:...' or 'raw:...')"),
-        ({"command": "x", "nodes": ["n"], "file": "base64:!!"},
-         "invalid file contents (couldn't decode base64 string)"),
-        ({"command": "x", "nodes": ["n"], "file": "raw:" + "x" * 100_001},
-         "invalid file size (must be <= 100000 bytes)"),
-        ({"command": "x", "nodes": ["n", "n"]}, "duplicate node names supplied"),
-        ({"command": "x", "nodes": ["n"], "quorum": -1},
-         "invalid value supplied for quorum (expected a non-negative integer)"),
-        ({"command": "x", "nodes": ["n"], "run_timeout": 1.5},
-         "invalid value supplied for run_timeout (expected a non-negative integer)"),
-        (b'{"command":"x","nodes":["n"],"env":{"a":"1","a":"2"}}',
-         "invalid environment value (duplicate key)"),
-        (b"{not json", "request body is not valid JSON"),
-    ],
-)
-def test_validation_messages_over_http(api: Api, body: Any, message: str) -> None:
-    result = api.call("POST", "jobs", body)
-    assert result.status_code == 400
-    assert result.json == {"error": message}
+VALIDATION_CASES = [
+    ({"nodes": ["n"]}, "invalid command supplied"),
+    ({"command": "x", "nodes": []}, "at least one node must be supplied"),
+    ({"command": "x", "nodes": ["n"], "foo": 1}, "invalid key supplied"),
+    ({"command": "x", "nodes": ["n"], "quorum": "1"},
+     "invalid type supplied for quorum (expected a number)"),
+    ({"command": "x", "nodes": ["n"], "run_timeout": "1"},
+     "invalid type supplied for run_timeout (expected a number)"),
+    ({"command": "x", "nodes": ["n"], "capture_output": "yes"},
+     "invalid type supplied for capture_output (expected a boolean)"),
+    ({"command": "x", "nodes": ["n"], "file": "zzz"},
+     "invalid file contents (expected 'base64:...' or 'raw:...')"),
+    ({"command": "x", "nodes": ["n"], "file": "base64:!!"},
+     "invalid file contents (couldn't decode base64 string)"),
+    ({"command": "x", "nodes": ["n"], "file": "raw:" + "x" * 100_001},
+     "invalid file size (must be <= 100000 bytes)"),
+    ({"command": "x", "nodes": ["n", "n"]}, "duplicate node names supplied"),
+    ({"command": "x", "nodes": ["n"], "quorum": -1},
+     "invalid value supplied for quorum (expected a non-negative integer)"),
+    ({"command": "x", "nodes": ["n"], "run_timeout": 1.5},
+     "invalid value supplied for run_timeout (expected a non-negative integer)"),
+    (b'{"command":"x","nodes":["n"],"env":{"a":"1","a":"2"}}',
+     "invalid environment value (duplicate key)"),
+    (b"{not json", "request body is not valid JSON"),
+]
+
+
+def test_validation_messages_over_http(api: Api) -> None:
+    for body, message in VALIDATION_CASES:
+        result = api.call("POST", "jobs", body)
+        assert (result.status_code, result.json) == (400, {"error": message}), body
     assert api.call("GET", "jobs").json == []  # nothing was stored
 
 
@@ -391,3 +362,25 @@ def test_feed_refusals(api: Api) -> None:
     assert api.call("POST", f"job_status_feed/{job_id}").status_code == 405
 
 
+
+
+def test_long_history_streams_in_pages_and_resumes_across_a_page(api: Api) -> None:
+    job_id = create(api)
+    many = [(api.org_id, job_id, "rehab", {"node": f"n{i}"}) for i in range(1203)]
+    ids = store.append_events(many)
+    ids += store.append_events([(api.org_id, job_id, "job_complete", {"status": "crashed"})])
+    store.set_job_status(api.org_id, job_id, JobStatus.CRASHED)
+    stream = {"Accept": "text/event-stream"}
+    events = parse_stream(api.call("GET", f"job_status_feed/{job_id}", headers=stream).text)
+    assert [int(e["id"]) for e in events[:-1]] == ids
+    assert events[-1]["event"] == "summary" and events[-1]["data"]["status"] == "crashed"
+    resumed = parse_stream(
+        api.call("GET", f"job_status_feed/{job_id}",
+                 headers={**stream, "Last-Event-ID": str(ids[499])}).text
+    )
+    assert [int(e["id"]) for e in resumed[:-1]] == ids[500:]
+    after_end = parse_stream(
+        api.call("GET", f"job_status_feed/{job_id}",
+                 headers={**stream, "Last-Event-ID": str(ids[-1])}).text
+    )
+    assert [e["event"] for e in after_end] == ["summary"]
