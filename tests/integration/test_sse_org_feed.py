@@ -132,3 +132,20 @@ def test_job_feed_resumes_after_a_server_restart(server: PushdServer) -> None:
     assert [(e.name, e.id) for e in again[:-1]] == [(e.name, e.id) for e in before[2:-1]]
     assert again[-1].name == "summary"
     assert again[-1].data["status"] == "complete"
+
+
+def test_a_slow_reader_blocks_neither_the_broker_nor_other_readers(server: PushdServer) -> None:
+    slow = server.stream("job_status_feed", recv_buffer=4096)
+    fast = server.stream("job_status_feed")
+    try:
+        command = "x" * 60_000  # each start event carries it: megabytes the slow reader ignores
+        jobs = [start_job(server, command=f"{command}{i}", nodes=["node3"]) for i in range(40)]
+        seen = org_events(fast, 80, timeout=60)
+        assert sorted(e.data["job"] for e in seen if e.name == "job_complete") == sorted(jobs)
+        for job_id in jobs:  # the broker finished every job meanwhile
+            assert wait_finished(server, job_id)["status"] == "quorum_failed"
+        late = org_events(slow, 80, timeout=60)
+    finally:
+        slow.close()
+        fast.close()
+    assert [(e.name, e.id) for e in late] == [(e.name, e.id) for e in seen]

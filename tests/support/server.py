@@ -656,13 +656,19 @@ class PushdServer:
         last_event_id: str | None = None,
         accept: str = "text/event-stream",
         timeout: float = 10.0,
+        recv_buffer: int | None = None,
     ) -> SseStream:
+        """An SSE request; `recv_buffer` shrinks the socket's receive buffer (a slow reader)."""
         full = self.path(path)
         headers = {"Host": f"127.0.0.1:{self.api_port}", "Accept": accept}
         headers.update(self.signed_headers("GET", full, b"", user=user))
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
-        sock = socket.create_connection(("127.0.0.1", self.api_port), timeout=timeout)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if recv_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
+        sock.settimeout(timeout)
+        sock.connect(("127.0.0.1", self.api_port))
         head = f"GET {full} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         sock.sendall((head + "\r\n").encode("utf-8"))
         return SseStream(sock, timeout)
