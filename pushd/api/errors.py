@@ -9,7 +9,8 @@
         (``WWW-Authenticate`` on a bad signature).
     install_error_handlers(app)
         Makes every error the app can produce a JSON body with a reason: ApiError, falcon's own
-        HTTPErrors (405 with ``Allow``, unrouted 404, ...) and unexpected exceptions (500, logged).
+        HTTPErrors (405 with ``Allow``, unrouted 404, ...), an unreachable database (503) and
+        unexpected exceptions (500, logged).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import falcon
 
 from pushd.errors import AuthError
+from pushd.store.db import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,10 @@ def _handle_unexpected(
 ) -> None:
     if isinstance(ex, falcon.HTTPError):
         _handle_http_error(req, resp, ex, params)
+        return
+    if isinstance(ex, StoreUnavailable):
+        log.warning("database unavailable on %s %s: %s", req.method, req.path, ex)
+        _write(resp, 503, {"error": "the database is not available; try again shortly"}, {})
         return
     log.exception("unhandled error on %s %s", req.method, req.path)
     _write(resp, 500, {"error": "internal server error"}, {})
