@@ -100,3 +100,21 @@ def test_jobs_and_feeds_on_postgresql(db_backend: tuple[str, dict[str, Any]]) ->
         assert out.body == b"node1 says hi\n"
         listed = server.request("GET", "jobs", query={"limit": 1})
         assert [j["id"] for j in listed.json()] == [job_id]
+
+
+def test_unreachable_chef_server_answers_502(tmp_path: Any) -> None:
+    from pushd.keys import generate_client_keypair
+    from tests.support.ports import free_port
+
+    key_path = tmp_path / "pivotal.pem"
+    key_path.write_text(generate_client_keypair()[0])
+    settings = {
+        "principal_source": "chef_server",
+        "chef_server_url": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "chef_server_superuser_name": "pivotal",
+        "chef_server_superuser_key": str(key_path),
+    }
+    with running_server(nodes=("node1",), settings=settings) as server:
+        resp = server.request("GET", "jobs")
+        assert resp.status == 502, resp.body
+        assert resp.json() == {"error": ["identity service unavailable"]}
