@@ -343,6 +343,7 @@ class Agent:
         self._probe_deadline = now + PROBE_SECONDS
         self._server_incarnation = cfg.incarnation_id
         lifetime = cfg.lifetime * (1.0 - self.rng.uniform(0.0, 0.1))
+        self.reconfigure_at.clear()  # what asked for this reconfigure has been served
         self.reconfigure_at.bring_forward(now + lifetime)
         log.info(
             "connected to %s / %s (%s), heartbeat every %gs, server incarnation %s",
@@ -383,7 +384,11 @@ class Agent:
                 return
             if self.link is not link:
                 return
-            handler(link, frames)
+            try:
+                handler(link, frames)
+            except Exception:
+                # A bug handling one message must not take the node (and its job) down.
+                log.exception("error while handling a message; message dropped")
 
     def _on_server_heartbeat(self, link: _Link, frames: list[bytes]) -> None:
         cfg = link.config

@@ -219,6 +219,7 @@ def test_client_killed_mid_run(server: PushdServer, node1: Node) -> None:
     assert finished(server, again)["nodes"] == {"succeeded": ["node1"]}
 
 
+@pytest.mark.slow
 def test_server_restarted_mid_run_and_client_started_before_server(
     reachable_tmp: Path,
 ) -> None:
