@@ -100,7 +100,7 @@ def _server_url(value: Any) -> str:
     if not url.startswith(("http://", "https://")):
         raise ValueError("must be an http:// or https:// URL")
     if not _ORG.search(url):
-        raise ValueError("chef_server must end in /organizations/ORG_NAME")
+        raise ValueError("must end in /organizations/ORG_NAME")
     return url
 
 

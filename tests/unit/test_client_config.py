@@ -102,7 +102,7 @@ def test_bad_value_names_file_line_and_text(tmp_path: Path) -> None:
 
 def test_server_url_without_organization(tmp_path: Path) -> None:
     path = write(tmp_path, "bad.rb", 'chef_server_url "https://chef.example.com"\n')
-    with pytest.raises(ConfigError, match="organizations/ORG_NAME"):
+    with pytest.raises(ConfigError, match="chef_server_url must end in /organizations/ORG_NAME"):
         load_config(path)
 
 
