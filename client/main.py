@@ -43,6 +43,8 @@ EXIT_OK = 0
 EXIT_NOT_ONLINE = 1
 EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = 3
+# The daemon rewrites its status at least every server heartbeat while connected.
+STALE_STATUS_SECONDS = 120.0
 
 # flag dest -> setting name
 _OVERRIDES = {
@@ -148,6 +150,9 @@ def format_status(status: dict[str, Any], now: float) -> list[str]:
         lines.append(text)
     if status.get("last_error"):
         lines.append(f"last error: {status['last_error']}")
+    updated = status.get("updated_at")
+    if isinstance(updated, int | float) and now - updated > STALE_STATUS_SECONDS:
+        lines.append(f"warning: the client last updated this status {now - updated:.0f}s ago")
     return lines
 
 

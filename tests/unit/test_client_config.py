@@ -144,3 +144,22 @@ def test_client_and_cli_import_no_server_libraries() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_status_lines() -> None:
+    from pushd_client.main import format_status
+
+    status = {
+        "pid": 42, "connection": "online", "encrypted": True, "node_name": "n1",
+        "organization": "o", "chef_server_url": "https://c/organizations/o",
+        "last_server_heartbeat": 990.0, "server_incarnation": "inc",
+        "job": {"state": "running", "job_id": "j" * 32, "command": "chef-client", "pid": 7,
+                "running_for": 3.0},
+        "last_error": None, "updated_at": 999.0,
+    }
+    lines = format_status(status, now=1000.0)
+    assert lines[0] == "push-jobs-client pid 42: online"
+    assert lines[2] == "last server heartbeat: 10.0s ago (server incarnation inc)"
+    assert lines[3] == f"job: {'j' * 32} running 'chef-client' pid 7 for 3.0s"
+    stale = format_status({**status, "updated_at": 0.0, "job": {"state": "idle"}}, now=1000.0)
+    assert "job: none (idle)" in stale and stale[-1].startswith("warning:")
