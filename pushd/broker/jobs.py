@@ -9,6 +9,7 @@
                                              and status `aborted`; raises KeyError if not live
     engine.live_job_ids() -> list[str]
     engine.is_live(job_id) -> bool
+    engine.org_of(job_id) -> str | None      the org of a live job
     engine.shutdown()                        cancel timers (the jobs stay `running` in the store)
 
     JobHooks for the node tracker (see nodes.py):
@@ -159,6 +160,10 @@ class JobEngine:
     def is_live(self, job_id: str) -> bool:
         return job_id in self._jobs
 
+    def org_of(self, job_id: str) -> str | None:
+        run = self._jobs.get(job_id)
+        return None if run is None else run.spec.org_id
+
     def start(self, spec: JobSpec) -> None:
         if spec.job_id in self._jobs:
             return  # a repeated start_job request for a job already running
@@ -223,8 +228,9 @@ class JobEngine:
     # -- JobHooks ------------------------------------------------------------------------------
 
     def knows(self, ref: NodeRef, job_id: str) -> bool:
+        """True when `job_id` is a live job of the node's org that includes the node."""
         run = self._jobs.get(job_id)
-        return run is not None and run.spec.org_id == ref[0]
+        return run is not None and run.spec.org_id == ref[0] and ref[1] in run.statuses
 
     def job_message(self, ref: NodeRef, job_id: str, kind: str, body: dict[str, Any]) -> bool:
         run = self._jobs.get(job_id)

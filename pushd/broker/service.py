@@ -425,7 +425,7 @@ class Broker:
     def abort_job(self, org_id: str, job_id: str) -> str:
         """Abort a job; returns "aborted", "not_found" or "already_finished"."""
         if self.engine.is_live(job_id):
-            if not self.engine.knows((org_id, ""), job_id):
+            if self.engine.org_of(job_id) != org_id:
                 return "not_found"
             self.engine.abort(job_id)
             return "aborted"

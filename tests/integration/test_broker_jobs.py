@@ -391,6 +391,7 @@ def test_abort_a_running_job(env: BrokerEnv) -> None:
     job = env.create_job(["a", "b"], "hang")
     wait_node(env, job, "a", NodeStatus.RUNNING)
     wait_node(env, job, "b", NodeStatus.RUNNING)
+    assert env.client.abort_job("f" * 32, job)["error"] == "not_found"  # another org's job
     assert env.client.abort_job(ORG_ID, job) == {"ok": True, "status": "aborted"}
     view = env.job(job)
     assert view.status == JobStatus.ABORTED

@@ -203,3 +203,12 @@ def test_timer_callback_error_does_not_stop_others() -> None:
     clock.advance(1)
     timers.run_due()
     assert fired == [1]
+
+
+def test_heartbeat_naming_a_live_job_of_other_nodes_rehabs() -> None:
+    h = EngineHarness()
+    h.connect("n1", "n2")
+    h.start_job(["n2"])
+    job = h.start_job(["n2"])
+    h.heartbeat("n1", job, "running")
+    assert h.sent("n1") == ["abort"]
