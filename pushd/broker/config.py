@@ -45,6 +45,7 @@ class BrokerConfig:
     zap_window: float = 60.0
     recovery_grace_intervals: int = 3
     known_nodes_flush_interval: float = 30.0
+    session_key_reload_interval: float = 60.0  # how soon a deleted key stops working
     zmq_io_threads: int = 1
     disable_curve_encryption: bool = False
     database: tuple[str, dict[str, Any]] | None = None  # tests: (kind, params); else settings

@@ -11,6 +11,7 @@
     tracker.address(ref) -> Address | None
     tracker.known(org_id) -> list[NodeRef]      nodes seen since the broker started (any state)
     tracker.session_count                       live sessions (`node_fsm_count` of /_status)
+    tracker.end_session(ref)                    end a session now (key revoked): jobs see `down`
     tracker.shutdown()                          cancel every timer
 
 Session states follow the original's `pushy_node_state` (post_init is folded into creation):
@@ -179,6 +180,12 @@ class NodeTracker:
                 self._end(session)
                 ended.append(ref)
         return ended
+
+    def end_session(self, ref: NodeRef) -> None:
+        """End a node's session now (its key was revoked); jobs see it `down`."""
+        session = self._sessions.get(ref)
+        if session is not None:
+            self._end(session)
 
     def shutdown(self) -> None:
         for session in self._sessions.values():

@@ -207,6 +207,7 @@ class Broker:
         self._every(cfg.liveness_period, self._check_liveness)
         self._every(1.0, self._housekeeping)
         self._every(cfg.known_nodes_flush_interval, self._flush_known_nodes)
+        self._every(cfg.session_key_reload_interval, self._reload_session_keys)
         log.info(
             "broker %s serving: heartbeat %d, command %d%s", self.incarnation_id,
             cfg.server_heartbeat_port, cfg.command_port,
@@ -503,6 +504,21 @@ class Broker:
         if len(self._in_sequence) > 2 * self.tracker.session_count + 1000:
             live = {self.tracker.address(ref) for ref in list(self._keys_by_ref)}
             self._in_sequence = {a: s for a, s in self._in_sequence.items() if a in live}
+
+    def _reload_session_keys(self) -> None:
+        """Follow the store: a key deleted there (`client delete`) stops working here, and the
+        node's session ends, so a deleted client cannot keep talking on an open connection."""
+        try:
+            stored = store.load_session_keys()
+        except Exception:
+            log.exception("could not reload session keys")
+            return
+        current = {(org_id, node): key for (_, node), (org_id, key) in stored.items()}
+        for ref in [ref for ref in self._keys_by_ref if ref not in current]:
+            log.info("session key of %s/%s was deleted; closing its session", *ref)
+            self.tracker.end_session(ref)
+        self._keys_by_name = {name: value for name, value in stored.items()}
+        self._keys_by_ref = current
 
     def _housekeeping(self) -> None:
         self.grants.save()

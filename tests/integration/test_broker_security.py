@@ -223,3 +223,20 @@ def test_fuzzed_frames_do_not_stop_the_broker(env: BrokerEnv) -> None:
     assert env.client.status()["incarnation_id"]
     still_serves(env, "n1")
     assert env.wait_job(env.create_job(["n1"], "true")).status == JobStatus.COMPLETE
+
+
+def test_deleted_session_key_stops_a_connected_node(tmp_path: Path) -> None:
+    from pushd import store
+
+    env = make_env(tmp_path, session_key_reload_interval=0.3)
+    try:
+        peer = env.peer("n1")
+        store.delete_session_key(ORG_ID, "n1")  # `push-jobs-server-ctl client delete`
+        wait_until(lambda: env.node_state("n1")["status"] == "offline", 3, "n1 offline")
+        dropped(env, "unknown_sender")
+        peer.clear()
+        time.sleep(0.3)
+        assert peer.received() == []
+        assert env.node_state("n1")["status"] == "offline"
+    finally:
+        env.close()
