@@ -127,15 +127,15 @@ class Broker:
         self._sockets: dict[str, zmq.Socket] = {}
         try:
             self._open_sockets()
-        except Exception:
+            self._restarted = self.grants.restore(config.zap_window + config.recovery_grace) > 0
+            self._grace_until = (
+                self.timers.now() + config.recovery_grace if self._restarted else 0.0
+            )
+            self._recover_jobs()
+        except BaseException:
             self._close_sockets()
             store.close_database()
             raise
-        self._restarted = self.grants.restore(config.zap_window + config.recovery_grace) > 0
-        self._grace_until = (
-            self.timers.now() + config.recovery_grace if self._restarted else 0.0
-        )
-        self._recover_jobs()
 
     # -- sockets ------------------------------------------------------------------------------
 
@@ -401,7 +401,7 @@ class Broker:
     def start_job_from_store(self, org_id: str, job_id: str) -> str:
         """Start a `new` job; returns "started", "live", "not_found" or "already_finished"."""
         if self.engine.is_live(job_id):
-            return "live"
+            return "live" if self.engine.org_of(job_id) == org_id else "not_found"
         view = store.get_job(org_id, job_id)
         if view is None:
             return "not_found"
