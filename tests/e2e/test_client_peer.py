@@ -6,7 +6,6 @@ client under test is the installed entry point run as its own process.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -104,7 +103,7 @@ def test_abort_kills_the_job_group_before_aborted(
 
 def test_run_timeout_from_the_server(peer: PushServerPeer, client: ClientProcess) -> None:
     connected(peer, client)
-    peer.commit(NODE, JOB, "sleep 60", run_timeout=1)
+    peer.commit(NODE, JOB, "sleep 3133", run_timeout=1)
     peer.wait_for("ack_commit", job_id=JOB)
     peer.run(NODE, JOB)
     pgid = client.job_pid()
@@ -261,13 +260,6 @@ def test_unencrypted_server_needs_allow_unencrypted(
         peer.stop()
 
 
-def test_no_leftover_processes(tmp_path: Path) -> None:
-    """Guard for this file: nothing it started (sleep 100 / sleep 60) is still running."""
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    mine = [line for line in out.splitlines() if line.strip() in ("sleep 100", "sleep 60")]
-    assert not mine or os.environ.get("PUSHD_SHARED_MACHINE"), mine
-
-
 def test_refused_config_fetch_is_reported_and_retried(
     tmp_path: Path, peer: PushServerPeer
 ) -> None:
@@ -308,3 +300,11 @@ def test_new_server_incarnation_triggers_a_reconfigure(
     peer.start(keep_keys=True)  # back before the client could miss enough heartbeats
     wait_until(lambda: peer.config_fetches > fetches, 15)
     assert f"-> {peer.incarnation}); reconfiguring in" in client.log()
+
+
+def test_no_leftover_processes() -> None:
+    """Guard for the client e2e tests: none of their job commands is still running."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    mine = [line for line in out.splitlines()
+            if line.strip() in ("sleep 3131", "sleep 3132", "sleep 3133")]
+    assert not mine, mine

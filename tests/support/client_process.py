@@ -56,7 +56,7 @@ class ClientProcess:
             "log_level": "debug",
             "whitelist": {
                 "hello": "echo hello from the node",
-                "sleepy": {"command_line": "sleep 100 & sleep 100", "shell": True},
+                "sleepy": {"command_line": "sleep 3131 & sleep 3132", "shell": True},
                 "/sleep ([0-9]+)/": "sleep \\1",
                 "both": {"command_line": "echo to-out; echo to-err >&2", "shell": True},
                 "probe": {"command_line": PROBE, "shell": True},
