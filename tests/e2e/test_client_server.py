@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -246,3 +247,10 @@ def test_server_restarted_mid_run_and_client_started_before_server(
             assert finished(srv, again)["nodes"] == {"succeeded": ["node1"]}
         finally:
             node.client.stop()
+
+
+def test_no_leftover_processes() -> None:
+    """Guard for this file: none of the job commands it started is still running."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    mine = [line for line in out.splitlines() if line.strip() in ("sleep 3131", "sleep 3132")]
+    assert not mine, mine
