@@ -11,6 +11,7 @@ PACKAGE_ROOTS = {
     "pushd_ctl": "ctl",
     "pushd_client": "client",
     "pushd_knife": "knife",
+    "pushd_bench": "bench",
 }
 
 packages: list[str] = []

@@ -1,0 +1,260 @@
+"""``push-jobs-emulator``: N simulated push-jobs nodes against a real pushd appliance.
+
+    push-jobs-emulator --config SERVER_CONFIG --org ORG --nodes N [options]
+
+brings N nodes online against the appliance SERVER_CONFIG (opscode-push-jobs-server.rb)
+describes, and keeps them there until SIGINT/SIGTERM (or --duration). Each node is a real
+protocol peer: its own RSA client key (a cached pool under --state-dir, so a second run reuses
+every identity), its own signed config fetch from the REST API, its own Curve keypair, SUB and
+DEALER sockets, heartbeats and job handling (every command "runs" instantly or after --delay,
+exiting with --exit-code and printing --output-bytes bytes when the job captures output).
+
+Provisioning (skipped with --no-provision): the organization and one client per node
+(``PREFIX00000`` ...) are created in the appliance's local principal store with the same store
+calls as ``push-jobs-server-ctl org-create`` / ``client-create``; existing clients keep theirs.
+``--admin-user NAME`` also creates an admin user (its key in the state dir as ``NAME.pem``) for
+tools that POST jobs.
+
+Nodes are spread over worker processes (``--nodes-per-worker``, default 2000: each node holds
+two ZeroMQ sockets, about four file descriptors, and a process may hold at most 20,000).
+
+Output: a status line every --report-interval seconds on stdout,
+``online=N configured=N nodes=N fetching=N fetch_errors=N elapsed=S``, one line when every node
+is online for the first time (``all N nodes online after S s``), and the same figures plus
+per-job counts as JSON in --status-file (rewritten atomically) for scripts:
+    {"nodes", "online", "configured", "fetching", "fetches", "fetch_errors", "last_error",
+     "dropped", "elapsed", "all_online_after", "updated",
+     "jobs": {job_id: {"commits", "acked_runs", "results", "first_commit", "last_ack_run",
+                       "last_result"}}}      (times are POSIX wall-clock seconds)
+
+    main(argv=None) -> int      exit 0 after a clean stop, 2 for bad arguments/config
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from pushd_bench.identities import KeyPool, node_name, provision
+from pushd_bench.node import Behaviour, JobRecord
+from pushd_bench.worker import WorkerSpec, run_worker
+
+from pushd.errors import ConfigError
+
+DEFAULT_STATE_DIR = "/var/tmp/push-jobs-emulator"
+FD_PER_NODE = 4
+FD_LIMIT = 20_000
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="push-jobs-emulator", description="Run N emulated push-jobs nodes."
+    )
+    parser.add_argument("--config", required=True, metavar="FILE",
+                        help="the server's opscode-push-jobs-server.rb")
+    parser.add_argument("--org", required=True, help="organization of the nodes")
+    parser.add_argument("--nodes", required=True, type=int, metavar="N")
+    parser.add_argument("--prefix", default="emu-", help="node name prefix (default emu-)")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                        help=f"key pool and admin key (default {DEFAULT_STATE_DIR})")
+    parser.add_argument("--url", help="REST base URL (default from the config: "
+                        "http://SERVER_NAME_ADVERTISED:API_PORT)")
+    parser.add_argument("--nodes-per-worker", type=int, default=2000)
+    parser.add_argument("--fetchers", type=int, default=4,
+                        help="concurrent config fetches per worker")
+    parser.add_argument("--ramp", type=float, default=0.0,
+                        help="spread the first config fetches over this many seconds")
+    parser.add_argument("--exit-code", type=int, default=0)
+    parser.add_argument("--output-bytes", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds a command runs")
+    parser.add_argument("--no-provision", action="store_true")
+    parser.add_argument("--admin-user", help="also provision this admin user")
+    parser.add_argument("--status-file")
+    parser.add_argument("--report-interval", type=float, default=2.0)
+    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    args = parser.parse_args(argv)
+    if args.nodes < 1 or args.nodes > 100_000:
+        parser.error("--nodes must be between 1 and 100000")
+    if not 1 <= args.nodes_per_worker <= (FD_LIMIT - 1000) // FD_PER_NODE:
+        parser.error(f"--nodes-per-worker must be between 1 and "
+                     f"{(FD_LIMIT - 1000) // FD_PER_NODE} (file descriptor limit)")
+    if args.fetchers < 1 or args.fetchers > 64:
+        parser.error("--fetchers must be between 1 and 64")
+    if args.output_bytes < 0 or args.delay < 0 or not 0 <= args.exit_code <= 255:
+        parser.error("--output-bytes and --delay must be >= 0, --exit-code 0..255")
+    return args
+
+
+def base_url(args: argparse.Namespace) -> str:
+    if args.url:
+        return f"{args.url.rstrip('/')}/organizations/{args.org}"
+    from pushd.config import load_settings
+
+    settings = load_settings(args.config)
+    host = settings.get("server_name_advertised") or settings.get("api_listen")
+    if host in ("0.0.0.0", "::", "*"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.get('api_port')}/organizations/{args.org}"
+
+
+def write_status(path: str, status: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(status, handle)
+    os.replace(tmp, path)
+
+
+class Emulator:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stopping = False
+        self.workers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+        self.latest: dict[int, dict[str, Any]] = {}
+        self.jobs: dict[str, JobRecord] = {}
+
+    def say(self, text: str) -> None:
+        print(f"push-jobs-emulator: {text}", flush=True)
+
+    def prepare(self) -> None:
+        args = self.args
+        pool = KeyPool(args.state_dir)
+        started = time.monotonic()
+        pool.ensure(args.nodes, progress=lambda done, total: self.say(
+            f"generated {done}/{total} RSA client keys"))
+        if args.no_provision:
+            return
+        user = None
+        if args.admin_user:
+            user_pool = KeyPool(Path(args.state_dir) / "users")
+            user_pool.ensure(1)
+            Path(args.state_dir, f"{args.admin_user}.pem").write_bytes(user_pool.private_pem(0))
+            os.chmod(Path(args.state_dir, f"{args.admin_user}.pem"), 0o600)
+            user = (args.admin_user, user_pool.public_pem(0))
+        pairs = [(node_name(args.prefix, i), pool.public_pem(i)) for i in range(args.nodes)]
+        report = provision(args.config, args.org, pairs, user=user)
+        self.say(f"provisioned org {args.org}: {report.created} clients created, "
+                 f"{report.updated} re-keyed, {report.unchanged} unchanged "
+                 f"({time.monotonic() - started:.1f} s)")
+
+    def start_workers(self) -> None:
+        args = self.args
+        url = base_url(args)
+        count = math.ceil(args.nodes / args.nodes_per_worker)
+        per = math.ceil(args.nodes / count)
+        behaviour = Behaviour(args.exit_code, args.output_bytes, args.delay)
+        context = multiprocessing.get_context("fork")  # the parent holds no ZeroMQ context
+        for worker in range(count):
+            indices = tuple(range(worker * per, min(args.nodes, (worker + 1) * per)))
+            spec = WorkerSpec(worker=worker, base_url=url, org=args.org, prefix=args.prefix,
+                              indices=indices, state_dir=args.state_dir, behaviour=behaviour,
+                              fetchers=args.fetchers, ramp=args.ramp)
+            parent_end, child_end = context.Pipe()
+            process = context.Process(target=run_worker, args=(spec, child_end),
+                                      name=f"emulator-worker-{worker}", daemon=True)
+            process.start()
+            child_end.close()
+            self.workers.append((process, parent_end))
+        self.say(f"{args.nodes} nodes in {count} worker processes against {url}")
+
+    def status(self, elapsed: float, all_online_after: float | None) -> dict[str, Any]:
+        keys = ("online", "configured", "fetching", "fetches", "fetch_errors", "dropped")
+        status: dict[str, Any] = {k: sum(s.get(k, 0) for s in self.latest.values())
+                                  for k in keys}
+        errors = [s["last_error"] for s in self.latest.values() if s.get("last_error")]
+        status.update({
+            "nodes": self.args.nodes,
+            "last_error": errors[-1] if errors else "",
+            "elapsed": round(elapsed, 3),
+            "all_online_after": all_online_after,
+            "updated": time.time(),
+            "jobs": {job_id: dict(r.__dict__) for job_id, r in self.jobs.items()},
+        })
+        return status
+
+    def run(self) -> int:
+        args = self.args
+        started = time.monotonic()
+        all_online_after: float | None = None
+        next_line = started
+        live = {conn: process for process, conn in self.workers}
+        while not self.stopping and live:
+            elapsed = time.monotonic() - started
+            if args.duration is not None and elapsed >= args.duration:
+                break
+            for conn in wait(list(live), timeout=0.2):
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    process = live.pop(conn)
+                    self.say(f"worker {process.name} ended (exit code {process.exitcode})")
+                    continue
+                for job_id, delta in message.pop("jobs", {}).items():
+                    self.jobs.setdefault(job_id, JobRecord()).merge(delta)
+                self.latest[message["worker"]] = message
+            status = self.status(elapsed, all_online_after)
+            if all_online_after is None and status["online"] >= args.nodes:
+                all_online_after = round(elapsed, 3)
+                status["all_online_after"] = all_online_after
+                self.say(f"all {args.nodes} nodes online after {elapsed:.1f} s")
+            if args.status_file:
+                write_status(args.status_file, status)
+            if time.monotonic() >= next_line:
+                self.say(f"online={status['online']} configured={status['configured']} "
+                         f"nodes={args.nodes} fetching={status['fetching']} "
+                         f"fetch_errors={status['fetch_errors']} elapsed={elapsed:.1f}"
+                         + (f" last_error={status['last_error']!r}"
+                            if status["fetch_errors"] else ""))
+                next_line = time.monotonic() + args.report_interval
+        return 0 if not self.stopping or live else 1
+
+    def stop(self) -> None:
+        for _process, conn in self.workers:
+            try:
+                conn.send("stop")
+            except OSError:
+                pass
+        deadline = time.monotonic() + 5
+        for process, _conn in self.workers:
+            process.join(max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                process.terminate()
+                process.join(2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    emulator = Emulator(args)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        emulator.stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        emulator.prepare()
+    except ConfigError as err:
+        print(f"push-jobs-emulator: {err}", file=sys.stderr)
+        return 2
+    emulator.start_workers()
+    try:
+        emulator.run()
+    finally:
+        emulator.stop()
+    emulator.say("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""One emulated node: protocol state, its two sockets and its answers to the server.
+
+    Behaviour(exit_code=0, output_bytes=0, delay=0.0)
+        what every emulated command does: finishes after `delay` seconds with `exit_code`
+        (0 -> ``succeeded``, else ``failed``) and, when the job asked for capture, `output_bytes`
+        bytes of stdout (cut to the server's max_body_size, the cut reported as the real client
+        does in ``truncated``).
+    EmulatedNode(index, name, org, key, behaviour)
+        .identity                 NodeIdentity (a fresh incarnation id per emulator run)
+        .configure(config, session_key, dealer, sub)   after a config fetch; resets sequence
+        .detach() -> [sockets]    forget the sockets (the worker closes them)
+        .heartbeat_frames(timestamps) -> [header, body]
+        .on_command(frames, now, wall) -> list[list[bytes]]   the frames to send back
+        .finish_job(wall) -> list[bytes] | None                the result, when running
+        .online(now) -> bool      command channel answered and server heartbeats fresh
+        .job_stats: JobStats      shared per worker; updated as commits/runs/results go by
+
+Stock-client behaviour (original-client-and-knife.md 2.5-2.9): ``commit`` when idle ->
+``ack_commit``, else ``nack_commit``; ``run`` for the committed job -> ``ack_run`` then the
+result; ``run`` for anything else -> ``nack_run``; ``abort`` -> ``aborted`` and idle. Every
+emulated node accepts every command (there is no whitelist to check).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from pushd_bench.wire import HeartbeatEncoder, TimestampCache
+
+from pushd.errors import ProtocolError
+from pushd.protocol.config import NodeConfig
+from pushd.protocol.frames import decode, encode
+from pushd.protocol.messages import NodeIdentity, node_reply, node_result, parse_server_message
+
+RESULT_HEADROOM = 2048  # body bytes kept free for the result's other fields
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    exit_code: int = 0
+    output_bytes: int = 0
+    delay: float = 0.0
+
+
+@dataclass
+class JobRecord:
+    """What one worker saw of one job (wall-clock times, so processes can be compared)."""
+
+    commits: int = 0
+    acked_runs: int = 0
+    results: int = 0
+    first_commit: float | None = None
+    last_ack_run: float | None = None
+    last_result: float | None = None
+
+    def merge(self, other: dict[str, Any]) -> None:
+        self.commits += other["commits"]
+        self.acked_runs += other["acked_runs"]
+        self.results += other["results"]
+        self.first_commit = _min(self.first_commit, other["first_commit"])
+        self.last_ack_run = _max(self.last_ack_run, other["last_ack_run"])
+        self.last_result = _max(self.last_result, other["last_result"])
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+@dataclass
+class JobStats:
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    keep: int = 50
+
+    def record(self, job_id: str) -> JobRecord:
+        found = self.jobs.get(job_id)
+        if found is None:
+            if len(self.jobs) >= self.keep:
+                self.jobs.pop(next(iter(self.jobs)))
+            found = self.jobs[job_id] = JobRecord()
+        self.dirty.add(job_id)
+        return found
+
+    def take_changes(self) -> dict[str, dict[str, Any]]:
+        """The jobs touched since the last call (their counts since then), for the parent."""
+        out = {}
+        for job_id in self.dirty:
+            record = self.jobs.get(job_id)
+            if record is not None:
+                out[job_id] = dict(record.__dict__)
+                self.jobs[job_id] = JobRecord()  # counts are sent as deltas
+        self.dirty.clear()
+        return out
+
+
+class EmulatedNode:
+    __slots__ = (
+        "_capture",
+        "_encoder",
+        "answered",
+        "behaviour",
+        "config",
+        "dealer",
+        "fetch_failures",
+        "fetching",
+        "finish_at",
+        "identity",
+        "index",
+        "job_id",
+        "job_state",
+        "job_stats",
+        "key",
+        "last_server_beat",
+        "name",
+        "reconfigure_at",
+        "sequence",
+        "session_key",
+        "sub",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        name: str,
+        org: str,
+        key: RSAPrivateKey,
+        behaviour: Behaviour,
+        job_stats: JobStats,
+    ) -> None:
+        self.index = index
+        self.name = name
+        self.key = key
+        self.behaviour = behaviour
+        self.job_stats = job_stats
+        self.identity = NodeIdentity(node=name, client=f"{name}.emulated", org=org,
+                                     incarnation_id=str(uuid.uuid4()))
+        self.config: NodeConfig | None = None
+        self.session_key = b""
+        self.dealer: zmq.Socket | None = None
+        self.sub: zmq.Socket | None = None
+        self._encoder: HeartbeatEncoder | None = None
+        self.sequence = 0
+        self.job_state = "idle"
+        self.job_id: str | None = None
+        self.finish_at: float | None = None
+        self._capture = False
+        self.answered = False  # the server said something on this command socket
+        self.last_server_beat = -1e18
+        self.reconfigure_at: float | None = None
+        self.fetching = False
+        self.fetch_failures = 0
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def configure(self, config: NodeConfig, session_key: bytes, dealer: zmq.Socket,
+                  sub: zmq.Socket) -> None:
+        self.config = config
+        self.session_key = session_key
+        self.dealer, self.sub = dealer, sub
+        self._encoder = HeartbeatEncoder(self.identity, session_key)
+        self.sequence = 0
+        self.answered = False
+
+    def detach(self) -> list[zmq.Socket]:
+        sockets = [s for s in (self.dealer, self.sub) if s is not None]
+        self.dealer = self.sub = None
+        self.answered = False
+        return sockets
+
+    def online(self, now: float) -> bool:
+        config = self.config
+        if config is None or self.dealer is None or not self.answered:
+            return False
+        return now - self.last_server_beat <= config.offline_threshold * config.interval
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def _next_sequence(self) -> int:
+        self.sequence += 1
+        return self.sequence
+
+    def heartbeat_frames(self, timestamps: TimestampCache) -> list[bytes]:
+        assert self._encoder is not None
+        return self._encoder.frames(self._next_sequence(), self.job_id, self.job_state,
+                                    timestamps.now())
+
+    def _reply(self, kind: str, job_id: str | None) -> list[bytes]:
+        body = node_reply(self.identity, kind, sequence=self._next_sequence(), job_id=job_id)
+        return encode(body, hmac_key=self.session_key)
+
+    def on_command(self, frames: list[bytes], now: float, wall: float) -> list[list[bytes]]:
+        config = self.config
+        if config is None:
+            return []
+        try:
+            body = decode(frames, key=self.session_key, max_skew=config.max_message_skew,
+                          max_body_size=max(config.max_body_size or 0, 1 << 20))
+            message = parse_server_message(body)
+        except ProtocolError:
+            return []  # the stock client logs and drops
+        self.answered = True
+        kind, job_id = message.type, message.job_id
+        if kind == "commit":
+            assert job_id is not None
+            record = self.job_stats.record(job_id)
+            record.commits += 1
+            record.first_commit = _min(record.first_commit, wall)
+            if self.job_state != "idle":
+                return [self._reply("nack_commit", job_id)]
+            self.job_state, self.job_id = "committed", job_id
+            self._capture = bool(body.get("capture"))
+            return [self._reply("ack_commit", job_id)]
+        if kind == "run":
+            if self.job_state != "committed" or job_id != self.job_id:
+                return [self._reply("nack_run", job_id)]
+            assert job_id is not None
+            self.job_state = "running"
+            out = [self._reply("ack_run", job_id)]
+            record = self.job_stats.record(job_id)
+            record.acked_runs += 1
+            record.last_ack_run = _max(record.last_ack_run, wall)
+            self.finish_at = now + self.behaviour.delay
+            if self.behaviour.delay <= 0:
+                result = self.finish_job(wall)
+                if result is not None:
+                    out.append(result)
+            return out
+        if kind == "abort":
+            job = self.job_id
+            self.job_state, self.job_id, self.finish_at = "idle", None, None
+            return [self._reply("aborted", job)]
+        return []  # ack: nothing to do
+
+    def finish_job(self, wall: float) -> list[bytes] | None:
+        if self.job_state != "running" or self.job_id is None:
+            return None
+        job_id = self.job_id
+        self.job_state, self.job_id, self.finish_at = "idle", None, None
+        fields: dict[str, Any] = {}
+        if self._capture:
+            wanted = self.behaviour.output_bytes
+            limit = (self.config.max_body_size if self.config and self.config.max_body_size
+                     else 65536) - RESULT_HEADROOM
+            kept = max(0, min(wanted, limit))
+            fields = {"stdout": "x" * kept, "stderr": "", "stdout_dropped": wanted - kept}
+        body = node_result(self.identity, succeeded=self.behaviour.exit_code == 0,
+                           sequence=self._next_sequence(), job_id=job_id, **fields)
+        record = self.job_stats.record(job_id)
+        record.results += 1
+        record.last_result = _max(record.last_result, wall)
+        return encode(body, hmac_key=self.session_key)
+
+
+def wall_clock() -> float:
+    return time.time()

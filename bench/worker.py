@@ -1,0 +1,375 @@
+"""An emulator worker process: thousands of emulated nodes on one epoll loop.
+
+    WorkerSpec(worker, base_url, org, prefix, indices, state_dir, behaviour, fetchers=4,
+               report_interval=0.5, ramp=0.0, fetch_timeout=10.0, max_backoff=10.0)
+    run_worker(spec, conn) -> None       the process body; `conn` is a multiprocessing
+                                         Connection to the parent
+
+Messages to the parent (dicts over `conn`, every `report_interval` seconds):
+    {"worker", "nodes", "configured", "online", "fetching", "fetches", "fetch_errors",
+     "last_error", "dropped", "jobs": {job_id: JobRecord fields as deltas}}
+The parent sends "stop" to end the worker (so does closing the pipe).
+
+Why epoll and not zmq.Poller: zmq_poll over a few thousand sockets rebuilds the whole item list
+every turn (O(n) in Python and in libzmq); epoll over each socket's notification FD costs only
+for the sockets that fired. ZeroMQ's FD is edge-like: after it fires, and after every send on a
+socket, the socket is drained while ``EVENTS & POLLIN`` -- and once a second every socket is
+swept anyway as a safety net.
+
+Config fetches (signed ``GET .../pushy/config/NODE?ccpk=``, RSA sign + decrypt: ~2 ms of CPU
+each) run in a small thread pool so the loop keeps heartbeating meanwhile. Failed fetches retry
+with exponential backoff and full jitter up to `max_backoff` seconds. A node reconfigures (new
+fetch, new sockets) like the stock client: on a new server incarnation (after a random splay
+within one interval, once idle), at 90-100 % of the config's lifetime, or after more than
+`offline_threshold` intervals without a server heartbeat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import http.client
+import itertools
+import queue
+import random
+import select
+import signal
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import zmq
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from pushd_bench.identities import KeyPool, node_name
+from pushd_bench.node import Behaviour, EmulatedNode, JobStats
+from pushd_bench.wire import TimestampCache
+
+from pushd.chefauth import sign_request
+from pushd.errors import ProtocolError
+from pushd.protocol.config import (
+    MAX_CONFIG_DOCUMENT,
+    NodeConfig,
+    decrypt_session_key,
+    parse_config,
+)
+from pushd.protocol.frames import decode
+
+SWEEP_INTERVAL = 1.0
+MAX_TURN_WAIT = 0.05
+SERVER_BEAT_CACHE = 16
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    worker: int
+    base_url: str  # http://host:port/organizations/ORG
+    org: str
+    prefix: str
+    indices: tuple[int, ...]
+    state_dir: str
+    behaviour: Behaviour
+    fetchers: int = 4
+    report_interval: float = 0.5
+    ramp: float = 0.0
+    fetch_timeout: float = 10.0
+    max_backoff: float = 10.0
+
+
+class FetchFailed(Exception):
+    pass
+
+
+def fetch_config(base_url: str, node: str, key: RSAPrivateKey, ccpk: str,
+                 timeout: float) -> tuple[NodeConfig, bytes]:
+    """The node's signed config request, as the stock client makes it."""
+    parts = urllib.parse.urlsplit(base_url)
+    path = f"{parts.path.rstrip('/')}/pushy/config/{urllib.parse.quote(node, safe='')}"
+    query = urllib.parse.urlencode({"ccpk": ccpk, "version": "2.0"})
+    headers = sign_request("GET", path, b"", node, key)
+    headers["Accept"] = "application/json"
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
+                                      timeout=timeout)
+    try:
+        conn.request("GET", f"{path}?{query}", headers=headers)
+        response = conn.getresponse()
+        body = response.read(MAX_CONFIG_DOCUMENT + 1)
+        if response.status != 200:
+            raise FetchFailed(f"HTTP {response.status}: {body[:200]!r}")
+    except (OSError, http.client.HTTPException) as err:
+        raise FetchFailed(f"cannot reach {parts.netloc}: {err}") from None
+    finally:
+        conn.close()
+    try:
+        config = parse_config(body)
+        return config, decrypt_session_key(key, config.encoded_session_key)
+    except ProtocolError as err:
+        raise FetchFailed(f"unusable config: {err}") from None
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, conn: Connection) -> None:
+        self.spec = spec
+        self.conn = conn
+        self.rng = random.Random()
+        self.stats = JobStats()
+        pool = KeyPool(spec.state_dir)
+        self.nodes = [
+            EmulatedNode(i, node_name(spec.prefix, i), spec.org, pool.load_private(i),
+                         spec.behaviour, self.stats)
+            for i in spec.indices
+        ]
+        self.context = zmq.Context(io_threads=1)
+        self.context.max_sockets = 2 * len(self.nodes) + 64
+        self.epoll = select.epoll()
+        self.by_fd: dict[int, tuple[EmulatedNode, zmq.Socket]] = {}
+        self.recheck: dict[int, tuple[EmulatedNode, zmq.Socket]] = {}
+        self.timestamps = TimestampCache()
+        self.executor = ThreadPoolExecutor(max_workers=spec.fetchers)
+        self.results: queue.SimpleQueue[tuple[EmulatedNode, Any, Any]] = queue.SimpleQueue()
+        self.beats: list[tuple[float, int, int]] = []  # (due, seq, slot)
+        self.reconfigures: list[tuple[float, int, int]] = []
+        self.finishes: list[tuple[float, int, int]] = []
+        self.counter = itertools.count()
+        self.beat_cache: dict[bytes, str | None] = {}
+        self.fetches = self.fetch_errors = self.dropped = 0
+        self.last_error = ""
+        self.running = True
+        self._curve: dict[int, tuple[bytes, bytes]] = {}
+
+    # -- timers -------------------------------------------------------------------------------
+
+    def _schedule_reconfigure(self, node: EmulatedNode, at: float) -> None:
+        if node.reconfigure_at is not None and node.reconfigure_at <= at:
+            return
+        node.reconfigure_at = at
+        heapq.heappush(self.reconfigures, (at, next(self.counter), self._slot(node)))
+
+    def _slot(self, node: EmulatedNode) -> int:
+        return node.index - self.spec.indices[0]
+
+    # -- sockets ------------------------------------------------------------------------------
+
+    def _open(self, node: EmulatedNode, config: NodeConfig) -> tuple[zmq.Socket, zmq.Socket]:
+        dealer = self.context.socket(zmq.DEALER)
+        dealer.linger = 0
+        dealer.sndhwm = 100
+        dealer.rcvhwm = 0
+        if config.curve_public_key is not None:
+            public, secret = self._curve[node.index]
+            dealer.curve_serverkey = config.curve_public_key.encode()
+            dealer.curve_publickey = public
+            dealer.curve_secretkey = secret
+        dealer.connect(config.command_addr)
+        sub = self.context.socket(zmq.SUB)
+        sub.linger = 0
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(config.out_addr)
+        for sock in (dealer, sub):
+            fd = sock.getsockopt(zmq.FD)
+            self.by_fd[fd] = (node, sock)
+            self.epoll.register(fd, select.EPOLLIN)
+        return dealer, sub
+
+    def _close(self, node: EmulatedNode) -> None:
+        for sock in node.detach():
+            fd = sock.getsockopt(zmq.FD)
+            with contextlib.suppress(OSError):
+                self.epoll.unregister(fd)
+            self.by_fd.pop(fd, None)
+            self.recheck.pop(fd, None)
+            sock.close(0)
+
+    def _send(self, node: EmulatedNode, frames: list[bytes]) -> None:
+        dealer = node.dealer
+        if dealer is None:
+            return
+        try:
+            dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.dropped += 1
+            return
+        self.recheck[dealer.getsockopt(zmq.FD)] = (node, dealer)
+
+    # -- config fetches -------------------------------------------------------------------------
+
+    def _start_fetch(self, node: EmulatedNode) -> None:
+        self._close(node)
+        node.fetching = True
+        node.reconfigure_at = None
+        public, _secret = self._curve.setdefault(node.index, zmq.curve_keypair())
+        self.fetches += 1
+
+        def job() -> None:
+            try:
+                got = fetch_config(self.spec.base_url, node.name, node.key, public.decode(),
+                                   self.spec.fetch_timeout)
+                self.results.put((node, got, None))
+            except Exception as err:  # every failure is retried; the message is reported
+                self.results.put((node, None, err))
+
+        self.executor.submit(job)
+
+    def _fetched(self, node: EmulatedNode, got: Any, error: Any, now: float) -> None:
+        node.fetching = False
+        if error is not None:
+            self.fetch_errors += 1
+            self.last_error = f"{node.name}: {error}"
+            node.fetch_failures += 1
+            cap = min(self.spec.max_backoff, 0.5 * 2 ** min(node.fetch_failures, 10))
+            self._schedule_reconfigure(node, now + self.rng.uniform(0.1, cap))
+            return
+        node.fetch_failures = 0
+        config, session_key = got
+        dealer, sub = self._open(node, config)
+        node.configure(config, session_key, dealer, sub)
+        node.last_server_beat = now  # grace: a first server heartbeat is due within 1 interval
+        self._schedule_reconfigure(node, now + config.lifetime * self.rng.uniform(0.9, 1.0))
+        self._send(node, node.heartbeat_frames(self.timestamps))
+        heapq.heappush(self.beats, (now + config.interval, next(self.counter), self._slot(node)))
+
+    # -- inbound ------------------------------------------------------------------------------
+
+    def _drain(self, node: EmulatedNode, sock: zmq.Socket, now: float, wall: float) -> None:
+        try:
+            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+                if sock is node.sub:
+                    self._on_server_beat(node, frames, now)
+                elif sock is node.dealer:
+                    for reply in node.on_command(frames, now, wall):
+                        self._send(node, reply)
+                    if node.finish_at is not None and node.job_state == "running":
+                        heapq.heappush(self.finishes,
+                                       (node.finish_at, next(self.counter), self._slot(node)))
+                else:
+                    return
+        except zmq.ZMQError:
+            return
+
+    def _on_server_beat(self, node: EmulatedNode, frames: list[bytes], now: float) -> None:
+        config = node.config
+        if config is None or len(frames) != 2:
+            return
+        header = bytes(frames[0])
+        if header in self.beat_cache:
+            incarnation = self.beat_cache[header]
+        else:
+            # Every node of this worker gets the same signed heartbeat: verify it once.
+            try:
+                body = decode(frames, key=config.public_key, max_skew=config.max_message_skew)
+                incarnation = body.get("incarnation_id")
+                incarnation = incarnation if isinstance(incarnation, str) else None
+            except ProtocolError:
+                incarnation = None
+            if len(self.beat_cache) >= SERVER_BEAT_CACHE:
+                self.beat_cache.clear()
+            self.beat_cache[header] = incarnation
+        if incarnation is None:
+            return
+        node.last_server_beat = now
+        if incarnation != config.incarnation_id and node.job_state == "idle":
+            self._schedule_reconfigure(node, now + self.rng.uniform(0, config.interval))
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _due(self, heap: list[tuple[float, int, int]], now: float) -> list[int]:
+        slots = []
+        while heap and heap[0][0] <= now:
+            slots.append(heapq.heappop(heap)[2])
+        return slots
+
+    def _turn(self) -> None:
+        now = time.monotonic()
+        wall = time.time()
+        for slot in self._due(self.reconfigures, now):
+            node = self.nodes[slot]
+            if node.reconfigure_at is not None and node.reconfigure_at <= now and \
+                    not node.fetching:
+                self._start_fetch(node)
+        while True:
+            try:
+                node, got, error = self.results.get_nowait()
+            except queue.Empty:
+                break
+            self._fetched(node, got, error, now)
+        for slot in self._due(self.beats, now):
+            node = self.nodes[slot]
+            config = node.config
+            if node.dealer is None or config is None:
+                continue  # reconfiguring: the next config schedules the next beat
+            self._send(node, node.heartbeat_frames(self.timestamps))
+            heapq.heappush(self.beats, (now + config.interval, next(self.counter), slot))
+            if now - node.last_server_beat > (config.offline_threshold + 1) * config.interval \
+                    and not node.fetching:
+                self._schedule_reconfigure(node, now)  # server gone quiet: fetch again
+        for slot in self._due(self.finishes, now):
+            node = self.nodes[slot]
+            if node.finish_at is not None and node.finish_at <= now:
+                result = node.finish_job(wall)
+                if result is not None:
+                    self._send(node, result)
+        timers = [h[0][0] for h in (self.beats, self.reconfigures, self.finishes) if h]
+        wait = min([MAX_TURN_WAIT, *(t - now for t in timers)])
+        for fd, _mask in self.epoll.poll(max(0.0, wait)):
+            found = self.by_fd.get(fd)
+            if found is not None:
+                self._drain(found[0], found[1], now, wall)
+        while self.recheck:
+            pending, self.recheck = self.recheck, {}
+            for node, sock in pending.values():
+                self._drain(node, sock, now, wall)
+
+    def _sweep(self, now: float, wall: float) -> None:
+        for node, sock in list(self.by_fd.values()):
+            self._drain(node, sock, now, wall)
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        self.conn.send({
+            "worker": self.spec.worker,
+            "nodes": len(self.nodes),
+            "configured": sum(1 for n in self.nodes if n.dealer is not None),
+            "online": sum(1 for n in self.nodes if n.online(now)),
+            "fetching": sum(1 for n in self.nodes if n.fetching),
+            "fetches": self.fetches,
+            "fetch_errors": self.fetch_errors,
+            "last_error": self.last_error,
+            "dropped": self.dropped,
+            "jobs": self.stats.take_changes(),
+        })
+
+    def run(self) -> None:
+        start = time.monotonic()
+        for node in self.nodes:
+            self._schedule_reconfigure(node, start + self.rng.uniform(0, self.spec.ramp))
+        next_report = start
+        next_sweep = start + SWEEP_INTERVAL
+        try:
+            while self.running:
+                self._turn()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now, time.time())
+                    next_sweep = now + SWEEP_INTERVAL
+                if now >= next_report:
+                    self._report()
+                    next_report = now + self.spec.report_interval
+                    while self.conn.poll():
+                        if self.conn.recv() == "stop":
+                            self.running = False
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            pass  # the parent is gone
+        finally:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            for node in self.nodes:
+                self._close(node)
+            self.context.term()
+
+
+def run_worker(spec: WorkerSpec, conn: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    Worker(spec, conn).run()

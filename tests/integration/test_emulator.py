@@ -1,0 +1,126 @@
+"""push-jobs-emulator against a real pushd server: 50 nodes online, one job, identities reused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pushd_bench.wire import HeartbeatEncoder
+
+from pushd.protocol.frames import encode
+from pushd.protocol.messages import NodeIdentity, node_heartbeat
+from tests.support.server import running_server
+
+NODES = 50
+
+
+def test_fast_heartbeat_encoding_is_byte_identical_to_the_protocol_encoder() -> None:
+    who = NodeIdentity(node="nöde-1", client='c"1', org="acme", incarnation_id="inc-1")
+    key = os.urandom(32)
+    encoder = HeartbeatEncoder(who, key)
+    stamp = "Tue, 24 Nov 2026 04:31:27 GMT"
+    for sequence, job_id, state in ((1, None, "idle"), (7, "job\\1", "running")):
+        expected = encode(node_heartbeat(who, sequence=sequence, job_id=job_id,
+                                         job_state=state, timestamp=stamp), hmac_key=key)
+        assert encoder.frames(sequence, job_id, state, stamp) == expected
+
+
+def _start(server: Any, state_dir: Path, status: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pushd_bench", "--config", str(server.config_path),
+         "--org", server.org_name, "--nodes", str(NODES), "--state-dir", str(state_dir),
+         "--status-file", str(status), "--report-interval", "0.5", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _wait_online(process: subprocess.Popen[str], status: Path, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"emulator exited: {process.communicate()[0]}")
+        if status.exists():
+            seen = json.loads(status.read_text())
+            if seen["online"] >= NODES:
+                return seen
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"not all online: {seen}; {process.communicate()[0]}")
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+    return output
+
+
+def test_emulator_brings_nodes_online_runs_a_job_and_reuses_identities(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    status = tmp_path / "status.json"
+    names = [f"emu-{i:05d}" for i in range(NODES)]
+    with running_server(nodes=()) as server:
+        emulator = _start(server, state_dir, status, "--output-bytes", "300", "--exit-code", "0")
+        try:
+            _wait_online(emulator, status, timeout=60)
+            # The server sees every emulated node as available.
+            listed = {n["node_name"]: n for n in server.request("GET", "node_states").json()}
+            assert sorted(listed) == names
+            assert {n["availability"] for n in listed.values()} == {"available"}
+
+            created = server.request("POST", "jobs", {"command": "chef-client",
+                                                      "nodes": names, "capture_output": True})
+            assert created.status == 201, created.body
+            job_id = created.json()["uri"].rsplit("/", 1)[-1]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                job = server.request("GET", f"jobs/{job_id}").json()
+                if job["status"] not in ("new", "voting", "running"):
+                    break
+                time.sleep(0.1)
+            assert job["status"] == "complete"
+            assert job["nodes"] == {"succeeded": names}
+            output = server.request("GET", f"jobs/{job_id}/output/emu-00007/stdout",
+                                    headers={"Accept": "application/octet-stream"})
+            assert output.status == 200
+            assert output.body == b"x" * 300
+            # The emulator's own per-job figures agree with the server's.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                record = json.loads(status.read_text())["jobs"].get(job_id, {})
+                if record.get("results") == NODES:
+                    break
+                time.sleep(0.1)
+            assert record["commits"] == NODES and record["acked_runs"] == NODES
+            assert record["results"] == NODES
+        finally:
+            first_output = _stop(emulator) if emulator.poll() is None else ""
+        assert f"{NODES} clients created" in first_output
+        assert f"all {NODES} nodes online" in first_output
+
+        # A second run reuses the key pool and the provisioned clients.
+        key_times = {p.name: p.stat().st_mtime_ns for p in (state_dir / "keys").iterdir()}
+        status.unlink()
+        again = _start(server, state_dir, status)
+        try:
+            _wait_online(again, status, timeout=60)
+        finally:
+            second_output = _stop(again)
+        assert f"0 clients created, 0 re-keyed, {NODES} unchanged" in second_output
+        assert {p.name: p.stat().st_mtime_ns for p in (state_dir / "keys").iterdir()} \
+            == key_times
+
+
+def test_bad_arguments_exit_2_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pushd_bench", "--config", str(tmp_path / "x.rb"),
+         "--org", "o", "--nodes", "0"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "--nodes must be between 1 and 100000" in result.stderr
