@@ -16,6 +16,7 @@ Public API:
     find_default_config() -> str | None
         The first existing file of DEFAULT_CONFIG_PATHS (the stock client's search list).
     from_values(values, source="<flags>") -> ClientConfig     (no file; used by tests)
+    settings_table() -> str           the Markdown table of SETTINGS kept in docs/client.md
 
 Unknown settings are ignored with a log line: the stock client may be pointed at chef-client's
 own client.rb, which holds many settings that mean nothing here. `KEY='v'` constant lines and
@@ -344,3 +345,13 @@ def find_default_config() -> str | None:
         if os.path.isfile(candidate):
             return candidate
     return None
+
+
+def settings_table() -> str:
+    """Markdown rows for docs/client.md (a test keeps the page equal to this)."""
+    rows = ["| Setting | Default | Meaning |", "|---|---|---|"]
+    for setting in SETTINGS:
+        default = "required" if setting.name == "chef_server_url" else (
+            "host FQDN" if setting.name == "node_name" else f"`{setting.default!r}`")
+        rows.append(f"| `{setting.name}` | {default} | {setting.doc} |")
+    return "\n".join(rows) + "\n"

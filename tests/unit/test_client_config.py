@@ -163,3 +163,10 @@ def test_status_lines() -> None:
     assert lines[3] == f"job: {'j' * 32} running 'chef-client' pid 7 for 3.0s"
     stale = format_status({**status, "updated_at": 0.0, "job": {"state": "idle"}}, now=1000.0)
     assert "job: none (idle)" in stale and stale[-1].startswith("warning:")
+
+
+def test_docs_list_every_setting() -> None:
+    from pushd_client.config import settings_table
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "client.md").read_text()
+    assert settings_table() in page, "regenerate the table in docs/client.md from SETTINGS"
