@@ -215,17 +215,26 @@ class ProtocolPeer:
             frames = [header, frames[1]]
         self.send_frames(frames)
 
-    def send_frames(self, frames: list[bytes]) -> None:
-        with self._lock:
-            if self._dealer is None:
-                return
-            try:
-                self._dealer.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # SNDHWM 3 reached: the stock client drops it too
+    def send_frames(self, frames: list[bytes], *, wait: float = 2.0) -> None:
+        """Send raw frames. The stock client drops a message when its queue of 3 is full; a
+        test's own message instead waits up to `wait` seconds for room (heartbeats: 0)."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self._lock:
+                if self._dealer is None:
+                    return
+                try:
+                    self._dealer.send_multipart(frames, zmq.NOBLOCK)
+                    return
+                except zmq.Again:
+                    if time.monotonic() >= deadline:
+                        return  # dropped, as the stock client would
+            time.sleep(0.005)
 
     def heartbeat(self) -> None:
-        self.send("heartbeat", self.job_id, job_state=self.state)
+        with self._lock:
+            body = self.body("heartbeat", self.job_id, job_state=self.state)
+            self.send_frames(encode(body, hmac_key=self.session_key), wait=0)
 
     # -- observing ---------------------------------------------------------------------------
 
