@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 JOB_COMPLETE = "job_complete"
 # Events read per query: a big job's history streams without being held in memory at once.
 PAGE = 500
+# How long a terminal job without a job_complete event (after the resume point) is re-read.
+END_GRACE = 1.0
 
 
 def parse_event_id(value: str | None) -> int | None:
@@ -106,9 +108,13 @@ class FeedStreams:
         self, org_id: str, job_id: str, resume_after: int | None, listener: Any
     ) -> Iterator[bytes]:
         last_id = 0
-        if resume_after is not None and self._is_job_event(org_id, job_id, resume_after):
-            last_id = resume_after
         finished = False
+        resumed_at = self._job_event(org_id, job_id, resume_after) if resume_after else None
+        if resumed_at is not None:
+            last_id = resumed_at.id
+            # Resuming right after job_complete: only the summary is left.
+            finished = resumed_at.name == JOB_COMPLETE
+        over_since: float | None = None
         silent_since = time.monotonic()
         while not finished:
             sent = False
@@ -120,9 +126,16 @@ class FeedStreams:
                 silent_since = time.monotonic()
                 continue
             if self._job_is_over(org_id, job_id):
-                # Over without a job_complete event after last_id: resumed past it, or the job
-                # ended while no broker ran.
-                break
+                # The status may have committed after the events query above: look again
+                # (briefly) before deciding the job ended with no job_complete after last_id
+                # (resumed past it, or it ended while no broker ran).
+                if over_since is None:
+                    over_since = time.monotonic()
+                    continue
+                if time.monotonic() - over_since >= END_GRACE:
+                    break
+                self._wait(listener, END_GRACE / 4)
+                continue
             if time.monotonic() - silent_since >= self._keepalive:
                 yield SSE_KEEPALIVE
                 silent_since = time.monotonic()
@@ -135,9 +148,10 @@ class FeedStreams:
                 {"timestamp": feed_timestamp(_utcnow()), **self._summary(job)},
             )
 
-    def _is_job_event(self, org_id: str, job_id: str, event_id: int) -> bool:
+    def _job_event(self, org_id: str, job_id: str, event_id: int) -> Any:
+        """The job's event with this id, or None."""
         probe = self._rows(self._store.job_events_after, org_id, job_id, event_id - 1, limit=1)
-        return bool(probe) and probe[0].id == event_id
+        return probe[0] if probe and probe[0].id == event_id else None
 
     def _job_is_over(self, org_id: str, job_id: str) -> bool:
         job = self._q(self._store.get_job_summary, org_id, job_id)
@@ -205,8 +219,9 @@ class FeedStreams:
 
     # -- waiting ----------------------------------------------------------------------------
 
-    def _wait(self, listener: Any) -> None:
-        timeout = min(self._poll, self._keepalive)
+    def _wait(self, listener: Any, timeout: float | None = None) -> None:
+        if timeout is None:
+            timeout = min(self._poll, self._keepalive)
         if listener is None:
             time.sleep(timeout)
         else:

@@ -384,3 +384,35 @@ def test_long_history_streams_in_pages_and_resumes_across_a_page(api: Api) -> No
                  headers={**stream, "Last-Event-ID": str(ids[-1])}).text
     )
     assert [e["event"] for e in after_end] == ["summary"]
+
+
+def test_job_complete_committed_just_after_the_status_is_still_streamed(api: Api) -> None:
+    """The stream re-reads briefly when it finds the job over before seeing job_complete."""
+    import threading
+
+    job_id = create(api)
+    store.append_events([(api.org_id, job_id, "start", {"command": "chef-client"})])
+    store.set_job_status(api.org_id, job_id, JobStatus.COMPLETE)
+
+    def late_event() -> None:
+        with store.connection():
+            store.append_events([(api.org_id, job_id, "job_complete", {"status": "complete"})])
+
+    timer = threading.Timer(0.3, late_event)
+    timer.start()
+    try:
+        result = api.call("GET", f"job_status_feed/{job_id}",
+                          headers={"Accept": "text/event-stream"})
+    finally:
+        timer.join()
+    assert [e["event"] for e in parse_stream(result.text)] == ["start", "job_complete", "summary"]
+
+
+def test_a_job_over_without_job_complete_ends_with_its_summary(api: Api) -> None:
+    job_id = create(api)
+    store.append_events([(api.org_id, job_id, "start", {"command": "chef-client"})])
+    store.set_job_status(api.org_id, job_id, JobStatus.CRASHED)
+    result = api.call("GET", f"job_status_feed/{job_id}", headers={"Accept": "text/event-stream"})
+    events = parse_stream(result.text)
+    assert [e["event"] for e in events] == ["start", "summary"]
+    assert events[-1]["data"]["status"] == "crashed"
