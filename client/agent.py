@@ -8,10 +8,13 @@ Public API:
         .reconfigure_soon()    what SIGUSR1 does
     PROBE_SECONDS, SEND_FAILURES_BEFORE_RECONNECT
 
-One thread, one pyzmq poller over: the SUB socket (server heartbeats, RSA-signed), the DEALER
+One loop, one pyzmq poller over: the SUB socket (server heartbeats, RSA-signed), the DEALER
 socket (commands; Curve unless the server offers none and allow_unencrypted is set; every frame
-HMAC-signed), a signal wakeup pipe, and the job's output pipes. Signal handlers do nothing; the
-wakeup pipe carries the signal numbers into the loop, which acts on them.
+HMAC-signed), a signal wakeup pipe, the job's output pipes and the pipe of the config fetch.
+Signal handlers do nothing; the wakeup pipe carries the signal numbers into the loop, which acts
+on them. The config fetch (HTTP + RSA, up to 5 s per attempt) runs on a short-lived worker
+thread that shares nothing with the loop but its result, so a slow server never delays the
+job's output, kill timers or heartbeats.
 
 Connection life:
   fetch config (signed REST, `ccpk`) -> open SUB + DEALER -> send a heartbeat at once -> the
@@ -42,6 +45,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections import deque
@@ -125,6 +129,35 @@ class _Link:
         self.dealer.close(linger=0)
 
 
+class _FetchTask:
+    """One config fetch on a worker thread, so a slow server never stalls the loop.
+
+    The thread only does the HTTP request and the RSA decryption; it hands its one result over
+    by setting `result` and then writing a byte to `notify_fd`, which the loop polls.
+    """
+
+    def __init__(
+        self, config: ClientConfig, client_key: RSAPrivateKey, curve_public: str, notify_fd: int
+    ) -> None:
+        self.result: FetchedConfig | FetchError | None = None
+        self._notify_fd = notify_fd
+        self._thread = threading.Thread(
+            target=self._run, args=(config, client_key, curve_public), daemon=True,
+            name="config-fetch",
+        )
+        self._thread.start()
+
+    def _run(self, config: ClientConfig, client_key: RSAPrivateKey, curve_public: str) -> None:
+        try:
+            self.result = fetch_config(config, client_key, curve_public)
+        except FetchError as err:
+            self.result = err
+        except Exception as err:  # a bug must still end the fetch, or we would wait forever
+            self.result = FetchError(f"config fetch failed: {err!r}")
+        with contextlib.suppress(OSError):
+            os.write(self._notify_fd, b"!")
+
+
 class Agent:
     """See the module docstring."""
 
@@ -186,8 +219,10 @@ class Agent:
         self._status_dirty = True
         self._status_written = 0.0
         self._wakeup_r, self._wakeup_w = os.pipe()
-        os.set_blocking(self._wakeup_r, False)
-        os.set_blocking(self._wakeup_w, False)
+        self._fetch_r, self._fetch_w = os.pipe()
+        for fd in (self._wakeup_r, self._wakeup_w, self._fetch_r, self._fetch_w):
+            os.set_blocking(fd, False)
+        self._fetch: _FetchTask | None = None
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -226,12 +261,12 @@ class Agent:
 
     def _iterate(self) -> None:
         now = time.monotonic()
-        if self.reconfigure_at.due(now):
+        if self.reconfigure_at.due(now) and self._fetch is None:
             self.reconfigure_at.clear()
-            self._reconfigure()
-            now = time.monotonic()
+            self._start_fetch()
         poller = zmq.Poller()
         poller.register(self._wakeup_r, zmq.POLLIN)
+        poller.register(self._fetch_r, zmq.POLLIN)
         if self.link is not None:
             poller.register(self.link.sub, zmq.POLLIN)
             poller.register(self.link.dealer, zmq.POLLIN)
@@ -241,6 +276,8 @@ class Agent:
         events = dict(poller.poll(int(timeout * 1000)))
         if self._wakeup_r in events:
             self._handle_signals()
+        if self._fetch_r in events:
+            self._finish_fetch()
         if self.link is not None:
             link = self.link
             if link.sub in events:
@@ -256,7 +293,7 @@ class Agent:
 
     def _poll_timeout(self, now: float) -> float:
         candidates = [MAX_POLL_SECONDS]
-        if self.reconfigure_at.at is not None:
+        if self.reconfigure_at.at is not None and self._fetch is None:
             candidates.append(self.reconfigure_at.at - now)
         if self.link is not None:
             candidates.append(self._next_heartbeat - now)
@@ -300,17 +337,27 @@ class Agent:
                 self.reconfigure_at.bring_forward(time.monotonic())
 
     # ------------------------------------------------------------- connecting
-    def _reconfigure(self) -> None:
+    def _start_fetch(self) -> None:
         self._reconnects += 1
-        curve_public = self.curve[0]
         try:  # pick up a rotated client key, as the stock client's periodic reload does
             self.client_key = load_private_key_file(self.config.client_key)
         except (OSError, ValueError) as err:
             log.warning("cannot reload client key %s (%s); using the one loaded before",
                         self.config.client_key, err)
-        try:
-            fetched = fetch_config(self.config, self.client_key, curve_public)
-        except FetchError as err:
+        log.debug("fetching the push jobs config")
+        self._fetch = _FetchTask(self.config, self.client_key, self.curve[0], self._fetch_w)
+
+    def _finish_fetch(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._fetch_r, 64)
+        task, self._fetch = self._fetch, None
+        if task is None or task.result is None:
+            return
+        self._reconfigure(task.result)
+
+    def _reconfigure(self, fetched: FetchedConfig | FetchError) -> None:
+        if isinstance(fetched, FetchError):
+            err = fetched
             delay = self.backoff.next_delay()
             self._last_error = str(err)
             level = logging.ERROR if err.permanent else logging.WARNING
@@ -658,6 +705,8 @@ class Agent:
         with contextlib.suppress(OSError):
             self.state_dir.write_status(status)
         self.context.term()
+        # A fetch still running writes to its pipe once; it is a daemon thread and may outlive
+        # these descriptors, so leave the fetch pipe open (its write end is non-blocking).
         os.close(self._wakeup_r)
         os.close(self._wakeup_w)
         log.info("stopped")
