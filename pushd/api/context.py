@@ -1,8 +1,7 @@
 """What the resources share: injected dependencies and the settings values the API reads.
 
     ApiSettings.from_settings(settings) -> ApiSettings
-        Reads the values the API needs with `settings.get(name)`; a name the registry does not
-        declare falls back to the original's default (listed in ``DEFAULTS``).
+        Reads the values the API needs with `settings.get(name)` (pushd.settings.Settings).
     ApiContext(settings: ApiSettings, store, principals, broker: BrokerGateway,
                authenticator: Authenticator, feeds: FeedStreams, server_public_key_pem: str)
 """
@@ -11,37 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-# The original's defaults (original-server.md 8.1); used only for names a registry lacks.
-DEFAULTS: dict[str, Any] = {
-    "max_request_body": 1_000_000,
-    "max_job_file_size": 100_000,
-    "default_running_timeout": 3600,
-    "keep_alive_time": 15,
-    "org_feed_retention": 86400,
-    "allow_unencrypted": False,
-    "disable_curve_encryption": False,
-    "validate_client_node_name": True,
-    "server_name_advertised": None,
-    "vip": "127.0.0.1",
-    "server_heartbeat_port": 10000,
-    "command_port": 10002,
-    "unencrypted_command_port": 10001,
-    "heartbeat_interval": 10000,
-    "offline_threshold": 3,
-    "online_threshold": 2,
-    "config_lifetime": 3600,
-    "max_message_skew": 300,
-    "max_body_size": 65536,
-    "jobs_page_limit": 1000,
-}
-
-
-def setting(settings: Any, name: str) -> Any:
-    try:
-        return settings.get(name)
-    except (KeyError, AttributeError, LookupError):
-        return DEFAULTS[name]
 
 
 @dataclass(frozen=True)
@@ -68,7 +36,7 @@ class ApiSettings:
 
     @classmethod
     def from_settings(cls, settings: Any) -> ApiSettings:
-        get = lambda name: setting(settings, name)  # noqa: E731
+        get = settings.get
         return cls(
             max_request_body=int(get("max_request_body")),
             max_job_file_size=int(get("max_job_file_size")),
