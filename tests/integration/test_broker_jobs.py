@@ -103,10 +103,6 @@ def test_nack_commit_after_ack_is_lost_availability(env: BrokerEnv) -> None:
 
 
 def test_stray_nack_run_while_voting(env: BrokerEnv) -> None:
-    peer = env.peer("n1")
-    job = env.create_job(["n1", "n2"], "true", quorum=1)  # n2 never connects
-    peer.wait_for("commit")
-    env.wait_job(job)  # quorum 1 reached: it runs and completes
     peer2 = env.peer("n3")
     peer2.answer_commit = None
     job2 = env.create_job(["n3"], "true")
@@ -127,17 +123,6 @@ def test_voting_timeout_leaves_node_online(env: BrokerEnv) -> None:
     assert view.nodes_by_status() == {"unavailable": ["n1"]}
     assert votes(env, job) == [("n1", "voting_timeout")]
     assert env.node_state("n1")["status"] == "online"
-
-
-def test_per_job_voting_timeout_option_is_honoured_when_stored(env: BrokerEnv) -> None:
-    # The engine default here is 1 s (BrokerEnv); the original's default is 60 s.
-    assert env.config.voting_timeout == 1.0
-    peer = env.peer("n1")
-    peer.answer_commit = None
-    started = time.monotonic()
-    job = env.create_job(["n1"], "true")
-    env.wait_job(job, JobStatus.QUORUM_FAILED, timeout=5)
-    assert time.monotonic() - started >= 0.9
 
 
 def test_offline_node_fails_quorum_at_once(env: BrokerEnv) -> None:
