@@ -7,7 +7,8 @@
                                                          created now
     hand_over(settings, user) -> None                    as root, gives the service's state
                                                          (dir, data_dir, run_dir, log_directory,
-                                                         the SQLite file) to `user`
+                                                         the SQLite file) to `user`; service_dir
+                                                         stays root's
     ensure_server_keys(settings) -> bool                 RSA + Curve keys; True when created now
     ensure_database(settings) -> tuple[int | None, int]  (schema version before, after); creates
                                                          the PostgreSQL role and database first
@@ -78,13 +79,16 @@ def hand_over(settings: Any, user: str) -> None:
         return
     account = pwd.getpwnam(user)
     targets = [Path(settings.get(name)) for name in _OWNED_BY_SERVICE]
+    # The service dir (often under `dir`) stays root's: its scripts run as root before chpst.
+    service_dir = Path(settings.get("service_dir"))
     for top in targets:
         if not top.exists():
             continue
         for root, dirs, files in os.walk(top):
-            # The service dir may sit under `dir`; runsv's supervise/ dirs stay root's.
-            if "supervise" in dirs:
-                dirs.remove("supervise")
+            if Path(root) == service_dir:
+                dirs.clear()
+                continue
+            dirs[:] = [d for d in dirs if Path(root, d) != service_dir]
             os.chown(root, account.pw_uid, account.pw_gid)
             for name in files:
                 os.chown(os.path.join(root, name), account.pw_uid, account.pw_gid,

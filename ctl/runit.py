@@ -6,8 +6,8 @@
         ``run``: ``exec 2>&1``, raises the soft open-files limit to the hard limit, then
         ``exec``s ``<python> -m pushd.server --config <config_path>`` (through ``chpst -u USER``
         when `user` differs from the invoking user), in a session of its own whose id it records
-        in ``<run_dir>/<service>.pgid``. The settings digest is written into it as a comment, so
-        a settings change is a change of the rendered file and restarts the service.
+        in ``<service_dir>/<service>/pgid``. The settings digest is written into it as a
+        comment, so a settings change is a change of the rendered file and restarts the service.
         ``finish`` (runit runs it when the main process has exited, however it died): sends
         TERM, then KILL, to what is left of that session (a broker or workers orphaned by a
         ``kill -9`` of the main process would otherwise hold the ports the restarted service
@@ -100,9 +100,12 @@ def render_service(
     env = ""
     if config_path:
         env = f"export PUSH_JOBS_SERVER_CONFIG={shlex.quote(config_path)}\n"
-    pgid_file = shlex.quote(str(Path(settings.get("run_dir")) / f"{service}.pgid"))
+    # Kept in the service dir, which stays root's when the service runs as another account:
+    # these scripts run before chpst drops privileges and must not trust a file it can write.
+    pgid_file = shlex.quote(str(layout.service_path(settings, service) / "pgid"))
     reap = (
         f'pgid=$(cat {pgid_file} 2>/dev/null)\n'
+        'case "$pgid" in ""|*[!0-9]*|0*|1) pgid="" ;; esac\n'
         'if [ -n "$pgid" ] && kill -0 "-$pgid" 2>/dev/null; then\n'
         '  kill -TERM "-$pgid" 2>/dev/null\n'
         '  i=0\n'

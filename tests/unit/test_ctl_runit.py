@@ -81,7 +81,7 @@ def test_write_service_reports_only_real_changes(tmp_path: Path) -> None:
 def test_finish_script_takes_the_orphans_of_a_killed_main_process(tmp_path: Path) -> None:
     """The scripts themselves, run by sh: a child left by the session's leader is reaped."""
     settings = make_settings(tmp_path)
-    Path(settings.get("run_dir")).mkdir(parents=True)
+    layout.service_path(settings, layout.MAIN_SERVICE).mkdir(parents=True)
     files = render(settings)
     finish = tmp_path / "finish"
     finish.write_text(files.finish)
@@ -91,7 +91,7 @@ def test_finish_script_takes_the_orphans_of_a_killed_main_process(tmp_path: Path
          "import subprocess,sys; subprocess.Popen(['sleep','300']); sys.exit(0)"],
     )  # fmt: skip
     leader.wait(10)
-    pgid_file = Path(settings.get("run_dir")) / f"{layout.MAIN_SERVICE}.pgid"
+    pgid_file = layout.service_path(settings, layout.MAIN_SERVICE) / "pgid"
     pgid_file.write_text(f"{leader.pid}\n")
     orphans = subprocess.run(["pgrep", "-g", str(leader.pid)], capture_output=True, text=True)
     assert orphans.stdout.split(), "the orphan should exist before finish runs"
@@ -111,3 +111,24 @@ def test_status_url_uses_loopback_for_wildcards(address: str, tmp_path: Path) ->
     url = layout.status_url(make_settings(tmp_path, api_listen=address))
     host = "10.1.2.3" if address == "10.1.2.3" else "127.0.0.1"
     assert url == f"http://{host}:10003/_status"
+
+
+@pytest.mark.parametrize("content", ["", "abc", "-5", "1", "01", "0", "12 34"])
+def test_finish_script_ignores_a_pgid_it_cannot_trust(tmp_path: Path, content: str) -> None:
+    """Nothing is signalled for a missing, malformed, or everything-meaning (-1) group id."""
+    settings = make_settings(tmp_path)
+    service = layout.service_path(settings, layout.MAIN_SERVICE)
+    service.mkdir(parents=True)
+    (service / "pgid").write_text(content)
+    finish = tmp_path / "finish"
+    finish.write_text(render(settings).finish)
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        result = subprocess.run(["sh", "-x", str(finish)], capture_output=True, text=True,
+                                timeout=30)  # fmt: skip
+        assert result.returncode == 0
+        assert "kill -TERM" not in result.stderr
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
