@@ -81,10 +81,10 @@ class LogFollower:
             return []
         position.offset += len(data)
         data = position.pending + data
-        complete, _, rest = data.rpartition(b"\n")
+        complete, newline, rest = data.rpartition(b"\n")
         position.pending = rest
         if len(rest) > READ_LIMIT:  # a line that never ends is shown in pieces, not hoarded
-            complete, position.pending = data, b""
-        if not complete and not data.endswith(b"\n"):
+            complete, newline, position.pending = data, b"\n", b""
+        if not newline:
             return []
         return complete.decode("utf-8", errors="replace").split("\n")
