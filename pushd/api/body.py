@@ -20,9 +20,20 @@ def too_large(limit: int) -> ApiError:
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
     length = req.content_length
-    if length is not None and length > limit:
+    if length is not None:
+        if length > limit:
+            raise too_large(limit)
+        return req.bounded_stream.read(length)
+    # Chunked upload: falcon's bounded stream would read nothing without a length, so read
+    # the server's (de-chunking) input directly, never more than one byte past the limit.
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        piece = req.stream.read(limit + 1 - size)
+        if not piece:
+            break
+        parts.append(piece)
+        size += len(piece)
+    if size > limit:
         raise too_large(limit)
-    data = req.bounded_stream.read(limit + 1)
-    if len(data) > limit:
-        raise too_large(limit)
-    return data
+    return b"".join(parts)

@@ -323,3 +323,49 @@ def test_broker_is_restarted_and_api_answers_503_meanwhile(server: PushdServer) 
     wait_status(server, job_id, "quorum_failed")
     assert before["incarnation_id"]  # both incarnations are real ids
     assert down_seen or server.broker_pid() != killed
+
+
+def chunked_post(server: PushdServer, chunks: list[bytes], signed_body: bytes) -> bytes:
+    """POST .../jobs with Transfer-Encoding: chunked; the raw answer."""
+    import socket
+
+    path = server.path("jobs")
+    headers = server.signed_headers("POST", path, signed_body)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Type: application/json\r\nConnection: close\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    )
+    answer = b""
+    with socket.create_connection(("127.0.0.1", server.api_port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        try:
+            for chunk in chunks:
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server may stop reading once it has refused the body
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            answer += data
+    return answer
+
+
+def test_chunked_body_within_the_limit_is_read(server: PushdServer) -> None:
+    body = json.dumps({"command": "chunked", "nodes": ["node3"]}).encode()
+    answer = chunked_post(server, [body[:10], body[10:]], body)
+    assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
+
+
+def test_chunked_body_over_the_limit_is_cut_off_at_413(server: PushdServer) -> None:
+    """Without Content-Length the worker reads at most limit + 1 bytes, then answers 413."""
+    answer = chunked_post(server, [b"x" * 65536] * 20, b"")  # 1.3 MB offered
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert b" 413 " in status_line, answer[:300]
+    assert b'"JSON must be no more than 1000000 bytes."' in rest
