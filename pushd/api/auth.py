@@ -25,7 +25,7 @@ import falcon
 from pushd import chefauth
 from pushd.api.errors import ApiError, auth_failure
 from pushd.errors import AuthError
-from pushd.identity.base import SourceUnavailable
+from pushd.identity.base import Org, Principal, PrincipalSource, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ def forbidden(name: str) -> ApiError:
 class Requestor:
     name: str
     kind: str
-    org: Any
-    principal: Any
+    org: Org
+    principal: Principal
     public_key: Any
 
     @property
@@ -60,7 +60,9 @@ class _OrgMissing(Exception):
 
 
 class Authenticator:
-    def __init__(self, principals: Any, authz: Any, *, max_skew: int = 900) -> None:
+    def __init__(
+        self, principals: PrincipalSource, authz: Any, *, max_skew: int = 900
+    ) -> None:
         self._principals = principals
         self._authz = authz
         self._max_skew = max_skew
@@ -77,7 +79,7 @@ class Authenticator:
             if principal is None:
                 return None
             found["principal"] = principal
-            return list(_public_keys(principal))
+            return list(principal.public_keys)
 
         try:
             verified = chefauth.authenticate_request(
@@ -96,12 +98,12 @@ class Authenticator:
         principal = found["principal"]
         requestor = Requestor(
             name=verified.user_id,
-            kind=getattr(principal, "kind", "user"),
+            kind=principal.kind,
             org=found["org"],
             principal=principal,
             public_key=verified.public_key,
         )
-        if not getattr(principal, "org_member", True):
+        if not principal.org_member:
             raise ApiError(
                 403,
                 f"'{requestor.name}' is not associated with organization '{org_name}'",
@@ -140,14 +142,6 @@ class Authenticator:
                 log.warning("principal source unavailable: %s", err)
                 raise ApiError(502, "identity service unavailable", listed=True) from None
             raise
-
-
-def _public_keys(principal: Any) -> list[Any]:
-    keys = getattr(principal, "public_keys", None)
-    if keys is None:
-        key = getattr(principal, "public_key", None)
-        keys = [key] if key else []
-    return list(keys)
 
 
 def _is_upstream_failure(err: Exception) -> bool:
