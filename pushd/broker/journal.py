@@ -25,7 +25,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pushd.broker.contracts import Transition
+from pushd.broker.contracts import NodeOutput, Transition
+from pushd.states import JobStatus, NodeStatus
 from pushd.store.times import event_timestamp, utcnow
 
 log = logging.getLogger(__name__)
@@ -88,23 +89,30 @@ class StoreJournal:
         store = self._store
         stamp = event_timestamp(utcnow())
         events: list[tuple[str, str, str, dict[str, Any]]] = []
+        # Merge the batch per job: a burst of 2,000 acks becomes one grouped node update per
+        # job instead of 2,000 statements. Later transitions win; events keep their order.
+        jobs: dict[tuple[str, str], _JobChanges] = {}
+        for t in batch:
+            changes = jobs.setdefault((t.org_id, t.job_id), _JobChanges())
+            changes.node_statuses.update(t.node_statuses)
+            changes.outputs.update(t.outputs)
+            if t.job_status is not None:
+                changes.job_status = t.job_status
+            for event in t.events:
+                events.append((t.org_id, t.job_id, event.name, {"timestamp": stamp, **event.data}))
         with store.transaction():
-            for t in batch:
-                if t.node_statuses:
-                    store.set_node_statuses(t.org_id, t.job_id, dict(t.node_statuses))
-                for node, output in t.outputs.items():
+            for (org_id, job_id), changes in jobs.items():
+                if changes.node_statuses:
+                    store.set_node_statuses(org_id, job_id, changes.node_statuses)
+                for node, output in changes.outputs.items():
                     store.store_output(
-                        t.org_id, t.job_id, node, output.stdout, output.stderr,
+                        org_id, job_id, node, output.stdout, output.stderr,
                         _size(output.stdout, output.stdout_dropped),
                         _size(output.stderr, output.stderr_dropped),
                         output.truncated,
                     )
-                if t.job_status is not None:
-                    store.set_job_status(t.org_id, t.job_id, t.job_status)
-                for event in t.events:
-                    events.append(
-                        (t.org_id, t.job_id, event.name, {"timestamp": stamp, **event.data})
-                    )
+                if changes.job_status is not None:
+                    store.set_job_status(org_id, job_id, changes.job_status)
             ids = store.append_events(events) if events else []
         for event_id, (org_id, job_id, name, data) in zip(ids, events, strict=True):
             payload = {"id": event_id, "event": name, "job": job_id, "data": data}
@@ -113,6 +121,15 @@ class StoreJournal:
             if name in ORG_FEED_EVENTS:
                 self._publish(f"org.{org_id}", payload)
         return len(events)
+
+
+class _JobChanges:
+    __slots__ = ("job_status", "node_statuses", "outputs")
+
+    def __init__(self) -> None:
+        self.job_status: JobStatus | None = None
+        self.node_statuses: dict[str, tuple[NodeStatus, str | None]] = {}
+        self.outputs: dict[str, NodeOutput] = {}
 
 
 def _size(text: str | None, dropped: int) -> int | None:
