@@ -265,3 +265,15 @@ def test_matrix_with_nested_groups(groups: PushdServer) -> None:
         "read": 200, "states": 200, "write": 201, "config": 200
     }
     assert outcome(server, server.admin_user)["read"] == 403
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+def test_client_signing_with_a_bogus_key_is_401(server: PushdServer, endpoint: str) -> None:
+    real = server.node_key_paths["node1"]
+    server.node_key_paths["node1"] = server.key_path(NORMAL_USER)  # not node1's key
+    try:
+        resp = send(server, endpoint, user="node1")
+    finally:
+        server.node_key_paths["node1"] = real
+    assert resp.status == 401
+    assert resp.json() == {"error": ["Invalid signature for user or client 'node1'"]}
