@@ -183,3 +183,13 @@ def test_feed_refusals(server: PushdServer) -> None:
     assert server.request("POST", f"job_status_feed/{job_id}").status == 405
     unsigned = server.request("GET", f"job_status_feed/{job_id}", sign=False)
     assert unsigned.status == 400
+
+
+def test_non_ascii_command_is_encoded_cleanly(server: PushdServer) -> None:
+    command = "echo ünïcødé ✓ \"quoted\"\nsecond line"
+    job_id = start_job(server, command=command, nodes=["node4"])
+    events = full_feed(server, job_id)
+    assert events[0].name == "start" and events[0].data["command"] == command
+    assert "\n" not in events[0].raw_data
+    assert events[-1].data["command"] == command
+    assert server.request("GET", f"jobs/{job_id}").json()["command"] == command
