@@ -23,7 +23,7 @@ Output: a status line every --report-interval seconds on stdout,
 is online for the first time (``all N nodes online after S s``), and the same figures plus
 per-job counts as JSON in --status-file (rewritten atomically) for scripts:
     {"nodes", "online", "configured", "fetching", "fetches", "fetch_errors", "last_error",
-     "dropped", "elapsed", "all_online_after", "updated",
+     "dropped", "heartbeats" (sent so far), "elapsed", "all_online_after", "updated",
      "jobs": {job_id: {"commits", "acked_runs", "results", "first_commit", "last_ack_run",
                        "last_result"}}}      (times are POSIX wall-clock seconds)
 
@@ -49,7 +49,7 @@ from pushd_bench.identities import KeyPool, node_name, provision
 from pushd_bench.node import Behaviour, JobRecord
 from pushd_bench.worker import WorkerSpec, run_worker
 
-from pushd.errors import ConfigError
+from pushd.errors import ConfigError, StoreError
 
 DEFAULT_STATE_DIR = "/var/tmp/push-jobs-emulator"
 FD_PER_NODE = 4
@@ -169,7 +169,8 @@ class Emulator:
         self.say(f"{args.nodes} nodes in {count} worker processes against {url}")
 
     def status(self, elapsed: float, all_online_after: float | None) -> dict[str, Any]:
-        keys = ("online", "configured", "fetching", "fetches", "fetch_errors", "dropped")
+        keys = ("online", "configured", "fetching", "fetches", "fetch_errors", "dropped",
+                "heartbeats")
         status: dict[str, Any] = {k: sum(s.get(k, 0) for s in self.latest.values())
                                   for k in keys}
         errors = [s["last_error"] for s in self.latest.values() if s.get("last_error")]
@@ -247,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"push-jobs-emulator: {err}", file=sys.stderr)
         return 2
+    except StoreError as err:
+        print(f"push-jobs-emulator: cannot provision in the server's database: {err}",
+              file=sys.stderr)
+        return 1
     emulator.start_workers()
     try:
         emulator.run()

@@ -12,7 +12,7 @@
     provision(config_path, org, names_and_keys, *, user=None) -> ProvisionReport
         Creates the organization (if missing) and one client per node in the local principal
         store of the appliance `config_path` describes -- the same store writes as
-        ``push-jobs-server-ctl org-create`` / ``client-create`` (via pushd_ctl.identity) -- in
+        ``push-jobs-server-ctl org-create`` / ``client-create`` (pushd.store's public API) -- in
         one transaction per 500 clients. A client that exists with the same public key is left
         alone; one with another key gets the pool's key (update_principal). Idempotent.
         `user` = (name, public_pem) also provisions an admin user (for benchmarks that POST jobs).
@@ -117,15 +117,17 @@ def provision(
     *,
     user: tuple[str, str] | None = None,
 ) -> ProvisionReport:
-    from pushd_ctl import identity
-    from pushd_ctl.context import Context
+    from pushd import store
+    from pushd.config import load_settings
 
-    ctx = Context(str(config_path) if config_path is not None else None)
+    settings = load_settings(config_path)
     created = updated = unchanged = 0
-    with identity.open_store(ctx) as store:
+    # The store's own API, as push-jobs-server-ctl's identity commands use it (without their
+    # database bootstrap: the appliance's database exists once its server has started).
+    store.open_database(settings, migrate=True)
+    try:
         organization = store.get_organization(org)
         if organization is None:
-            identity.check_name("organization", org)
             organization = store.create_organization(org, f"{org} (push-jobs-emulator)")
         org_id = organization.id
         existing = {p.name: p for p in store.list_principals(org_id, "client")}
@@ -153,4 +155,6 @@ def provision(
                 elif not _same_key(found.public_key, public_pem):
                     store.update_principal(org_id, name, "user", public_key=public_pem)
                 store.add_group_member(org_id, "admins", "user", name, create_group=True)
+    finally:
+        store.close_database()
     return ProvisionReport(org_id, created, updated, unchanged)

@@ -7,7 +7,8 @@
 
 Messages to the parent (dicts over `conn`, every `report_interval` seconds):
     {"worker", "nodes", "configured", "online", "fetching", "fetches", "fetch_errors",
-     "last_error", "dropped", "jobs": {job_id: JobRecord fields as deltas}}
+     "last_error", "dropped", "heartbeats" (sent so far),
+     "jobs": {job_id: JobRecord fields as deltas}}
 The parent sends "stop" to end the worker (so does closing the pipe).
 
 Why epoll and not zmq.Poller: zmq_poll over a few thousand sockets rebuilds the whole item list
@@ -134,7 +135,7 @@ class Worker:
         self.finishes: list[tuple[float, int, int]] = []
         self.counter = itertools.count()
         self.beat_cache: dict[bytes, str | None] = {}
-        self.fetches = self.fetch_errors = self.dropped = 0
+        self.fetches = self.fetch_errors = self.dropped = self.heartbeats = 0
         self.last_error = ""
         self.running = True
         self._curve: dict[int, tuple[bytes, bytes]] = {}
@@ -301,6 +302,7 @@ class Worker:
             if node.dealer is None or config is None:
                 continue  # reconfiguring: the next config schedules the next beat
             self._send(node, node.heartbeat_frames(self.timestamps))
+            self.heartbeats += 1
             heapq.heappush(self.beats, (now + config.interval, next(self.counter), slot))
             if now - node.last_server_beat > (config.offline_threshold + 1) * config.interval \
                     and not node.fetching:
@@ -338,6 +340,7 @@ class Worker:
             "fetch_errors": self.fetch_errors,
             "last_error": self.last_error,
             "dropped": self.dropped,
+            "heartbeats": self.heartbeats,
             "jobs": self.stats.take_changes(),
         })
 

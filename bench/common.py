@@ -1,0 +1,200 @@
+"""Shared parts of the benchmarks: a real server, the emulator, process meters, result lines.
+
+Benchmarks run by hand from the repository root (``python bench/bench_heartbeat.py ...``); they
+use the test harness (tests/support/server.py) to start a real pushd server in a temporary
+directory, on a fresh PostgreSQL database (``--sqlite`` for the embedded default).
+
+    result(name, value, unit, **extra) -> None     prints ``RESULT name=... value=... unit=...``
+    machine() -> dict                              nproc, CPU model, RAM (for RESULTS.md)
+    raise_nofile() -> int                          soft fd limit := hard (what the run script does)
+    median(values) -> float
+    ProcessMeter(pid).cpu_seconds() / .rss_bytes()  from /proc
+    process_tree(pid) -> list[int]                 pid and every descendant
+    bench_server(args, settings=None) -> contextmanager[PushdServer]
+    EmulatorProcess(server, nodes, state_dir, *extra_args)
+        .wait_online(timeout) -> float   seconds until the emulator reports every node online
+        .status() -> dict                its --status-file
+        .job(job_id) -> dict             its per-job record (commits, acked_runs, results, times)
+        .pid, .stop()
+    server_online(server, expected, timeout, poll=0.5) -> float
+        seconds until GET node_states lists `expected` nodes online and available
+    common_arguments(parser)             --sqlite, --state-dir, --settle
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.server import PushdServer  # noqa: E402 - needs the repo root on the path
+
+DEFAULT_STATE_DIR = "/var/tmp/pushd-bench/state"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def result(name: str, value: float, unit: str, **extra: Any) -> None:
+    fields = " ".join(f"{k}={v}" for k, v in extra.items())
+    print(f"RESULT name={name} value={value:.6g} unit={unit} {fields}".rstrip(), flush=True)
+
+
+def note(text: str) -> None:
+    print(f"# {text}", file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as handle:
+        total_kb = int(handle.readline().split()[1])
+    return {"nproc": os.cpu_count(), "cpu": model, "ram_gib": round(total_kb / 2**20, 1)}
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+class ProcessMeter:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.pid}/statm") as handle:
+            return int(handle.read().split()[1]) * PAGE_SIZE
+
+
+def process_tree(pid: int) -> list[int]:
+    out = [pid]
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as fh:
+            for child in fh.read().split():
+                out.extend(process_tree(int(child)))
+    return out
+
+
+def common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sqlite", action="store_true",
+                        help="embedded SQLite instead of a fresh PostgreSQL database")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                        help="emulator key pool (shared between runs)")
+
+
+@contextlib.contextmanager
+def bench_server(args: argparse.Namespace,
+                 settings: dict[str, Any] | None = None) -> Iterator[PushdServer]:
+    raise_nofile()
+    values: dict[str, Any] = {"heartbeat_interval": 1000, "principal_cache_ttl": 60,
+                              "api_workers": 2}
+    values.update(settings or {})
+    with contextlib.ExitStack() as stack:
+        backend = None
+        if not args.sqlite:
+            from tests.support.databases import postgres_database
+
+            params = stack.enter_context(postgres_database())
+            backend = ("postgres", params)
+        server = PushdServer(db_backend=backend, settings=values, nodes=())
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+class EmulatorProcess:
+    def __init__(self, server: PushdServer, nodes: int, state_dir: str, *extra: str) -> None:
+        self.server = server
+        self.nodes = nodes
+        self.status_path = server.dir / "emulator-status.json"
+        self.log_path = server.dir / "emulator.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pushd_bench", "--config", str(server.config_path),
+             "--org", server.org_name, "--nodes", str(nodes), "--state-dir", state_dir,
+             "--status-file", str(self.status_path), "--report-interval", "5", *extra],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT),
+        )
+        self.pid = self.process.pid
+        self.started = time.monotonic()
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.status().get("jobs", {}).get(job_id, {})
+
+    def wait_online(self, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("emulator exited:\n" + self.log_path.read_text()[-3000:])
+            if self.status().get("online", 0) >= self.nodes:
+                return time.monotonic() - self.started
+            time.sleep(0.25)
+        raise RuntimeError(f"emulator not online in {timeout}s: {self.status()}\n"
+                           + self.log_path.read_text()[-3000:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+def online_nodes(server: PushdServer) -> int:
+    resp = server.request("GET", "node_states", timeout=30)
+    if resp.status != 200:
+        return 0
+    return sum(1 for n in resp.json()
+               if n.get("status") == "online" and n.get("availability") == "available")
+
+
+def server_online(server: PushdServer, expected: int, timeout: float, poll: float = 0.5) -> float:
+    started = time.monotonic()
+    deadline = started + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            seen = online_nodes(server)
+            if seen >= expected:
+                return time.monotonic() - started
+        time.sleep(poll)
+    raise RuntimeError(f"server saw {seen}/{expected} nodes online after {timeout}s")
