@@ -29,18 +29,20 @@ carries the end of the log.
                 query=None, timeout=10) -> Response   path relative to
                 ``/organizations/ORG/pushy/`` unless it starts with "/"; body dict -> JSON.
         signed_headers(method, path, body=b"", *, user=None, version="1.3") -> dict
-        stream(path, *, user=None, last_event_id=None, accept="text/event-stream") -> SseStream
+        stream(path, *, user=None, last_event_id=None, accept="text/event-stream",
+               recv_buffer=None) -> SseStream (raw socket; recv_buffer makes a slow reader)
         node_config(node, *, ccpk) -> Response     the node's signed config request
         peer(node, *, start=True, interval=0.2, **kw) -> ProtocolPeer   a scripted node
             configured through the REST config endpoint like the stock client; stop_peers()
-        add_user(name, *, admin=False, org_member=True) -> Path; add_client(name) -> Path
+        add_user(name, *, admin=False) -> Path; add_client(name) -> Path
         add_group(name, users=(), clients=(), groups=()); remove_group(name)
         add_org(name) -> org id   (with the admin and normal users as members)
         broker_pid() -> int | None; kill_broker(); wait_for_broker(timeout=20)
-        stop(); start(); restart(); log_text(); is_running()
-    SseStream: next_event(timeout=10) -> SseEvent(name, id, data: dict) | None (None = closed);
-        events_until(name, timeout=30) -> list[SseEvent]; comments (list of comment lines);
-        status, headers; close().
+        stop(); start(); restart(); log_text(); log_tail(lines); is_running(); cleanup()
+    SseStream: next_event(timeout=10) -> SseEvent(name, id, data: dict, raw_data) | None
+        (None = closed); events_until(name, timeout=30); rest(timeout=30) (every event until
+        the server closes); comments (comment lines seen); status, headers (lowercase names);
+        body() (a non-streaming answer); close().
 """
 
 from __future__ import annotations
