@@ -247,6 +247,59 @@ def test_changed_setting_is_shown_and_restarts_the_service(appliance: Appliance)
     assert running["opscode_pushy_server"]["heartbeat_interval"] == 700
 
 
+def test_restart_and_graceful_kill(appliance: Appliance) -> None:
+    pid = appliance.main_pid()
+    restart = appliance.ctl("restart")
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    assert appliance.main_pid() not in (None, pid)
+    wait_for(lambda: appliance.api_status() == 200, timeout=60)
+
+    killed = appliance.ctl("graceful-kill")
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    assert appliance.ctl("status").returncode == 3
+    wait_for(lambda: not appliance.broker_pids(), timeout=10)
+    assert appliance.ctl("start").returncode == 0
+    wait_for(lambda: appliance.api_status() == 200, timeout=60)
+
+
+def test_a_service_that_cannot_start_fails_reconfigure_with_its_log(appliance: Appliance) -> None:
+    import socket
+
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    try:
+        appliance.config.write_text(
+            appliance.base_text + f"opscode_pushy_server['api_port'] = {taken}\n"
+        )
+        result = appliance.ctl("reconfigure", "--timeout", "5")
+        assert result.returncode == 1
+        assert "the API did not answer" in result.stderr
+        assert f"last lines of {appliance.log_current}" in result.stderr
+        assert "in use" in result.stderr  # gunicorn's own words about the taken port
+    finally:
+        blocker.close()
+        appliance.config.write_text(appliance.base_text)
+    again = appliance.ctl("reconfigure")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert appliance.api_status() == 200
+
+
+def test_enable_false_keeps_the_service_down(appliance: Appliance) -> None:
+    appliance.config.write_text(appliance.base_text + "opscode_pushy_server['enable'] = false\n")
+    result = appliance.ctl("reconfigure")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stays down" in result.stdout
+    assert appliance.ctl("status").returncode == 3
+    assert (appliance.service_dir / "down").exists()
+    appliance.config.write_text(appliance.base_text)
+    assert appliance.ctl("reconfigure").returncode == 0
+    assert appliance.ctl("status").returncode == 0
+    assert not (appliance.service_dir / "down").exists()
+
+
 def test_cleanse_stops_everything_and_removes_state(appliance: Appliance) -> None:
     refused = appliance.ctl("cleanse")  # no --yes and no terminal: nothing happens
     assert refused.returncode == 1

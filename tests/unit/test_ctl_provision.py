@@ -50,3 +50,45 @@ def test_hand_over_gives_state_to_the_account_but_keeps_the_service_dir_roots(
     assert Path(settings.get("log_directory")).stat().st_uid == nobody
     assert Path(settings.get("service_dir")).stat().st_uid == 0
     assert (service / "run").stat().st_uid == 0
+
+
+@pytest.mark.postgres
+def test_postgres_role_and_database_are_created_when_missing(tmp_path: Path) -> None:
+    """reconfigure's first run on PostgreSQL: the superuser creates the owner role and database."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pushd import store
+    from tests.support.databases import POSTGRES_ADMIN_URL
+
+    admin = conninfo_to_dict(POSTGRES_ADMIN_URL)
+    suffix = uuid.uuid4().hex[:10]
+    database, role = f"pushd_ctl_{suffix}", f"pushd_ctl_{suffix}"
+    settings = make_settings(tmp_path).replace(
+        {
+            "postgresql.enable": True,
+            "postgresql.vip": admin.get("host", "127.0.0.1"),
+            "postgresql.port": int(admin.get("port", 5432)),
+            "postgresql.db_superuser": admin.get("user", "root"),
+            "postgresql.database_name": database,
+            "postgresql.sql_user": role,
+        }
+    )
+    try:
+        before, after = provision.ensure_database(settings)
+        assert before is None and after >= 1
+        assert provision.ensure_database(settings) == (after, after)
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            owner = conn.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (database,)
+            ).fetchone()
+        assert owner == (role,)
+    finally:
+        store.close_database()
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(database)))  # fmt: skip
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
