@@ -431,3 +431,20 @@ def test_new_job_found_at_start_is_started(env: BrokerEnv) -> None:
     env.start()
     view = env.wait_job(job, timeout=5)
     assert view.status == JobStatus.QUORUM_FAILED
+
+
+def test_twenty_nodes_with_mixed_answers(env: BrokerEnv) -> None:
+    names = [f"node{i:02d}" for i in range(20)]
+    peers = [env.peer(name, wait_available=False) for name in names]
+    for name in names:
+        env.wait_available(name)
+    for peer in peers[:5]:
+        peer.answer_commit = "nack"
+    for peer in peers[5:8]:
+        peer.answer_run = "nack"
+    job = env.create_job(names, "sleep 0.2", quorum=15)
+    view = env.wait_job(job, JobStatus.COMPLETE, timeout=10)
+    assert view.nodes_by_status() == {
+        "nacked": names[:5], "failed": names[5:8], "succeeded": names[8:]
+    }
+    assert env.client.status()["node_fsm_count"] == 20
