@@ -14,7 +14,11 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,13 +28,23 @@ from pushd import store
 from pushd.broker.config import BrokerConfig
 from pushd.broker.control_client import BrokerClient
 from pushd.broker.service import Broker
-from pushd.keys import load_rsa_public_key
+from pushd.keys import load_or_create_server_keys, load_rsa_public_key
 from pushd.states import TERMINAL_JOB_STATUSES, JobStatus
 from tests.support.ports import free_ports
 from tests.support.protocol_peer import ProtocolPeer
 
 ORG_ID = "0123456789abcdef0123456789abcdef"
 ORG_NAME = "acme"
+
+
+@functools.cache
+def _server_keys_template() -> Path:
+    """One set of server keys for the whole test session: RSA generation costs up to a second
+    per broker otherwise. Each BrokerEnv gets its own copy."""
+    base = Path(tempfile.mkdtemp(prefix="pushd-test-keys-"))
+    atexit.register(shutil.rmtree, base, True)
+    load_or_create_server_keys(base / "keys")
+    return base / "keys"
 
 
 class BrokerEnv:
@@ -51,6 +65,9 @@ class BrokerEnv:
         }
         values.update(overrides)
         self.config = BrokerConfig(**values)
+        keys = self.config.data_dir / "keys"
+        if not keys.exists():
+            shutil.copytree(_server_keys_template(), keys)
         self.broker: Broker | None = None
         self._thread: threading.Thread | None = None
         self.client = BrokerClient(self.config.run_dir, timeout=5.0)
