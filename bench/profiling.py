@@ -2,6 +2,7 @@
 
     profile_process(pid, seconds, out_path, rate=200) -> Profile | None   None without py-spy
     Profile.samples; Profile.top_self(n) -> [(function, share)]; Profile.top_total(n)
+    parse_profile(path) -> Profile          a py-spy ``-f raw`` file
     Profile.render(n=15) -> str     two tables: self time (leaf frames) and inclusive time
 
 py-spy samples every thread (``--threads`` off: stacks are merged), including idle time in
@@ -47,7 +48,7 @@ class Profile:
         return "\n".join(lines)
 
 
-def _parse(path: Path) -> Profile:
+def parse_profile(path: Path) -> Profile:
     profile = Profile()
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -75,4 +76,4 @@ def profile_process(pid: int, seconds: float, out_path: Path, rate: int = 200) -
          "-o", str(out_path), "--nonblocking"],
         check=True, capture_output=True, timeout=seconds + 60,
     )
-    return _parse(out_path)
+    return parse_profile(out_path)
