@@ -2,7 +2,8 @@
 
 Views returned (frozen dataclasses):
 
-    JobOptions(job_user=None, dir=None, env=None, capture=False, job_file=None)
+    JobOptions(job_user=None, dir=None, env=None, capture=False, job_file=None,
+               voting_timeout=None)
     JobNodeState(name, status: NodeStatus, reason: str | None, updated_at)
     JobSummary(id, org_id, command, status: JobStatus, run_timeout, quorum, requested_by,
                last_updated_by, created_at, updated_at, options: JobOptions)
@@ -89,6 +90,7 @@ class JobOptions:
     env: dict[str, str] | None = None
     capture: bool = False
     job_file: str | None = None
+    voting_timeout: int | None = None
 
     @classmethod
     def coerce(cls, value: JobOptions | Mapping[str, Any] | None) -> JobOptions:
@@ -96,7 +98,7 @@ class JobOptions:
             return cls()
         if isinstance(value, JobOptions):
             return value
-        unknown = set(value) - {"job_user", "dir", "env", "capture", "job_file"}
+        unknown = set(value) - {"job_user", "dir", "env", "capture", "job_file", "voting_timeout"}
         if unknown:
             raise InvalidValue(f"unknown job options: {', '.join(sorted(unknown))}")
         return cls(**value)
@@ -245,6 +247,7 @@ def create_job(
                 env=opts.env,
                 capture=bool(opts.capture),
                 job_file=opts.job_file,
+                voting_timeout=opts.voting_timeout,
             ).execute()
     except peewee.IntegrityError as exc:
         duplicates = sorted({name for name in node_names if node_names.count(name) > 1})
@@ -398,6 +401,7 @@ def _options_of(job: Job) -> JobOptions:
         env=opts.env,
         capture=bool(opts.capture),
         job_file=opts.job_file,
+        voting_timeout=opts.voting_timeout,
     )
 
 

@@ -172,7 +172,12 @@ def _migration_1(database: peewee.Database) -> None:
         )
 
 
-MIGRATIONS: tuple[Callable[[peewee.Database], None], ...] = (_migration_1,)
+def _migration_2(database: peewee.Database) -> None:
+    """Per-job voting timeout (seconds; NULL = the server's `voting_timeout` setting)."""
+    _run_script(database, "ALTER TABLE job_options ADD COLUMN voting_timeout INTEGER")
+
+
+MIGRATIONS: tuple[Callable[[peewee.Database], None], ...] = (_migration_1, _migration_2)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -134,6 +134,7 @@ class JobOption(BaseModel):
     env = JSONTextField(null=True)
     capture = peewee.BooleanField(default=False)
     job_file = peewee.TextField(null=True)
+    voting_timeout = peewee.IntegerField(null=True)
 
     class Meta:
         table_name = "job_options"

@@ -27,6 +27,7 @@ def test_create_and_get_job_round_trips_everything(store_db: str) -> None:
         "env": {"A": "1", "UNICODE": "é\u2603"},
         "capture": True,
         "job_file": "raw:#!/bin/sh\necho hi\n",
+        "voting_timeout": 7,
     }
     store.create_job(ORG_A, job_id, "chef-client", ["n2", "n1"], 2, 300, "alice", options)
 

@@ -190,3 +190,36 @@ def test_database_errors_surface_as_store_errors_not_peewee_ones(store_db: str) 
     assert not isinstance(info.value, peewee.PeeweeException)
     assert isinstance(info.value.__cause__, peewee.IntegrityError)
     assert [org.name for org in store.list_organizations()] == ["first"]
+
+
+def test_version_1_database_keeps_its_jobs_through_migration_2(
+    db_backend: tuple[str, dict],
+) -> None:
+    """A database written by the first release gains per-job voting timeouts without losing jobs."""
+    from pushd.store import migrations
+
+    kind, params = db_backend
+    database = store.open_database_params(kind, params)
+    try:
+        with database.connection_context():
+            database.execute_sql("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            database.execute_sql("INSERT INTO schema_version (version) VALUES (1)")
+            migrations.MIGRATIONS[0](database)
+        job_id = "c" * 32
+        with database.connection_context():
+            database.execute_sql(
+                "INSERT INTO jobs (id, org_id, command, status, run_timeout, quorum,"
+                " last_updated_by, created_at, updated_at) VALUES"
+                f" ('{job_id}', '{'a' * 32}', 'uptime', 5, 60, 1, '{job_id}',"
+                " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+            database.execute_sql(
+                f"INSERT INTO job_options (job_id, capture) VALUES ('{job_id}', TRUE)"
+            )
+        assert store.schema_version() == 1
+        assert store.migrate() == store.LATEST_VERSION
+        job = store.get_job("a" * 32, job_id)
+        assert job is not None and job.command == "uptime"
+        assert job.options.capture is True and job.options.voting_timeout is None
+    finally:
+        store.close_database()
