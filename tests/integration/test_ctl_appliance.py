@@ -300,6 +300,20 @@ def test_enable_false_keeps_the_service_down(appliance: Appliance) -> None:
     assert not (appliance.service_dir / "down").exists()
 
 
+def test_uninstall_stops_supervision_and_keeps_data(appliance: Appliance) -> None:
+    result = appliance.ctl("uninstall")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert appliance.ctl("status").returncode == 3
+    assert appliance.api_status() is None
+    assert appliance.broker_pids() == []
+    assert not (appliance.root / "srv" / "run" / "runsvdir.pid").exists()
+    assert (appliance.root / "srv" / "data" / "pushd.sqlite3").exists()
+    again = appliance.ctl("reconfigure")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "started runsvdir" in again.stdout
+    assert appliance.ctl("status").returncode == 0
+
+
 def test_cleanse_stops_everything_and_removes_state(appliance: Appliance) -> None:
     refused = appliance.ctl("cleanse")  # no --yes and no terminal: nothing happens
     assert refused.returncode == 1

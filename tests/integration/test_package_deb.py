@@ -9,6 +9,8 @@ temporary appliance: the packaged code, not this checkout, serves a job end to e
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -51,6 +53,7 @@ class Built:
 @pytest.fixture(scope="module")
 def built() -> Iterator[Built]:
     out = Path(tempfile.mkdtemp(prefix="pushd-debs-"))
+    out.chmod(0o755)  # the service may run as another account; it must reach the interpreter
     try:
         yield Built(out)
     finally:
@@ -114,13 +117,30 @@ def test_postinst_tells_the_operator_to_reconfigure(built: Built) -> None:
     assert "push-jobs-server-ctl reconfigure" in result.stdout
 
 
-def test_installed_ctl_reconfigures_and_passes_its_smoke_test(built: Built) -> None:
+def _owner(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return pwd.getpwuid(int(line.split()[1])).pw_name
+    raise AssertionError(f"no Uid line for {pid}")
+
+
+# How the packaged ctl is run: as the current user (root in CI: the service then runs as the
+# account PUSH_JOBS_SERVER_USER names), or, when root, unprivileged as `nobody` owning the
+# appliance directory (how an operator without root runs it).
+MODES = ["as-invoker", "unprivileged"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_installed_ctl_reconfigures_and_passes_its_smoke_test(built: Built, mode: str) -> None:
+    if mode == "unprivileged" and os.geteuid() != 0:
+        pytest.skip("already unprivileged: the as-invoker case covers it")
     python = built.server_root / SERVER_PREFIX / "embedded" / "bin" / "python"
     help_text = subprocess.run([str(python), "-m", "pushd_ctl", "--help"], capture_output=True,
                                text=True, cwd="/", timeout=60)  # fmt: skip
     assert help_text.returncode == 0 and "reconfigure" in help_text.stdout
 
     root = Path(tempfile.mkdtemp(prefix="pushd-pkg-"))
+    root.chmod(0o755)
     ports = free_ports(4)
     config = root / "opscode-push-jobs-server.rb"
     values = {"dir": str(root / "srv"), "log_directory": str(root / "log"),
@@ -130,23 +150,38 @@ def test_installed_ctl_reconfigures_and_passes_its_smoke_test(built: Built) -> N
               "zeromq_listen_address": "tcp://127.0.0.1"}  # fmt: skip
     config.write_text("".join(f"opscode_pushy_server['{k}'] = {json.dumps(v)}\n"
                               for k, v in values.items()))  # fmt: skip
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(root)}
+    prefix: list[str] = []
+    expected_user = pwd.getpwuid(os.geteuid()).pw_name
+    if mode == "unprivileged":
+        shutil.chown(root, "nobody", "nogroup")
+        prefix = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+        expected_user = "nobody"
+    elif os.geteuid() == 0:
+        env["PUSH_JOBS_SERVER_USER"] = "nobody"
+        expected_user = "nobody"
 
     def ctl(*args: str) -> subprocess.CompletedProcess[str]:
         # cwd "/" so nothing of this checkout can be imported instead of the packaged code.
-        return subprocess.run([str(python), "-m", "pushd_ctl", "--config", str(config), *args],
-                              capture_output=True, text=True, cwd="/", timeout=180)  # fmt: skip
+        return subprocess.run(
+            [*prefix, str(python), "-m", "pushd_ctl", "--config", str(config), *args],
+            capture_output=True, text=True, cwd="/", timeout=180, env=env,
+        )  # fmt: skip
 
     try:
         reconfigure = ctl("reconfigure", "--timeout", "60")
         assert reconfigure.returncode == 0, reconfigure.stdout + reconfigure.stderr
         run_script = (root / "srv" / "service" / "opscode-pushy-server" / "run").read_text()
         assert f"{python} -m pushd.server" in run_script
+        main_pid = int((root / "srv" / "service" / "opscode-pushy-server" / "pgid").read_text())
+        assert _owner(main_pid) == expected_user
         smoke = ctl("test", "--timeout", "30")
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
         assert "Smoke test passed." in smoke.stdout
     finally:
-        ctl("cleanse", "--yes")
+        cleanse = ctl("cleanse", "--yes")
         shutil.rmtree(root, ignore_errors=True)
+    assert cleanse.returncode == 0, cleanse.stdout + cleanse.stderr
 
 
 def test_client_package(built: Built) -> None:
