@@ -130,7 +130,7 @@ def main() -> int:
         emulator = EmulatorProcess(server, args.nodes, args.state_dir)
         feed = None
         try:
-            took = emulator.wait_online(timeout=max(120.0, args.nodes / 20))
+            took = emulator.wait_online(timeout=max(180.0, args.nodes / 10))
             note(f"emulator: all {args.nodes} online after {took:.1f} s")
             server_online(server, args.nodes, timeout=60)
             time.sleep(3)

@@ -72,7 +72,7 @@ def main() -> int:
         rss0, tree0 = broker.rss_bytes(), tree_rss(server_pid)
         emulator = EmulatorProcess(server, n, args.state_dir)
         try:
-            took = emulator.wait_online(timeout=max(120.0, n / 20))
+            took = emulator.wait_online(timeout=max(180.0, n / 10))
             note(f"emulator: all {n} online after {took:.1f} s")
             server_online(server, n, timeout=60)
             time.sleep(args.settle)

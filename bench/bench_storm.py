@@ -49,7 +49,7 @@ def main() -> int:
     with bench_server(args) as server:
         emulator = EmulatorProcess(server, n, args.state_dir)
         try:
-            took = emulator.wait_online(timeout=max(120.0, n / 20))
+            took = emulator.wait_online(timeout=max(180.0, n / 10))
             note(f"emulator: all {n} online after {took:.1f} s")
             server_online(server, n, timeout=120)
             time.sleep(5)
