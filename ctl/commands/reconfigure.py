@@ -10,12 +10,14 @@ Steps, in order; a configuration error stops before anything is touched:
   6. start runsvdir for service_dir when none runs; restart only services whose rendered files
      changed, start services that are down;
   7. wait until the API answers /_status, or fail showing the service's last log lines.
-Run twice in a row, the second run changes nothing.
+Run twice in a row, the second run changes nothing. Concurrent runs take turns (a lock file in
+etc_dir).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -30,6 +32,8 @@ from pushd.settings import Settings
 
 DEFAULT_TIMEOUT = 90.0
 LOG_LINES_ON_FAILURE = 30
+# Two reconfigures at once would race on the service files and on sv.
+LOCK_NAME = ".reconfigure.lock"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,6 +88,18 @@ def _report_changes(ctx: Context, previous: Settings | None, current: Settings) 
 
 def run(ctx: Context, args: Any) -> int:
     settings = ctx.settings  # a bad file raises ConfigError here, before anything is touched
+    etc_dir = Path(settings.get("etc_dir"))
+    etc_dir.mkdir(parents=True, exist_ok=True)
+    with open(etc_dir / LOCK_NAME, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            ctx.say("Waiting for another reconfigure to finish...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _reconfigure(ctx, settings, args)
+
+
+def _reconfigure(ctx: Context, settings: Settings, args: Any) -> int:
     config_path = ctx.config_path
     ctx.say(f"Config file: {config_path if config_path else '(none, defaults)'}")
     running_path = layout.running_json_path(settings)

@@ -308,9 +308,22 @@ def test_uninstall_stops_supervision_and_keeps_data(appliance: Appliance) -> Non
     assert appliance.broker_pids() == []
     assert not (appliance.root / "srv" / "run" / "runsvdir.pid").exists()
     assert (appliance.root / "srv" / "data" / "pushd.sqlite3").exists()
-    again = appliance.ctl("reconfigure")
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "started runsvdir" in again.stdout
+    # Another reconfigure holds the lock: this one waits for it, then does the work.
+    import fcntl
+
+    with open(appliance.root / "etc" / ".reconfigure.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pushd_ctl", "--config", str(appliance.config), "reconfigure"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        first_line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert first_line.startswith("Waiting for another reconfigure"), first_line
+        assert proc.poll() is None
+        assert appliance.api_status() is None  # it has not started anything meanwhile
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, rest
+    assert "started runsvdir" in rest
     assert appliance.ctl("status").returncode == 0
 
 

@@ -6,6 +6,7 @@ These need no running service: they check what an operator sees before anything 
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,21 @@ def test_unknown_service_is_a_usage_error(config: Path) -> None:
 
 def test_service_list(config: Path) -> None:
     assert ctl("--config", str(config), "service-list").stdout.split() == ["opscode-pushy-server"]
+
+
+def test_show_config_diff_against_the_running_config(config: Path) -> None:
+    from pushd_ctl import layout
+
+    from pushd.config import load_settings
+
+    assert "no running config" in ctl("--config", str(config), "show-config", "--diff").stdout
+    running = layout.running_json_path(load_settings(config))
+    running.parent.mkdir(parents=True)
+    running.write_text(json.dumps(load_settings(config).as_dict(), default=str))
+    assert ctl("--config", str(config), "show-config", "--diff").stdout == ""
+    config.write_text(config.read_text() + "opscode_pushy_server['voting_timeout'] = 90\n"
+                      "postgresql['sql_password'] = 'hunter2'\n")  # fmt: skip
+    lines = ctl("--config", str(config), "show-config", "--diff").stdout.splitlines()
+    assert "voting_timeout: 60 -> 90" in lines
+    assert any(line.startswith("postgresql.sql_password: null -> ") for line in lines)
+    assert "hunter2" not in "\n".join(lines)
