@@ -20,6 +20,7 @@
         returns the problems it saw (empty when all went down). Safe when nothing runs.
     wait_until(predicate, timeout, interval=0.1) -> bool
 
+Without runit on PATH, ``sv`` and ``ensure_runsvdir`` raise CommandFailed saying so.
 Exit statuses of `status` follow LSB: 0 all running, 3 something not running.
 """
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pushd_ctl import layout
+from pushd_ctl.context import CommandFailed
 
 __all__ = [
     "ServiceStatus",
@@ -54,6 +57,7 @@ SV_ACTIONS = frozenset(
     ("up", "down", "once", "start", "stop", "restart", "force-stop", "force-restart",
      "hup", "term", "int", "kill", "usr1", "usr2", "exit", "status")
 )  # fmt: skip
+RUNIT_MISSING = "runit is not installed (no sv/runsvdir on PATH): apt-get install runit"
 _STATUS_RE = re.compile(r"^(run|down|finish): [^:]+: (?:\(pid (\d+)\) )?(\d+)s")
 _LOG_RE = re.compile(r"; (run|down|finish): log:")
 
@@ -96,13 +100,18 @@ def sv(
     target = layout.service_path(settings, service)
     if log:
         target = target / "log"
-    proc = subprocess.run(
-        ["sv", "-w", str(wait), action, str(target)],
-        capture_output=True,
-        text=True,
-        timeout=wait + 15,
-        env=_sv_env(),
-    )
+    try:
+        proc = subprocess.run(
+            ["sv", "-w", str(wait), action, str(target)],
+            capture_output=True,
+            text=True,
+            timeout=wait + 15,
+            env=_sv_env(),
+        )
+    except FileNotFoundError:
+        raise CommandFailed(RUNIT_MISSING) from None
+    except subprocess.TimeoutExpired:
+        return SvResult(1, f"timeout: sv {action} {target} did not return")
     return SvResult(proc.returncode, (proc.stdout + proc.stderr).strip())
 
 
@@ -181,6 +190,8 @@ def ensure_runsvdir(settings: Any) -> tuple[int, bool]:
     pid_path = layout.runsvdir_pid_path(settings)
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     with open(os.devnull, "rb") as devnull_in, open(os.devnull, "wb") as devnull_out:
+        if shutil.which("runsvdir") is None:
+            raise CommandFailed(RUNIT_MISSING)
         proc = subprocess.Popen(
             ["runsvdir", "-P", str(service_dir)],
             stdin=devnull_in,

@@ -118,3 +118,16 @@ def test_show_config_diff_against_the_running_config(config: Path) -> None:
     assert "voting_timeout: 60 -> 90" in lines
     assert any(line.startswith("postgresql.sql_password: null -> ") for line in lines)
     assert "hunter2" not in "\n".join(lines)
+
+
+def test_without_runit_the_error_says_so(config: Path, tmp_path: Path) -> None:
+    layout_dir = tmp_path / "srv" / "service" / "opscode-pushy-server"
+    layout_dir.mkdir(parents=True)  # as if reconfigure had written it
+    env = {"PATH": str(tmp_path / "empty-bin")}
+    result = subprocess.run([sys.executable, "-m", "pushd_ctl", "--config", str(config), "start"],
+                            capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "push-jobs-server-ctl: runit is not installed (no sv/runsvdir on PATH): "
+        "apt-get install runit"
+    )
