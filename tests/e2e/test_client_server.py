@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,24 +29,29 @@ def server() -> Iterator[PushdServer]:
 
 
 @pytest.fixture
-def reachable_tmp(tmp_path: Path) -> Path:
-    """pytest's base temp dir is 0700; jobs running as `daemon` must reach their data file."""
-    for part in (tmp_path, *tmp_path.parents):
-        if str(part) == "/tmp":
-            break
-        os.chmod(part, os.stat(part).st_mode | 0o111)
-    return tmp_path
+def files_root() -> Iterator[Path]:
+    """A 0711 directory outside pytest's tree for job data files.
+
+    Jobs running as `daemon` must reach their data file; pytest's base temp dir is 0700, and a
+    concurrently starting pytest session resets it to 0700 if we open it up.
+    """
+    root = Path(tempfile.mkdtemp(prefix="pushd-client-e2e-"))
+    os.chmod(root, 0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 class Node:
     """One client process for one of the server's nodes."""
 
-    def __init__(self, server: PushdServer, tmp_path: Path, name: str, **settings: Any) -> None:
+    def __init__(
+        self, server: PushdServer, tmp_path: Path, files_root: Path, name: str, **settings: Any
+    ) -> None:
         self.server = server
         self.name = name
         url = f"{server.base_url}/organizations/{server.org_name}"
         self.client = ClientProcess(tmp_path / name, server.node_key_paths[name], url,
-                                    node=name, **settings)
+                                    node=name, file_dir=str(files_root / name), **settings)
 
     def start(self) -> None:
         self.client.start()
@@ -64,8 +71,8 @@ class Node:
 
 
 @pytest.fixture
-def node1(server: PushdServer, reachable_tmp: Path) -> Iterator[Node]:
-    node = Node(server, reachable_tmp, "node1")
+def node1(server: PushdServer, tmp_path: Path, files_root: Path) -> Iterator[Node]:
+    node = Node(server, tmp_path, files_root, "node1")
     yield node
     node.client.stop()
 
@@ -222,10 +229,10 @@ def test_client_killed_mid_run(server: PushdServer, node1: Node) -> None:
 
 @pytest.mark.slow
 def test_server_restarted_mid_run_and_client_started_before_server(
-    reachable_tmp: Path,
+    tmp_path: Path, files_root: Path
 ) -> None:
     with running_server(nodes=("node1",)) as srv:
-        node = Node(srv, reachable_tmp, "node1")
+        node = Node(srv, tmp_path, files_root, "node1")
         try:
             node.start()
             job_id = start_job(srv, "sleep 4", ["node1"])

@@ -5,8 +5,11 @@ from __future__ import annotations
 import fcntl
 import os
 import select
+import shutil
 import signal
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,20 +57,28 @@ def drive(runner: JobRunner, until: Any, timeout: float = 15.0) -> None:
         runner.tick()
 
 
+FILES_ROOT = Path("/nonexistent")  # set per test by files_root(); make() puts file_dir there
+
+
 @pytest.fixture(autouse=True)
-def reachable_tmp(tmp_path: Path) -> None:
-    """pytest's base temp dir is 0700; jobs running as `daemon` must reach their data file."""
-    for part in (tmp_path, *tmp_path.parents):
-        if str(part) == "/tmp":
-            break
-        os.chmod(part, os.stat(part).st_mode | 0o111)
+def files_root() -> Iterator[Path]:
+    """A 0711 directory outside pytest's tree for job data files.
+
+    Jobs running as `daemon` must reach their data file; pytest's base temp dir is 0700, and a
+    concurrently starting pytest session resets it to 0700 if we open it up.
+    """
+    global FILES_ROOT
+    FILES_ROOT = Path(tempfile.mkdtemp(prefix="pushd-client-test-"))
+    os.chmod(FILES_ROOT, 0o711)
+    yield FILES_ROOT
+    shutil.rmtree(FILES_ROOT, ignore_errors=True)
 
 
 def make(tmp_path: Path, whitelist: dict, **overrides: Any) -> tuple[JobRunner, Recorder]:
     settings = RunnerSettings(
         node_name="node1",
         whitelist=Whitelist(whitelist),
-        file_dir=str(tmp_path / "files"),
+        file_dir=str(FILES_ROOT / "files"),
         lockfile=str(tmp_path / "chef-client-running.pid"),
         kill_grace=overrides.pop("kill_grace", 1.0),
         **overrides,
@@ -181,10 +192,10 @@ def test_user_dir_env_and_file(tmp_path: Path) -> None:
     assert lines[2:6] == ["/tmp", "bar", "/usr/sbin daemon daemon", "secret data"]
     assert lines[6] == "600 daemon"
     job_file = lines[7]
-    assert job_file.startswith(str(tmp_path / "files") + "/pushy_file-" + JOB)
+    assert job_file.startswith(str(FILES_ROOT / "files") + "/pushy_file-" + JOB)
     assert lines[8] == f"node1 {JOB}"
     assert not os.path.exists(job_file), "the data file must be removed after the job"
-    assert oct(os.stat(tmp_path / "files").st_mode & 0o777) == "0o711"
+    assert oct(os.stat(FILES_ROOT / "files").st_mode & 0o777) == "0o711"
 
 
 def test_job_file_unreadable_by_other_users(tmp_path: Path) -> None:
@@ -195,8 +206,8 @@ def test_job_file_unreadable_by_other_users(tmp_path: Path) -> None:
     runner.commit(JOB, "peek", {"user": "daemon", "file": "raw:private"})
     runner.run(JOB)
     path = None
-    for name in os.listdir(tmp_path / "files"):
-        path = tmp_path / "files" / name
+    for name in os.listdir(FILES_ROOT / "files"):
+        path = FILES_ROOT / "files" / name
     assert path is not None
     other = os.fork()
     if other == 0:  # a different unprivileged user tries to read it
