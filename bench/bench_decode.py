@@ -5,7 +5,10 @@
 Times, per heartbeat, each step `pushd.broker.service.Broker._handle_command` runs on a real
 heartbeat from the emulator's encoder, and the same JSON step with a JSONDecoder built once
 (what `pushd.protocol.frames._decode_json_object` would cost if it did not pass keyword
-arguments to ``json.loads``, which builds a new JSONDecoder on every call). Prints:
+arguments to ``json.loads``, which builds a new JSONDecoder on every call), and pyzmq's costs
+on the receive path: a NOBLOCK receive on an empty socket (the ``zmq.Again`` that ends every
+drain), and a 3-frame receive with ``copy=False`` plus ``.bytes`` versus ``copy=True``
+(inproc, so neither the I/O thread nor Curve is counted; each includes a cheap poll). Prints:
 
     RESULT name=decode_step_us value=.. unit=us step=STEP       (median of --runs)
 """
@@ -18,6 +21,7 @@ import os
 import time
 from collections.abc import Callable
 
+import zmq
 from pushd_bench.common import median, result
 from pushd_bench.wire import HeartbeatEncoder
 
@@ -42,6 +46,43 @@ def per_call(fn: Callable[[], object], count: int) -> float:
     return (time.perf_counter() - started) / count * 1e6
 
 
+def zmq_steps(frames: list[bytes]) -> dict[str, Callable[[], object]]:
+    """pyzmq costs on the broker's receive path, over inproc (no I/O thread, no Curve)."""
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.rcvhwm = 0
+    router.bind("inproc://bench-decode")
+    dealer = context.socket(zmq.DEALER)
+    dealer.sndhwm = 0
+    dealer.connect("inproc://bench-decode")
+    empty = context.socket(zmq.PULL)
+    empty.bind("inproc://bench-decode-empty")
+
+    def refill() -> None:
+        for _ in range(1000):
+            dealer.send_multipart(frames)
+
+    def recv_again() -> None:
+        try:
+            empty.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def recv(copy: bool) -> Callable[[], object]:
+        def one() -> object:
+            if not router.poll(0):
+                refill()
+            got = router.recv_multipart(zmq.NOBLOCK, copy=copy)
+            return [f.bytes for f in got] if not copy else got
+        return one
+
+    return {
+        "zmq_recv_empty_again": recv_again,
+        "zmq_recv3_copy_false_then_bytes": recv(False),
+        "zmq_recv3_copy_true": recv(True),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200_000)
@@ -62,6 +103,7 @@ def main() -> int:
         "hmac_verify": lambda: verify_signature(envelope, key),
         "check_skew": lambda: check_skew(stamp, max_skew=300.0),
     }
+    steps.update(zmq_steps(frames))
     figures: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.runs):
         for name, fn in steps.items():
