@@ -218,6 +218,7 @@ class Agent:
         self._last_error: str | None = None
         self._status_dirty = True
         self._status_written = 0.0
+        self._status_failed = False
         self._wakeup_r, self._wakeup_w = os.pipe()
         self._fetch_r, self._fetch_w = os.pipe()
         for fd in (self._wakeup_r, self._wakeup_w, self._fetch_r, self._fetch_w):
@@ -686,7 +687,11 @@ class Agent:
         try:
             self.state_dir.write_status(self.status())
         except OSError as err:
-            log.warning("cannot write status file %s: %s", self.state_dir.status_path, err)
+            if not self._status_failed:  # once, not every second
+                log.error("cannot write status file %s: %s", self.state_dir.status_path, err)
+            self._status_failed = True
+        else:
+            self._status_failed = False
         self._status_dirty = False
         self._status_written = now
 

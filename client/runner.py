@@ -384,16 +384,20 @@ class JobRunner:
         job.started = self._clock()
         job.deadline = job.started + job.run_timeout
         if self._state_dir is not None:
-            self._state_dir.save_job(
-                JobRecord(
-                    job_id=job.job_id,
-                    pid=job.process.pid,
-                    pgid=job.process.pgid,
-                    start_time=process_start_time(job.process.pid),
-                    command=job.command,
-                    started_at=time.time(),
-                )
+            record = JobRecord(
+                job_id=job.job_id,
+                pid=job.process.pid,
+                pgid=job.process.pgid,
+                start_time=process_start_time(job.process.pid),
+                command=job.command,
+                started_at=time.time(),
             )
+            try:
+                self._state_dir.save_job(record)
+            except OSError as err:
+                # The job runs anyway; only recovery after a client crash is lost.
+                log.error("job=%s cannot record the job in %s: %s", job.job_id,
+                          self._state_dir.job_path, err)
         log.info(
             "job=%s started pid %d: %s", job.job_id, job.process.pid, job.resolved.command_line
         )
@@ -553,7 +557,11 @@ class JobRunner:
         _release_lock(job.lock_fd)
         job.lock_fd = None
         if self._state_dir is not None:
-            self._state_dir.clear_job()
+            try:
+                self._state_dir.clear_job()
+            except OSError as err:
+                log.error("job=%s cannot remove %s: %s", job.job_id, self._state_dir.job_path,
+                          err)
 
 
 def _release_lock(fd: int | None) -> None:

@@ -73,7 +73,7 @@ class StateDir:
         try:
             with open(target, "rb") as handle:
                 raw = handle.read(MAX_STATE_FILE + 1)
-        except FileNotFoundError:
+        except OSError:  # missing, or unreadable: either way nothing we can act on
             return None
         if len(raw) > MAX_STATE_FILE:
             return None
@@ -87,6 +87,7 @@ class StateDir:
         self._write(self.job_path, asdict(record))
 
     def clear_job(self) -> None:
+        """Remove the job record; OSError other than "already gone" propagates."""
         with contextlib.suppress(FileNotFoundError):
             self.job_path.unlink()
 
@@ -118,8 +119,8 @@ def recover_orphan(state_dir: StateDir, grace: float) -> JobRecord | None:
     """Kill and clear the job a previous client process left running (see module docstring)."""
     record = state_dir.load_job()
     if record is None:
-        if state_dir.job_path.exists():
-            state_dir.clear_job()  # unreadable: nothing we can safely kill
+        with contextlib.suppress(OSError):
+            state_dir.clear_job()  # absent or unreadable: nothing we can safely kill
         return None
     leader_is_ours = (
         record.start_time is None or process_start_time(record.pid) == record.start_time
@@ -128,5 +129,6 @@ def recover_orphan(state_dir: StateDir, grace: float) -> JobRecord | None:
     # different start time in the same group number is not ours, so leave that alone.
     if group_alive(record.pgid) and (leader_is_ours or process_start_time(record.pid) is None):
         kill_group_blocking(record.pgid, grace)
-    state_dir.clear_job()
+    with contextlib.suppress(OSError):
+        state_dir.clear_job()
     return record

@@ -302,6 +302,21 @@ def test_new_server_incarnation_triggers_a_reconfigure(
     assert f"-> {peer.incarnation}); reconfiguring in" in client.log()
 
 
+def test_unusable_state_dir_does_not_stop_jobs(
+    tmp_path: Path, node_key: tuple[Path, str], peer: PushServerPeer
+) -> None:
+    client = ClientProcess(tmp_path, node_key[0], peer.url, state_dir="/dev/null/state")
+    try:
+        connected(peer, client)
+        peer.commit(NODE, JOB, "hello", capture=True)
+        peer.run(NODE, JOB)
+        assert peer.wait_for("succeeded", job_id=JOB)["stdout"] == "hello from the node\n"
+        assert client.log().count("cannot write status file") == 1
+        assert f"job={JOB} cannot record the job" in client.log()
+    finally:
+        client.stop()
+
+
 def test_no_leftover_processes() -> None:
     """Guard for the client e2e tests: none of their job commands is still running."""
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
