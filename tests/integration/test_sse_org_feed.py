@@ -139,12 +139,12 @@ def test_a_slow_reader_blocks_neither_the_broker_nor_other_readers(server: Pushd
     fast = server.stream("job_status_feed")
     try:
         command = "x" * 60_000  # each start event carries it: megabytes the slow reader ignores
-        jobs = [start_job(server, command=f"{command}{i}", nodes=["node3"]) for i in range(40)]
-        seen = org_events(fast, 80, timeout=60)
+        jobs = [start_job(server, command=f"{command}{i}", nodes=["node3"]) for i in range(30)]
+        seen = org_events(fast, 60, timeout=60)
         assert sorted(e.data["job"] for e in seen if e.name == "job_complete") == sorted(jobs)
         for job_id in jobs:  # the broker finished every job meanwhile
             assert wait_finished(server, job_id)["status"] == "quorum_failed"
-        late = org_events(slow, 80, timeout=60)
+        late = org_events(slow, 60, timeout=60)
     finally:
         slow.close()
         fast.close()

@@ -38,7 +38,7 @@ carries the end of the log.
         add_group(name, users=(), clients=(), groups=()); remove_group(name)
         add_org(name) -> org id   (with the admin and normal users as members)
         broker_pid() -> int | None; kill_broker(); wait_for_broker(timeout=20)
-        stop(); start(); restart(); log_text(); log_tail(lines); is_running(); cleanup()
+        stop(graceful=False); start(); restart(); log_text(); log_tail(lines); is_running(); cleanup()
     SseStream: next_event(timeout=10) -> SseEvent(name, id, data: dict, raw_data) | None
         (None = closed); events_until(name, timeout=30); rest(timeout=30) (every event until
         the server closes); comments (comment lines seen); status, headers (lowercase names);
@@ -482,10 +482,12 @@ class PushdServer:
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def stop(self) -> None:
+    def stop(self, *, graceful: bool = False) -> None:
+        """Stop the service: SIGINT (gunicorn's quick shutdown; the broker still gets SIGTERM
+        and stops cleanly), or SIGTERM with `graceful` (workers finish their requests)."""
         process = self._process
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM if graceful else signal.SIGINT)
             try:
                 process.wait(20)
             except subprocess.TimeoutExpired:

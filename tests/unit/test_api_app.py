@@ -24,6 +24,7 @@ from pushd.identity.local import LocalSource
 from pushd.keys import generate_client_keypair
 from pushd.settings import Settings
 from pushd.states import JobStatus, NodeStatus
+from tests.support.databases import postgres_database, sqlite_database
 
 ORG = "acme"
 _keys: dict[str, tuple[str, str]] = {}
@@ -58,6 +59,22 @@ class Api:
         return self.client.simulate_request(
             method, full, body=raw or None, headers=signed, query_string=query
         )
+
+
+@pytest.fixture(params=["sqlite"])
+def db_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, dict]]:
+    """SQLite unless a test asks for both backends with BOTH_BACKENDS (the storage-heavy ones):
+    the HTTP behaviour under test does not depend on the backend, and each PostgreSQL
+    database costs a second to create."""
+    if request.param == "postgres":
+        with postgres_database() as params:
+            yield "postgres", params
+    else:
+        with sqlite_database(tmp_path) as params:
+            yield "sqlite", params
+
+
+BOTH_BACKENDS = pytest.mark.parametrize("db_backend", ["sqlite", "postgres"], indirect=True)
 
 
 @pytest.fixture
@@ -96,6 +113,7 @@ def create(api: Api, **fields: Any) -> str:
 # -- jobs ---------------------------------------------------------------------------------
 
 
+@BOTH_BACKENDS
 def test_post_creates_a_new_job_even_with_the_broker_down(api: Api) -> None:
     result = api.call("POST", "jobs", {"command": "uptime", "nodes": ["b", "a"]},
                       headers={"Host": "push.example:443", "X-Forwarded-Proto": "https"})
@@ -114,6 +132,7 @@ def test_post_creates_a_new_job_even_with_the_broker_down(api: Api) -> None:
     assert doc["created_at"].endswith(" GMT")
 
 
+@BOTH_BACKENDS
 def test_job_options_and_include_file(api: Api) -> None:
     job_id = create(api, user="daemon", dir="/tmp", env={"K": "v"}, file="raw:data",
                     capture_output=True)
@@ -165,6 +184,7 @@ def test_body_over_a_million_bytes_is_413(api: Api) -> None:
     assert result.json == {"error": "JSON must be no more than 1000000 bytes."}
 
 
+@BOTH_BACKENDS
 def test_list_pages_newest_first(api: Api) -> None:
     ids = [create(api, command=f"c{i}") for i in range(5)]
     first = api.call("GET", "jobs", query="limit=2")
@@ -179,6 +199,7 @@ def test_list_pages_newest_first(api: Api) -> None:
                                   "updated_at"}
 
 
+@BOTH_BACKENDS
 def test_list_filters_by_status_and_rejects_bad_parameters(api: Api) -> None:
     done = create(api)
     create(api)
@@ -203,6 +224,7 @@ def test_unknown_job_and_wrong_verbs(api: Api) -> None:
     assert api.call("GET", "config").status_code == 404
 
 
+@BOTH_BACKENDS
 def test_cross_org_reads_answer_404(api: Api) -> None:
     job_id = create(api, capture_output=True)
     store.store_output(api.org_id, job_id, "node1", "out", "err")
@@ -217,6 +239,7 @@ def test_cross_org_reads_answer_404(api: Api) -> None:
     assert feed.status_code == 404
 
 
+@BOTH_BACKENDS
 def test_output_endpoint(api: Api) -> None:
     job_id = create(api, capture_output=True)
     store.store_output(api.org_id, job_id, "node1", "hello\n", "")
@@ -271,6 +294,7 @@ def test_write_needs_admins_without_a_writers_group(api: Api) -> None:
         == 201
 
 
+@BOTH_BACKENDS
 def test_readers_group_with_nesting(api: Api) -> None:
     store.add_group_member(api.org_id, "pushy_job_readers", "group", "ops", create_group=True)
     assert api.call("GET", "jobs", user="normal").status_code == 403
@@ -331,6 +355,7 @@ def parse_stream(text: str) -> list[dict[str, Any]]:
     return events
 
 
+@BOTH_BACKENDS
 def test_finished_job_feed_replays_history_then_summary(api: Api) -> None:
     job_id = create(api)
     ids = finish(api, job_id)
@@ -364,6 +389,7 @@ def test_feed_refusals(api: Api) -> None:
 
 
 
+@BOTH_BACKENDS
 def test_long_history_streams_in_pages_and_resumes_across_a_page(api: Api) -> None:
     job_id = create(api)
     many = [(api.org_id, job_id, "rehab", {"node": f"n{i}"}) for i in range(1203)]
@@ -386,6 +412,7 @@ def test_long_history_streams_in_pages_and_resumes_across_a_page(api: Api) -> No
     assert [e["event"] for e in after_end] == ["summary"]
 
 
+@BOTH_BACKENDS
 def test_job_complete_committed_just_after_the_status_is_still_streamed(api: Api) -> None:
     """The stream re-reads briefly when it finds the job over before seeing job_complete."""
     import threading
