@@ -10,8 +10,10 @@ The store keeps every time as a *naive* UTC ``datetime`` with microseconds.
 
 from __future__ import annotations
 
+import calendar
 from datetime import UTC, datetime
-from email.utils import format_datetime
+
+from pushd.protocol.timestamps import format_timestamp
 
 
 def utcnow() -> datetime:
@@ -28,8 +30,8 @@ def to_naive_utc(value: datetime) -> datetime:
 
 def rfc1123(value: datetime) -> str:
     """Render as the original's REST bodies do: second precision, always GMT."""
-    aware = to_naive_utc(value).replace(tzinfo=UTC, microsecond=0)
-    return format_datetime(aware, usegmt=True)
+    # One RFC 1123 formatter serves the wire protocol and the store (locale-independent).
+    return format_timestamp(calendar.timegm(to_naive_utc(value).timetuple()))
 
 
 def event_timestamp(value: datetime) -> str:
