@@ -234,7 +234,7 @@ def load_private_key(pem: bytes | str | rsa.RSAPrivateKey) -> rsa.RSAPrivateKey:
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ValueError(f"not an unencrypted PEM private key: {exc}") from exc
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("Chef request signing needs an RSA private key")
+        raise ValueError("not an RSA private key (Chef request signing needs RSA)")
     return key
 
 
@@ -261,7 +261,7 @@ def _load_public_key_pem(data: bytes) -> rsa.RSAPublicKey:
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ValueError(f"not a PEM public key or certificate: {exc}") from exc
     if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError("Chef request signing needs an RSA public key")
+        raise ValueError("not an RSA public key (Chef request signing needs RSA)")
     return key
 
 

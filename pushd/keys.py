@@ -13,7 +13,8 @@
     load_rsa_private_key(path) -> RSAPrivateKey
         PKCS#1 (``BEGIN RSA PRIVATE KEY``) or PKCS#8 PEM; ConfigError naming the file otherwise.
     load_rsa_public_key(pem: str | bytes, *, source="public key") -> RSAPublicKey
-        SubjectPublicKeyInfo or PKCS#1 public PEM; ConfigError otherwise.
+        SubjectPublicKeyInfo or PKCS#1 public PEM, or a PEM certificate (what Chef accepts);
+        ConfigError otherwise.
     rsa_public_pem(key: RSAPrivateKey | RSAPublicKey) -> str     SubjectPublicKeyInfo PEM
     rsa_private_pem(key: RSAPrivateKey) -> str                   PKCS#1 PEM (Chef's client.pem form)
     generate_rsa_key(bits=2048) -> RSAPrivateKey
@@ -23,7 +24,9 @@
     curve_keypair() -> tuple[str, str]                            (public, secret) Z85
     curve_public_from_secret(secret_z85: str) -> str
 
-pyzmq provides Z85 and Curve key generation; nothing here is hand-rolled crypto.
+pyzmq provides Z85 and Curve key generation; nothing here is hand-rolled crypto. PEM parsing
+is `pushd.chefauth`'s (one loader for the whole project); this module adds file reading and
+ConfigError.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
+from pushd import chefauth
 from pushd.errors import ConfigError
 
 RSA_KEY_FILE = "pushy_priv.pem"
@@ -109,26 +113,17 @@ def load_rsa_private_key(path: str | os.PathLike[str]) -> RSAPrivateKey:
     file = Path(path)
     data = _read_key_file(file)
     try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"not an unencrypted PEM private key ({exc})", filename=str(file)
-        ) from None
-    if not isinstance(key, RSAPrivateKey):
-        raise ConfigError("not an RSA private key", filename=str(file))
-    return key
+        return chefauth.load_private_key(data)
+    except ValueError as exc:
+        raise ConfigError(str(exc), filename=str(file)) from None
 
 
 def load_rsa_public_key(pem: str | bytes, *, source: str = "public key") -> RSAPublicKey:
-    """Load an RSA public key from PEM text (SubjectPublicKeyInfo or PKCS#1)."""
-    data = pem.encode("utf-8", "replace") if isinstance(pem, str) else pem
+    """Load an RSA public key from PEM text (SubjectPublicKeyInfo, PKCS#1 or a certificate)."""
     try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{source}: not a PEM public key ({exc})") from None
-    if not isinstance(key, RSAPublicKey):
-        raise ConfigError(f"{source}: not an RSA public key")
-    return key
+        return chefauth.load_public_key(pem)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- Z85 and Curve

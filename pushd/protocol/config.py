@@ -33,10 +33,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
+from pushd.chefauth import load_public_key
 from pushd.errors import ProtocolError
 from pushd.protocol.signing import HMAC_SHA256
 
@@ -155,12 +155,9 @@ def _address(doc: Mapping[str, Any], name: str) -> str:
 def _public_key(doc: Mapping[str, Any]) -> tuple[str, RSAPublicKey]:
     pem = _text(doc, "public_key", 16 * 1024)
     try:
-        key = serialization.load_pem_public_key(pem.encode("utf-8"))
-    except (ValueError, TypeError, UnicodeEncodeError) as exc:
-        raise _bad(f"public_key is not a PEM public key: {exc}") from None
-    if not isinstance(key, RSAPublicKey):
-        raise _bad("public_key is not an RSA key")
-    return pem, key
+        return pem, load_public_key(pem)
+    except ValueError as exc:
+        raise _bad(f"public_key: {exc}") from None
 
 
 def _curve_key(doc: Mapping[str, Any]) -> str | None:
