@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -285,8 +285,8 @@ class _Evaluator:
         raise _Unreadable("unterminated string", self.pos)
 
 
-def _strip_comment(line: str) -> str:
-    """The line without a trailing `# comment` (a `#` inside a string is kept)."""
+def _outside_strings(line: str) -> Iterator[tuple[int, str]]:
+    """(index, char) of each character of `line` outside string literals (quotes excluded)."""
     quote: str | None = None
     index = 0
     while index < len(line):
@@ -299,32 +299,27 @@ def _strip_comment(line: str) -> str:
                 quote = None
         elif char in "'\"":
             quote = char
-        elif char == "#":
-            return line[:index]
+        else:
+            yield index, char
         index += 1
+
+
+def _strip_comment(line: str) -> str:
+    """The line without a trailing `# comment` (a `#` inside a string is kept)."""
+    for index, char in _outside_strings(line):
+        if char == "#":
+            return line[:index]
     return line
 
 
 def _bracket_depth(line: str) -> int:
     """Opening minus closing brackets outside string literals."""
-    quote: str | None = None
     depth = 0
-    index = 0
-    while index < len(line):
-        char = line[index]
-        if quote:
-            if char == "\\":
-                index += 2
-                continue
-            if char == quote:
-                quote = None
-        elif char in "'\"":
-            quote = char
-        elif char in "([{":
+    for _, char in _outside_strings(line):
+        if char in "([{":
             depth += 1
         elif char in ")]}":
             depth -= 1
-        index += 1
     return depth
 
 
@@ -348,6 +343,17 @@ def _statements(text: str) -> Iterable[tuple[int, str]]:
         depth = 0
     if buffer:
         yield first_line, "\n".join(buffer).strip()
+
+
+def _evaluate(
+    text: str, variables: dict[str, Any], absolute: Path, environ: Mapping[str, str]
+) -> Any:
+    """The value of the whole expression `text`; _Unreadable if it is not one we can read."""
+    evaluator = _Evaluator(text, variables, absolute, environ)
+    value = evaluator.expression()
+    if not evaluator.at_end():
+        raise _Unreadable("unexpected text after the value", evaluator.pos)
+    return value
 
 
 def read_knife_rb(
@@ -376,11 +382,8 @@ def read_knife_rb(
         if setting and setting.group("key") in wanted_keys:
             key = setting.group("key")
             offset = len(key)
-            evaluator = _Evaluator(setting.group("rest"), variables, absolute, environ)
             try:
-                value = evaluator.expression()
-                if not evaluator.at_end():
-                    raise _Unreadable("unexpected text after the value", evaluator.pos)
+                value = _evaluate(setting.group("rest"), variables, absolute, environ)
             except _Unreadable as exc:
                 raise ConfigError(
                     f"cannot read the value of {key} ({exc.message}; knife.rb is read, not run)",
@@ -393,11 +396,8 @@ def read_knife_rb(
             continue
         assignment = _ASSIGNMENT.match(statement)
         if assignment:
-            evaluator = _Evaluator(assignment.group("expr"), variables, absolute, environ)
             try:
-                value = evaluator.expression()
-                if not evaluator.at_end():
-                    raise _Unreadable("unexpected text after the value", evaluator.pos)
+                value = _evaluate(assignment.group("expr"), variables, absolute, environ)
             except _Unreadable as exc:
                 value = _Unknown(exc.message)
             variables[assignment.group("var")] = value
