@@ -11,6 +11,10 @@ decrypts) divided by the messages it received is the floor for "CPU per heartbea
 
     RESULT name=floor_curve_router_cpu_per_msg value=... unit=us mode=recv
     RESULT name=floor_curve_router_rate value=... unit=msg/s mode=recv
+    RESULT name=floor_curve_rss_per_node value=... unit=KB nodes=N
+        server RSS growth per peer of a bare Curve ROUTER + PUB with N DEALER + SUB peers
+        connected (each DEALER sent one message, each SUB got three): libzmq's own share of
+        "memory per node"
 
     measure_floor(clients=200, seconds=5.0, echo=False) -> (us_per_message, messages_per_second)
         one run, for other benchmarks that want the floor from the same sitting
@@ -126,6 +130,84 @@ def measure_floor(clients: int = 200, seconds: float = 5.0, echo: bool = False,
     return cpu / count * 1e6, count / window
 
 
+def _memory_server(public: bytes, secret: bytes, ports: multiprocessing.Queue,
+                   expected: int, results: multiprocessing.Queue) -> None:
+    context = zmq.Context(io_threads=1)
+    router = context.socket(zmq.ROUTER)
+    router.curve_server = True
+    router.curve_publickey = public
+    router.curve_secretkey = secret
+    pub = context.socket(zmq.PUB)
+    ports.put((router.bind_to_random_port("tcp://127.0.0.1"),
+               pub.bind_to_random_port("tcp://127.0.0.1")))
+    time.sleep(0.5)
+    before = _rss()
+    seen: set[bytes] = set()
+    deadline = time.monotonic() + 300
+    while len(seen) < expected and time.monotonic() < deadline:
+        if router.poll(100):
+            seen.add(router.recv_multipart()[0])
+    for _ in range(3):  # every SUB connection gets traffic too, like the server heartbeat
+        pub.send_multipart([HEADER, BODY])
+        time.sleep(0.5)
+    results.put((before, _rss(), len(seen)))
+    ports.get(timeout=600)  # wait until the clients are done
+    router.close(0)
+    pub.close(0)
+    context.term()
+
+
+def _memory_clients(server_public: bytes, ports: tuple[int, int], count: int,
+                    done: multiprocessing.Queue) -> None:
+    context = zmq.Context(io_threads=1)
+    context.max_sockets = 2 * count + 16
+    sockets = []
+    for _ in range(count):
+        public, secret = zmq.curve_keypair()
+        dealer = context.socket(zmq.DEALER)
+        dealer.curve_serverkey = server_public
+        dealer.curve_publickey = public
+        dealer.curve_secretkey = secret
+        dealer.linger = 0
+        dealer.connect(f"tcp://127.0.0.1:{ports[0]}")
+        dealer.send_multipart([HEADER, BODY])
+        sub = context.socket(zmq.SUB)
+        sub.linger = 0
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(f"tcp://127.0.0.1:{ports[1]}")
+        sockets += [dealer, sub]
+    done.get(timeout=600)
+    for sock in sockets:
+        sock.close(0)
+    context.term()
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure_memory_floor(nodes: int = 2000) -> float:
+    """KB of server RSS per node for a bare Curve ROUTER + PUB with `nodes` DEALER + SUB peers,
+    each DEALER having sent one heartbeat-sized message (libzmq's per-connection cost)."""
+    ctx = multiprocessing.get_context("fork")
+    public, secret = zmq.curve_keypair()
+    ports, results, done = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    server = ctx.Process(target=_memory_server, args=(public, secret, ports, nodes, results))
+    server.start()
+    addresses = ports.get(timeout=10)
+    clients = ctx.Process(target=_memory_clients, args=(public, addresses, nodes, done))
+    clients.start()
+    before, after, seen = results.get(timeout=600)
+    ports.put("done")
+    done.put("done")
+    server.join(10)
+    clients.join(10)
+    if seen < nodes:
+        raise RuntimeError(f"only {seen} of {nodes} peers connected")
+    return (after - before) / nodes / 1024
+
+
 def main() -> int:
     from pushd_bench.common import machine, median, result
 
@@ -134,6 +216,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--echo", action="store_true")
+    parser.add_argument("--memory-nodes", type=int, default=2000,
+                        help="peers for the memory floor (0: skip)")
     args = parser.parse_args()
     runs = [measure_floor(args.clients, args.seconds, args.echo) for _ in range(args.runs)]
     mode = "echo" if args.echo else "recv"
@@ -142,6 +226,10 @@ def main() -> int:
            runs=args.runs, nproc=info["nproc"])
     result("floor_curve_router_rate", median([r[1] for r in runs]), "msg/s", mode=mode,
            runs=args.runs, all=",".join(f"{r[1]:.0f}" for r in runs))
+    if args.memory_nodes:
+        memory = [measure_memory_floor(args.memory_nodes) for _ in range(3)]
+        result("floor_curve_rss_per_node", median(memory), "KB", nodes=args.memory_nodes,
+               runs=len(memory), all=",".join(f"{m:.1f}" for m in memory))
     return 0
 
 
