@@ -18,7 +18,7 @@ directory, on a fresh PostgreSQL database (``--sqlite`` for the embedded default
         .pid, .stop()
     server_online(server, expected, timeout, poll=0.5) -> float
         seconds until GET node_states lists `expected` nodes online and available
-    common_arguments(parser)             --sqlite, --state-dir, --settle
+    common_arguments(parser)             --sqlite, --state-dir, --what-if
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def result(name: str, value: float, unit: str, **extra: Any) -> None:
+    if os.environ.get("PUSHD_BENCH_WHATIF"):
+        extra["variant"] = "what-if"
     fields = " ".join(f"{k}={v}" for k, v in extra.items())
     print(f"RESULT name={name} value={value:.6g} unit={unit} {fields}".rstrip(), flush=True)
 
@@ -108,12 +110,20 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="embedded SQLite instead of a fresh PostgreSQL database")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
                         help="emulator key pool (shared between runs)")
+    parser.add_argument("--what-if", action="store_true",
+                        help="run the server with bench/whatif/sitecustomize.py (proposed "
+                        "broker changes, measured before they are made)")
 
 
 @contextlib.contextmanager
 def bench_server(args: argparse.Namespace,
                  settings: dict[str, Any] | None = None) -> Iterator[PushdServer]:
     raise_nofile()
+    if getattr(args, "what_if", False):
+        whatif = str(REPO_ROOT / "bench" / "whatif")
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (whatif, os.environ.get("PYTHONPATH", "")) if p)
+        os.environ["PUSHD_BENCH_WHATIF"] = "1"
     values: dict[str, Any] = {"heartbeat_interval": 1000, "principal_cache_ttl": 60,
                               "api_workers": 2}
     values.update(settings or {})
