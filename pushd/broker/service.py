@@ -107,7 +107,8 @@ class Broker:
             self.remember_session_key(org_name, org_id, node, key)
         self._out_sequence: dict[NodeRef, int] = {}
         self._in_sequence: dict[Address, int] = {}
-        self._seen_since_flush: dict[NodeRef, float] = {}
+        # Nodes heard from since the last known-nodes flush; their times are the tracker's.
+        self._seen_since_flush: set[NodeRef] = set()
 
         self.timers = TimerQueue()
         self.grants = CurveGrants(
@@ -307,7 +308,7 @@ class Broker:
         if previous is not None and previous != address:
             self._in_sequence.pop(previous, None)
         self.counters["accepted"] += 1
-        self._seen_since_flush[ref] = time.time()
+        self._seen_since_flush.add(ref)
         self.tracker.on_message(ref, address, body)
 
     def _drop(self, reason: str, detail: str) -> None:
@@ -527,9 +528,13 @@ class Broker:
     def _flush_known_nodes(self) -> None:
         if not self._seen_since_flush:
             return
-        seen, self._seen_since_flush = self._seen_since_flush, {}
+        seen, self._seen_since_flush = self._seen_since_flush, set()
         by_org: dict[str, dict[str, datetime]] = {}
-        for (org_id, node), when in seen.items():
+        for ref in seen:
+            when = self.tracker.status(ref).last_seen
+            if when is None:
+                continue
+            org_id, node = ref
             by_org.setdefault(org_id, {})[node] = datetime.fromtimestamp(when, UTC).replace(
                 tzinfo=None
             )

@@ -92,6 +92,17 @@ def test_node_states_and_status(env: BrokerEnv) -> None:
     assert env.client.node_states(ORG_ID, None)["nodes"][0]["status"] == "offline"
 
 
+def test_last_seen_survives_a_broker_restart(env: BrokerEnv) -> None:
+    peer = env.peer("n1")
+    seen_while_online = env.node_state("n1")["last_seen"]
+    peer.stop()
+    env.restart()  # the broker writes known nodes' last-seen times as it stops
+    after = env.client.node_states(ORG_ID, None)["nodes"]
+    assert [(n["node_name"], n["status"]) for n in after] == [("n1", "offline")]
+    # ISO 8601 UTC strings of one format compare in time order.
+    assert after[0]["last_seen"] >= seen_while_online
+
+
 def test_start_job_twice_and_after_finish(env: BrokerEnv) -> None:
     job = env.create_job(["ghost"], "true")
     env.wait_job(job, JobStatus.QUORUM_FAILED)
