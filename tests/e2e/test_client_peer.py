@@ -53,7 +53,7 @@ def connected(peer: PushServerPeer, client: ClientProcess) -> None:
     """The client answered the peer's rehab `abort`, as it does on every new connection."""
     peer.start()
     client.start()
-    message = peer.wait_for("aborted", timeout=15)
+    message = peer.wait_for("aborted", timeout=40)
     assert message["job_id"] is None and message["node"] == NODE
 
 
@@ -139,7 +139,7 @@ def test_killed_client_restart_kills_and_reports_orphan(
     files = client.tmp_path / "files"
     assert [p.name[:43] for p in files.iterdir()] == [f"pushy_file-{JOB}"]
     client.start()
-    aborted = peer.wait_for("aborted", job_id=JOB, timeout=15)
+    aborted = peer.wait_for("aborted", job_id=JOB, timeout=40)
     assert aborted["reason"] == "client_restarted"
     assert not group_alive(pgid)
     assert not list(files.iterdir()), "the killed job's data file must be removed"
@@ -154,7 +154,7 @@ def test_client_started_before_its_server(
     wait_until(lambda: "cannot reach" in (client.status().get("last_error") or ""))
     assert client.status()["connection"] == "connecting"
     peer.start()
-    assert peer.wait_for("aborted", timeout=15)["job_id"] is None
+    assert peer.wait_for("aborted", timeout=40)["job_id"] is None
 
 
 def test_server_restart_mid_run(peer: PushServerPeer, client: ClientProcess) -> None:
@@ -169,10 +169,10 @@ def test_server_restart_mid_run(peer: PushServerPeer, client: ClientProcess) -> 
     time.sleep(1.0)
     peer.drain()
     peer.start()
-    beat = peer.wait_for("heartbeat", job_id=JOB, timeout=20)
+    beat = peer.wait_for("heartbeat", job_id=JOB, timeout=40)
     assert beat["job_state"] == "running"
     assert peer.config_fetches > fetches
-    assert peer.wait_for("aborted", job_id=JOB, timeout=15)["reason"] == "abort_requested"
+    assert peer.wait_for("aborted", job_id=JOB, timeout=40)["reason"] == "abort_requested"
     assert not group_alive(pgid)
 
 
@@ -229,7 +229,7 @@ def test_wrong_curve_key_is_detected_and_retried(
     try:
         peer.start()
         client.start()
-        wait_until(lambda: peer.config_fetches >= 2, timeout=20)
+        wait_until(lambda: peer.config_fetches >= 2, timeout=40)
         wait_until(lambda: "Curve key refused" in (client.status().get("last_error") or ""))
         assert not [m for m in peer.received if m.get("type") != "_invalid"]
     finally:
@@ -249,10 +249,10 @@ def test_unencrypted_server_needs_allow_unencrypted(
     try:
         peer.start()
         refused.start()
-        wait_until(lambda: "allow_unencrypted" in (refused.status().get("last_error") or ""), 15)
+        wait_until(lambda: "allow_unencrypted" in (refused.status().get("last_error") or ""), 40)
         assert not peer.received
         allowed.start()
-        assert peer.wait_for("aborted", timeout=15)["job_id"] is None
+        assert peer.wait_for("aborted", timeout=40)["job_id"] is None
         wait_until(lambda: allowed.status().get("encrypted") is False)
     finally:
         refused.stop()
@@ -270,7 +270,7 @@ def test_refused_config_fetch_is_reported_and_retried(
     try:
         peer.start()
         client.start()
-        wait_until(lambda: "HTTP 401" in (client.status().get("last_error") or ""), 15)
+        wait_until(lambda: "HTTP 401" in (client.status().get("last_error") or ""), 40)
         assert "Invalid signature" in client.status()["last_error"]
         assert client.proc is not None and client.proc.poll() is None
         assert peer.config_fetches == 0
@@ -284,8 +284,8 @@ def test_config_lifetime_triggers_a_refetch(tmp_path: Path, node_key: tuple[Path
     try:
         peer.start()
         client.start()
-        peer.wait_for("aborted", timeout=15)
-        wait_until(lambda: peer.config_fetches >= 3, 15)
+        peer.wait_for("aborted", timeout=40)
+        wait_until(lambda: peer.config_fetches >= 3, 40)
     finally:
         client.stop()
         peer.stop()
@@ -298,7 +298,7 @@ def test_new_server_incarnation_triggers_a_reconfigure(
     fetches = peer.config_fetches
     peer.stop()
     peer.start(keep_keys=True)  # back before the client could miss enough heartbeats
-    wait_until(lambda: peer.config_fetches > fetches, 15)
+    wait_until(lambda: peer.config_fetches > fetches, 40)
     assert f"-> {peer.incarnation}); reconfiguring in" in client.log()
 
 

@@ -57,7 +57,7 @@ class Node:
         self.client.start()
         self.wait_available()
 
-    def wait_available(self, timeout: float = 20.0) -> None:
+    def wait_available(self, timeout: float = 40.0) -> None:
         """This client's command channel is up (it answered the server's rehab) and the
         server counts the node available."""
 
@@ -89,7 +89,7 @@ def job(server: PushdServer, job_id: str) -> dict[str, Any]:
     return dict(resp.json())
 
 
-def finished(server: PushdServer, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+def finished(server: PushdServer, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         doc = job(server, job_id)
@@ -107,7 +107,7 @@ def output(server: PushdServer, job_id: str, node: str, channel: str) -> str:
 
 
 def running_job_group(node: Node) -> int:
-    return node.client.job_pid(timeout=20)
+    return node.client.job_pid(timeout=40)
 
 
 def test_echo_job_with_capture(server: PushdServer, node1: Node) -> None:
@@ -155,7 +155,7 @@ def test_not_whitelisted_is_nacked_with_reason(server: PushdServer, node1: Node)
 def test_busy_node_nacks_the_second_job(server: PushdServer, node1: Node) -> None:
     node1.start()
     first = start_job(server, "sleep 2", ["node1"])
-    wait_until(lambda: job(server, first)["status"] == "running", 20)
+    wait_until(lambda: job(server, first)["status"] == "running", 40)
     second = start_job(server, "hello", ["node1"])
     doc = finished(server, second)
     assert doc["nodes"] == {"nacked": ["node1"]}
@@ -179,11 +179,11 @@ def test_abort_kills_sleep_and_its_children(server: PushdServer, node1: Node) ->
     node1.start()
     job_id = start_job(server, "sleepy", ["node1"])
     pgid = running_job_group(node1)
-    wait_until(lambda: job(server, job_id)["status"] == "running", 20)
+    wait_until(lambda: job(server, job_id)["status"] == "running", 40)
     resp = server.request("POST", f"jobs/{job_id}/abort", {})
     assert resp.status == 200, resp.body
     assert finished(server, job_id)["status"] == "aborted"
-    wait_until(lambda: not group_alive(pgid), 10)
+    wait_until(lambda: not group_alive(pgid), 40)
     node1.wait_available()
 
 
@@ -193,7 +193,7 @@ def test_run_timeout_ends_the_job_and_its_processes(server: PushdServer, node1: 
     pgid = running_job_group(node1)
     doc = finished(server, job_id)
     assert doc["status"] == "timed_out" and doc["nodes"] == {"timed_out": ["node1"]}
-    wait_until(lambda: not group_alive(pgid), 10)
+    wait_until(lambda: not group_alive(pgid), 40)
     node1.wait_available()
 
 
@@ -221,7 +221,7 @@ def test_client_killed_mid_run(server: PushdServer, node1: Node) -> None:
     node1.client.start()
     doc = finished(server, job_id)
     assert doc["nodes"] in ({"crashed": ["node1"]}, {"failed": ["node1"]}), doc
-    wait_until(lambda: not group_alive(pgid), 10)
+    wait_until(lambda: not group_alive(pgid), 40)
     node1.wait_available()
     again = start_job(server, "hello", ["node1"])
     assert finished(server, again)["nodes"] == {"succeeded": ["node1"]}
@@ -240,7 +240,7 @@ def test_server_restarted_mid_run_and_client_started_before_server(
             srv.restart()
             # pushd re-attaches running jobs after a restart: the client keeps its job across
             # the reconnect and delivers the result (sent again if the server was down then).
-            doc = finished(srv, job_id, timeout=40)
+            doc = finished(srv, job_id)
             assert doc["status"] == "complete" and doc["nodes"] == {"succeeded": ["node1"]}
             assert not group_alive(pgid)
             node.client.stop()
@@ -249,7 +249,7 @@ def test_server_restarted_mid_run_and_client_started_before_server(
             time.sleep(2.0)
             assert "cannot reach" in (node.client.status().get("last_error") or "")
             srv.start()
-            node.wait_available(30)
+            node.wait_available()
             again = start_job(srv, "hello", ["node1"])
             assert finished(srv, again)["nodes"] == {"succeeded": ["node1"]}
         finally:

@@ -139,7 +139,7 @@ class PushServerPeer:
         self._outbox.put((node, {"kind": "abort"}))
 
     def wait_for(
-        self, msg_type: str, *, job_id: Any = ..., timeout: float = 10.0
+        self, msg_type: str, *, job_id: Any = ..., timeout: float = 30.0
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:

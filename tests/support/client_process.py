@@ -81,7 +81,7 @@ class ClientProcess:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
-    def wait(self, timeout: float = 20.0) -> int:
+    def wait(self, timeout: float = 40.0) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
@@ -101,7 +101,7 @@ class ClientProcess:
         except FileNotFoundError:
             return {}
 
-    def job_pid(self, timeout: float = 10.0) -> int:
+    def job_pid(self, timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             record = self.state_dir / "job.json"
@@ -116,7 +116,7 @@ class ClientProcess:
 
 
 
-def wait_until(check: Any, timeout: float = 10.0) -> None:
+def wait_until(check: Any, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "condition not reached in time"
