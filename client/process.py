@@ -66,14 +66,20 @@ class UserSpec:
 
     @classmethod
     def current(cls) -> UserSpec:
-        entry = pwd.getpwuid(os.geteuid())
+        uid = os.geteuid()
+        try:
+            entry = pwd.getpwuid(uid)
+        except KeyError:  # e.g. a container uid with no passwd entry
+            name, home, shell = str(uid), os.environ.get("HOME", "/"), "/bin/sh"
+        else:
+            name, home, shell = entry.pw_name, entry.pw_dir, entry.pw_shell
         return cls(
-            name=entry.pw_name,
-            uid=entry.pw_uid,
+            name=name,
+            uid=uid,
             gid=os.getegid(),
             groups=tuple(os.getgroups()),
-            home=entry.pw_dir,
-            shell=entry.pw_shell,
+            home=home,
+            shell=shell,
         )
 
     def can_switch_to(self) -> bool:
