@@ -24,8 +24,9 @@ Connection life:
   heartbeat intervals without a server heartbeat (then reconfigure), online again after more
   than `online_threshold` server heartbeats. A new server incarnation id -> reconfigure after a
   random splay within one interval. `lifetime` -> reconfigure at 90-100 % of it. SIGUSR1 ->
-  reconfigure now. SEND_FAILURES_BEFORE_RECONNECT failed sends in a row -> reconfigure now;
-  one failed send only brings the deadline forward to 60 s (never pushes it back).
+  reconfigure now; SIGHUP -> reopen the log file and reconfigure now.
+  SEND_FAILURES_BEFORE_RECONNECT failed sends in a row -> reconnect after a backoff delay; one
+  failed send only brings the deadline forward to 60 s (never pushes it back).
   Failed config fetches are retried with exponential backoff and full jitter, capped at
   `max_reconnect_delay`, forever: a server that is down at start-up is reached when it comes
   up. A running job is kept across reconnects; its heartbeats carry its job id and state.
@@ -313,7 +314,7 @@ class Agent:
             # Nothing here: the wakeup fd already carries `signum` into the loop.
             pass
 
-        for signum in (*STOP_SIGNALS, signal.SIGUSR1, signal.SIGCHLD):
+        for signum in (*STOP_SIGNALS, signal.SIGUSR1, signal.SIGHUP, signal.SIGCHLD):
             previous[signum] = signal.signal(signum, note)
         previous[-1] = signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
         return previous
@@ -335,6 +336,14 @@ class Agent:
                 self._stopping = True
             elif signum == signal.SIGUSR1:
                 log.info("received SIGUSR1, reconfiguring")
+                self.reconfigure_at.bring_forward(time.monotonic())
+            elif signum == signal.SIGHUP:
+                # logrotate's convention: reopen the log file (FileHandler reopens on its next
+                # write once closed), and fetch the config again as SIGUSR1 does.
+                for handler in logging.getLogger().handlers:
+                    if isinstance(handler, logging.FileHandler):
+                        handler.close()
+                log.info("received SIGHUP, log file reopened, reconfiguring")
                 self.reconfigure_at.bring_forward(time.monotonic())
 
     # ------------------------------------------------------------- connecting

@@ -184,6 +184,23 @@ def test_usr1_fetches_the_config_again(peer: PushServerPeer, client: ClientProce
     peer.wait_for("heartbeat")
 
 
+def test_sighup_reopens_the_log_file_and_reconfigures(
+    tmp_path: Path, node_key: tuple[Path, str], peer: PushServerPeer
+) -> None:
+    log_file = tmp_path / "rotated" / "push-jobs-client.log"
+    log_file.parent.mkdir()
+    client = ClientProcess(tmp_path / "c", node_key[0], peer.url, log_location=str(log_file))
+    try:
+        connected(peer, client)
+        fetches = peer.config_fetches
+        log_file.rename(log_file.with_suffix(".1"))  # what logrotate does before the HUP
+        client.signal(signal.SIGHUP)
+        wait_until(lambda: peer.config_fetches > fetches)
+        wait_until(lambda: log_file.exists() and "log file reopened" in log_file.read_text())
+    finally:
+        client.stop()
+
+
 def test_status_command(peer: PushServerPeer, client: ClientProcess) -> None:
     connected(peer, client)
     peer.commit(NODE, JOB, "sleep 30")
