@@ -23,6 +23,8 @@ import random
 
 
 class Backoff:
+    """Exponential backoff with full jitter (see the module docstring)."""
+
     def __init__(
         self, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None
     ) -> None:
@@ -41,6 +43,8 @@ class Backoff:
 
 
 class Deadline:
+    """A point in monotonic time that can be brought forward, never pushed back."""
+
     def __init__(self) -> None:
         self.at: float | None = None
 

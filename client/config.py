@@ -53,6 +53,8 @@ LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "fatal")
 
 @dataclass(frozen=True)
 class Setting:
+    """One client setting: its name in the file, default, validator and one-line doc."""
+
     name: str
     default: Any
     validate: Callable[[Any], Any]
@@ -181,6 +183,8 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 
 @dataclass(frozen=True)
 class ClientConfig:
+    """The validated settings (one attribute per Setting) plus where they came from."""
+
     chef_server_url: str
     node_name: str
     client_key: str

@@ -45,11 +45,15 @@ USER_AGENT = "push-jobs-client (pushd)"
 
 @dataclass(frozen=True)
 class FetchedConfig:
+    """A validated config document and the decrypted HMAC session key."""
+
     node_config: NodeConfig
     session_key: bytes
 
 
 class FetchError(Exception):
+    """The config could not be fetched or used; `permanent` when retrying will not help."""
+
     def __init__(self, message: str, status: int | None = None, permanent: bool = False) -> None:
         super().__init__(message)
         self.status = status

@@ -87,6 +87,8 @@ TICK_WHILE_BUSY = 0.1
 
 
 class NackReason:
+    """`reason` values of nack_commit / nack_run (a pushd addition the server stores)."""
+
     BUSY = "busy"
     NOT_WHITELISTED = "not_whitelisted"
     LOCK_HELD = "lock_held"
@@ -101,6 +103,8 @@ class NackReason:
 
 
 class AbortReason:
+    """`reason` values of aborted."""
+
     REQUESTED = "abort_requested"
     RUN_TIMEOUT = "run_timeout"
     SHUTDOWN = "shutdown"
@@ -109,6 +113,8 @@ class AbortReason:
 
 @dataclass(frozen=True)
 class RunnerSettings:
+    """What the runner needs from the client config (see pushd_client.config for meanings)."""
+
     node_name: str
     whitelist: Whitelist
     file_dir: str

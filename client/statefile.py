@@ -35,6 +35,8 @@ MAX_STATE_FILE = 64 * 1024
 
 @dataclass(frozen=True)
 class JobRecord:
+    """The running job as saved in job.json."""
+
     job_id: str
     pid: int
     pgid: int
