@@ -1,5 +1,5 @@
-"""The service's main process (`python -m pushd.server`): clean SIGTERM, and the whole API on
-PostgreSQL as well as SQLite."""
+"""The service's main process (`python -m pushd.server`): clean SIGTERM, configuration errors,
+the API on PostgreSQL (the other server tests run on SQLite), an unreachable identity source."""
 
 from __future__ import annotations
 
@@ -80,6 +80,7 @@ def test_bad_config_exits_with_one_line(tmp_path: Any) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)  # SQLite: every other test
 def test_jobs_and_feeds_on_postgresql(db_backend: tuple[str, dict[str, Any]]) -> None:
     with running_server(db_backend=db_backend, nodes=("node1", "node2")) as server:
         server.peer("node1")

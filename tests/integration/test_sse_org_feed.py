@@ -11,10 +11,16 @@ import pytest
 from tests.support.server import PushdServer, SseEvent, running_server
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server() -> Iterator[PushdServer]:
     with running_server(nodes=("node1", "node2", "node3")) as srv:
         yield srv
+
+
+@pytest.fixture(autouse=True)
+def _fresh_peers(server: PushdServer) -> Iterator[None]:
+    yield
+    server.stop_peers()
 
 
 def wait_available(server: PushdServer, node: str, timeout: float = 10.0) -> None:
@@ -26,17 +32,23 @@ def wait_available(server: PushdServer, node: str, timeout: float = 10.0) -> Non
     raise AssertionError(f"{node} never became available\n{server.log_tail()}")
 
 
-def start_job(server: PushdServer, **fields: Any) -> str:
-    resp = server.request("POST", "jobs", fields)
+def org_path(org: str | None, path: str) -> str:
+    return path if org is None else f"/organizations/{org}/pushy/{path}"
+
+
+def start_job(server: PushdServer, org: str | None = None, **fields: Any) -> str:
+    resp = server.request("POST", org_path(org, "jobs"), fields)
     assert resp.status == 201, resp.body
     return resp.json()["uri"].rsplit("/", 1)[1]
 
 
-def wait_finished(server: PushdServer, job_id: str, timeout: float = 20.0) -> dict[str, Any]:
+def wait_finished(
+    server: PushdServer, job_id: str, org: str | None = None, timeout: float = 20.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     doc: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        doc = server.request("GET", f"jobs/{job_id}").json()
+        doc = server.request("GET", org_path(org, f"jobs/{job_id}")).json()
         if doc["status"] not in ("new", "voting", "running"):
             return doc
         time.sleep(0.1)
@@ -81,13 +93,16 @@ def test_org_feed_interleaves_two_jobs(server: PushdServer) -> None:
 
 
 def test_org_feed_history_and_resume_after_a_server_restart(server: PushdServer) -> None:
-    first = start_job(server, command="true", nodes=["node3"])
-    wait_finished(server, first)
+    org = "history"  # an organization of its own, so its feed holds only this test's jobs
+    server.add_org(org)
+    feed = org_path(org, "job_status_feed")
+    first = start_job(server, org, command="true", nodes=["node3"])
+    wait_finished(server, first, org)
 
     # No Last-Event-ID: no history, only what happens from now on.
-    fresh = server.stream("job_status_feed")
+    fresh = server.stream(feed)
     # An unknown id: start_of_history, then every retained event.
-    history = server.stream("job_status_feed", last_event_id="org-1")
+    history = server.stream(feed, last_event_id="org-1")
     try:
         replay = org_events(history, 3)
         assert replay[0].name == "start_of_history" and replay[0].id == "start_id"
@@ -95,7 +110,7 @@ def test_org_feed_history_and_resume_after_a_server_restart(server: PushdServer)
             ("start", first),
             ("job_complete", first),
         ]
-        second = start_job(server, command="true", nodes=["node3"])
+        second = start_job(server, org, command="true", nodes=["node3"])
         live = org_events(fresh, 2)
         assert [(e.name, e.data["job"]) for e in live] == [
             ("start", second),
@@ -104,12 +119,12 @@ def test_org_feed_history_and_resume_after_a_server_restart(server: PushdServer)
     finally:
         fresh.close()
         history.close()
-    wait_finished(server, second)
+    wait_finished(server, second, org)
 
     server.restart()
-    third = start_job(server, command="true", nodes=["node3"])
-    wait_finished(server, third)
-    resumed = server.stream("job_status_feed", last_event_id=replay[-1].id)
+    third = start_job(server, org, command="true", nodes=["node3"])
+    wait_finished(server, third, org)
+    resumed = server.stream(feed, last_event_id=replay[-1].id)
     try:
         after = org_events(resumed, 4)
     finally:
