@@ -385,39 +385,48 @@ def prune_jobs(older_than: datetime) -> int:
 # Reads
 
 
+# Job summaries are read as plain tuples: listing thousands of jobs spent most of its time
+# in peewee building a Job and a joined JobOption instance per row.
+_SUMMARY_COLUMNS = (
+    Job.id, Job.org_id, Job.command, Job.status, Job.run_timeout, Job.quorum,
+    Job.requested_by, Job.last_updated_by, Job.created_at, Job.updated_at,
+    JobOption.job_id, JobOption.job_user, JobOption.dir, JobOption.env, JobOption.capture,
+    JobOption.job_file, JobOption.voting_timeout,
+)
+
+
 def _summary_query() -> peewee.ModelSelect:
-    return Job.select(Job, JobOption).join(
-        JobOption, peewee.JOIN.LEFT_OUTER, on=(JobOption.job_id == Job.id), attr="opts"
+    return (
+        Job.select(*_SUMMARY_COLUMNS)
+        .join(JobOption, peewee.JOIN.LEFT_OUTER, on=(JobOption.job_id == Job.id))
+        .tuples()
     )
 
 
-def _options_of(job: Job) -> JobOptions:
-    opts = getattr(job, "opts", None)
-    if opts is None or opts.job_id is None:
-        return JobOptions()
-    return JobOptions(
-        job_user=opts.job_user,
-        dir=opts.dir,
-        env=opts.env,
-        capture=bool(opts.capture),
-        job_file=opts.job_file,
-        voting_timeout=opts.voting_timeout,
+def _summary_of(row: tuple[Any, ...]) -> JobSummary:
+    (job_id, org_id, command, status, run_timeout, quorum, requested_by, last_updated_by,
+     created_at, updated_at, options_job_id, job_user, dir_, env, capture, job_file,
+     voting_timeout) = row
+    options = JobOptions() if options_job_id is None else JobOptions(
+        job_user=job_user,
+        dir=dir_,
+        env=env,
+        capture=bool(capture),
+        job_file=job_file,
+        voting_timeout=voting_timeout,
     )
-
-
-def _summary_of(job: Job) -> JobSummary:
     return JobSummary(
-        id=job.id,
-        org_id=job.org_id,
-        command=job.command,
-        status=JobStatus(job.status),
-        run_timeout=job.run_timeout,
-        quorum=job.quorum,
-        requested_by=job.requested_by,
-        last_updated_by=job.last_updated_by,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-        options=_options_of(job),
+        id=job_id,
+        org_id=org_id,
+        command=command,
+        status=JobStatus(status),
+        run_timeout=run_timeout,
+        quorum=quorum,
+        requested_by=requested_by,
+        last_updated_by=last_updated_by,
+        created_at=created_at,
+        updated_at=updated_at,
+        options=options,
     )
 
 
