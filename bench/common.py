@@ -119,6 +119,9 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
 def bench_server(args: argparse.Namespace,
                  settings: dict[str, Any] | None = None) -> Iterator[PushdServer]:
     raise_nofile()
+    # A stopped benchmark still stops its server and drops its database (finally blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if getattr(args, "what_if", False):
         whatif = str(REPO_ROOT / "bench" / "whatif")
         os.environ["PYTHONPATH"] = os.pathsep.join(
