@@ -38,7 +38,8 @@ carries the end of the log.
         add_group(name, users=(), clients=(), groups=()); remove_group(name)
         add_org(name) -> org id   (with the admin and normal users as members)
         broker_pid() -> int | None; kill_broker(); wait_for_broker(timeout=20)
-        stop(graceful=False); start(); restart(); log_text(); log_tail(lines); is_running(); cleanup()
+        stop(graceful=False); start(); restart(); log_text(); log_tail(lines); is_running();
+        cleanup()
     SseStream: next_event(timeout=10) -> SseEvent(name, id, data: dict, raw_data) | None
         (None = closed); events_until(name, timeout=30); rest(timeout=30) (every event until
         the server closes); comments (comment lines seen); status, headers (lowercase names);
