@@ -33,9 +33,10 @@ Connection life:
 
 Replies the job runner produces while no command socket exists are kept (up to
 MAX_PENDING_REPLIES) and sent once a connection is up. A job's final message (`succeeded`,
-`failed`, `aborted`) sent on a connection that is then replaced without any server message
-arriving after it (and within RESEND_FINAL_WITHIN seconds) is sent again on the new connection,
-before its first heartbeat: it may have died in the old socket's queue.
+`failed`, `aborted`) that the old socket refused (queue full), or that was sent on a connection
+then replaced because it looked broken (offline, failed sends or probe, server restart) with no
+server message arriving after it and within RESEND_FINAL_WITHIN seconds, is sent again on the
+new connection before its first heartbeat: it may have died in the old socket's queue.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class _Link:
         # the server may never have seen it (see Agent._reconfigure).
         self.last_final: tuple[str, str | None, dict[str, Any]] | None = None
         self.last_final_at = 0.0
+        self.last_final_unsent = False  # the socket refused it (queue full): surely not sent
         self.heartbeat_sequences: dict[str, int] = {}
 
     def close(self) -> None:
@@ -220,6 +222,9 @@ class Agent:
         self._status_dirty = True
         self._status_written = 0.0
         self._status_failed = False
+        # Set when the connection looked broken (offline, failed sends, failed probe, server
+        # restart): only then may a result sent on the old link be lost and worth re-sending.
+        self._connection_trouble = False
         self._wakeup_r, self._wakeup_w = os.pipe()
         self._fetch_r, self._fetch_w = os.pipe()
         for fd in (self._wakeup_r, self._wakeup_w, self._fetch_r, self._fetch_w):
@@ -390,6 +395,7 @@ class Agent:
         if self.link is not None:
             self._keep_unconfirmed_final(self.link)
             self.link.close()
+        self._connection_trouble = False
         curve = self.curve if cfg.curve_public_key is not None else None
         self.link = _Link(self.context, fetched, curve)
         self.runner.body_limit = min(self.config.max_body_size, cfg.max_body_size or 65536)
@@ -426,7 +432,8 @@ class Agent:
         if old.last_final is None:
             return
         recent = time.monotonic() - old.last_final_at < RESEND_FINAL_WITHIN
-        if recent and old.last_command_at < old.last_final_at:
+        unconfirmed = self._connection_trouble and old.last_command_at < old.last_final_at
+        if old.last_final_unsent or (recent and unconfirmed):
             msg_type, job_id, _ = old.last_final
             log.info("job=%s %s may not have reached the server; sending it again", job_id,
                      msg_type)
@@ -477,6 +484,7 @@ class Agent:
                 self._server_incarnation, message.incarnation_id, splay,
             )
             self._server_incarnation = message.incarnation_id
+            self._connection_trouble = True
             self.reconfigure_at.bring_forward(time.monotonic() + splay)
         self._status_dirty = True
 
@@ -569,6 +577,7 @@ class Agent:
         if msg_type in FINAL_TYPES:
             link.last_final = (msg_type, job_id, fields)
             link.last_final_at = time.monotonic()
+            link.last_final_unsent = False
         self._transmit(link, body, f"job={job_id} sent {msg_type}"
                        + (f" ({fields['reason']})" if fields.get("reason") else ""))
 
@@ -607,6 +616,8 @@ class Agent:
             if body.get("type") in FINAL_TYPES:
                 # A job's outcome must not wait for the 60 s deadline: reconnect soon; the new
                 # link sends it again (_keep_unconfirmed_final).
+                link.last_final_unsent = True
+                self._connection_trouble = True
                 self.reconfigure_at.bring_forward(now + 2 * link.config.interval)
             if self._send_failures >= SEND_FAILURES_BEFORE_RECONNECT:
                 self._connection_failed(
@@ -626,6 +637,7 @@ class Agent:
         """Reconnect after a backoff delay; say why in the log and the status file."""
         delay = self.backoff.next_delay()
         self._last_error = reason
+        self._connection_trouble = True
         log.warning("%s; reconnecting in %.1fs", reason, delay)
         self._probe_deadline = float("inf")
         self._send_failures = 0
@@ -649,6 +661,7 @@ class Agent:
                 if self._offline_counter > cfg.offline_threshold:
                     self._online = False
                     self._online_counter = 0
+                    self._connection_trouble = True
                     delay = self.backoff.next_delay()
                     log.warning(
                         "server has missed %d heartbeats in a row: offline; reconnecting in "
