@@ -1,5 +1,7 @@
 """Client end of the broker's control socket (``ipc://{run_dir}/control.sock``), for API workers.
 
+    control_path(run_dir) / events_path(run_dir) -> Path      the two ipc socket files
+    control_address(run_dir) / events_address(run_dir) -> str  their ``ipc://`` addresses
     client = BrokerClient(run_dir, timeout=3.0, zmq_module=zmq, context=None)
     client.request({"op": "status"}) -> dict     one request, its reply (a JSON object)
     client.admit(org_name, org_id, node, ccpk) -> dict
@@ -40,12 +42,20 @@ class BrokerUnavailable(Exception):
     """The broker did not answer in time (not running, restarting or overloaded)."""
 
 
+def control_path(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / "control.sock"
+
+
+def events_path(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / "events.sock"
+
+
 def control_address(run_dir: str | os.PathLike[str]) -> str:
-    return f"ipc://{Path(run_dir) / 'control.sock'}"
+    return f"ipc://{control_path(run_dir)}"
 
 
 def events_address(run_dir: str | os.PathLike[str]) -> str:
-    return f"ipc://{Path(run_dir) / 'events.sock'}"
+    return f"ipc://{events_path(run_dir)}"
 
 
 class BrokerClient:

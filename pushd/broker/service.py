@@ -40,6 +40,7 @@ import base64
 import collections
 import json
 import logging
+import os
 import platform
 import signal
 import threading
@@ -54,7 +55,12 @@ from pushd import store
 from pushd.broker.config import BrokerConfig
 from pushd.broker.contracts import Address, FeedEvent, JobSpec, NodeRef, Transition
 from pushd.broker.control import ControlHandler
-from pushd.broker.control_client import control_address, events_address
+from pushd.broker.control_client import (
+    control_address,
+    control_path,
+    events_address,
+    events_path,
+)
 from pushd.broker.jobs import JobEngine
 from pushd.broker.journal import StoreJournal
 from pushd.broker.nodes import NodeTracker
@@ -183,6 +189,11 @@ class Broker:
         events.linger = 0
         events.bind(events_address(cfg.run_dir))
         self._sockets["events"] = events
+
+        # Whoever can connect to control.sock can admit Curve keys and read session keys: only
+        # this service's user may, whatever the umask the broker was started with.
+        for path in (control_path(cfg.run_dir), events_path(cfg.run_dir)):
+            os.chmod(path, 0o600)
 
     def _close_sockets(self) -> None:
         for socket in self._sockets.values():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
 import random
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from pushd.broker.control_client import control_path, events_path
 from pushd.protocol.frames import build_header, encode
 from pushd.protocol.timestamps import format_timestamp
 from pushd.states import JobStatus
@@ -238,5 +241,21 @@ def test_deleted_session_key_stops_a_connected_node(tmp_path: Path) -> None:
         time.sleep(0.3)
         assert peer.received() == []
         assert env.node_state("n1")["status"] == "offline"
+    finally:
+        env.close()
+
+
+def test_control_and_events_sockets_are_the_service_users_only(tmp_path: Path) -> None:
+    """A local user who could reach control.sock could admit keys and read session keys."""
+    previous = os.umask(0)  # the most permissive start; the broker must not depend on umask
+    try:
+        env = make_env(tmp_path)
+    finally:
+        os.umask(previous)
+    try:
+        for path in (control_path(env.config.run_dir), events_path(env.config.run_dir)):
+            assert stat.S_ISSOCK(path.stat().st_mode)
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert env.client.status()["ok"] is True
     finally:
         env.close()
