@@ -15,7 +15,9 @@ Public API:
 The original server ends a finished job's stream with a `summary` event that lacks the closing
 blank line, so `finish()` dispatches a pending event at end of stream when its data is complete
 JSON (a truncated event from a dropped connection is dropped and comes again on reconnect).
-Lines are bounded (MAX_LINE_BYTES) so a broken server cannot grow memory without limit.
+Lines (MAX_LINE_BYTES) and each event's data (MAX_EVENT_CHARS; SSEParser.feed raises
+ValueError beyond it, and the reader reconnects) are bounded so a broken server cannot grow
+memory without limit.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from pushd_knife.chefhttp import ApiError, ChefHTTP
 from pushd_knife.exitcodes import CliError
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
+# One event's data lines together: a stream of short `data:` lines must not grow memory either.
+MAX_EVENT_CHARS = MAX_LINE_BYTES
 # HTTP statuses that mean "this server has no usable feed": fall back to polling at once.
 NO_FEED_STATUSES = frozenset({404, 405, 406, 501})
 
@@ -64,6 +68,7 @@ class SSEParser:
         self._name = ""
         self._id: str | None = None
         self._data: list[str] = []
+        self._data_chars = 0
         self.last_event_id: str | None = None
 
     def feed(self, line: str) -> Event | None:
@@ -78,6 +83,9 @@ class SSEParser:
         if field_name == "event":
             self._name = value
         elif field_name == "data":
+            self._data_chars += len(value) + 1
+            if self._data_chars > MAX_EVENT_CHARS:
+                raise ValueError(f"feed event larger than {MAX_EVENT_CHARS} characters")
             self._data.append(value)
         elif field_name == "id" and "\0" not in value:
             self._id = value
@@ -94,7 +102,7 @@ class SSEParser:
         try:
             json.loads("\n".join(self._data))
         except json.JSONDecodeError:
-            self._name, self._id, self._data = "", None, []
+            self._reset()
             return None
         return self._dispatch()
 
@@ -105,8 +113,11 @@ class SSEParser:
         event = Event(self._name or "message", self._id, "\n".join(self._data))
         if self._id is not None:
             self.last_event_id = self._id
-        self._name, self._id, self._data = "", None, []
+        self._reset()
         return event
+
+    def _reset(self) -> None:
+        self._name, self._id, self._data, self._data_chars = "", None, [], 0
 
 
 def iter_events(lines: Iterable[bytes | str]) -> Iterator[Event]:

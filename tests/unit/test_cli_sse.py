@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from pushd_knife import sse
 from pushd_knife.follow import JobTracker
 from pushd_knife.sse import Event, SSEParser, iter_events
 
@@ -43,6 +45,19 @@ def test_parser_drops_event_cut_off_mid_data() -> None:
         assert parser.feed(line) is None
     assert parser.finish() is None
     assert parser.last_event_id is None
+
+
+def test_parser_bounds_an_event_made_of_many_short_data_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sse, "MAX_EVENT_CHARS", 1000)
+    parser = SSEParser()
+    for _ in range(90):  # 90 x 11 characters: just under the bound, dispatched whole
+        assert parser.feed("data: 0123456789\n") is None
+    assert len(parser.feed("\n").data) == 90 * 11 - 1
+    with pytest.raises(ValueError, match="larger than 1000"):
+        for _ in range(100):
+            parser.feed("data: 0123456789\n")
 
 
 def test_parser_ignores_unknown_fields_and_non_json_data() -> None:
