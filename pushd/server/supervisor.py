@@ -7,6 +7,16 @@
         its start waits twice as long each time, up to `max_delay`, so a broken configuration
         does not spin a core. ``stop(timeout=10)`` sends SIGTERM, waits, then SIGKILLs.
         ``pid`` is the current broker's pid (None while it is down); ``restarts`` counts restarts.
+
+    The broker never outlives this process: each one is started through
+    ``python -m pushd.server.supervisor --parent PID -- COMMAND...``, a launcher that asks the
+    kernel for SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``), checks that the parent
+    is still the expected one (it may have died before the prctl), and then execs COMMAND in place
+    (same pid; the death signal survives exec). So a ``kill -9`` of the service's main process
+    also ends the broker, which frees its ports for the main process runit starts next; the
+    runit ``finish`` script stays as a second line of defence.
+
+    guarded_command(command, parent_pid) -> list[str]    the launcher wrapping of `command`
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -59,7 +70,11 @@ class BrokerSupervisor:
         with self._lock:
             if self._stopping.is_set():
                 return
-            self._process = subprocess.Popen(self._command, env=self._env)
+            # Spawned from the arbiter's main thread or from the watcher thread; both live as
+            # long as the process (PR_SET_PDEATHSIG fires when the spawning *thread* exits).
+            self._process = subprocess.Popen(
+                guarded_command(self._command, os.getpid()), env=self._env
+            )
             log.info("broker started (pid %d)", self._process.pid)
 
     def _watch(self) -> None:
@@ -107,3 +122,39 @@ class BrokerSupervisor:
 
 def broker_command(python: str, config_path: str | os.PathLike[str]) -> list[str]:
     return [python, "-m", "pushd.broker", "--config", str(config_path)]
+
+
+# prctl option number from <linux/prctl.h>.
+_PR_SET_PDEATHSIG = 1
+
+
+def guarded_command(command: Sequence[str], parent_pid: int) -> list[str]:
+    return [sys.executable, "-m", "pushd.server.supervisor", "--parent", str(parent_pid), "--"] + [
+        str(part) for part in command
+    ]
+
+
+def _exec_guarded(argv: list[str]) -> int:
+    """The launcher: die with the parent, then become the command. Returns only on misuse."""
+    if len(argv) < 4 or argv[0] != "--parent" or argv[2] != "--":
+        print(
+            "usage: python -m pushd.server.supervisor --parent PID -- COMMAND...", file=sys.stderr
+        )
+        return 2
+    parent_pid = int(argv[1])
+    command = argv[3:]
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            print(f"prctl(PR_SET_PDEATHSIG) failed: errno {ctypes.get_errno()}", file=sys.stderr)
+    # The parent may have died between fork and prctl; then nobody would signal us.
+    if os.getppid() != parent_pid:
+        return 1
+    os.execvp(command[0], command)
+    return 127  # not reached: execvp raises on failure
+
+
+if __name__ == "__main__":
+    sys.exit(_exec_guarded(sys.argv[1:]))

@@ -90,3 +90,49 @@ def test_stop_kills_a_broker_that_ignores_sigterm() -> None:
 def test_broker_command() -> None:
     assert broker_command("/py", "/etc/x.rb") == ["/py", "-m", "pushd.broker", "--config",
                                                   "/etc/x.rb"]
+
+
+def test_the_broker_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    # A parent holding a BrokerSupervisor is SIGKILLed (as `kill -9` of the service's main
+    # process): without PR_SET_PDEATHSIG the "broker" would be re-parented and live on.
+    pid_file = tmp_path / "broker.pid"
+    broker = (
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    )
+    parent_code = (
+        "import sys, time\n"
+        "from pushd.server.supervisor import BrokerSupervisor\n"
+        f"BrokerSupervisor([sys.executable, '-c', {broker!r}]).start()\n"
+        "time.sleep(60)\n"
+    )
+    import subprocess
+
+    parent = subprocess.Popen([sys.executable, "-c", parent_code])
+    try:
+        assert wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", timeout=15.0)
+        broker_pid = int(pid_file.read_text())
+        assert alive(broker_pid)
+        parent.kill()
+        parent.wait()
+        assert wait_for(lambda: not alive(broker_pid), timeout=10.0)
+    finally:
+        parent.kill()
+        parent.wait()
+        if pid_file.exists() and pid_file.read_text():
+            pid = int(pid_file.read_text())
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_the_launcher_refuses_to_run_for_a_parent_already_gone() -> None:
+    import subprocess
+
+    # pid 1 is never our parent here, as if the real parent had died before the prctl.
+    marker = "launched"
+    result = subprocess.run(
+        [sys.executable, "-m", "pushd.server.supervisor", "--parent", "1", "--", "echo", marker],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1 and marker not in result.stdout
