@@ -204,6 +204,20 @@ def test_cross_org_reads_are_404(server: PushdServer) -> None:
     assert job_id not in [job["id"] for job in listed]
 
 
+def test_voting_timeout_is_stored_and_quorum_fails_a_silent_node(server: PushdServer) -> None:
+    # node1 is online and available but never answers `commit`; the server-wide voting_timeout
+    # is the default 60 s, so only the job's own 2 s can end the vote within the wait below.
+    peer = server.peer("node1")
+    wait_available(server, "node1")
+    peer.answer_commit = None
+    job_id = start_job(server, command="true", nodes=["node1"], voting_timeout=2)
+    with server._store() as store:
+        stored = store.get_job_summary(server.org_id, job_id)
+    assert stored is not None and stored.options.voting_timeout == 2
+    doc = wait_status(server, job_id, "quorum_failed", timeout=30.0)
+    assert doc["nodes"] == {"unavailable": ["node1"]}
+
+
 # -- abort ---------------------------------------------------------------------------------
 
 
