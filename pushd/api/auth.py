@@ -10,7 +10,8 @@
         membership (403). ``require(requestor, access)`` with access "read" or "write"
         applies the group rules (`pushd.identity.authz`). Every refusal is an ApiError in the
         original's listed shape ``{"error": [message]}``; a principal source that cannot
-        reach its upstream gives 502.
+        reach its upstream gives 502, except the local source's database being unreachable,
+        which is the API-wide 503 ``{"error": "the database is not available; ..."}``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pushd import chefauth
 from pushd.api.errors import ApiError, auth_failure
 from pushd.errors import AuthError
 from pushd.identity.base import Org, Principal, PrincipalSource, SourceUnavailable
+from pushd.store.db import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,10 @@ class Authenticator:
         except (ApiError, _OrgMissing, AuthError):
             raise
         except Exception as err:
+            if isinstance(err.__cause__, StoreUnavailable):
+                # The local source is our own database: the same 503 as any other request
+                # that cannot reach it (502 is for a Chef Server that does not answer).
+                raise err.__cause__ from None
             if _is_upstream_failure(err):
                 log.warning("principal source unavailable: %s", err)
                 raise ApiError(502, "identity service unavailable", listed=True) from None

@@ -1,9 +1,11 @@
 """JSON errors for the REST API, in the shapes knife-push and the conformance suite parse.
 
-    ApiError(status, message, *, listed=False, headers=None)
+    ApiError(status, message, *, listed=False, headers=None, reason=None)
         Raise from any responder or hook. The body is ``{"error": message}``, or
         ``{"error": [message]}`` when ``listed`` is true (the original's shape for every
-        authentication and authorization error).
+        authentication and authorization error); a `reason` adds ``"reason": reason`` (used
+        where the original's message is generic, e.g. "an unknown validation error has
+        occurred", so the user still learns what was wrong).
     auth_failure(err: pushd.errors.AuthError) -> ApiError
         An authentication/authorization refusal in the listed shape, keeping its headers
         (``WWW-Authenticate`` on a bad signature).
@@ -37,15 +39,20 @@ class ApiError(Exception):
         *,
         listed: bool = False,
         headers: dict[str, str] | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.listed = listed
         self.headers = headers or {}
+        self.reason = reason
 
     def body(self) -> dict[str, Any]:
-        return {"error": [self.message] if self.listed else self.message}
+        body: dict[str, Any] = {"error": [self.message] if self.listed else self.message}
+        if self.reason is not None:
+            body["reason"] = self.reason
+        return body
 
 
 def auth_failure(err: AuthError) -> ApiError:

@@ -181,7 +181,8 @@ def _check_env(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise JobValidationError(ENV_INVALID)
     for key, item in value.items():
-        if not isinstance(item, str) or not key:
+        # NUL cannot reach a process environment (execve takes C strings).
+        if not isinstance(item, str) or not key or "\x00" in key or "\x00" in item:
             raise JobValidationError(ENV_INVALID)
     return dict(value)
 

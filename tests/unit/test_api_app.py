@@ -443,3 +443,56 @@ def test_a_job_over_without_job_complete_ends_with_its_summary(api: Api) -> None
     events = parse_stream(result.text)
     assert [e["event"] for e in events] == ["start", "summary"]
     assert events[-1]["data"]["status"] == "crashed"
+
+
+# -- input only the store refuses, and an unreachable database -----------------------------
+
+
+@BOTH_BACKENDS
+def test_text_the_store_cannot_hold_is_400_and_stores_nothing(api: Api) -> None:
+    # NUL passes every validation rule of the original; only the store refuses it (PostgreSQL
+    # cannot hold it at all). The original's fallback message answers, with the store's reason.
+    for fields in ({"command": "echo \x00"}, {"dir": "/tmp/\x00"}, {"user": "ro\x00ot"}):
+        body = {"command": "uptime", "nodes": ["node1"], **fields}
+        result = api.call("POST", "jobs", body)
+        assert result.status_code == 400, (fields, result.text)
+        assert result.json["error"] == "an unknown validation error has occurred", fields
+        assert "NUL" in result.json["reason"], result.json
+    # an environment no process could receive is refused by validation itself
+    for env in ({"A": "b\x00"}, {"A\x00": "b"}):
+        result = api.call("POST", "jobs", {"command": "uptime", "nodes": ["node1"], "env": env})
+        assert (result.status_code, result.json) == (
+            400, {"error": "invalid environment value (expected an object of strings)"})
+    assert api.call("GET", "jobs").json == []
+
+
+def test_an_unreachable_database_is_503_json(tmp_path: Path) -> None:
+    import psycopg
+
+    from tests.support.databases import POSTGRES_ADMIN_URL
+
+    with postgres_database() as params:
+        store.open_database_params("postgres", params, migrate=True)
+        try:
+            org = store.create_organization(ORG)
+            store.create_principal(org.id, "admin", "user", keypair("admin")[1], admin=True)
+            run_dir = tmp_path / "run"
+            run_dir.mkdir()
+            broker = BrokerGateway(BrokerClient(run_dir, timeout=0.05).request)
+            settings = Settings.from_values({"server_name_advertised": "push.example"})
+            app = create_app(
+                settings, store, LocalSource(), broker, authz=authz, server_public_key_pem="PEM"
+            )
+            api = Api(falcon.testing.TestClient(app), org.id, "")
+            assert api.call("GET", "jobs").status_code == 200
+            # The database goes away under the running app (its pooled connections too).
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE "{params["database"]}" WITH (FORCE)')
+            for method, path, body in (("GET", "jobs", None), ("GET", "jobs/" + "0" * 32, None),
+                                       ("POST", "jobs", {"command": "x", "nodes": ["n"]})):
+                result = api.call(method, path, body)
+                assert result.status_code == 503, (path, result.text)
+                assert result.json == {
+                    "error": "the database is not available; try again shortly"}
+        finally:
+            store.close_database()

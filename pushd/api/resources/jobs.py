@@ -33,8 +33,9 @@ from pushd.api.resources.common import (
     org_id_of,
     send_json,
 )
-from pushd.api.validation import JobValidationError, parse_job_request
+from pushd.api.validation import UNKNOWN, JobValidationError, parse_job_request
 from pushd.states import JobStatus
+from pushd.store.db import InvalidValue
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,21 @@ class JobsResource:
             raise ApiError(400, err.message) from None
         org_id = org_id_of(requestor)
         job_id = new_job_id(org_id)
-        self._ctx.store.create_job(
-            org_id,
-            job_id,
-            job.command,
-            job.nodes,
-            job.quorum,
-            job.run_timeout,
-            requestor.name,
-            job.options(),
-        )
+        try:
+            self._ctx.store.create_job(
+                org_id,
+                job_id,
+                job.command,
+                job.nodes,
+                job.quorum,
+                job.run_timeout,
+                requestor.name,
+                job.options(),
+            )
+        except InvalidValue as err:
+            # Input every rule of the original admits but the store cannot hold (a NUL
+            # character: PostgreSQL text has none). Nothing was written.
+            raise ApiError(400, UNKNOWN, reason=str(err)) from None
         try:
             self._ctx.broker.start_job(org_id, job_id)
         except BrokerDown:
