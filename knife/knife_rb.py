@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pushd.errors import ConfigError
+from pushd.files import read_bounded
 
 WANTED_KEYS = frozenset(
     {
@@ -365,14 +366,7 @@ def read_knife_rb(
     file_path = Path(path)
     environ = os.environ if environ is None else environ
     wanted_keys = frozenset(wanted)
-    try:
-        with file_path.open("rb") as handle:
-            data = handle.read(_MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {file_path}: {exc.strerror}", filename=str(file_path)) \
-            from None
-    if len(data) > _MAX_FILE_BYTES:
-        raise ConfigError(f"larger than {_MAX_FILE_BYTES} bytes", filename=str(file_path))
+    data = read_bounded(file_path, _MAX_FILE_BYTES, "knife config file")
     text = data.decode("utf-8", errors="replace")
     absolute = file_path.resolve()
     variables: dict[str, Any] = {}

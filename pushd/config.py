@@ -38,6 +38,7 @@ from typing import Any
 
 from pushd import settings as registry
 from pushd.errors import ConfigError
+from pushd.files import read_bounded
 from pushd.rbconfig import Statement, StatementKind, parse
 from pushd.settings import Settings, SettingsConflict
 
@@ -97,15 +98,7 @@ def load_settings(
 
 
 def _read(path: Path) -> str:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file: {exc.strerror}", filename=str(path)) from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"config file is larger than {MAX_CONFIG_BYTES} bytes", filename=str(path)
-        )
+    data = read_bounded(path, MAX_CONFIG_BYTES, "config file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 
 from pushd import chefauth
 from pushd.errors import ConfigError
+from pushd.files import read_bounded
 
 RSA_KEY_FILE = "pushy_priv.pem"
 CURVE_SECRET_FILE = "curve_secret.z85"
@@ -96,16 +97,7 @@ def generate_client_keypair(bits: int = RSA_BITS) -> tuple[str, str]:
 
 
 def _read_key_file(path: Path) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_KEY_FILE + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read key file: {exc.strerror}", filename=str(path)) from None
-    if len(data) > _MAX_KEY_FILE:
-        raise ConfigError(
-            f"key file is larger than {_MAX_KEY_FILE} bytes", filename=str(path)
-        )
-    return data
+    return read_bounded(path, _MAX_KEY_FILE, "key file")
 
 
 def load_rsa_private_key(path: str | os.PathLike[str]) -> RSAPrivateKey:
