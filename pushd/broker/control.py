@@ -2,14 +2,16 @@
 
     handler = ControlHandler(broker)
     handler.handle(payload: bytes) -> bytes      never raises; errors become error replies
+    iso_time(when: float | datetime | None) -> str | None    last_seen as ISO 8601 UTC
 
 Operations (requests carry an ``id`` the reply echoes; see control_client.py):
 
     admit        {org_name, org_id, node, ccpk: z85 | null}
                  -> {ok, session_key: base64, curve_public_key: z85 | null, incarnation_id}
                  Gets or creates the node's persisted session key and grants `ccpk` Curve
-                 admission for 60 s bound to (org, node). ccpk null (1.x client) only when
-                 allow_unencrypted; then curve_public_key is null.
+                 admission for zap_window seconds (60) bound to (org, node). ccpk null (1.x
+                 client) only when allow_unencrypted or disable_curve_encryption; then
+                 curve_public_key is null.
     start_job    {org_id, job_id} -> {ok}            the job row must be `new` in the store
     abort_job    {org_id, job_id} -> {ok, status: "aborted"}
     node_states  {org_id, nodes: [names] | null}
@@ -27,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from pushd.keys import z85_decode
@@ -49,6 +52,17 @@ def _text(request: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_NAME_LENGTH:
         raise ControlError("bad_request", f"{name} must be a non-empty string")
     return value
+
+
+def iso_time(when: float | datetime | None) -> str | None:
+    """``2024-05-01T12:00:00.000000Z`` for POSIX seconds or a (naive = UTC) datetime."""
+    if when is None:
+        return None
+    if isinstance(when, datetime):
+        moment = when if when.tzinfo else when.replace(tzinfo=UTC)
+    else:
+        moment = datetime.fromtimestamp(when, UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ControlHandler:
@@ -137,8 +151,6 @@ class ControlHandler:
         return {"status": "aborted"}
 
     def _node_states(self, request: dict[str, Any]) -> dict[str, Any]:
-        from pushd.broker.service import iso_time
-
         broker = self._broker
         org_id = _text(request, "org_id")
         nodes = request.get("nodes")

@@ -36,7 +36,6 @@ reconnected first).
 
 from __future__ import annotations
 
-import base64
 import collections
 import json
 import logging
@@ -594,18 +593,4 @@ def run_broker(settings: Any) -> int:
         signal.signal(signal.SIGINT, on_signal)
     broker.run()
     return 0
-
-
-def session_key_text(key: bytes) -> str:
-    return base64.b64encode(key).decode("ascii")
-
-
-def iso_time(when: float | datetime | None) -> str | None:
-    if when is None:
-        return None
-    if isinstance(when, datetime):
-        moment = when if when.tzinfo else when.replace(tzinfo=UTC)
-    else:
-        moment = datetime.fromtimestamp(when, UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
