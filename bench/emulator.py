@@ -25,7 +25,7 @@ per-job counts as JSON in --status-file (rewritten atomically) for scripts:
     {"nodes", "online", "configured", "fetching", "fetches", "fetch_errors", "last_error",
      "dropped", "heartbeats" (sent so far), "elapsed", "all_online_after", "updated",
      "jobs": {job_id: {"commits", "acked_runs", "results", "first_commit", "last_ack_run",
-                       "last_result"}}}      (times are POSIX wall-clock seconds)
+                       "last_result"}}}      (the last 200 jobs; times are POSIX wall-clock seconds)
 
     main(argv=None) -> int      exit 0 after a clean stop, 2 for bad arguments/config
 """
@@ -54,6 +54,7 @@ from pushd.errors import ConfigError, StoreError
 DEFAULT_STATE_DIR = "/var/tmp/push-jobs-emulator"
 FD_PER_NODE = 4
 FD_LIMIT = 20_000
+MAX_JOBS_REPORTED = 200
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -184,7 +185,7 @@ class Emulator:
         })
         return status
 
-    def run(self) -> int:
+    def run(self) -> None:
         args = self.args
         started = time.monotonic()
         all_online_after: float | None = None
@@ -203,6 +204,8 @@ class Emulator:
                     continue
                 for job_id, delta in message.pop("jobs", {}).items():
                     self.jobs.setdefault(job_id, JobRecord()).merge(delta)
+                while len(self.jobs) > MAX_JOBS_REPORTED:
+                    self.jobs.pop(next(iter(self.jobs)))  # the oldest job first
                 self.latest[message["worker"]] = message
             status = self.status(elapsed, all_online_after)
             if all_online_after is None and status["online"] >= args.nodes:
@@ -218,7 +221,6 @@ class Emulator:
                          + (f" last_error={status['last_error']!r}"
                             if status["fetch_errors"] else ""))
                 next_line = time.monotonic() + args.report_interval
-        return 0 if not self.stopping or live else 1
 
     def stop(self) -> None:
         for _process, conn in self.workers:
