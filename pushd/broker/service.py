@@ -68,12 +68,7 @@ from pushd.broker.zap import ZAP_ENDPOINT, CurveGrants, answer_zap, user_id_ref
 from pushd.errors import ProtocolError
 from pushd.keys import load_or_create_server_keys
 from pushd.protocol.frames import encode, open_frames, verify_signature
-from pushd.protocol.messages import (
-    MAX_JOB_ID_BYTES,
-    MAX_NAME_LENGTH,
-    parse_node_message,
-    server_heartbeat,
-)
+from pushd.protocol.messages import heartbeat_sequence, parse_node_message, server_heartbeat
 from pushd.protocol.timestamps import check_skew, format_timestamp
 from pushd.states import JobStatus, NodeStatus
 
@@ -301,7 +296,7 @@ class Broker:
         check_skew(timestamp, max_skew=self.config.max_message_skew)
         # Heartbeats are nearly all the traffic: check just the fields the broker reads.
         sequence = (
-            _heartbeat_sequence(body) if body.get("type") == "heartbeat"
+            heartbeat_sequence(body) if body.get("type") == "heartbeat"
             else parse_node_message(body).sequence
         )
         if kind == CURVE and not self.config.disable_curve_encryption:
@@ -553,28 +548,6 @@ class Broker:
                 store.touch_known_nodes(org_id, nodes)
         except Exception:
             log.exception("could not record last-seen times of %d nodes", len(seen))
-
-
-def _heartbeat_sequence(body: dict[str, Any]) -> int:
-    """Validate a heartbeat's fields as parse_node_message would; return its sequence."""
-    sequence = body.get("sequence")
-    incarnation = body.get("incarnation_id")
-    job_id = body.get("job_id")
-    job_state = body.get("job_state")
-    if (
-        type(sequence) is not int
-        or sequence < 0
-        or type(incarnation) is not str
-        or not 0 < len(incarnation) <= MAX_NAME_LENGTH
-        or not 0 < len(body["node"]) <= MAX_NAME_LENGTH
-        or not 0 < len(body["org"]) <= MAX_NAME_LENGTH
-        or (job_id is not None and (type(job_id) is not str or len(job_id) > MAX_JOB_ID_BYTES
-                                    or len(job_id.encode("utf-8", "replace"))
-                                    > MAX_JOB_ID_BYTES))
-        or (job_state is not None and (type(job_state) is not str or len(job_state) > 32))
-    ):
-        raise ProtocolError("bad_message", "malformed heartbeat")
-    return sequence
 
 
 def run_broker(settings: Any) -> int:

@@ -32,7 +32,8 @@ Messages (pushd.protocol.messages)
     server -> node builders: server_heartbeat, abort_message, ack_message, commit_message,
         run_message; validator parse_server_message(body) -> ServerMessage
     node -> server builders: NodeIdentity, node_heartbeat, node_reply, node_result;
-        validator parse_node_message(body) -> NodeMessage; sender_of(body) -> (org, node) | None
+        validator parse_node_message(body) -> NodeMessage; heartbeat_sequence(body) -> int (the
+        broker's fast path); sender_of(body) -> (org, node) | None
     Type sets: SERVER_MESSAGE_TYPES, NODE_MESSAGE_TYPES, REPLY_TYPES, RESULT_TYPES,
         REASON_TYPES, JOB_MESSAGE_TYPES; PROTOCOL_VERSION = "2.0"; MAX_JOB_ID_BYTES = 64
 
@@ -96,6 +97,7 @@ from pushd.protocol.messages import (
     abort_message,
     ack_message,
     commit_message,
+    heartbeat_sequence,
     node_heartbeat,
     node_reply,
     node_result,
@@ -162,6 +164,7 @@ __all__ = [
     "encode_body",
     "encrypt_session_key",
     "format_timestamp",
+    "heartbeat_sequence",
     "hmac_sign",
     "hmac_verify",
     "new_session_key",

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from pushd.errors import ProtocolError
 from pushd.protocol import (
@@ -17,6 +19,7 @@ from pushd.protocol import (
     decode,
     encode,
     format_timestamp,
+    heartbeat_sequence,
     node_heartbeat,
     node_reply,
     node_result,
@@ -313,3 +316,44 @@ def test_overlong_reason_is_refused_on_parse_and_cut_on_build() -> None:
     assert len(body["reason"]) == 1024
     body["reason"] = "r" * 1025
     assert "reason" in bad_message(parse_node_message, body)
+
+
+# The broker's fast path must not drift from the full validator on the fields it reads.
+# Each field is mostly of its own type (so most bodies get past the other fields), sometimes
+# anything else.
+_TEXT = st.text(max_size=70) | st.text(alphabet="aé€", max_size=70)
+_OTHER = st.none() | st.integers() | st.booleans() | _TEXT
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sequence=st.integers(min_value=-(2**64), max_value=2**64) | _OTHER,
+    incarnation=_TEXT | _OTHER,
+    job_id=st.none() | _TEXT | _OTHER,
+    job_state=st.none() | _TEXT | _OTHER,
+    node=st.text(min_size=0, max_size=260),
+    org=st.text(min_size=0, max_size=260),
+)
+@example(sequence=2**63, incarnation="i", job_id=None, job_state=None, node="n", org="o")
+@example(sequence=1, incarnation="i", job_id="é" * 33, job_state=None, node="n", org="o")
+def test_heartbeat_fast_path_never_accepts_what_the_validator_refuses(
+    sequence: Any, incarnation: Any, job_id: Any, job_state: Any, node: str, org: str
+) -> None:
+    body = {"type": "heartbeat", "node": node, "org": org, "sequence": sequence,
+            "timestamp": STAMP, "incarnation_id": incarnation, "job_id": job_id,
+            "job_state": job_state}
+    try:
+        fast = heartbeat_sequence(body)
+    except ProtocolError as exc:
+        assert exc.reason == "bad_message"
+        return
+    assert parse_node_message(body).sequence == fast
+
+
+def test_heartbeat_fast_path_accepts_the_stock_heartbeat() -> None:
+    body = node_heartbeat(ME, sequence=7, job_id=JOB, job_state="running")
+    assert heartbeat_sequence(body) == 7
+    for bad in ({"sequence": -1}, {"sequence": 2**63}, {"incarnation_id": ""},
+                {"job_id": "é" * 33}, {"job_state": "x" * 33}, {"sequence": True}):
+        with pytest.raises(ProtocolError, match="malformed heartbeat"):
+            heartbeat_sequence({**body, **bad})
