@@ -242,17 +242,17 @@ def test_bad_credentials_toml(tmp_path: Path, home: Path) -> None:
 @given(st.text(alphabet=st.sampled_from(list("node_namclietkyhsrvu =\"'#{}()[]:,.+\\\n$ENVFil/_0"))
                | st.characters(), max_size=200))
 @settings(max_examples=300, deadline=None)
-def test_knife_rb_reader_fails_only_with_config_error(text: str) -> None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "knife.rb"
-        path.write_text(text, encoding="utf-8", errors="surrogatepass")
-        try:
-            values = read_knife_rb(path, {"HOME": "/home/x"})
-        except ConfigError as exc:
-            assert exc.filename == str(path)
-        else:
-            assert set(values) <= {"chef_server_url", "node_name", "client_name", "client_key",
-                                   "ssl_verify_mode", "ssl_ca_file", "trusted_certs_dir",
-                                   "authentication_protocol_version"}
+def test_knife_rb_reader_fails_only_with_config_error(
+    tmp_path_factory: pytest.TempPathFactory, text: str
+) -> None:
+    # One file rewritten per example (a directory per example cost more than the parse).
+    path = tmp_path_factory.getbasetemp() / "fuzzed-knife.rb"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        values = read_knife_rb(path, {"HOME": "/home/x"})
+    except ConfigError as exc:
+        assert exc.filename == str(path)
+    else:
+        assert set(values) <= {"chef_server_url", "node_name", "client_name", "client_key",
+                               "ssl_verify_mode", "ssl_ca_file", "trusted_certs_dir",
+                               "authentication_protocol_version"}
