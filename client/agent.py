@@ -22,9 +22,12 @@ Connection life:
   otherwise (wrong Curve key, blocked port, load balancer) -> reconfigure.
   Online/offline follows the stock thresholds: offline after more than `offline_threshold`
   heartbeat intervals without a server heartbeat (then reconfigure), online again after more
-  than `online_threshold` server heartbeats. A new server incarnation id -> reconfigure after a
-  random splay within one interval. `lifetime` -> reconfigure at 90-100 % of it. SIGUSR1 ->
-  reconfigure now; SIGHUP -> reopen the log file and reconfigure now.
+  than `online_threshold` server heartbeats. A new server incarnation id -> online at once, a
+  result the server may have missed sent again and a heartbeat (job id and state) sent on the
+  current link right away (the server re-attaches running jobs only for a few intervals after a
+  restart), then a reconfigure after a random splay within one interval. `lifetime` ->
+  reconfigure at 90-100 % of it. SIGUSR1 -> reconfigure now; SIGHUP -> reopen the log file
+  and reconfigure now.
   SEND_FAILURES_BEFORE_RECONNECT failed sends in a row -> reconnect after a backoff delay; one
   failed send only brings the deadline forward to 60 s (never pushes it back).
   Failed config fetches are retried with exponential backoff and full jitter, capped at
@@ -486,7 +489,32 @@ class Agent:
             self._server_incarnation = message.incarnation_id
             self._connection_trouble = True
             self.reconfigure_at.bring_forward(time.monotonic() + splay)
+            self._report_to_restarted_server(link)
         self._status_dirty = True
+
+    def _report_to_restarted_server(self, link: _Link) -> None:
+        """A restarted server is up: tell it at once, on the current link, what we are doing.
+
+        The server re-attaches a running job only if the node heartbeats it within a few
+        heartbeat intervals of the restart, and ends a re-attached node's session when it stays
+        silent for as long. Waiting for the online threshold (a client that went offline while
+        the server was down) or for the config fetch (the API may come up later than the
+        broker) can take longer than that, and the job is then `crashed`. The link's sockets
+        have already reconnected by themselves (the server keeps its Curve key, our Curve
+        binding and our session key across restarts), so we heartbeat now, after resending a
+        result the server may have missed: an idle heartbeat before it reads as a lost result.
+        """
+        self._online = True
+        self._offline_counter = self._online_counter = 0
+        final = link.last_final
+        if final is not None and not link.last_final_unsent:
+            recent = time.monotonic() - link.last_final_at < RESEND_FINAL_WITHIN
+            if recent and link.last_command_at < link.last_final_at:
+                log.info("job=%s %s may not have reached the restarted server; sending it again",
+                         final[1], final[0])
+                self._send_reply(*final)
+        self._send_heartbeat()  # resends a refused result first
+        self._next_heartbeat = time.monotonic() + link.config.interval
 
     def _on_command(self, link: _Link, frames: list[bytes]) -> None:
         try:
@@ -585,6 +613,12 @@ class Agent:
         link = self.link
         if link is None:
             return
+        if link.last_final is not None and link.last_final_unsent:
+            # The socket refused the job's result: it goes before any heartbeat, because the
+            # server reads an idle heartbeat from a node it thinks is running as a lost result.
+            self._send_reply(*link.last_final)
+            if link.last_final_unsent:
+                return
         link.sequence += 1
         body = node_heartbeat(
             self.identity, sequence=link.sequence, job_id=self.runner.job_id,

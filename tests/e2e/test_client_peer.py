@@ -340,3 +340,41 @@ def test_no_leftover_processes() -> None:
     mine = [line for line in out.splitlines()
             if line.strip() in ("sleep 3131", "sleep 3132", "sleep 3133")]
     assert not mine, mine
+
+
+def test_result_reaches_a_restarted_server_before_an_idle_heartbeat(
+    tmp_path: Path, node_key: tuple[Path, str]
+) -> None:
+    """A job that ends while the server is down: its result (refused by the full command socket)
+    reaches the restarted server on the reconnected link before any idle heartbeat, even while
+    the config cannot be fetched (the server's API comes up later than its broker).
+
+    An idle heartbeat first would tell the server the result was lost (`crashed`).
+    """
+    go = tmp_path / "go"
+    peer = PushServerPeer(node_key[1], interval=0.2)
+    client = ClientProcess(tmp_path / "c", node_key[0], peer.url, whitelist={
+        "wait-for-go": {"command_line": f"while [ ! -e {go} ]; do sleep 0.05; done",
+                        "shell": True},
+    })
+    try:
+        connected(peer, client)
+        peer.commit(NODE, JOB, "wait-for-go")
+        peer.run(NODE, JOB)
+        peer.wait_for("ack_run", job_id=JOB)
+        peer.stop()
+        wait_until(lambda: "offline; reconnecting" in client.log(), 40)
+        go.touch()
+        wait_until(lambda: f"job={JOB} sent succeeded: command socket queue full" in client.log(),
+                   40)
+        peer.refuse_config = True
+        peer.drain()
+        fetches, seen_before = peer.config_fetches, len(peer.received)
+        peer.start(keep_keys=True)
+        peer.wait_for("succeeded", job_id=JOB, timeout=40)
+        after_restart = [(m.get("type"), m.get("job_state")) for m in peer.received[seen_before:]]
+        assert ("heartbeat", "idle") not in after_restart[:after_restart.index(("succeeded", None))]
+        assert peer.config_fetches == fetches  # the old link carried it
+    finally:
+        client.stop()
+        peer.stop()

@@ -13,6 +13,7 @@ server's job engine: tests drive commits/runs/aborts and read what the client se
     peer.wait_for(type, job_id=..., timeout=10) -> dict    next matching message from the node
     peer.received -> list[dict]     every verified message, in order
     peer.config_fetches -> int      config requests answered 200
+    peer.refuse_config = True       config requests answered 503 (an API not up yet)
     peer.stop()                     closes everything; start() again = "server restart" with a
                                     new incarnation id (and a new Curve key unless keep_keys)
 Options: lifetime (seconds, in the config document); unencrypted=True serves a config
@@ -83,6 +84,7 @@ class PushServerPeer:
         self.incarnation = str(uuid.uuid4())
         self.received: list[dict[str, Any]] = []
         self.config_fetches = 0
+        self.refuse_config = False
         self._inbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self._outbox: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self._admitted: set[bytes] = set()
@@ -180,6 +182,9 @@ class PushServerPeer:
                 prefix = f"/organizations/{peer.org}/pushy/config/"
                 if not parts.path.startswith(prefix):
                     self._reply(404, {"error": ["not found"]})
+                    return
+                if peer.refuse_config:
+                    self._reply(503, {"error": ["the API is not up yet (test peer)"]})
                     return
                 node = parts.path[len(prefix):]
                 query = urllib.parse.parse_qs(parts.query)
