@@ -18,7 +18,7 @@ from pushd_client.process import group_alive
 
 from pushd.keys import generate_client_keypair
 from tests.support.client_peer import PushServerPeer
-from tests.support.client_process import NODE, ClientProcess, wait_until
+from tests.support.client_process import NODE, ClientProcess, leftover_jobs, wait_until
 
 JOB = "0123456789abcdef0123456789abcdef"
 JOB2 = "fedcba9876543210fedcba9876543210"
@@ -335,10 +335,10 @@ def test_unusable_state_dir_does_not_stop_jobs(
 
 
 def test_no_leftover_processes() -> None:
-    """Guard for the client e2e tests: none of their job commands is still running."""
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    mine = [line for line in out.splitlines()
-            if line.strip() in ("sleep 3131", "sleep 3132", "sleep 3133")]
+    """Guard for the client e2e tests: none of their job commands is still running.
+
+    Only this session's jobs count: other test runs on the machine use the same commands."""
+    mine = leftover_jobs(("sleep 3131", "sleep 3132", "sleep 3133"))
     assert not mine, mine
 
 

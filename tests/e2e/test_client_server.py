@@ -6,7 +6,6 @@ import fcntl
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 from pushd_client.process import group_alive
 
-from tests.support.client_process import ClientProcess, wait_until
+from tests.support.client_process import ClientProcess, leftover_jobs, wait_until
 from tests.support.server import PushdServer, running_server
 
 ACTIVE = ("new", "voting", "running")
@@ -257,7 +256,7 @@ def test_server_restarted_mid_run_and_client_started_before_server(
 
 
 def test_no_leftover_processes() -> None:
-    """Guard for this file: none of the job commands it started is still running."""
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    mine = [line for line in out.splitlines() if line.strip() in ("sleep 3131", "sleep 3132")]
+    """Guard for this file: none of the job commands it started is still running (only this
+    session's jobs count: other test runs on the machine use the same commands)."""
+    mine = leftover_jobs(("sleep 3131", "sleep 3132"))
     assert not mine, mine

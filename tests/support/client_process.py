@@ -6,6 +6,11 @@
     client.job_pid() -> int        process group of the running job (from its job record)
     client.log() -> str
     wait_until(check, timeout=10)
+    leftover_jobs(commands) -> list[str]   job processes started by this test session's clients
+                                           whose command line is one of `commands`
+
+Every client gets SESSION_MARK in its environment, which its jobs inherit: the leftover guard
+then sees only this session's jobs, not those of another engineer's test run on the machine.
 
 The config is YAML with a short kill grace and backoff cap, and a whitelist used by the tests:
 "hello", "both" (writes to stdout and stderr), "sleepy" (a shell with two background sleeps),
@@ -16,15 +21,18 @@ a message may carry) and "locked" (takes a lock file).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import yaml
 
 NODE = "node1"
+SESSION_MARK = f"PUSHD_TEST_CLIENT_SESSION={uuid4().hex}"
 
 PROBE = (
     'id -un; pwd; echo "FOO=$FOO"; echo "PATH_OK=$([ "$PATH" != /evil ] && echo yes)";'
@@ -74,6 +82,7 @@ class ClientProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pushd_client.main", "-c", str(self.config_path), *extra],
             stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, SESSION_MARK.split("=")[0]: SESSION_MARK.split("=")[1]},
         )
         log.close()
 
@@ -121,3 +130,25 @@ def wait_until(check: Any, timeout: float = 30.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
+
+
+def leftover_jobs(commands: tuple[str, ...]) -> list[str]:
+    """Running processes whose command line is one of `commands` and whose environment carries
+    this session's SESSION_MARK (so: jobs our clients started)."""
+    mark = SESSION_MARK.encode()
+    found: list[str] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                args = handle.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+            if args not in commands:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environment = handle.read().split(b"\0")
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+        if mark in environment:
+            found.append(f"{entry}: {args}")
+    return found
