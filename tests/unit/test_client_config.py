@@ -83,6 +83,24 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert cfg.organization == "o2"
 
 
+def test_stock_cli_flags_override_the_file(tmp_path: Path) -> None:
+    """-c -k -S -N -l -L -M as the stock push-jobs-client parses them, over the file's values."""
+    from pushd_client.main import _config, build_parser
+
+    path = write(tmp_path, "c.rb", STOCK_RB)
+    args = build_parser().parse_args([
+        "-c", path, "-k", "/etc/other.pem", "-S", "https://c2/organizations/o2", "-N", "n2",
+        "-l", "debug", "-L", "/var/log/push.log", "-M", "1234",
+    ])
+    cfg = _config(args)
+    assert (cfg.client_key, cfg.chef_server_url, cfg.organization, cfg.node_name) == (
+        "/etc/other.pem", "https://c2/organizations/o2", "o2", "n2")
+    assert (cfg.log_level, cfg.log_location, cfg.max_body_size) == (
+        "debug", "/var/log/push.log", 1234)
+    untouched = _config(build_parser().parse_args(["-c", path]))
+    assert (untouched.node_name, untouched.max_body_size) == ("web1.example.com", 50000)
+
+
 def test_ruby_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "bad.rb", 'node_name "a"\nchef_server_url File.read("/x")\n')
     with pytest.raises(ConfigError) as err:
