@@ -201,6 +201,9 @@ def _ec_pem() -> bytes:
         (_ec_pem(), "not an RSA private key"),
         (b"A" * 70000, "larger than"),
     ],
+    # Stable ids: the keys above are generated at collection time (pytest-xdist workers must
+    # collect identical test names).
+    ids=["empty", "text", "encrypted", "ec", "oversized"],
 )
 def test_unusable_private_key_files_are_config_errors(
     tmp_path: Path, content: bytes, complaint: str
