@@ -225,12 +225,17 @@ def job_list(args: Any, io: Io, connect: Connect) -> int:
         if args.limit is not None or not cursor or not page or len(jobs) >= MAX_LISTED_JOBS:
             break
         params = {**params, "cursor": cursor}
-    if args.json:
-        _dump_json(io.stdout, jobs)
-    else:
-        io.stdout.write(summary(jobs))
-        io.stdout.flush()
+    _show(io, jobs, as_json=args.json)
     return exitcodes.OK
+
+
+def _show(io: Io, value: Any, *, as_json: bool) -> None:
+    """`value` (a job or a job list) as JSON or as knife's summary."""
+    if as_json:
+        _dump_json(io.stdout, value)
+    else:
+        io.stdout.write(summary(value))
+        io.stdout.flush()
 
 
 def _get_job(http: ChefHTTP, job_id: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -245,11 +250,7 @@ def _get_job(http: ChefHTTP, job_id: str, params: dict[str, Any] | None = None) 
 def job_status(args: Any, io: Io, connect: Connect) -> int:
     params = {"include_file": "true"} if args.include_file else None
     job = _get_job(connect(), args.job_id, params)
-    if args.json:
-        _dump_json(io.stdout, job)
-    else:
-        io.stdout.write(summary(job))
-        io.stdout.flush()
+    _show(io, job, as_json=args.json)
     return exitcodes.OK
 
 
