@@ -36,10 +36,12 @@ Connection life:
 
 Replies the job runner produces while no command socket exists are kept (up to
 MAX_PENDING_REPLIES) and sent once a connection is up. A job's final message (`succeeded`,
-`failed`, `aborted`) that the old socket refused (queue full), or that was sent on a connection
-then replaced because it looked broken (offline, failed sends or probe, server restart) with no
-server message arriving after it and within RESEND_FINAL_WITHIN seconds, is sent again on the
-new connection before its first heartbeat: it may have died in the old socket's queue.
+`failed`, `aborted`) that the socket refused (queue full) is kept and goes, in order, before
+anything else sent later on that connection or the next one (a later heartbeat or reply must not
+overtake it). One that was sent on a connection then replaced because it looked broken (offline,
+failed sends or probe, server restart) with no server message arriving after it and within
+RESEND_FINAL_WITHIN seconds is sent again on the new connection before its first heartbeat, or
+on the same connection when the restarted server is heard: it may have died in the old queue.
 """
 
 from __future__ import annotations
@@ -127,7 +129,9 @@ class _Link:
         # the server may never have seen it (see Agent._reconfigure).
         self.last_final: tuple[str, str | None, dict[str, Any]] | None = None
         self.last_final_at = 0.0
-        self.last_final_unsent = False  # the socket refused it (queue full): surely not sent
+        # Results the socket refused (queue full): they go, in order, before anything else is
+        # sent on this link, or on the next link if this one is replaced.
+        self.refused_finals: list[tuple[str, str | None, dict[str, Any]]] = []
         self.heartbeat_sequences: dict[str, int] = {}
 
     def close(self) -> None:
@@ -432,15 +436,24 @@ class Agent:
         back on the command channel since, and it is recent" is the best evidence we have. A
         duplicate result only makes the server abort-and-recover the node once.
         """
-        if old.last_final is None:
-            return
-        recent = time.monotonic() - old.last_final_at < RESEND_FINAL_WITHIN
-        unconfirmed = self._connection_trouble and old.last_command_at < old.last_final_at
-        if old.last_final_unsent or (recent and unconfirmed):
+        for msg_type, job_id, fields in old.refused_finals:
+            log.info("job=%s %s was refused by the old socket; sending it on the new one",
+                     job_id, msg_type)
+            self.pending.append((msg_type, job_id, fields))
+        if self._final_unconfirmed(old):
+            assert old.last_final is not None
             msg_type, job_id, _ = old.last_final
             log.info("job=%s %s may not have reached the server; sending it again", job_id,
                      msg_type)
             self.pending.append(old.last_final)
+
+    def _final_unconfirmed(self, link: _Link) -> bool:
+        """The link's last result was handed to the socket, but with connection trouble since
+        and no server message after it (see _keep_unconfirmed_final)."""
+        if link.last_final is None or link.last_final in link.refused_finals:
+            return False
+        recent = time.monotonic() - link.last_final_at < RESEND_FINAL_WITHIN
+        return recent and self._connection_trouble and link.last_command_at < link.last_final_at
 
     # -------------------------------------------------------------- receiving
     def _drain(self, link: _Link, sock: zmq.Socket[Any], handler: Any) -> None:
@@ -506,14 +519,12 @@ class Agent:
         """
         self._online = True
         self._offline_counter = self._online_counter = 0
-        final = link.last_final
-        if final is not None and not link.last_final_unsent:
-            recent = time.monotonic() - link.last_final_at < RESEND_FINAL_WITHIN
-            if recent and link.last_command_at < link.last_final_at:
-                log.info("job=%s %s may not have reached the restarted server; sending it again",
-                         final[1], final[0])
-                self._send_reply(*final)
-        self._send_heartbeat()  # resends a refused result first
+        final = link.last_final if self._final_unconfirmed(link) else None
+        if self._send_refused_finals(link) and final is not None:
+            log.info("job=%s %s may not have reached the restarted server; sending it again",
+                     final[1], final[0])
+            self._send_reply(*final)
+        self._send_heartbeat()
         self._next_heartbeat = time.monotonic() + link.config.interval
 
     def _on_command(self, link: _Link, frames: list[bytes]) -> None:
@@ -600,25 +611,55 @@ class Agent:
                      msg_type)
             self.pending.append((msg_type, job_id, fields))
             return
+        message = (msg_type, job_id, fields)
+        if link.refused_finals and not self._send_refused_finals(link):
+            # The queue is still full: this one would be refused as well.
+            if msg_type in FINAL_TYPES:
+                self._keep_refused(link, message)
+            else:
+                log.warning("job=%s %s not sent: command socket queue full", job_id, msg_type)
+            return
+        self._send_now(link, message)
+
+    def _send_now(self, link: _Link, message: tuple[str, str | None, dict[str, Any]]) -> bool:
+        msg_type, job_id, fields = message
         link.sequence += 1
         body = self._body(msg_type, job_id, fields, link.sequence)
         if msg_type in FINAL_TYPES:
-            link.last_final = (msg_type, job_id, fields)
+            link.last_final = message
             link.last_final_at = time.monotonic()
-            link.last_final_unsent = False
-        self._transmit(link, body, f"job={job_id} sent {msg_type}"
-                       + (f" ({fields['reason']})" if fields.get("reason") else ""))
+        sent = self._transmit(link, body, f"job={job_id} sent {msg_type}"
+                              + (f" ({fields['reason']})" if fields.get("reason") else ""))
+        if not sent and msg_type in FINAL_TYPES:
+            self._keep_refused(link, message)
+        return sent
+
+    @staticmethod
+    def _keep_refused(link: _Link, message: tuple[str, str | None, dict[str, Any]]) -> None:
+        link.refused_finals.append(message)
+        if len(link.refused_finals) > MAX_PENDING_REPLIES:
+            dropped = link.refused_finals.pop(0)
+            log.error("job=%s %s dropped: too many results waiting", dropped[1], dropped[0])
+
+    def _send_refused_finals(self, link: _Link) -> bool:
+        """Send the results the socket refused earlier, in order; True if none is left.
+
+        They go before anything else: the server reads an idle heartbeat, or another job's
+        reply, from a node it thinks is still running a job as that job's result being lost.
+        """
+        waiting, link.refused_finals = link.refused_finals, []
+        for index, message in enumerate(waiting):
+            if not self._send_now(link, message):  # put back by _send_now
+                link.refused_finals.extend(waiting[index + 1:])
+                return False
+        return True
 
     def _send_heartbeat(self) -> None:
         link = self.link
         if link is None:
             return
-        if link.last_final is not None and link.last_final_unsent:
-            # The socket refused the job's result: it goes before any heartbeat, because the
-            # server reads an idle heartbeat from a node it thinks is running as a lost result.
-            self._send_reply(*link.last_final)
-            if link.last_final_unsent:
-                return
+        if link.refused_finals and not self._send_refused_finals(link):
+            return  # the queue is still full
         link.sequence += 1
         body = node_heartbeat(
             self.identity, sequence=link.sequence, job_id=self.runner.job_id,
@@ -626,14 +667,16 @@ class Agent:
         )
         self._transmit(link, body, None)
 
-    def _transmit(self, link: _Link, body: dict[str, Any], what: str | None) -> None:
+    def _transmit(self, link: _Link, body: dict[str, Any], what: str | None) -> bool:
+        """Sign and queue `body`; False when the socket refused it (queue full) or it could
+        not be encoded."""
         limit = link.config.max_body_size or 65536
         try:
             frames = encode(body, hmac_key=link.session_key, max_body_size=limit)
         except ProtocolError as err:
             if body.get("type") not in ("succeeded", "failed") or "stdout" not in body:
                 log.error("%s: not sent, %s", what or "heartbeat", err)
-                return
+                return True  # nothing to retry: the same message would fail again
             # Never lose an outcome over its output: send it without the output instead.
             log.error("%s: output dropped, %s", what, err)
             body = {k: v for k, v in body.items() if k not in ("stdout", "stderr", "truncated")}
@@ -650,7 +693,6 @@ class Agent:
             if body.get("type") in FINAL_TYPES:
                 # A job's outcome must not wait for the 60 s deadline: reconnect soon; the new
                 # link sends it again (_keep_unconfirmed_final).
-                link.last_final_unsent = True
                 self._connection_trouble = True
                 self.reconfigure_at.bring_forward(now + 2 * link.config.interval)
             if self._send_failures >= SEND_FAILURES_BEFORE_RECONNECT:
@@ -660,10 +702,11 @@ class Agent:
                 )
             else:
                 self.reconfigure_at.bring_forward(now + SEND_FAILURE_RECONFIGURE_DELAY)
-            return
+            return False
         self._send_failures = 0
         if what:
             log.info("%s", what)
+        return True
 
     _NO_ANSWER_HINT = " (Curve key refused, port blocked or a proxy in the way?)"
 

@@ -149,7 +149,8 @@ def test_client_started_before_its_server(
     peer: PushServerPeer, client: ClientProcess
 ) -> None:
     client.start()
-    time.sleep(2.0)  # several failed config fetches; the client must keep trying
+    # Several failed config fetches: the client keeps trying.
+    wait_until(lambda: client.log().count("could not download push jobs config") >= 2, 40)
     assert client.proc is not None and client.proc.poll() is None
     wait_until(lambda: "cannot reach" in (client.status().get("last_error") or ""))
     assert client.status()["connection"] == "connecting"
@@ -363,7 +364,9 @@ def test_result_reaches_a_restarted_server_before_an_idle_heartbeat(
         peer.run(NODE, JOB)
         peer.wait_for("ack_run", job_id=JOB)
         peer.stop()
-        wait_until(lambda: "offline; reconnecting" in client.log(), 40)
+        # Offline, and the command socket's queue full: the result will be refused.
+        wait_until(lambda: "offline; reconnecting" in client.log()
+                   and "heartbeat: command socket queue full" in client.log(), 40)
         go.touch()
         wait_until(lambda: f"job={JOB} sent succeeded: command socket queue full" in client.log(),
                    40)
