@@ -1,9 +1,10 @@
 """The Debian packages built by omnibus/build-deb: metadata, contents, and a working install.
 
-The packages are built once per module (a virtualenv build takes a minute; pip reads the
-configured package index) and extracted into temporary roots with ``dpkg-deb -x``. From the
-extracted server package, its own embedded interpreter runs ``reconfigure`` and ``test`` on a
-temporary appliance: the packaged code, not this checkout, serves a job end to end.
+The packages are built once per module (about a minute: one wheelhouse from the configured
+package index, then two virtualenvs installed from it with no index) and extracted into
+temporary roots with ``dpkg-deb -x``. From the extracted server package, its own embedded
+interpreter runs ``reconfigure`` and ``test`` on a temporary appliance: the packaged code, not
+this checkout, serves a job end to end.
 """
 
 from __future__ import annotations
@@ -199,6 +200,13 @@ def test_client_package(built: Built) -> None:
     # A node installs no server dependencies.
     for server_only in ("falcon", "gunicorn", "gevent", "peewee"):
         assert not any(p.startswith(f"{site}/{server_only}") for p in entries), server_only
+    # Both packages install from one wheelhouse: every distribution of the client is the very
+    # version the server carries.
+    server_site = built.server_root / SERVER_PREFIX / "embedded/lib/python3.11/site-packages"
+    client_site = built.client_root / CLIENT_PREFIX / "embedded/lib/python3.11/site-packages"
+    client_dists = {d.name for d in client_site.glob("*.dist-info")}
+    assert {"pushd-0.1.0.dist-info"} < client_dists
+    assert client_dists <= {d.name for d in server_site.glob("*.dist-info")}
     python = built.client_root / CLIENT_PREFIX / "embedded" / "bin" / "python"
     version = subprocess.run([str(python), "-m", "pushd_client.main", "-v"],
                              capture_output=True, text=True, cwd="/", timeout=60)  # fmt: skip
