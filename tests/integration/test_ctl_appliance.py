@@ -95,6 +95,19 @@ class Appliance:
             return None
 
 
+    def api_answer(self, path: str) -> tuple[int | None, bytes]:
+        """Status and body of an unauthenticated GET; waits longer than the API's broker
+        timeout (3 s), so a 503 for a silent broker is seen rather than a client timeout."""
+        try:
+            url = f"http://127.0.0.1:{self.api_port}{path}"
+            with urllib.request.urlopen(url, timeout=20) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+        except OSError as err:
+            return None, str(err).encode()
+
+
 def wait_for(check, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while True:
@@ -197,12 +210,34 @@ def test_killed_broker_comes_back_and_a_job_succeeds(appliance: Appliance) -> No
     (old,) = appliance.broker_pids()
     main_pid = appliance.main_pid()
     os.kill(old, signal.SIGKILL)
+    # Until the new broker is up, /_status (which asks the broker) answers 503 JSON or, once it
+    # is back, 200: never a 500 and never a hang.
+    answers = []
+    while not [p for p in appliance.broker_pids() if p != old]:
+        answers.append(appliance.api_answer("/_status")[0])
+    assert set(answers) <= {200, 503}, answers
     new = wait_for(lambda: [p for p in appliance.broker_pids() if p != old], timeout=10)
     assert len(new) == 1
     assert appliance.main_pid() == main_pid  # the main process restarted it, not runit
     smoke = appliance.ctl("test", "--timeout", "30")
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     assert "complete, succeeded" in smoke.stdout
+
+
+def test_api_answers_503_json_while_the_broker_does_not_answer(appliance: Appliance) -> None:
+    # A stopped broker is down for the API (its control requests time out) without the
+    # supervisor replacing it, so the 503 is seen every time, not only within a restart window.
+    wait_for(lambda: len(appliance.broker_pids()) == 1)
+    (broker,) = appliance.broker_pids()
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        status, body = appliance.api_answer("/_status")
+        assert status == 503, body
+        assert json.loads(body)["status"] == "broker unavailable"
+        assert "error" in json.loads(body)
+    finally:
+        os.kill(broker, signal.SIGCONT)
+    wait_for(lambda: appliance.api_status() == 200)
 
 
 def test_killed_main_process_is_restarted_by_runit(appliance: Appliance) -> None:
@@ -212,7 +247,8 @@ def test_killed_main_process_is_restarted_by_runit(appliance: Appliance) -> None
     os.kill(old_main, signal.SIGKILL)
     wait_for(lambda: (pid := appliance.main_pid()) is not None and pid != old_main)
     wait_for(lambda: appliance.api_status() == 200, timeout=60)
-    # The finish script took the orphaned broker with the dead main process.
+    # The broker died with its main process (PR_SET_PDEATHSIG; the finish script is the
+    # second line of defence), so the new main process could bind the ports.
     wait_for(lambda: not set(appliance.broker_pids()) & set(old_brokers), timeout=10)
     wait_for(lambda: len(appliance.broker_pids()) == 1, timeout=10)
 
