@@ -96,9 +96,7 @@ def translate_errors(func: Callable[P, R]) -> Callable[P, R]:
         except (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded) as exc:
             message = f"{func.__name__}: database unavailable: {_first_line(exc)}"
             raise StoreUnavailable(message) from exc
-        except peewee.PeeweeException as exc:
-            raise StoreError(f"{func.__name__}: {_first_line(exc)}") from exc
-        except peewee.DatabaseError as exc:
+        except peewee.PeeweeException as exc:  # DatabaseError and the rest of peewee's tree
             raise StoreError(f"{func.__name__}: {_first_line(exc)}") from exc
 
     return wrapper
