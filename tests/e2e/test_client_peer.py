@@ -335,14 +335,6 @@ def test_unusable_state_dir_does_not_stop_jobs(
         client.stop()
 
 
-def test_no_leftover_processes() -> None:
-    """Guard for the client e2e tests: none of their job commands is still running.
-
-    Only this session's jobs count: other test runs on the machine use the same commands."""
-    mine = leftover_jobs(("sleep 3131", "sleep 3132", "sleep 3133"))
-    assert not mine, mine
-
-
 def test_result_reaches_a_restarted_server_before_an_idle_heartbeat(
     tmp_path: Path, node_key: tuple[Path, str]
 ) -> None:
@@ -381,3 +373,11 @@ def test_result_reaches_a_restarted_server_before_an_idle_heartbeat(
     finally:
         client.stop()
         peer.stop()
+
+
+def test_no_leftover_processes() -> None:
+    """Guard for the client e2e tests: none of their job commands is still running.
+
+    Only this session's jobs count: other test runs on the machine use the same commands."""
+    mine = leftover_jobs(("sleep 3131", "sleep 3132", "sleep 3133"))
+    assert not mine, mine
