@@ -3,8 +3,9 @@
     broker = Broker(config)          open the database, keys and sockets (BrokerConfig)
     broker.run()                     serve until stop(); returns after closing everything
     broker.stop()                    thread-safe; the loop exits within ~0.1 s
-    broker.counters                  collections.Counter of dropped messages by reason and of
-                                     messages handled ("accepted", "sent")
+    broker.counters                  collections.Counter of dropped messages by reason, of
+                                     messages handled ("accepted", "sent") and of refused
+                                     Curve handshakes ("zap_refused")
     broker.incarnation_id            this broker run's id (changes on every start, like the
                                      original, so stock clients reconfigure after a restart)
     run_broker(settings) -> int      build a BrokerConfig from settings, handle SIGTERM/SIGINT,
@@ -378,7 +379,10 @@ class Broker:
             frames = socket.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
-        socket.send_multipart(answer_zap(frames, self.grants))
+        reply = answer_zap(frames, self.grants)
+        if reply[2] != b"200":
+            self.counters["zap_refused"] += 1
+        socket.send_multipart(reply)
 
     def _on_control(self) -> None:
         socket = self._sockets["control"]

@@ -123,7 +123,7 @@ def test_unadmitted_curve_key_cannot_connect(env: BrokerEnv) -> None:
         curve_keys=(public.decode(), secret.decode()), interval=0.1,
     ).start()
     env.peers.append(peer)
-    time.sleep(0.8)
+    dropped(env, "zap_refused")  # the handshake was tried and refused
     assert peer.received() == []
     assert env.node_state("n1")["status"] == "offline"
 
@@ -132,9 +132,9 @@ def test_admission_window_expires(tmp_path: Path) -> None:
     env = make_env(tmp_path, zap_window=1.0)
     try:
         peer = env.peer("n1", start=False)
-        time.sleep(1.2)
+        time.sleep(1.2)  # let the admission window pass
         peer.start()
-        time.sleep(0.8)
+        dropped(env, "zap_refused")
         assert peer.received() == []
         late = env.peer("n2")  # admitted and connected within the window: works
         assert late.received("abort")
