@@ -668,8 +668,8 @@ class Agent:
         self._transmit(link, body, None)
 
     def _transmit(self, link: _Link, body: dict[str, Any], what: str | None) -> bool:
-        """Sign and queue `body`; False when the socket refused it (queue full) or it could
-        not be encoded."""
+        """Sign and queue `body`; False only when the socket refused it (queue full). A body
+        that cannot be encoded is logged and counts as handled: sending it again cannot help."""
         limit = link.config.max_body_size or 65536
         try:
             frames = encode(body, hmac_key=link.session_key, max_body_size=limit)
