@@ -11,7 +11,8 @@
         `server_public_key_pem`: the server's RSA public key, sent in node configs.
         `middleware`: extra falcon middleware (the server adds one store connection per request).
 
-Routes (every other verb on them answers 405 JSON, unknown paths 404 JSON):
+Routes (every other verb on them answers 405 JSON, unknown paths 404 JSON; a path with a NUL
+character names nothing the store can hold and answers 404 JSON before anything is looked up):
 
     GET  /_status, /pushy/_status
     GET  /organizations/{org}/pushy/config/{node}
@@ -34,7 +35,7 @@ import falcon
 from pushd.api.auth import Authenticator
 from pushd.api.context import ApiContext, ApiSettings
 from pushd.api.documents import job_document
-from pushd.api.errors import install_error_handlers
+from pushd.api.errors import ApiError, install_error_handlers
 from pushd.api.events import EventHub
 from pushd.api.feeds import FeedStreams
 from pushd.api.resources.config import ConfigResource
@@ -49,6 +50,16 @@ from pushd.api.resources.nodes import NodeStateResource, NodeStatesResource
 from pushd.api.resources.status import StatusResource
 
 ORG = "/organizations/{org}/pushy"
+
+
+class RefuseNulPaths:
+    """404 for a decoded path holding NUL (``%00``): no organization, job or node name can
+    contain one (the store refuses it on every write), and PostgreSQL cannot even compare
+    text with it, so such a lookup would otherwise fail as a 500."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if "\x00" in req.path:
+            raise ApiError(404, "not found")
 
 
 def create_app(
@@ -85,7 +96,7 @@ def create_app(
         feeds=feeds,
         server_public_key_pem=server_public_key_pem,
     )
-    app = falcon.App(middleware=middleware or [])
+    app = falcon.App(middleware=[RefuseNulPaths(), *(middleware or [])])
     app.req_options.strip_url_path_trailing_slash = True
     # Bodies are read (and bounded) by the resources themselves; no media auto-parsing.
     app.req_options.auto_parse_form_urlencoded = False

@@ -496,3 +496,26 @@ def test_an_unreachable_database_is_503_json(tmp_path: Path) -> None:
                     "error": "the database is not available; try again shortly"}
         finally:
             store.close_database()
+
+
+@BOTH_BACKENDS
+def test_a_nul_in_the_path_is_404_json_not_500(api: Api) -> None:
+    # %00 decodes to NUL, which PostgreSQL text cannot hold: a lookup with it was a 500 there.
+    from urllib.parse import quote
+
+    job_id = create(api)
+    for method, path in (
+        ("GET", f"jobs/{job_id}\x00"),
+        ("GET", f"jobs/{job_id}/output/node\x001/stdout"),
+        ("POST", "jobs/ab\x00cd/abort"),
+        ("GET", "job_status_feed/ab\x00cd"),
+        ("GET", "node_states/node\x001"),
+        ("GET", "config/node\x001"),
+    ):
+        full = f"/organizations/{ORG}/pushy/{path}"
+        signed = chefauth.sign_request(method, full, b"", "admin", keypair("admin")[0])
+        result = api.client.simulate_request(method, quote(full), headers=signed)
+        assert (result.status_code, result.json) == (404, {"error": "not found"}), path
+    org = quote("/organizations/ac\x00me/pushy/jobs")
+    assert api.call("GET", org).status_code == 404
+    assert api.call("GET", f"jobs/{job_id}").status_code == 200
