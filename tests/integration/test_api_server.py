@@ -1,5 +1,6 @@
-"""The service's main process (`python -m pushd.server`): clean SIGTERM, configuration errors,
-the API on PostgreSQL (the other server tests run on SQLite), an unreachable identity source."""
+"""The service's main process (`python -m pushd.server`): clean SIGTERM, SIGKILL leaving no
+broker behind, configuration errors, the API on PostgreSQL (the other server tests run on
+SQLite), an unreachable identity source."""
 
 from __future__ import annotations
 
@@ -60,6 +61,25 @@ def test_sigterm_stops_workers_broker_and_arbiter() -> None:
             time.sleep(0.05)
         assert all(gone(pid) for pid in children), server.log_tail()
         assert "broker stopped" in server.log_text()
+
+
+def test_sigkill_of_the_main_process_takes_the_broker_with_it() -> None:
+    # No runit and no finish script here: only the broker's parent-death signal can end it.
+    # (gunicorn's workers notice the new parent themselves.) Otherwise the broker would keep
+    # the ports the next main process needs.
+    with running_server(nodes=("node1",)) as server:
+        process = server._process
+        assert process is not None
+        broker = server.broker_pid()
+        assert broker is not None
+        children = descendants(process.pid)
+        process.kill()
+        process.wait(30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(gone(pid) for pid in children):
+            time.sleep(0.05)
+        assert gone(broker), server.log_tail()
+        assert all(gone(pid) for pid in children), server.log_tail()
 
 
 def test_bad_config_exits_with_one_line(tmp_path: Any) -> None:
