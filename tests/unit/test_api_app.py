@@ -519,3 +519,34 @@ def test_a_nul_in_the_path_is_404_json_not_500(api: Api) -> None:
     org = quote("/organizations/ac\x00me/pushy/jobs")
     assert api.call("GET", org).status_code == 404
     assert api.call("GET", f"jobs/{job_id}").status_code == 200
+
+
+@BOTH_BACKENDS
+def test_org_feed_history_reaches_back_24_hours_by_default(api: Api) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from pushd.api.documents import job_document
+    from pushd.api.feeds import FeedStreams
+    from pushd.store.models import JobEvent
+    from pushd.store.times import to_naive_utc
+
+    old_job, recent_job = create(api), create(api)
+    start = {"command": "chef-client", "run_timeout": 3600, "quorum": 2, "node_count": 2,
+             "user": "admin", "capture": False}
+    old_id, recent_id = store.append_events([(api.org_id, old_job, "start", start),
+                                             (api.org_id, recent_job, "start", start)])
+    now = datetime.now(UTC)
+    for event_id, age in ((old_id, timedelta(hours=25)), (recent_id, timedelta(hours=23))):
+        JobEvent.update(created_at=to_naive_utc(now - age)).where(
+            JobEvent.id == event_id).execute()
+    retention = float(Settings.from_values({}).get("org_feed_retention"))
+    feeds = FeedStreams(store, None, summary=job_document, org_retention=retention)
+    # A reader resuming from an id the server no longer has gets the whole kept history.
+    stream = feeds.org_stream(api.org_id, "gone-1")
+    try:
+        frames = [next(stream).decode(), next(stream).decode()]
+    finally:
+        stream.close()
+    assert frames[0].startswith("event: start_of_history")
+    assert f"id: {recent_id}\n" in frames[1] and recent_job in frames[1]
+    assert old_job not in "".join(frames)
