@@ -76,13 +76,18 @@ def test_stop_terminates_the_broker_and_does_not_restart_it() -> None:
     assert sup.pid is None and sup.restarts == 0
 
 
-def test_stop_kills_a_broker_that_ignores_sigterm() -> None:
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+def test_stop_kills_a_broker_that_ignores_sigterm(tmp_path: Path) -> None:
+    ready = tmp_path / "ignoring"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(ready)!r}, 'w').close(); time.sleep(60)"
+    )
     sup = BrokerSupervisor([sys.executable, "-c", code])
     sup.start()
     assert wait_for(lambda: sup.pid is not None)
     pid = sup.pid
-    time.sleep(0.3)  # let the child install its handler
+    # Only once the broker (exec'd by the launcher) ignores SIGTERM does stop() need SIGKILL.
+    assert wait_for(ready.exists, timeout=15.0)
     sup.stop(timeout=0.5)
     assert pid is not None and wait_for(lambda: not alive(pid))
 
