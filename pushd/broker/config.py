@@ -10,8 +10,13 @@ seconds here. Derived values:
 
     offline_after      = offline_threshold * heartbeat_interval   (a node silent that long is
                          offline; detection runs every `liveness_check_interval`)
-    recovery_grace     = recovery_grace_intervals * heartbeat_interval (after a restart, how long
-                         running jobs wait for their nodes, and when found `new` jobs start)
+    recovery_grace     = max(recovery_grace_intervals, offline_threshold + online_threshold + 2)
+                         * heartbeat_interval (after a restart, how long running jobs wait for
+                         their nodes, how long a node re-attached to one is not judged offline,
+                         and when found `new` jobs start). The floor is what a stock client needs
+                         once it has judged the server offline: it heartbeats again only after
+                         more than `online_threshold` server heartbeats, and meanwhile its DEALER
+                         may deliver stale queued heartbeats that open a session at once.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class BrokerConfig:
     max_message_skew: float = 300.0
     rehab_timer: float = 1.0  # seconds
     offline_threshold: int = 3
+    online_threshold: int = 2  # the clients' (sent in their config); used for recovery_grace
     liveness_check_interval: float | None = None  # seconds; None: one heartbeat interval
     voting_timeout: float = 60.0
     default_running_timeout: int = 3600
@@ -61,7 +67,10 @@ class BrokerConfig:
 
     @property
     def recovery_grace(self) -> float:
-        return self.recovery_grace_intervals * self.heartbeat_interval
+        intervals = max(
+            self.recovery_grace_intervals, self.offline_threshold + self.online_threshold + 2
+        )
+        return intervals * self.heartbeat_interval
 
     @classmethod
     def from_settings(cls, settings: Any) -> BrokerConfig:
@@ -92,7 +101,7 @@ class BrokerConfig:
         for name in (
             "server_heartbeat_port", "command_port", "unencrypted_command_port",
             "allow_unencrypted", "zeromq_listen_address", "max_body_size", "max_message_skew",
-            "offline_threshold", "voting_timeout", "default_running_timeout",
+            "offline_threshold", "online_threshold", "voting_timeout", "default_running_timeout",
             "recovery_grace_intervals", "disable_curve_encryption",
         ):
             value = get(name)

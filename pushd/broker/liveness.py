@@ -2,6 +2,8 @@
 
     monitor = LivenessMonitor(offline_after=threshold * interval)
     monitor.touch(ref, now)          a valid message arrived: O(1), one dict store (hot path)
+    monitor.hold(ref, until)         do not report the node before `until` even if silent (a node
+                                     re-attached after a broker restart); cleared with the node
     monitor.forget(ref)              stop watching a node (its session ended for another reason)
     monitor.expired(now) -> list     every watched node whose deadline passed; they are forgotten
     monitor.last_seen(ref) -> float | None
@@ -30,6 +32,7 @@ class LivenessMonitor:
         self.offline_after = offline_after
         self._last_seen: dict[Hashable, float] = {}
         self._scheduled: dict[Hashable, float] = {}  # the one live heap entry per node
+        self._held: dict[Hashable, float] = {}  # earliest time a node may be reported
         self._heap: list[tuple[float, int, Hashable]] = []
         self._tiebreak = 0
 
@@ -41,10 +44,15 @@ class LivenessMonitor:
             self._push(now + self.offline_after, ref)
         self._last_seen[ref] = now
 
+    def hold(self, ref: Hashable, until: float) -> None:
+        # Only extends the deadline: the heap entry, when it surfaces, is pushed back to it.
+        self._held[ref] = until
+
     def forget(self, ref: Hashable) -> None:
         # The heap entry stays and is discarded when it surfaces (no longer scheduled).
         self._last_seen.pop(ref, None)
         self._scheduled.pop(ref, None)
+        self._held.pop(ref, None)
 
     def last_seen(self, ref: Hashable) -> float | None:
         return self._last_seen.get(ref)
@@ -56,10 +64,11 @@ class LivenessMonitor:
             scheduled, _, ref = heapq.heappop(heap)
             if self._scheduled.get(ref) != scheduled:
                 continue  # forgotten, or superseded by a newer entry for the same node
-            deadline = self._last_seen[ref] + self.offline_after
+            deadline = max(self._last_seen[ref] + self.offline_after, self._held.get(ref, 0.0))
             if deadline <= now:
                 del self._last_seen[ref]
                 del self._scheduled[ref]
+                self._held.pop(ref, None)
                 dead.append(ref)
             else:
                 self._push(deadline, ref)

@@ -1,6 +1,7 @@
 """Node tracking: one session (the original's node FSM) per connected node, and liveness.
 
-    tracker = NodeTracker(outbox, scheduler, rehab_interval=1.0, offline_after=30.0)
+    tracker = NodeTracker(outbox, scheduler, rehab_interval=1.0, offline_after=30.0,
+                          reattach_hold=0.0)
     tracker.attach(jobs)                        the job engine (JobHooks) messages are routed to
     tracker.on_message(ref, address, body)      a validated message from node `ref` (NodeRef)
     tracker.rehab(ref)                          a job asks: abort the node until it says `aborted`
@@ -31,7 +32,11 @@ Session states follow the original's `pushy_node_state` (post_init is folded int
   node a job still counts as running has lost its job (its result was dropped on the way).
 * Re-attach after a broker restart: the first message of a node still running a job the broker
   is recovering (JobHooks.reattach accepts it) opens the session in `idle` without an abort,
-  answered by `ack`, so the running command is not killed.
+  answered by `ack`, so the running command is not killed. Such a node is not judged offline
+  before `reattach_hold` seconds after the tracker was created (the broker passes its
+  recovery grace): a stock client that judged the server offline while it was down first
+  delivers the heartbeats its socket had queued, then stays silent until it has seen more than
+  `online_threshold` server heartbeats, longer than `offline_after`.
 """
 
 from __future__ import annotations
@@ -102,11 +107,13 @@ class NodeTracker:
         rehab_interval: float,
         offline_after: float,
         wall_clock: Callable[[], float] = time.time,
+        reattach_hold: float = 0.0,
     ) -> None:
         self._outbox = outbox
         self._scheduler = scheduler
         self._rehab_interval = rehab_interval
         self._liveness = LivenessMonitor(offline_after)
+        self._reattach_hold_until = scheduler.now() + reattach_hold
         self._wall_clock = wall_clock
         self._sessions: dict[NodeRef, NodeSession] = {}
         self._last_seen_wall: dict[NodeRef, float] = {}
@@ -225,6 +232,7 @@ class NodeTracker:
         if job_id is not None and self._jobs is not None and self._jobs.reattach(ref, job_id, body):
             log.info("node %s/%s re-attached to running job %s", *ref, job_id)
             session.state = IDLE
+            self._liveness.hold(ref, self._reattach_hold_until)
             self._outbox.send(ref, address, {"type": "ack"})
         else:
             log.info("node %s/%s connected; rehab", *ref)

@@ -31,8 +31,8 @@ peer sends can raise out of the loop.
 Durability: the node tracker and job engine (nodes.py, jobs.py) run in memory; the journal
 writes their transitions once per loop turn before publishing events. At start the broker
 marks `voting` jobs crashed, re-attaches `running` jobs (nodes get `recovery_grace` to show up
-still running them) and starts `new` jobs (after the grace when it is a restart, so nodes have
-reconnected first).
+still running them, and a node that did is not judged offline before the grace is over) and
+starts `new` jobs (after the grace when it is a restart, so nodes have reconnected first).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class Broker:
         self.journal = StoreJournal(store, self._publish)
         self.tracker = NodeTracker(
             self, self.timers, rehab_interval=config.rehab_timer,
-            offline_after=config.offline_after,
+            offline_after=config.offline_after, reattach_hold=config.recovery_grace,
         )
         self.engine = JobEngine(
             self, self.timers, self.journal, self.tracker, server_name=config.server_name

@@ -409,6 +409,26 @@ def test_broker_restart_mid_run_reattaches_and_records_the_result(env: BrokerEnv
     assert store.get_output(ORG_ID, job, "n1", "stdout") == "n1 says hi\n"
 
 
+def test_long_broker_restart_keeps_a_stock_clients_running_job(env: BrokerEnv) -> None:
+    # The stock client goes offline when the server is silent for more than 3 intervals and
+    # comes back only after more than 2 server heartbeats; meanwhile its DEALER delivers the
+    # heartbeats it queued while the broker was down, and then it says nothing for ~3 intervals.
+    peer = env.peer("n1")
+    peer.stock_liveness = True
+    interval = env.config.heartbeat_interval
+    job = env.create_job(["n1"], "sleep 2.5")
+    wait_node(env, job, "n1", NodeStatus.RUNNING)
+    env.stop()
+    wait_until(lambda: not peer.online, 3, "the peer to consider the server offline")
+    time.sleep(2 * interval)  # down for more than 4 intervals in all
+    env.start()
+    wait_until(lambda: peer.online, 3, "the peer to consider the server online again")
+    view = env.wait_job(job, timeout=8)
+    assert view.status == JobStatus.COMPLETE
+    assert view.nodes_by_status() == {"succeeded": ["n1"]}
+    assert completes(env, job) == [("n1", "success")]
+
+
 def test_broker_restart_crashes_voting_jobs(env: BrokerEnv) -> None:
     peer = env.peer("n1")
     peer.answer_commit = None

@@ -25,6 +25,14 @@ after N seconds, "hang" never finishes. Misbehaviour switches (attributes): `ans
 ("ack" | "nack" | None = ignore), `answer_run` ("ack" | "nack" | None), `answer_abort` (bool),
 `send_heartbeats` (bool), `nack_reason` (str | None: pushd's optional reason field).
 
+`stock_liveness` (bool, default False; `peer.online` tells the state): the stock heartbeater's
+online/offline rule (2.7): after more than `offline_threshold` (3) of its own heartbeat ticks
+without a server heartbeat it goes offline and stops heartbeating; while offline it goes online
+again only after more than `online_threshold` (2) server heartbeats. The DEALER is kept, so
+heartbeats queued while the server was away (at most 3, SNDHWM) are delivered stale when it
+reconnects by itself. (The stock client also reopens its sockets when it goes offline; that
+part is not modelled here.)
+
 Low level: peer.send(type, job_id=None, **fields) signs and sends a message with the next
 sequence number; peer.send_body(body, key=None, header=None) sends any body; peer.send_frames
 (frames) sends raw frames. peer.received(type=None) lists received bodies;
@@ -105,6 +113,13 @@ class ProtocolPeer:
         self.answer_abort = True
         self.send_heartbeats = True
         self.nack_reason: str | None = None
+        # the stock heartbeater's online/offline rule (off unless asked for)
+        self.stock_liveness = False
+        self.offline_threshold = 3
+        self.online_threshold = 2
+        self.online = True
+        self._offline_counter = 0
+        self._online_counter = 0
 
     @classmethod
     def admitted(cls, client: Any, *, node: str, org_name: str, org_id: str, curve: bool = True,
@@ -270,9 +285,12 @@ class ProtocolPeer:
         while not self._stop.is_set():
             now = time.monotonic()
             with self._lock:
-                if self.send_heartbeats and now >= next_beat:
-                    self.heartbeat()
+                if now >= next_beat:
                     next_beat = now + self.interval
+                    if self.stock_liveness:
+                        self._heartbeater_tick()
+                    if self.send_heartbeats and self.online:
+                        self.heartbeat()
                 self._finish_job_if_due(now)
                 self._read_all()
             time.sleep(0.005)
@@ -300,6 +318,22 @@ class ProtocolPeer:
             return
         self.server_heartbeats += 1
         self.server_incarnations.add(envelope.body.get("incarnation_id"))
+        if self.stock_liveness:
+            self._offline_counter = 0
+            if not self.online:
+                if self._online_counter > self.online_threshold:
+                    self.online = True
+                else:
+                    self._online_counter += 1
+
+    def _heartbeater_tick(self) -> None:
+        """The stock heartbeater's loop step (heartbeater.rb): count ticks without a server
+        heartbeat and go offline after more than `offline_threshold` of them."""
+        if self.online and self._offline_counter > self.offline_threshold:
+            self.online = False
+            self._online_counter = 0
+        else:
+            self._offline_counter += 1
 
     def _on_command(self, frames: list[bytes]) -> None:
         try:

@@ -527,6 +527,34 @@ def test_reattach_missing_node_is_crashed_after_grace(h: EngineHarness) -> None:
     assert h.job_status(job) == JobStatus.COMPLETE
 
 
+def test_reattached_node_is_not_judged_offline_during_the_restart_hold() -> None:
+    # A stock client that judged the server offline: its queued heartbeats re-attach it, then
+    # it is silent until it has seen more than online_threshold server heartbeats.
+    from pushd.broker.jobs import JobEngine
+    from pushd.broker.nodes import NodeTracker
+
+    h = EngineHarness(offline_after=3.0)  # its tracker and engine, rebuilt with the hold
+    h.tracker = NodeTracker(h.outbox, h.timers, rehab_interval=1.0, offline_after=3.0,
+                            wall_clock=h.clock, reattach_hold=7.0)
+    h.engine = JobEngine(h.outbox, h.timers, h.journal, h.tracker, server_name="pushd.test")
+    h.tracker.attach(h.engine)
+    job = recovering_job(h, {"n1": NodeStatus.RUNNING, "n2": NodeStatus.RUNNING}, grace=7.0)
+    h.heartbeat("n1", job, "running")
+    h.heartbeat("n2", job, "running")
+    for _ in range(6):
+        h.advance(1)
+        h.tracker.check_liveness()
+    assert run_completes(h, job) == []  # 6 s silent, offline_after 3 s: both still held
+    h.heartbeat("n1", job, "running")  # back online after 6 s
+    h.advance(1.1)
+    h.tracker.check_liveness()
+    assert h.node_status(job, "n2") == NodeStatus.CRASHED  # silent past the hold: offline
+    assert run_completes(h, job) == [("n2", "crashed")]
+    h.send("n1", "succeeded", job)
+    assert h.job_status(job) == JobStatus.COMPLETE
+    assert run_completes(h, job) == [("n2", "crashed"), ("n1", "success")]
+
+
 def test_reattach_idle_node_is_aborted_and_crashed(h: EngineHarness) -> None:
     job = recovering_job(h, {"n1": NodeStatus.RUNNING})
     h.heartbeat("n1")  # it is not running the job any more

@@ -166,6 +166,25 @@ def test_liveness_monitor_forget_and_touch_again_keeps_one_entry() -> None:
     assert monitor.expired(400) == []
 
 
+def test_liveness_monitor_hold_delays_the_verdict_but_not_past_later_silence() -> None:
+    monitor = LivenessMonitor(offline_after=3)
+    monitor.touch("held", 0)
+    monitor.touch("plain", 0)
+    monitor.hold("held", 7)
+    assert monitor.expired(3) == ["plain"]
+    assert monitor.expired(6.9) == []
+    assert monitor.expired(7) == ["held"]
+    # heard from late in the hold: the normal deadline counts from its last message
+    monitor.touch("late", 0)
+    monitor.hold("late", 7)
+    monitor.touch("late", 6)
+    assert monitor.expired(8.9) == []
+    assert monitor.expired(9) == ["late"]
+    # the hold goes with the node: touched again after expiry, the normal rule applies
+    monitor.touch("held", 20)
+    assert monitor.expired(23) == ["held"]
+
+
 def test_liveness_heap_does_not_grow_with_heartbeats() -> None:
     monitor = LivenessMonitor(offline_after=3)
     for t in range(1000):

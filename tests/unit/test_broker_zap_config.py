@@ -89,6 +89,9 @@ def test_config_from_real_settings(tmp_path: Path) -> None:
     assert config.rehab_timer == 0.5
     assert config.offline_after == 8.0
     assert config.liveness_period == 2.0  # one interval unless configured
+    # After a restart: what a stock client offline for 4 threshold intervals needs to come back
+    # (offline 4 + online 2 + 2 intervals), more than the 3 of recovery_grace_intervals.
+    assert config.recovery_grace == (4 + 2 + 2) * 2.0
     assert config.server_name == "push.example.com"
     assert config.voting_timeout == 90
     assert config.allow_unencrypted is True
