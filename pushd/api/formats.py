@@ -2,9 +2,11 @@
 
     rfc1123(dt: datetime) -> str
         ``Tue, 04 Sep 2012 23:01:02 GMT``; naive datetimes are taken as UTC (the store keeps
-        naive UTC), English names whatever the locale.
+        naive UTC), English names whatever the locale. This is `pushd.store.times.rfc1123`,
+        which formats with `pushd.protocol.timestamps.format_timestamp`.
     feed_timestamp(dt: datetime) -> str
         ``2012-09-04 23:01:02.123456Z``, the feeds' timestamp format (original-server.md 6).
+        This is `pushd.store.times.event_timestamp`.
     new_job_id(org_id: str) -> str
         32 lowercase hex: the last 12 hex digits of the org guid, then the first 80 bits of
         MD5(org guid + 32 random bytes + 6 random bytes) (original-server.md 5.4), so every job
@@ -20,29 +22,15 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from datetime import UTC, datetime
 from typing import Any
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# One implementation of each time format serves the store, the wire protocol and the API.
+from pushd.store.times import event_timestamp as feed_timestamp
+from pushd.store.times import rfc1123
+
+__all__ = ["SSE_KEEPALIVE", "feed_timestamp", "new_job_id", "rfc1123", "sse_event"]
 
 SSE_KEEPALIVE = b":keepalive\n"
-
-
-def _utc(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def rfc1123(dt: datetime) -> str:
-    dt = _utc(dt)
-    return (
-        f"{_DAYS[dt.weekday()]}, {dt.day:02d} {_MONTHS[dt.month - 1]} {dt.year:04d} "
-        f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d} GMT"
-    )
-
-
-def feed_timestamp(dt: datetime) -> str:
-    return _utc(dt).strftime("%Y-%m-%d %H:%M:%S.%fZ")
 
 
 def new_job_id(org_id: str) -> str:
