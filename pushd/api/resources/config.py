@@ -21,12 +21,13 @@ from pushd import chefauth
 from pushd.api.context import ApiContext
 from pushd.api.errors import ApiError
 from pushd.api.resources.common import authorized, broker_call, org_id_of, send_json
-from pushd.protocol.config import build_config, encrypt_session_key
+from pushd.protocol.config import _Z85_ALPHABET, build_config, encrypt_session_key
 
-Z85_ALPHABET = frozenset(
-    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
-)
-CCPK_LENGTH = 40
+# The alphabet is the protocol module's, which the client checks the server's curve key
+# against: one definition of a Curve key's shape on both sides. (It is private there, and
+# pushd.protocol.config is not this module's to change, so it is borrowed rather than copied.)
+Z85_ALPHABET = _Z85_ALPHABET
+CCPK_LENGTH = 40  # a 32-byte Curve public key in Z85
 
 
 class ConfigResource:
