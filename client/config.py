@@ -31,6 +31,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -38,6 +39,7 @@ from pushd_client.whitelist import DEFAULT_WHITELIST, Whitelist
 
 from pushd import rbconfig
 from pushd.errors import ConfigError
+from pushd.files import read_bounded
 
 log = logging.getLogger("pushd_client.config")
 
@@ -231,13 +233,8 @@ class _Located:
 
 
 def _read(path: str) -> str:
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as err:
-        raise ConfigError(f"cannot read config: {err.strerror}", filename=path) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config is larger than {MAX_CONFIG_BYTES} bytes", filename=path)
+    # "cannot read config: <reason>" / "config is larger than N bytes", naming the file.
+    raw = read_bounded(Path(path), MAX_CONFIG_BYTES, "config")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pushd_client.config import load_config
+from pushd_client.config import MAX_CONFIG_BYTES, load_config
 from pushd_client.main import main
 
 from pushd.errors import ConfigError
@@ -106,6 +106,27 @@ def test_ruby_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.filename == path and err.value.line == 2
+
+
+def test_unreadable_oversized_or_binary_config_is_refused_naming_the_file(tmp_path: Path) -> None:
+    missing = str(tmp_path / "absent.rb")
+    with pytest.raises(ConfigError) as err:
+        load_config(missing)
+    assert err.value.filename == missing and "cannot read config" in str(err.value)
+    assert "No such file" in str(err.value)
+
+    huge = tmp_path / "huge.rb"
+    huge.write_bytes(b"#" * (MAX_CONFIG_BYTES + 1))
+    with pytest.raises(ConfigError) as err:
+        load_config(str(huge))
+    assert err.value.filename == str(huge)
+    assert f"config is larger than {MAX_CONFIG_BYTES} bytes" in str(err.value)
+
+    latin1 = tmp_path / "latin1.rb"
+    latin1.write_bytes(b'node_name "caf\xe9"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(str(latin1))
+    assert err.value.filename == str(latin1) and "not UTF-8" in str(err.value)
 
 
 def test_bad_value_names_file_line_and_text(tmp_path: Path) -> None:
