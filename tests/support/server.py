@@ -79,6 +79,26 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _key_cache: dict[str, tuple[str, str]] = {}
 
 
+# Parsing an RSA private key costs 0.05-0.1 s (cryptography checks the key) and every signed
+# request needs one, so a parsed key is kept for the run. The cache is keyed on the file's
+# bytes, not only its path: each test server writes the same per-name keys (_keypair) under a
+# new directory, and a test that rewrites a key file still signs with the new key.
+_private_key_cache: dict[bytes, Any] = {}
+
+
+def load_private_key_cached(path: Path) -> Any:
+    """`chefauth.load_private_key_file(path)`, parsed once per distinct file content."""
+    data = path.read_bytes()
+    key = _private_key_cache.get(data)
+    if key is None:
+        try:
+            key = chefauth.load_private_key(data)
+        except ValueError as exc:  # named like load_private_key_file names it
+            raise ValueError(f"{path}: {exc}") from exc
+        _private_key_cache[data] = key
+    return key
+
+
 def _keypair(name: str) -> tuple[str, str]:
     """(private PEM, public PEM); cached per name so a test run generates each key once."""
     if name not in _key_cache:
@@ -574,7 +594,7 @@ class PushdServer:
         timestamp: Any = None,
     ) -> dict[str, str]:
         name = user or ADMIN_USER
-        key = chefauth.load_private_key_file(self.key_path(name))
+        key = load_private_key_cached(self.key_path(name))
         return chefauth.sign_request(
             method, self.path(path), body, name, key, version=version, timestamp=timestamp
         )
@@ -634,7 +654,7 @@ class PushdServer:
         if resp.status != 200:
             raise RuntimeError(f"config for {node}: HTTP {resp.status} {resp.body!r}")
         config = resp.json()
-        private = chefauth.load_private_key_file(self.node_key_paths[node])
+        private = load_private_key_cached(self.node_key_paths[node])
         heartbeat = config["push_jobs"]["heartbeat"]
         peer = ProtocolPeer(
             node=node,
