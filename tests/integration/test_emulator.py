@@ -37,7 +37,22 @@ def _start(server: Any, state_dir: Path, status: Path, *extra: str) -> subproces
          "--org", server.org_name, "--nodes", str(NODES), "--state-dir", str(state_dir),
          "--status-file", str(status), "--report-interval", "0.5", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # Its own process group, so a failing test can end the worker processes too: they hold
+        # the output pipe, and reading it would otherwise wait for them forever.
+        start_new_session=True,
     )
+
+
+def _kill_and_read(process: subprocess.Popen[str]) -> str:
+    """End the emulator and its workers; return what it printed (for the failure message)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        return process.communicate(timeout=10)[0]
+    except subprocess.TimeoutExpired:
+        return "(no output: the pipe stayed open)"
 
 
 def _wait_online(process: subprocess.Popen[str], status: Path, timeout: float) -> dict[str, Any]:
@@ -45,14 +60,13 @@ def _wait_online(process: subprocess.Popen[str], status: Path, timeout: float) -
     seen: dict[str, Any] = {}
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"emulator exited: {process.communicate()[0]}")
+            raise AssertionError(f"emulator exited: {_kill_and_read(process)}")
         if status.exists():
             seen = json.loads(status.read_text())
             if seen["online"] >= NODES:
                 return seen
         time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"not all online: {seen}; {process.communicate()[0]}")
+    raise AssertionError(f"not all online: {seen}; {_kill_and_read(process)}")
 
 
 def _stop(process: subprocess.Popen[str]) -> str:
