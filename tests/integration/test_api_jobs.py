@@ -31,15 +31,6 @@ def _fresh_peers(server: PushdServer) -> Iterator[None]:
     server.stop_peers()
 
 
-def wait_available(server: PushdServer, node: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.request("GET", f"node_states/{node}").json().get("availability") == "available":
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{node} never became available\n{server.log_tail()}")
-
-
 def start_job(server: PushdServer, **fields: Any) -> str:
     resp = server.request("POST", "jobs", fields)
     assert resp.status == 201, resp.body
@@ -166,7 +157,7 @@ def test_list_filters_by_status(server: PushdServer) -> None:
 
 def test_captured_output_and_options(server: PushdServer) -> None:
     server.peer("node1")
-    wait_available(server, "node1")
+    server.wait_available("node1")
     job_id = start_job(server, command="true", nodes=["node1"], capture_output=True,
                        env={"A": "b"}, file="raw:hello")
     doc = wait_status(server, job_id, "complete")
@@ -208,7 +199,7 @@ def test_voting_timeout_is_stored_and_quorum_fails_a_silent_node(server: PushdSe
     # node1 is online and available but never answers `commit`; the server-wide voting_timeout
     # is the default 60 s, so only the job's own 2 s can end the vote within the wait below.
     peer = server.peer("node1")
-    wait_available(server, "node1")
+    server.wait_available("node1")
     peer.answer_commit = None
     job_id = start_job(server, command="true", nodes=["node1"], voting_timeout=2)
     with server._store() as store:
@@ -223,7 +214,7 @@ def test_voting_timeout_is_stored_and_quorum_fails_a_silent_node(server: PushdSe
 
 def test_abort_a_running_job(server: PushdServer) -> None:
     server.peer("node2")
-    wait_available(server, "node2")
+    server.wait_available("node2")
     job_id = start_job(server, command="hang", nodes=["node2"])
     wait_status(server, job_id, "running")
     assert server.request("POST", f"jobs/{job_id}/abort", user=NORMAL_USER).status == 403
@@ -241,7 +232,7 @@ def test_abort_a_running_job(server: PushdServer) -> None:
 
 def test_node_states(server: PushdServer) -> None:
     server.peer("node1")
-    wait_available(server, "node1")
+    server.wait_available("node1")
     named = server.request("GET", "node_states/never-seen").json()
     assert named == {"node_name": "never-seen", "status": "offline",
                      "availability": "unavailable"}

@@ -3,7 +3,6 @@ scripted protocol peer configured through the REST config endpoint like the stoc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,17 +23,6 @@ def server() -> Iterator[PushdServer]:
 def _fresh_peers(server: PushdServer) -> Iterator[None]:
     yield
     server.stop_peers()
-
-
-def wait_available(server: PushdServer, node: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    state: Any = None
-    while time.monotonic() < deadline:
-        state = server.request("GET", f"node_states/{node}").json()
-        if state.get("availability") == "available":
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{node} never became available: {state}\n{server.log_tail()}")
 
 
 def start_job(server: PushdServer, **fields: Any) -> str:
@@ -70,7 +58,7 @@ def full_feed(server: PushdServer, job_id: str, **kw: Any) -> list[SseEvent]:
 def peer(server: PushdServer) -> Iterator[Any]:
     node = server_peer_node = "node1"
     p = server.peer(server_peer_node)
-    wait_available(server, node)
+    server.wait_available(node)
     yield p
     p.stop()
 

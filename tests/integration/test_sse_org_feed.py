@@ -23,15 +23,6 @@ def _fresh_peers(server: PushdServer) -> Iterator[None]:
     server.stop_peers()
 
 
-def wait_available(server: PushdServer, node: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.request("GET", f"node_states/{node}").json().get("availability") == "available":
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{node} never became available\n{server.log_tail()}")
-
-
 def org_path(org: str | None, path: str) -> str:
     return path if org is None else f"/organizations/{org}/pushy/{path}"
 
@@ -68,8 +59,8 @@ def org_events(stream: Any, count: int, timeout: float = 20.0) -> list[SseEvent]
 def test_org_feed_interleaves_two_jobs(server: PushdServer) -> None:
     server.peer("node1")
     server.peer("node2")
-    wait_available(server, "node1")
-    wait_available(server, "node2")
+    server.wait_available("node1")
+    server.wait_available("node2")
     stream = server.stream("job_status_feed")
     try:
         assert stream.status == 200
@@ -140,7 +131,7 @@ def test_org_feed_history_and_resume_after_a_server_restart(server: PushdServer)
 
 def test_job_feed_resumes_after_a_server_restart(server: PushdServer) -> None:
     server.peer("node1")
-    wait_available(server, "node1")
+    server.wait_available("node1")
     job_id = start_job(server, command="true", nodes=["node1"])
     wait_finished(server, job_id)
     before = server.stream(f"job_status_feed/{job_id}").rest(timeout=20)

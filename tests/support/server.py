@@ -562,6 +562,17 @@ class PushdServer:
     def log_tail(self, lines: int = 60) -> str:
         return "---- server.log (tail) ----\n" + "\n".join(self.log_text().splitlines()[-lines:])
 
+    def wait_available(self, node: str, timeout: float = 10.0) -> None:
+        """Wait until the named node state reads `available`; fail with the last state and log."""
+        deadline = time.monotonic() + timeout
+        state: Any = None
+        while time.monotonic() < deadline:
+            state = self.request("GET", f"node_states/{node}").json()
+            if state.get("availability") == "available":
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{node} never became available: {state}\n{self.log_tail()}")
+
     def stop_peers(self) -> None:
         """Stop every peer made with peer() (tests sharing a server call it between tests)."""
         for peer in self._peers:
