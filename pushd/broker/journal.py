@@ -15,6 +15,8 @@
                                    stop the writer; what is still unwritten is logged as lost
                                    (and stays queued for a later sync)
     journal.pending                transitions recorded and not yet written (or dropped)
+    journal.recorded               transitions recorded since the journal was made (a caller
+                                   compares it before/after a step to know if it recorded any)
 
 `store` is the `pushd.store` package (or anything with the same functions); `publish(topic,
 payload: dict)` sends on the events PUB socket. While the writer thread runs, `publish` is only
@@ -73,6 +75,7 @@ class StoreJournal:
         self._publish = publish
         self._max_retained = max_retained
         self._pending: list[Transition] = []  # loop side: recorded since the last flush
+        self._recorded = 0
         # Shared with the writer, under _cond: the queue (FIFO; a failed batch goes back to its
         # head) and two counters. Transitions are numbered in hand-off order; `_done` counts
         # those written or dropped, and because the queue is FIFO, every transition numbered
@@ -89,8 +92,13 @@ class StoreJournal:
 
     def record(self, transition: Transition) -> None:
         self._pending.append(transition)
+        self._recorded += 1
         if len(self._pending) >= MAX_BUFFERED:
             self.flush()
+
+    @property
+    def recorded(self) -> int:
+        return self._recorded
 
     @property
     def pending(self) -> int:

@@ -399,10 +399,14 @@ class Broker:
                 return
             if len(frames) < 2:
                 continue
+            recorded = self.journal.recorded
             reply = self.control.handle(frames[-1])
-            # Persist what the request changed before answering: an API worker that got "ok"
-            # for an abort must read `aborted` from the store. Bounded: the API gives up after 3 s.
-            self.journal.sync(CONTROL_SYNC_TIMEOUT)
+            if self.journal.recorded != recorded:
+                # Persist what the request changed before answering: an API worker that got
+                # "ok" for an abort must read `aborted` from the store. Only then: an admit or
+                # node_states must not wait for a big job's writes. Bounded: the API gives up
+                # after 3 s.
+                self.journal.sync(CONTROL_SYNC_TIMEOUT)
             try:
                 socket.send_multipart([frames[0], reply], zmq.NOBLOCK)
             except zmq.ZMQError as err:
@@ -455,8 +459,7 @@ class Broker:
         t = Transition(job_id, org_id, JobStatus.ABORTED)
         t.node_statuses = {n.name: (NodeStatus.ABORTED, None) for n in view.nodes}
         t.events.append(FeedEvent("job_complete", {"status": "aborted"}))
-        self.journal.record(t)
-        self.journal.flush()
+        self.journal.record(t)  # written before the answer (see _on_control)
         return "aborted"
 
     def known_node_names(self, org_id: str) -> dict[str, datetime | None]:
