@@ -62,6 +62,8 @@ MAX_RETAINED = 200_000
 RETRY_DELAY = 0.5  # seconds between attempts while the database is unavailable
 ORG_FEED_EVENTS = frozenset({"start", "job_complete"})
 
+_Event = tuple[str, str, str, dict[str, Any]]  # org_id, job_id, name, data
+
 
 class StoreJournal:
     def __init__(
@@ -237,29 +239,34 @@ class StoreJournal:
     def _write_batch(self, batch: list[Transition]) -> list[Transition]:
         """Write and publish; returns the tail left unwritten because the database is down."""
         try:
-            self._write(batch)
-            return []
+            written = self._write(batch)
         except self._store.StoreUnavailable as err:
             log.warning("database unavailable (%s)", err)
             return batch
         except Exception:
             log.exception("a batch of %d job transitions failed; writing them one by one",
                           len(batch))
+        else:
+            self._announce(*written)
+            return []
         for index, transition in enumerate(batch):
             try:
-                self._write([transition])
+                written = self._write([transition])
             except self._store.StoreUnavailable as err:
                 log.warning("database unavailable (%s)", err)
                 return batch[index:]
             except Exception:
                 log.exception("dropped the transition of job %s the store refused",
                               transition.job_id)
+            else:
+                self._announce(*written)
         return []
 
-    def _write(self, batch: list[Transition]) -> int:
+    def _write(self, batch: list[Transition]) -> tuple[list[int], list[_Event]]:
+        """One transaction; returns the events' ids and the events, to announce after it."""
         store = self._store
         stamp = event_timestamp(utcnow())
-        events: list[tuple[str, str, str, dict[str, Any]]] = []
+        events: list[_Event] = []
         # Merge the batch per job: a burst of 2,000 acks becomes one grouped node update per
         # job instead of 2,000 statements. Later transitions win; events keep their order.
         jobs: dict[tuple[str, str], _JobChanges] = {}
@@ -288,10 +295,11 @@ class StoreJournal:
                 if changes.job_status is not None:
                     store.set_job_status(org_id, job_id, changes.job_status)
             ids = store.append_events(events) if events else []
-        self._announce(ids, events)
-        return len(events)
+        return ids, events
 
-    def _announce(self, ids: list[int], events: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+    def _announce(self, ids: list[int], events: list[_Event]) -> None:
+        # Outside _write_batch's try: the rows are committed, a failing publish must not make
+        # them be written again.
         node_debug = log.isEnabledFor(logging.DEBUG)
         for event_id, (org_id, job_id, name, data) in zip(ids, events, strict=True):
             payload = {"id": event_id, "event": name, "job": job_id, "data": data}
@@ -300,9 +308,13 @@ class StoreJournal:
             elif node_debug:
                 # Three per node per job: at INFO they were a large part of a big job's cost.
                 log.debug("event %d job %s %s %s", event_id, job_id, name, _brief(data))
-            self._publish(f"job.{job_id}", payload)
-            if name in ORG_FEED_EVENTS:
-                self._publish(f"org.{org_id}", payload)
+            try:
+                self._publish(f"job.{job_id}", payload)
+                if name in ORG_FEED_EVENTS:
+                    self._publish(f"org.{org_id}", payload)
+            except Exception:
+                log.exception("could not publish event %d (it is stored: feeds replay it)",
+                              event_id)
 
 
 class _JobChanges:

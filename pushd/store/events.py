@@ -8,8 +8,10 @@
 
     append_events(events) -> list[int]
         insert all in ONE transaction (nested inside an outer `transaction()` if there is one)
-        and return their ids in the same order. Ids increase with insertion order and are never
-        reused, even after pruning. The broker is the only writer, so a reader that has seen id N
+        and return their ids in the same order: one statement on PostgreSQL (arrays), one per
+        500 rows on SQLite (multi-row INSERT ... RETURNING; one per row before SQLite 3.35).
+        Ids increase with insertion order and are never reused, even after pruning. The broker
+        (its journal's one writer thread) is the only writer, so a reader that has seen id N
         will never later find a committed event with an id below N.
     job_events_after(org_id, job_id, after_id=None, *, limit=None) -> list[Event]   by id
     org_events_after(org_id, after_id=None, *, since=None, limit=None) -> list[Event]

@@ -27,7 +27,8 @@ Writes (the API creates jobs; the broker is the only writer of job and node stat
         also sets updated_at; last_updated_by defaults to the job id, as the original does.
     set_node_statuses(org_id, job_id, changes, *, updated_at=None) -> int  rows changed
         changes: {node: NodeStatus | (NodeStatus, reason | None)}; one UPDATE per
-        (status, reason) group and per 500 names, all in one transaction.
+        (status, reason) group (PostgreSQL: the names as one array; SQLite: per 500 names),
+        all in one transaction.
     store_output(org_id, job_id, node, stdout, stderr, stdout_bytes=None, stderr_bytes=None,
                  truncated=False) -> None         insert or replace. Text is kept as UTF-8
         bytes; U+DC80..U+DCFF (surrogateescape) become the raw bytes they stand for, so a

@@ -180,3 +180,13 @@ def test_a_long_outage_keeps_only_the_newest_transitions(db: None) -> None:
     assert journal.sync()
     assert store.get_job(ORG, JOB).status == JobStatus.COMPLETE
     assert [p["event"] for _, p in published.items] == ["job_complete", "job_complete"]
+
+
+def test_a_failing_publish_does_not_write_the_events_twice(db: None) -> None:
+    def publish(topic: str, payload: dict[str, Any]) -> None:
+        raise RuntimeError("socket closed")
+
+    journal = StoreJournal(store, publish)
+    journal.record(Transition(JOB, ORG, JobStatus.VOTING, events=[FeedEvent("start", {})]))
+    assert journal.sync()
+    assert [e.name for e in store.job_events_after(ORG, JOB)] == ["start"]
