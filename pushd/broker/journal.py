@@ -1,27 +1,52 @@
 """Persist job transitions and feed events, then publish the events (implements contracts.Journal).
 
     journal = StoreJournal(store, publish)
-    journal.record(transition)     buffer one Transition (called by the job engine)
-    journal.flush() -> int         write every buffered transition in ONE database transaction,
-                                   then publish their events; returns how many events
+    journal.record(transition)     buffer one Transition (called by the job engine, loop thread)
+    journal.start()                start the writer thread (the broker does, as its loop starts)
+    journal.flush() -> int         hand the buffered transitions to the writer without waiting;
+                                   returns how many
+    journal.sync(timeout=None) -> bool
+                                   flush, then wait until everything handed off so far is
+                                   committed and published (True) or `timeout` seconds passed
+                                   or the database is unavailable (False). With no writer thread
+                                   (before start, after close) it writes in the calling thread
+                                   instead, one attempt.
+    journal.close(timeout) -> bool sync (waiting out a database outage up to `timeout`), then
+                                   stop the writer; what is still unwritten is logged as lost
+                                   (and stays queued for a later sync)
+    journal.pending                transitions recorded and not yet written (or dropped)
+    journal.recorded               transitions recorded since the journal was made (a caller
+                                   compares it before/after a step to know if it recorded any)
 
 `store` is the `pushd.store` package (or anything with the same functions); `publish(topic,
-payload: dict)` sends on the events PUB socket. Each event becomes a row via
-`store.append_events`, which returns its stable id; only after the transaction commits is it
-published as topic ``job.<job_id>`` (every event) and ``org.<org_id>`` (`start` and
-`job_complete`), payload ``{"id", "event", "job", "data"}``, where data starts with
-``timestamp`` (``YYYY-MM-DD HH:MM:SS.uuuuuuZ``).
+payload: dict)` sends on the events PUB socket. While the writer thread runs, `publish` is only
+called from it (a ZeroMQ socket must be used by one thread at a time): the loop hands the
+socket over with `start` and gets it back after `close`.
 
-The broker calls `flush` once per loop turn, so a burst of node replies costs one transaction.
-If the database is unavailable (`store.StoreUnavailable`) the batch stays queued and is retried
-on the next turn (at most MAX_RETAINED transitions are kept). Any other refusal splits the
-batch: transitions are written one by one and only those the store refuses are dropped (and
-logged). `record` flushes early at MAX_BUFFERED transitions.
+The writer takes everything queued (up to MAX_BATCH transitions), merges it per job and writes
+it in ONE database transaction: node statuses grouped per (status, reason), events in one
+multi-row insert. Each event's row id (`store.append_events`) is its stable id; only after the
+transaction commits is it published as topic ``job.<job_id>`` (every event) and
+``org.<org_id>`` (`start` and `job_complete`), payload ``{"id", "event", "job", "data"}``,
+where data starts with ``timestamp`` (``YYYY-MM-DD HH:MM:SS.uuuuuuZ``). Batches are written and
+published in the order they were recorded, so events of a job keep their order.
+
+If the database is unavailable (`store.StoreUnavailable`) the batch goes back to the head of the
+queue and the writer retries after RETRY_DELAY seconds. Any other refusal splits the batch:
+transitions are written one by one and only those the store refuses are dropped (and logged).
+The queue is bounded: past MAX_RETAINED transitions (the database down for long, or a writer
+that cannot keep up) the oldest are dropped and an error logged, so memory stays bounded
+(MAX_RETAINED transitions of a few hundred bytes each). `record` hands off early at
+MAX_BUFFERED transitions.
+
+Job-level events are logged at INFO, per-node ones (those whose data names a `node`) at DEBUG.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -32,70 +57,226 @@ from pushd.store.times import event_timestamp, utcnow
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 2000
+MAX_BATCH = 20_000
 MAX_RETAINED = 200_000
+RETRY_DELAY = 0.5  # seconds between attempts while the database is unavailable
 ORG_FEED_EVENTS = frozenset({"start", "job_complete"})
+
+_Event = tuple[str, str, str, dict[str, Any]]  # org_id, job_id, name, data
 
 
 class StoreJournal:
-    def __init__(self, store: Any, publish: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        store: Any,
+        publish: Callable[[str, dict[str, Any]], None],
+        *,
+        max_retained: int = MAX_RETAINED,
+    ) -> None:
         self._store = store
         self._publish = publish
-        self._pending: list[Transition] = []
+        self._max_retained = max_retained
+        self._pending: list[Transition] = []  # loop side: recorded since the last flush
+        self._recorded = 0
+        # Shared with the writer, under _cond: the queue (FIFO; a failed batch goes back to its
+        # head) and two counters. Transitions are numbered in hand-off order; `_done` counts
+        # those written or dropped, and because the queue is FIFO, every transition numbered
+        # below `_done` is finished: that is what sync() waits for.
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: collections.deque[Transition] = collections.deque()
+        self._handed = 0
+        self._done = 0
+        self._unavailable = False  # the last attempt found the database unavailable
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- loop side ------------------------------------------------------------------------------
 
     def record(self, transition: Transition) -> None:
         self._pending.append(transition)
+        self._recorded += 1
         if len(self._pending) >= MAX_BUFFERED:
             self.flush()
 
     @property
+    def recorded(self) -> int:
+        return self._recorded
+
+    @property
     def pending(self) -> int:
-        return len(self._pending)
+        with self._cond:
+            return len(self._pending) + self._handed - self._done
 
     def flush(self) -> int:
+        """Hand the recorded transitions to the writer; never waits for the database."""
         if not self._pending:
             return 0
         batch, self._pending = self._pending, []
+        with self._cond:
+            self._queue.extend(batch)
+            self._handed += len(batch)
+            self._bound()
+            self._cond.notify_all()
+        return len(batch)
+
+    def start(self) -> None:
+        """Start the writer thread (from then on `publish` is called from it only)."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="journal-writer", daemon=True
+                )
+                self._thread.start()
+
+    def sync(self, timeout: float | None = None) -> bool:
+        """Wait until everything recorded so far is committed and published (see module doc)."""
+        return self._sync(timeout, wait_out_outage=False)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Write what is queued (retrying an unavailable database up to `timeout`), then stop
+        the writer thread. Afterwards flush() queues and sync() writes in the caller's thread."""
+        done = self._sync(timeout, wait_out_outage=True)
+        with self._cond:
+            self._stopping = True
+            thread, self._thread = self._thread, None
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join()
+        with self._cond:
+            self._stopping = False
+            lost = self._handed - self._done
+        if lost:
+            log.error("journal closed with %d job transitions unwritten", lost)
+        return done and not lost
+
+    def _sync(self, timeout: float | None, *, wait_out_outage: bool) -> bool:
+        self.flush()
+        with self._cond:
+            target = self._handed
+            inline = self._thread is None
+        if inline:
+            self._drain_inline()
+        else:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._done >= target
+                    or (self._unavailable and not wait_out_outage),
+                    timeout,
+                )
+        with self._cond:
+            return self._done >= target
+
+    def _bound(self) -> None:
+        # Called with _cond held. The oldest go first: the newest state of a job matters most.
+        lost = len(self._queue) - self._max_retained
+        if lost > 0:
+            for _ in range(lost):
+                self._queue.popleft()
+            self._done += lost
+            log.error("journal queue over %d transitions (database unavailable or too slow): "
+                      "dropped the %d oldest", self._max_retained, lost)
+
+    # -- writer side ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                # One connection for as long as the database answers: SQLite checkpoints the
+                # WAL whenever its last connection closes (~4 ms a batch), and a pool checkout
+                # per batch is waste. A failure drops it; the next attempt connects afresh.
+                with self._store.connection():
+                    if self._serve():
+                        return
+            except Exception as err:  # connecting failed (peewee's error, not translated)
+                log.warning("database unavailable (%s)", err)
+                with self._cond:
+                    self._unavailable = True
+                    self._cond.notify_all()
+            with self._cond:
+                if self._stopping:
+                    return
+                self._cond.wait(RETRY_DELAY)  # database down: back off (close() wakes us)
+
+    def _serve(self) -> bool:
+        """Write batches as they come: True when stopped, False when the database failed."""
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return True
+                batch = self._take()
+            if not self._finish(batch, self._write_batch(batch)):
+                return False
+
+    def _drain_inline(self) -> None:
+        # No writer thread: the caller writes, one attempt per queued batch.
+        while True:
+            with self._cond:
+                if not self._queue:
+                    return
+                batch = self._take()
+            if not self._finish(batch, self._write_batch(batch)):
+                return
+
+    def _take(self) -> list[Transition]:
+        count = min(len(self._queue), MAX_BATCH)
+        return [self._queue.popleft() for _ in range(count)]
+
+    def _finish(self, batch: list[Transition], unwritten: list[Transition]) -> bool:
+        """Account for a written batch; requeue its unwritten tail. False if anything was."""
+        with self._cond:
+            if unwritten:
+                self._queue.extendleft(reversed(unwritten))
+                self._bound()
+            self._done += len(batch) - len(unwritten)
+            self._unavailable = bool(unwritten)
+            self._cond.notify_all()
+            if unwritten:
+                log.warning("database unavailable; %d job transitions wait", len(self._queue))
+        return not unwritten
+
+    def _write_batch(self, batch: list[Transition]) -> list[Transition]:
+        """Write and publish; returns the tail left unwritten because the database is down."""
         try:
-            return self._write(batch)
+            written = self._write(batch)
         except self._store.StoreUnavailable as err:
-            self._requeue(batch, err)
-            return 0
+            log.warning("database unavailable (%s)", err)
+            return batch
         except Exception:
             log.exception("a batch of %d job transitions failed; writing them one by one",
                           len(batch))
-        written = 0
+        else:
+            self._announce(*written)
+            return []
         for index, transition in enumerate(batch):
             try:
-                written += self._write([transition])
+                written = self._write([transition])
             except self._store.StoreUnavailable as err:
-                self._requeue(batch[index:], err)
-                break
+                log.warning("database unavailable (%s)", err)
+                return batch[index:]
             except Exception:
                 log.exception("dropped the transition of job %s the store refused",
                               transition.job_id)
-        return written
+            else:
+                self._announce(*written)
+        return []
 
-    def _requeue(self, batch: list[Transition], err: Exception) -> None:
-        # The database is down for now: keep the transitions (bounded) and retry next turn,
-        # so a PostgreSQL restart loses nothing.
-        self._pending[:0] = batch
-        if len(self._pending) > MAX_RETAINED:
-            lost = len(self._pending) - MAX_RETAINED
-            del self._pending[:lost]
-            log.error("database unavailable too long: dropped %d job transitions", lost)
-        log.warning("database unavailable (%s); %d transitions wait", err, len(self._pending))
-
-    def _write(self, batch: list[Transition]) -> int:
+    def _write(self, batch: list[Transition]) -> tuple[list[int], list[_Event]]:
+        """One transaction; returns the events' ids and the events, to announce after it."""
         store = self._store
         stamp = event_timestamp(utcnow())
-        events: list[tuple[str, str, str, dict[str, Any]]] = []
+        events: list[_Event] = []
         # Merge the batch per job: a burst of 2,000 acks becomes one grouped node update per
         # job instead of 2,000 statements. Later transitions win; events keep their order.
         jobs: dict[tuple[str, str], _JobChanges] = {}
         for t in batch:
-            changes = jobs.setdefault((t.org_id, t.job_id), _JobChanges())
+            changes = jobs.get((t.org_id, t.job_id))
+            if changes is None:
+                changes = jobs[(t.org_id, t.job_id)] = _JobChanges()
             changes.node_statuses.update(t.node_statuses)
-            changes.outputs.update(t.outputs)
+            if t.outputs:
+                changes.outputs.update(t.outputs)
             if t.job_status is not None:
                 changes.job_status = t.job_status
             for event in t.events:
@@ -114,13 +295,26 @@ class StoreJournal:
                 if changes.job_status is not None:
                     store.set_job_status(org_id, job_id, changes.job_status)
             ids = store.append_events(events) if events else []
+        return ids, events
+
+    def _announce(self, ids: list[int], events: list[_Event]) -> None:
+        # Outside _write_batch's try: the rows are committed, a failing publish must not make
+        # them be written again.
+        node_debug = log.isEnabledFor(logging.DEBUG)
         for event_id, (org_id, job_id, name, data) in zip(ids, events, strict=True):
             payload = {"id": event_id, "event": name, "job": job_id, "data": data}
-            log.info("event %d job %s %s %s", event_id, job_id, name, _brief(data))
-            self._publish(f"job.{job_id}", payload)
-            if name in ORG_FEED_EVENTS:
-                self._publish(f"org.{org_id}", payload)
-        return len(events)
+            if "node" not in data:
+                log.info("event %d job %s %s %s", event_id, job_id, name, _brief(data))
+            elif node_debug:
+                # Three per node per job: at INFO they were a large part of a big job's cost.
+                log.debug("event %d job %s %s %s", event_id, job_id, name, _brief(data))
+            try:
+                self._publish(f"job.{job_id}", payload)
+                if name in ORG_FEED_EVENTS:
+                    self._publish(f"org.{org_id}", payload)
+            except Exception:
+                log.exception("could not publish event %d (it is stored: feeds replay it)",
+                              event_id)
 
 
 class _JobChanges:

@@ -28,8 +28,9 @@ connection's binding (Curve User-Id must name the same org and node), then a rep
 is a new ZMQ identity). Anything failing is dropped and counted under its reason; nothing a
 peer sends can raise out of the loop.
 
-Durability: the node tracker and job engine (nodes.py, jobs.py) run in memory; the journal
-writes their transitions once per loop turn before publishing events. At start the broker
+Durability: the node tracker and job engine (nodes.py, jobs.py) run in memory; once per loop
+turn their transitions go to the journal's writer thread, which commits them before publishing
+the events (control requests wait for it before answering). At start the broker
 marks `voting` jobs crashed, re-attaches `running` jobs (nodes get `recovery_grace` to show up
 still running them, and a node that did is not judged offline before the grace is over) and
 starts `new` jobs (after the grace when it is a restart, so nodes have reconnected first).
@@ -81,6 +82,8 @@ MAX_MESSAGES_PER_TURN = 2000
 POLL_CAP = 0.1  # seconds: how quickly stop() is noticed
 DROP_LOG_PERIOD = 5.0
 CONTROL_MAX_BYTES = 1024 * 1024
+CONTROL_SYNC_TIMEOUT = 2.0  # seconds a control request waits for the journal's writer
+JOURNAL_CLOSE_TIMEOUT = 10.0  # seconds shutdown waits for the journal (database outage)
 
 
 class Broker:
@@ -220,13 +223,14 @@ class Broker:
             cfg.server_heartbeat_port, cfg.command_port,
             f", unencrypted {cfg.unencrypted_command_port}" if cfg.allow_unencrypted else "",
         )
+        self.journal.start()  # its writer thread owns the events socket from now on
         try:
             while not self._stopping.is_set():
                 timeout = self.timers.next_delay(POLL_CAP)
                 for socket, _ in poller.poll(timeout * 1000):
                     handlers[socket]()
                 self.timers.run_due()
-                self.journal.flush()
+                self.journal.flush()  # hand-off to the journal's writer thread, no waiting
         finally:
             self._shutdown()
 
@@ -236,7 +240,7 @@ class Broker:
     def _shutdown(self) -> None:
         log.info("broker stopping")
         try:
-            self.journal.flush()
+            self.journal.close(JOURNAL_CLOSE_TIMEOUT)
             self._flush_known_nodes()
             self.grants.dirty = True
             self.grants.save()
@@ -364,6 +368,8 @@ class Broker:
             log.warning("could not publish the server heartbeat: %s", err)
 
     def _publish(self, topic: str, payload: dict[str, Any]) -> None:
+        # Called by the journal only: from its writer thread once that runs, which then is the
+        # one thread using the events socket (the loop uses it only before, for recovery).
         try:
             self._sockets["events"].send_multipart(
                 [topic.encode(), json.dumps(payload).encode()], zmq.NOBLOCK
@@ -393,10 +399,14 @@ class Broker:
                 return
             if len(frames) < 2:
                 continue
+            recorded = self.journal.recorded
             reply = self.control.handle(frames[-1])
-            # Persist what the request changed before answering: an API worker that got "ok"
-            # for an abort must read `aborted` from the store.
-            self.journal.flush()
+            if self.journal.recorded != recorded:
+                # Persist what the request changed before answering: an API worker that got
+                # "ok" for an abort must read `aborted` from the store. Only then: an admit or
+                # node_states must not wait for a big job's writes. Bounded: the API gives up
+                # after 3 s.
+                self.journal.sync(CONTROL_SYNC_TIMEOUT)
             try:
                 socket.send_multipart([frames[0], reply], zmq.NOBLOCK)
             except zmq.ZMQError as err:
@@ -449,8 +459,7 @@ class Broker:
         t = Transition(job_id, org_id, JobStatus.ABORTED)
         t.node_statuses = {n.name: (NodeStatus.ABORTED, None) for n in view.nodes}
         t.events.append(FeedEvent("job_complete", {"status": "aborted"}))
-        self.journal.record(t)
-        self.journal.flush()
+        self.journal.record(t)  # written before the answer (see _on_control)
         return "aborted"
 
     def known_node_names(self, org_id: str) -> dict[str, datetime | None]:
@@ -505,7 +514,7 @@ class Broker:
                 spec = self._spec_of(view)
                 elapsed = (now_utc - view.updated_at).total_seconds()
                 self.engine.recover(spec, spec.run_timeout - elapsed, grace)
-        self.journal.flush()
+        self.journal.sync()  # no writer thread yet: written here, before the loop starts
 
     # -- periodic ---------------------------------------------------------------------------------
 

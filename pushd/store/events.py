@@ -8,8 +8,10 @@
 
     append_events(events) -> list[int]
         insert all in ONE transaction (nested inside an outer `transaction()` if there is one)
-        and return their ids in the same order. Ids increase with insertion order and are never
-        reused, even after pruning. The broker is the only writer, so a reader that has seen id N
+        and return their ids in the same order: one statement on PostgreSQL (arrays), one per
+        500 rows on SQLite (multi-row INSERT ... RETURNING; one per row before SQLite 3.35).
+        Ids increase with insertion order and are never reused, even after pruning. The broker
+        (its journal's one writer thread) is the only writer, so a reader that has seen id N
         will never later find a committed event with an id below N.
     job_events_after(org_id, job_id, after_id=None, *, limit=None) -> list[Event]   by id
     org_events_after(org_id, after_id=None, *, since=None, limit=None) -> list[Event]
@@ -23,10 +25,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
+
+import peewee
 
 from pushd.store.db import InvalidValue, chunks, get_database, store_function, transaction
 from pushd.store.models import JobEvent
@@ -82,18 +87,67 @@ def append_events(events: Iterable[NewEvent | tuple[Any, ...]]) -> list[int]:
     rows = [_row_of(raw, now) for raw in events]
     if not rows:
         return []
-    ids: list[int] = []
-    returning = get_database().returning_clause
+    database = get_database()
+    # Hand-written SQL with the fields' own conversions: peewee's query builder spent more
+    # time composing a 1,000-row insert than the database spent running it.
+    stamp = JobEvent.created_at.db_value(now)
+    to_json = JobEvent.data.db_value
     with transaction():
+        if not isinstance(database, peewee.SqliteDatabase):
+            return _insert_postgres(database, rows, stamp, to_json)
+        ids: list[int] = []
         for chunk in chunks(rows, INSERT_CHUNK):
-            if returning:
-                cursor = JobEvent.insert_many(chunk).returning(JobEvent.id).execute()
-                # One statement: each row's id comes from the same increasing sequence in row
-                # order, so sorting restores the input order whatever order RETURNING uses.
-                ids.extend(sorted(row.id if hasattr(row, "id") else row[0] for row in cursor))
+            params = [
+                value
+                for row in chunk
+                for value in (row["org_id"], row["job_id"], row["name"], to_json(row["data"]),
+                              row["org_feed"], stamp)
+            ]
+            if database.returning_clause:
+                cursor = database.execute_sql(_sqlite_insert(len(chunk), True), params)
+                # One statement: ids come from the same increasing sequence in row order, so
+                # sorting restores the input order whatever order RETURNING uses.
+                ids.extend(sorted(row[0] for row in cursor.fetchall()))
             else:
-                ids.extend(JobEvent.insert(**row).execute() for row in chunk)
+                for start in range(0, len(params), len(_COLUMNS)):
+                    cursor = database.execute_sql(
+                        _sqlite_insert(1, False), params[start : start + len(_COLUMNS)]
+                    )
+                    ids.append(cursor.lastrowid)
     return ids
+
+
+_COLUMNS = ("org_id", "job_id", "name", "data", "org_feed", "created_at")
+_INSERT_HEAD = f"INSERT INTO job_events ({', '.join(_COLUMNS)}) VALUES "
+# PostgreSQL: one statement of constant text whatever the number of rows (arrays, unnest), so
+# the driver parses it once; WITH ORDINALITY ... ORDER BY draws the ids in input order.
+_POSTGRES_INSERT = (
+    f"INSERT INTO job_events ({', '.join(_COLUMNS)}) "
+    "SELECT o, j, n, d, f, %s FROM unnest(%s::varchar[], %s::varchar[], %s::text[], "
+    "%s::text[], %s::boolean[]) WITH ORDINALITY AS u(o, j, n, d, f, k) ORDER BY k "
+    "RETURNING id"
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_insert(count: int, returning: bool) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * count)
+    return f"{_INSERT_HEAD}{values}" + (" RETURNING id" if returning else "")
+
+
+def _insert_postgres(
+    database: peewee.Database, rows: list[dict[str, Any]], stamp: Any, to_json: Any
+) -> list[int]:
+    params = [
+        stamp,
+        [row["org_id"] for row in rows],
+        [row["job_id"] for row in rows],
+        [row["name"] for row in rows],
+        [to_json(row["data"]) for row in rows],
+        [row["org_feed"] for row in rows],
+    ]
+    cursor = database.execute_sql(_POSTGRES_INSERT, params)
+    return sorted(row[0] for row in cursor.fetchall())
 
 
 def _event_of(row: JobEvent) -> Event:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +40,7 @@ class Published:
         self.items.append((topic, payload))
 
 
-def test_flush_persists_then_publishes_in_order(db: None) -> None:
+def test_sync_persists_then_publishes_in_order(db: None) -> None:
     published = Published()
     journal = StoreJournal(store, published)
     journal.record(Transition(JOB, ORG, JobStatus.VOTING, events=[FeedEvent("start", {"x": 1})]))
@@ -53,8 +54,9 @@ def test_flush_persists_then_publishes_in_order(db: None) -> None:
         outputs={"a": NodeOutput("hi\n", None, 5, 0)},
         events=[FeedEvent("job_complete", {"status": "complete"})],
     ))
-    assert published.items == []  # nothing before the flush
-    assert journal.flush() == 3
+    assert published.items == []  # nothing before the sync
+    assert journal.sync()
+    assert journal.pending == 0
     view = store.get_job(ORG, JOB)
     assert view.status == JobStatus.COMPLETE
     assert view.nodes_by_status() == {"nacked": ["b"], "succeeded": ["a"]}
@@ -76,7 +78,7 @@ def test_a_refused_transition_does_not_lose_the_others(db: None) -> None:
     journal.record(Transition("e" * 32, ORG, outputs={"a": NodeOutput("x", "y")},
                               events=[FeedEvent("run_complete", {"node": "a"})]))
     journal.record(Transition(JOB, ORG, JobStatus.VOTING, events=[FeedEvent("start", {})]))
-    journal.flush()
+    assert journal.sync()
     assert store.get_job(ORG, JOB).status == JobStatus.VOTING
     assert [p["event"] for _, p in published.items] == ["start", "start"]
 
@@ -103,10 +105,88 @@ def test_transitions_wait_while_the_database_is_down(db: None) -> None:
     published = Published()
     journal = StoreJournal(OutageStore(failures=2), published)
     journal.record(Transition(JOB, ORG, JobStatus.VOTING, events=[FeedEvent("start", {})]))
-    assert journal.flush() == 0
+    assert not journal.sync()
     journal.record(Transition(JOB, ORG, JobStatus.RUNNING))
-    assert journal.flush() == 0
+    assert not journal.sync()
     assert journal.pending == 2
-    assert journal.flush() == 1
+    assert journal.sync()
     assert journal.pending == 0
     assert store.get_job(ORG, JOB).status == JobStatus.RUNNING
+    assert [t for t, _ in published.items] == [f"job.{JOB}", f"org.{ORG}"]  # once, when stored
+
+
+class ThreadRecorder(Published):
+    """Also records which thread published: the writer, never the test's (the loop's) thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+
+    def __call__(self, topic: str, payload: dict[str, Any]) -> None:
+        super().__call__(topic, payload)
+        self.threads.add(threading.current_thread().name)
+
+
+def test_the_writer_thread_persists_and_publishes(db: None) -> None:
+    published = ThreadRecorder()
+    journal = StoreJournal(store, published)
+    journal.start()
+    try:
+        journal.record(Transition(JOB, ORG, JobStatus.VOTING, events=[FeedEvent("start", {})]))
+        for node in ("a", "b"):
+            journal.record(Transition(
+                JOB, ORG, node_statuses={node: (NodeStatus.READY, None)},
+                events=[FeedEvent("quorum_vote", {"node": node, "status": "success"})],
+            ))
+            assert journal.flush() == (2 if node == "a" else 1)  # hand-off, no waiting
+        assert journal.sync(10)
+        assert store.get_job(ORG, JOB).nodes_by_status() == {"ready": ["a", "b"]}
+        events = [p["event"] for t, p in published.items if t.startswith("job.")]
+        assert events == ["start", "quorum_vote", "quorum_vote"]
+        assert published.threads == {"journal-writer"}
+        journal.record(Transition(JOB, ORG, JobStatus.COMPLETE,
+                                  events=[FeedEvent("job_complete", {"status": "complete"})]))
+    finally:
+        assert journal.close(10)  # writes what was still recorded
+    assert store.get_job(ORG, JOB).status == JobStatus.COMPLETE
+    assert published.items[-1][0] == f"org.{ORG}"
+
+
+def test_the_writer_waits_out_an_outage_and_sync_does_not(db: None) -> None:
+    published = Published()
+    journal = StoreJournal(OutageStore(failures=3), published)
+    journal.start()
+    try:
+        journal.record(Transition(JOB, ORG, JobStatus.VOTING, events=[FeedEvent("start", {})]))
+        # The database is down: a control request must not hang on it.
+        assert not journal.sync(10)
+        assert journal.pending == 1
+    finally:
+        assert journal.close(10)  # retries every RETRY_DELAY until the database is back
+    assert journal.pending == 0
+    assert store.get_job(ORG, JOB).status == JobStatus.VOTING
+    assert [p["event"] for _, p in published.items] == ["start", "start"]
+
+
+def test_a_long_outage_keeps_only_the_newest_transitions(db: None) -> None:
+    published = Published()
+    journal = StoreJournal(OutageStore(failures=2), published, max_retained=3)
+    for status in (JobStatus.VOTING, JobStatus.RUNNING, JobStatus.COMPLETE):
+        journal.record(Transition(JOB, ORG, status))
+    journal.record(Transition(JOB, ORG, events=[FeedEvent("job_complete", {"status": "x"})]))
+    assert not journal.sync()
+    assert journal.pending == 3  # the oldest (voting) was dropped
+    assert not journal.sync()
+    assert journal.sync()
+    assert store.get_job(ORG, JOB).status == JobStatus.COMPLETE
+    assert [p["event"] for _, p in published.items] == ["job_complete", "job_complete"]
+
+
+def test_a_failing_publish_does_not_write_the_events_twice(db: None) -> None:
+    def publish(topic: str, payload: dict[str, Any]) -> None:
+        raise RuntimeError("socket closed")
+
+    journal = StoreJournal(store, publish)
+    journal.record(Transition(JOB, ORG, JobStatus.VOTING, events=[FeedEvent("start", {})]))
+    assert journal.sync()
+    assert [e.name for e in store.job_events_after(ORG, JOB)] == ["start"]
