@@ -563,8 +563,20 @@ class PushdServer:
         return "---- server.log (tail) ----\n" + "\n".join(self.log_text().splitlines()[-lines:])
 
     def wait_available(self, node: str, timeout: float = 10.0) -> None:
-        """Wait until the named node state reads `available`; fail with the last state and log."""
+        """Wait until the named node state reads `available`; fail with the last state and log.
+
+        When a peer made with peer() plays the node, first wait until the broker has answered
+        that peer (`abort` for a new session, `ack` for a re-attached one): until then the
+        state read may be the session of the node's previous peer, which stays `available`
+        until the new peer's first message ends it, and a job started in that window sees the
+        node go `down`."""
         deadline = time.monotonic() + timeout
+        peer = next((p for p in reversed(self._peers)
+                     if p.node == node and p._thread is not None), None)
+        while peer is not None and time.monotonic() < deadline:
+            if any(m.get("type") in ("abort", "ack") for m in peer.received()):
+                break
+            time.sleep(0.02)
         state: Any = None
         while time.monotonic() < deadline:
             state = self.request("GET", f"node_states/{node}").json()
