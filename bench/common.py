@@ -23,7 +23,9 @@ directory, on a fresh PostgreSQL database (``--sqlite`` for the embedded default
     describe_phase(status) -> str        what the emulator's status file says it is doing
     server_online(server, expected, timeout, poll=0.5) -> float
         seconds until GET node_states lists `expected` nodes online and available
-    common_arguments(parser)             --sqlite, --state-dir, --what-if
+    common_arguments(parser)             --sqlite, --state-dir, --what-if, --memprobe, --server-env
+    memprobe(server, label, timeout=60) -> dict | None
+        with --memprobe: the broker's memory report (bench/memprobe/sitecustomize.py) now
 """
 
 from __future__ import annotations
@@ -118,6 +120,12 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--what-if", action="store_true",
                         help="run the server with bench/whatif/sitecustomize.py (proposed "
                         "broker changes, measured before they are made)")
+    parser.add_argument("--memprobe", action="store_true",
+                        help="run the broker with bench/memprobe/sitecustomize.py (tracemalloc "
+                        "and malloc arena reports; inflates RSS: not for the headline figure)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the server's processes, e.g. "
+                        "MALLOC_ARENA_MAX=2 (repeatable)")
 
 
 @contextlib.contextmanager
@@ -127,11 +135,19 @@ def bench_server(args: argparse.Namespace,
     # A stopped benchmark still stops its server and drops its database (finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if getattr(args, "what_if", False) and getattr(args, "memprobe", False):
+        raise SystemExit("--what-if and --memprobe each need their own sitecustomize")
+    for flag, folder in (("what_if", "whatif"), ("memprobe", "memprobe")):
+        if getattr(args, flag, False):
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(REPO_ROOT / "bench" / folder), os.environ.get("PYTHONPATH", ""))
+                if p)
     if getattr(args, "what_if", False):
-        whatif = str(REPO_ROOT / "bench" / "whatif")
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            p for p in (whatif, os.environ.get("PYTHONPATH", "")) if p)
         os.environ["PUSHD_BENCH_WHATIF"] = "1"
+    for assignment in getattr(args, "server_env", []):
+        name, _, value = assignment.partition("=")
+        os.environ[name] = value
+        note(f"server environment: {name}={value}")
     values: dict[str, Any] = {"heartbeat_interval": 1000, "principal_cache_ttl": 60,
                               "api_workers": 2}
     values.update(settings or {})
@@ -143,6 +159,8 @@ def bench_server(args: argparse.Namespace,
             params = stack.enter_context(postgres_database())
             backend = ("postgres", params)
         server = PushdServer(db_backend=backend, settings=values, nodes=())
+        if getattr(args, "memprobe", False):
+            os.environ["PUSHD_BENCH_MEMPROBE"] = str(server.dir)
         server.start()
         try:
             yield server
@@ -226,6 +244,20 @@ class EmulatorProcess:
                 self.process.kill()
                 self.process.wait(5)
         self._log.close()
+
+
+def memprobe(server: PushdServer, label: str, timeout: float = 60) -> dict[str, Any] | None:
+    if not os.environ.get("PUSHD_BENCH_MEMPROBE"):
+        return None
+    report = server.dir / f"memprobe-{label}.json"
+    report.unlink(missing_ok=True)
+    (server.dir / f"memprobe-request-{label}").touch()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            return dict(json.loads(report.read_text()))
+        time.sleep(0.25)
+    raise RuntimeError(f"the broker's memory probe did not answer in {timeout:.0f} s")
 
 
 def describe_phase(status: dict[str, Any]) -> str:
