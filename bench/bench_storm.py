@@ -184,6 +184,9 @@ def main() -> int:
                         help="py-spy the broker and an API worker for S s in the first run")
     parser.add_argument("--fetchers", type=int,
                         help="the emulator's concurrent config fetches per worker")
+    parser.add_argument("--stock-retry", action="store_true",
+                        help="emulated nodes retry a failed config fetch after 108-120 s, as "
+                        "the stock client does (default: within 0.1-10 s)")
     common_arguments(parser)
     args = parser.parse_args()
     n = args.nodes
@@ -191,6 +194,7 @@ def main() -> int:
     runs: list[tuple[float, float, float, float, float]] = []
     with bench_server(args) as server:
         extra = ["--fetchers", str(args.fetchers)] if args.fetchers else []
+        extra += ["--stock-retry"] if args.stock_retry else []
         emulator = EmulatorProcess(server, n, args.state_dir, *extra)
         try:
             took = emulator.wait_online(timeout=max(180.0, n / 10))

@@ -86,6 +86,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="concurrent config fetches per worker (default 32)")
     parser.add_argument("--ramp", type=float, default=0.0,
                         help="spread the first config fetches over this many seconds")
+    parser.add_argument("--stock-retry", action="store_true",
+                        help="retry a failed config fetch after 108-120 s as the stock client "
+                        "does (default: 0.1-10 s backoff with jitter, faster than it)")
     parser.add_argument("--exit-code", type=int, default=0)
     parser.add_argument("--output-bytes", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds a command runs")
@@ -191,7 +194,8 @@ class Emulator:
             indices = tuple(range(worker * per, min(args.nodes, (worker + 1) * per)))
             spec = WorkerSpec(worker=worker, base_url=url, org=args.org, prefix=args.prefix,
                               indices=indices, state_dir=args.state_dir, behaviour=behaviour,
-                              fetchers=args.fetchers, ramp=args.ramp)
+                              fetchers=args.fetchers, ramp=args.ramp,
+                              stock_retry=args.stock_retry)
             parent_end, child_end = context.Pipe()
             process = context.Process(target=run_worker, args=(spec, child_end),
                                       name=f"emulator-worker-{worker}", daemon=True)

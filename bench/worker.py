@@ -1,7 +1,8 @@
 """An emulator worker process: thousands of emulated nodes on one epoll loop.
 
     WorkerSpec(worker, base_url, org, prefix, indices, state_dir, behaviour, fetchers=32,
-               report_interval=0.5, ramp=0.0, fetch_timeout=10.0, max_backoff=10.0)
+               report_interval=0.5, ramp=0.0, fetch_timeout=10.0, max_backoff=10.0,
+               stock_retry=False)
     run_worker(spec, conn) -> None       the process body; `conn` is a multiprocessing
                                          Connection to the parent
 
@@ -21,7 +22,8 @@ swept anyway as a safety net.
 Config fetches (signed ``GET .../pushy/config/NODE?ccpk=``, RSA sign + decrypt: ~2 ms of CPU each)
 run in a pool of `fetchers` threads so the loop keeps heartbeating meanwhile; the pool is large
 enough (32) not to queue a reconnect herd that stock clients would send at once. Failed fetches
-retry with exponential backoff and full jitter up to `max_backoff` seconds. A node reconfigures (new
+retry with exponential backoff and full jitter up to `max_backoff` seconds -- faster than the stock
+client, whose failed reconfigure waits 108-120 s: `stock_retry` does that. A node reconfigures (new
 fetch, new sockets) like the stock client: on a new server incarnation (after a random splay within
 one interval, once idle), at 90-100 % of the config's lifetime, or after more than
 `offline_threshold` intervals without a server heartbeat.
@@ -63,6 +65,7 @@ from pushd.protocol.frames import decode
 SWEEP_INTERVAL = 1.0
 MAX_TURN_WAIT = 0.05
 SERVER_BEAT_CACHE = 16
+STOCK_RETRY = 120.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class WorkerSpec:
     ramp: float = 0.0
     fetch_timeout: float = 10.0
     max_backoff: float = 10.0
+    stock_retry: bool = False  # a failed fetch waits 108-120 s, as the stock client's does
 
 
 class FetchFailed(Exception):
@@ -221,8 +225,12 @@ class Worker:
             self.fetch_errors += 1
             self.last_error = f"{node.name}: {error}"
             node.fetch_failures += 1
-            cap = min(self.spec.max_backoff, 0.5 * 2 ** min(node.fetch_failures, 10))
-            self._schedule_reconfigure(node, now + self.rng.uniform(0.1, cap))
+            if self.spec.stock_retry:  # update_reconfigure_deadline(120): 10 % splay
+                delay = STOCK_RETRY * self.rng.uniform(0.9, 1.0)
+            else:
+                cap = min(self.spec.max_backoff, 0.5 * 2 ** min(node.fetch_failures, 10))
+                delay = self.rng.uniform(0.1, cap)
+            self._schedule_reconfigure(node, now + delay)
             return
         node.fetch_failures = 0
         self.configs += 1
