@@ -11,7 +11,8 @@ Emulator
 
 Benchmarks (run by hand from the repository root; figures in bench/RESULTS.md)
     bench_heartbeat.py, bench_dispatch.py, bench_storm.py, bench_api.py, bench_floor.py,
-    bench_decode.py; common.py (server, emulator process, meters, RESULT lines),
+    bench_decode.py, bench_zmq_memory.py (libzmq's memory per peer by socket option and malloc
+    setting); common.py (server, emulator process, meters, RESULT lines),
     profiling.py (py-spy summaries), whatif/ (proposed broker changes, benchmarks only),
-    run_all.sh
+    memprobe/ (the broker's memory breakdown, benchmarks only), run_all.sh
 """

@@ -17,12 +17,18 @@ emulator sent in each window. Then, in the same sitting, the bare Curve ROUTER f
     RESULT name=hb_rate_vs_floor value=.. unit=ratio nodes=N          (floor us / our us)
 
 `--profile S` also samples the broker with py-spy for S seconds and prints the summary.
+`--memprobe` (bench/memprobe) prints what the broker's growth per node consists of, from its
+reports before the emulator and after the windows: Python (tracemalloc) per node, RSS by mapping
+kind ([heap] = glibc's main arena, anon = other arenas and mmap'd blocks), per malloc arena
+(system / in use / free), and the tracemalloc lines and object types that grew most. tracemalloc
+itself costs memory: the headline RSS figures of a --memprobe run are not comparable.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from pushd_bench.bench_floor import measure_floor
 from pushd_bench.common import (
@@ -32,6 +38,7 @@ from pushd_bench.common import (
     common_arguments,
     machine,
     median,
+    memprobe,
     note,
     online_nodes,
     process_tree,
@@ -49,6 +56,35 @@ def tree_rss(pid: int) -> int:
         except OSError:
             pass
     return total
+
+
+def memory_breakdown(before: dict[str, Any], after: dict[str, Any], n: int) -> str:
+    """What the broker's growth per node consists of, from two memprobe reports (KB/node)."""
+    def per(value: float) -> str:
+        return f"{value / n / 1024:.1f}"
+
+    lines = [f"memory per node (KB): rss {per(after['rss'] - before['rss'])}, python (traced) "
+             f"{per(after['traced'] - before['traced'])}"]
+    lines.append("  rss by mapping: " + ", ".join(
+        f"{kind} {per(after['smaps'][kind] - before['smaps'].get(kind, 0))}"
+        for kind in after["smaps"]))
+    for number, arena in enumerate(after["arenas"]):
+        old = before["arenas"][number] if number < len(before["arenas"]) else {}
+        lines.append(f"  arena {number}: system {per(arena['system'] - old.get('system', 0))}, "
+                     f"in use {per(arena['in_use'] - old.get('in_use', 0))}, free "
+                     f"{per(arena['free'] - old.get('free', 0))} (now {arena['system'] >> 20} MB,"
+                     f" {arena['free'] >> 20} MB free)")
+    old_lines = {name: size for name, size, _count in before["by_line"]}
+    grown = sorted(((size - old_lines.get(name, 0), count, name)
+                    for name, size, count in after["by_line"]), reverse=True)[:15]
+    lines.append("  python lines that grew most (bytes/node, objects now):")
+    lines += [f"    {size / n:8.0f}  {count:8d}  {name}" for size, count, name in grown]
+    old_types = {name: (count, size) for name, count, size in before["by_type"]}
+    types = sorted(((size - old_types.get(name, (0, 0))[1], count - old_types.get(name, (0, 0))[0],
+                     name) for name, count, size in after["by_type"]), reverse=True)[:15]
+    lines.append("  gc-tracked types that grew most (getsizeof bytes/node, objects/node):")
+    lines += [f"    {size / n:8.0f}  {count / n:6.2f}  {name}" for size, count, name in types]
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -70,6 +106,7 @@ def main() -> int:
         server_pid = server._process.pid
         broker = ProcessMeter(broker_pid)
         rss0, tree0 = broker.rss_bytes(), tree_rss(server_pid)
+        probe0 = memprobe(server, "idle")
         emulator = EmulatorProcess(server, n, args.state_dir)
         try:
             took = emulator.wait_online(timeout=max(180.0, n / 10))
@@ -90,11 +127,17 @@ def main() -> int:
                 per_beat.append((cpu1 - cpu0) / max(1, beats) * 1e6)
                 shares.append((cpu1 - cpu0) / (t1 - t0) * 100)
                 emulator_shares.append((emu1 - emu0) / (t1 - t0) * 100)
+                # RSS keeps growing while libzmq's per-connection queues touch new pages (see
+                # bench_zmq_memory.py): a figure per window shows how far from steady state.
                 note(f"window: {beats} heartbeats, broker {cpu1 - cpu0:.2f} s CPU "
                      f"({per_beat[-1]:.1f} us/hb, {shares[-1]:.1f}% core), emulator "
-                     f"{emulator_shares[-1]:.0f}% core")
+                     f"{emulator_shares[-1]:.0f}% core, broker RSS "
+                     f"{(broker.rss_bytes() - rss0) / n / 1024:.1f} KB/node")
             online_end = online_nodes(server)
             rss1, tree1 = broker.rss_bytes(), tree_rss(server_pid)
+            probe1 = memprobe(server, "online")
+            if probe0 is not None and probe1 is not None:
+                print(memory_breakdown(probe0, probe1, n), flush=True)
             if args.profile > 0:
                 profile = profile_process(broker_pid, args.profile,
                                           server.dir / "broker-profile.txt")

@@ -12,13 +12,20 @@ directory, on a fresh PostgreSQL database (``--sqlite`` for the embedded default
     process_tree(pid) -> list[int]                 pid and every descendant
     bench_server(args, settings=None) -> contextmanager[PushdServer]
     EmulatorProcess(server, nodes, state_dir, *extra_args)
-        .wait_online(timeout) -> float   seconds until the emulator reports every node online
+        .wait_online(timeout, stall=120) -> float
+                 seconds from the nodes' start until the emulator reports every node online;
+                 preparation (RSA key pool, provisioning) is not part of `timeout`: it may take
+                 as long as it keeps progressing, and fails after `stall` s without progress;
+                 a failure names the phase it was in
         .status() -> dict                its --status-file
         .job(job_id) -> dict             its per-job record (commits, acked_runs, results, times)
         .pid, .stop()
+    describe_phase(status) -> str        what the emulator's status file says it is doing
     server_online(server, expected, timeout, poll=0.5) -> float
         seconds until GET node_states lists `expected` nodes online and available
-    common_arguments(parser)             --sqlite, --state-dir, --what-if
+    common_arguments(parser)             --sqlite, --state-dir, --what-if, --memprobe, --server-env
+    memprobe(server, label, timeout=60) -> dict | None
+        with --memprobe: the broker's memory report (bench/memprobe/sitecustomize.py) now
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -113,6 +120,12 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--what-if", action="store_true",
                         help="run the server with bench/whatif/sitecustomize.py (proposed "
                         "broker changes, measured before they are made)")
+    parser.add_argument("--memprobe", action="store_true",
+                        help="run the broker with bench/memprobe/sitecustomize.py (tracemalloc "
+                        "and malloc arena reports; inflates RSS: not for the headline figure)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the server's processes, e.g. "
+                        "MALLOC_ARENA_MAX=2 (repeatable)")
 
 
 @contextlib.contextmanager
@@ -122,11 +135,19 @@ def bench_server(args: argparse.Namespace,
     # A stopped benchmark still stops its server and drops its database (finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if getattr(args, "what_if", False) and getattr(args, "memprobe", False):
+        raise SystemExit("--what-if and --memprobe each need their own sitecustomize")
+    for flag, folder in (("what_if", "whatif"), ("memprobe", "memprobe")):
+        if getattr(args, flag, False):
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(REPO_ROOT / "bench" / folder), os.environ.get("PYTHONPATH", ""))
+                if p)
     if getattr(args, "what_if", False):
-        whatif = str(REPO_ROOT / "bench" / "whatif")
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            p for p in (whatif, os.environ.get("PYTHONPATH", "")) if p)
         os.environ["PUSHD_BENCH_WHATIF"] = "1"
+    for assignment in getattr(args, "server_env", []):
+        name, _, value = assignment.partition("=")
+        os.environ[name] = value
+        note(f"server environment: {name}={value}")
     values: dict[str, Any] = {"heartbeat_interval": 1000, "principal_cache_ttl": 60,
                               "api_workers": 2}
     values.update(settings or {})
@@ -138,6 +159,8 @@ def bench_server(args: argparse.Namespace,
             params = stack.enter_context(postgres_database())
             backend = ("postgres", params)
         server = PushdServer(db_backend=backend, settings=values, nodes=())
+        if getattr(args, "memprobe", False):
+            os.environ["PUSHD_BENCH_MEMPROBE"] = str(server.dir)
         server.start()
         try:
             yield server
@@ -152,6 +175,8 @@ class EmulatorProcess:
         self.status_path = server.dir / "emulator-status.json"
         self.log_path = server.dir / "emulator.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        # A previous emulator's status on this server would read as "running, all online".
+        self.status_path.unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pushd_bench", "--config", str(server.config_path),
              "--org", server.org_name, "--nodes", str(nodes), "--state-dir", state_dir,
@@ -170,15 +195,44 @@ class EmulatorProcess:
     def job(self, job_id: str) -> dict[str, Any]:
         return self.status().get("jobs", {}).get(job_id, {})
 
-    def wait_online(self, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_online(self, timeout: float, stall: float = 120.0) -> float:
+        # A fresh --state-dir makes the emulator generate its RSA key pool first (minutes for
+        # thousands of keys on two cores): that must not eat the nodes' online timeout, so the
+        # timeout starts when the emulator reports phase "running"; before that only a phase
+        # making no progress for `stall` seconds fails.
+        progress: tuple[Any, ...] = ()
+        progress_at = time.monotonic()
+        running_at: float | None = None
+        while True:
+            now = time.monotonic()
+            status = self.status()
             if self.process.poll() is not None:
-                raise RuntimeError("emulator exited:\n" + self.log_path.read_text()[-3000:])
-            if self.status().get("online", 0) >= self.nodes:
-                return time.monotonic() - self.started
+                self._fail(f"emulator exited (code {self.process.returncode}) while "
+                           f"{describe_phase(status)}", status)
+            if status.get("phase") == "running":
+                if running_at is None:
+                    running_at = now
+                    note(f"emulator: nodes started after {status.get('prepare_seconds')} s of "
+                         f"preparation (key pool, provisioning)")
+                if status.get("online", 0) >= self.nodes:
+                    return float(status.get("all_online_after") or now - running_at)
+                if now - running_at > timeout:
+                    self._fail(f"emulator nodes not online {timeout:.0f} s after they started: "
+                               f"{describe_phase(status)}", status)
+            else:
+                marker = (status.get("phase"), status.get("keys_generated"),
+                          status.get("clients_provisioned"))
+                if marker != progress:
+                    progress, progress_at = marker, now
+                elif now - progress_at > stall:
+                    self._fail(f"emulator made no progress for {stall:g} s while "
+                               f"{describe_phase(status)}", status)
             time.sleep(0.25)
-        raise RuntimeError(f"emulator not online in {timeout}s: {self.status()}\n"
+
+    def _fail(self, message: str, status: dict[str, Any]) -> NoReturn:
+        brief = {k: v for k, v in status.items() if k != "jobs"}
+        raise RuntimeError(f"{message} ({time.monotonic() - self.started:.0f} s after the "
+                           f"emulator started)\nstatus: {brief}\nlog {self.log_path}:\n"
                            + self.log_path.read_text()[-3000:])
 
     def stop(self) -> None:
@@ -190,6 +244,39 @@ class EmulatorProcess:
                 self.process.kill()
                 self.process.wait(5)
         self._log.close()
+
+
+def memprobe(server: PushdServer, label: str, timeout: float = 60) -> dict[str, Any] | None:
+    if not os.environ.get("PUSHD_BENCH_MEMPROBE"):
+        return None
+    report = server.dir / f"memprobe-{label}.json"
+    report.unlink(missing_ok=True)
+    (server.dir / f"memprobe-request-{label}").touch()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            return dict(json.loads(report.read_text()))
+        time.sleep(0.25)
+    raise RuntimeError(f"the broker's memory probe did not answer in {timeout:.0f} s")
+
+
+def describe_phase(status: dict[str, Any]) -> str:
+    """What the emulator was doing, from its status file, for failure messages."""
+    phase = status.get("phase")
+    if phase is None:
+        return "starting up (no status file yet)"
+    if phase == "keys":
+        return (f"generating RSA client keys ({status.get('keys_generated', 0)}/"
+                f"{status.get('keys_to_generate', 0)} missing ones generated)")
+    if phase == "provisioning":
+        return (f"provisioning clients ({status.get('clients_provisioned', 0)}/"
+                f"{status.get('nodes', '?')} done)")
+    text = (f"running nodes: {status.get('online', 0)}/{status.get('nodes', '?')} online, "
+            f"{status.get('configured', 0)} configured, {status.get('fetching', 0)} fetching, "
+            f"{status.get('fetch_errors', 0)} fetch errors")
+    if status.get("last_error"):
+        text += f", last error {status['last_error']!r}"
+    return text
 
 
 def online_nodes(server: PushdServer) -> int:

@@ -5,17 +5,20 @@
             Makes sure keys 0..count-1 exist as ``<state_dir>/keys/NNNNN.pem`` (PKCS#1, 0600).
             Missing keys are generated in parallel processes (RSA-2048 takes ~50-100 ms each);
             existing ones are never regenerated, so a second run reuses every identity.
+            progress(done, total) is called once before and after each generated key (total = the
+            missing ones).
         pool.private_pem(index) -> bytes
         pool.public_pem(index) -> str               SubjectPublicKeyInfo, as the store keeps it
         pool.load_private(index) -> RSAPrivateKey   fast load (no key re-validation)
     node_name(prefix, index) -> str                 "emu-00042" for ("emu-", 42)
-    provision(config_path, org, names_and_keys, *, user=None) -> ProvisionReport
+    provision(config_path, org, names_and_keys, *, user=None, progress=None) -> ProvisionReport
         Creates the organization (if missing) and one client per node in the local principal
         store of the appliance `config_path` describes -- the same store writes as
         ``push-jobs-server-ctl org-create`` / ``client-create`` (pushd.store's public API) -- in
         one transaction per 500 clients. A client that exists with the same public key is left
         alone; one with another key gets the pool's key (update_principal). Idempotent.
         `user` = (name, public_pem) also provisions an admin user (for benchmarks that POST jobs).
+        progress(done, total) is called after each committed batch of clients.
     ProvisionReport(org_id, created, updated, unchanged)
 
 The emulator's nodes sign their config requests with these keys exactly as a stock client does.
@@ -73,11 +76,13 @@ class KeyPool:
             return
         workers = processes or os.cpu_count() or 1
         done = 0
+        if progress is not None:
+            progress(0, len(missing))
         # fork is fine here: the parent holds no ZeroMQ context or threads yet.
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             for _ in pool.imap_unordered(_generate_one, missing, chunksize=8):
                 done += 1
-                if progress is not None and (done % 250 == 0 or done == len(missing)):
+                if progress is not None:
                     progress(done, len(missing))
 
     def private_pem(self, index: int) -> bytes:
@@ -116,6 +121,7 @@ def provision(
     names_and_keys: Iterable[tuple[str, str]],
     *,
     user: tuple[str, str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ProvisionReport:
     from pushd import store
     from pushd.config import load_settings
@@ -146,6 +152,8 @@ def provision(
                         updated += 1
                     else:
                         unchanged += 1
+            if progress is not None:
+                progress(min(start + BATCH, len(pending)), len(pending))
         if user is not None:
             name, public_pem = user
             found = store.get_principal(org_id, name, "user")

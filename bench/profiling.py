@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,10 @@ def parse_profile(path: Path) -> Profile:
 
 
 def profile_process(pid: int, seconds: float, out_path: Path, rate: int = 200) -> Profile | None:
-    exe = shutil.which("py-spy")
+    # Installed into the running interpreter's environment (a virtualenv's bin/ need not be
+    # on PATH), or anywhere on PATH.
+    beside = Path(sys.executable).parent / "py-spy"
+    exe = str(beside) if beside.exists() else shutil.which("py-spy")
     if exe is None:
         return None
     subprocess.run(

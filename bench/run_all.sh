@@ -19,4 +19,5 @@ run dispatch1000 bench/bench_dispatch.py --nodes 1000 --sizes 100,1000 --runs 5 
 run storm5000 bench/bench_storm.py --nodes 5000 --runs 3
 run api bench/bench_api.py --runs 5
 run floor bench/bench_floor.py --runs 5
+run zmqmem bench/bench_zmq_memory.py --nodes 2000 --messages 600 --spacing 0.05 --variants base,router,pub,arena2
 run dispatch8000 bench/bench_dispatch.py --nodes 8000 --sizes 8000 --runs 5 --pause 5

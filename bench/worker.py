@@ -1,13 +1,15 @@
 """An emulator worker process: thousands of emulated nodes on one epoll loop.
 
-    WorkerSpec(worker, base_url, org, prefix, indices, state_dir, behaviour, fetchers=4,
-               report_interval=0.5, ramp=0.0, fetch_timeout=10.0, max_backoff=10.0)
+    WorkerSpec(worker, base_url, org, prefix, indices, state_dir, behaviour, fetchers=32,
+               report_interval=0.5, ramp=0.0, fetch_timeout=10.0, max_backoff=10.0,
+               stock_retry=False)
     run_worker(spec, conn) -> None       the process body; `conn` is a multiprocessing
                                          Connection to the parent
 
 Messages to the parent (dicts over `conn`, every `report_interval` seconds):
-    {"worker", "nodes", "configured", "online", "fetching", "fetches", "fetch_errors",
-     "last_error", "dropped", "heartbeats" (sent so far),
+    {"worker", "nodes", "configured", "online", "fetching", "fetches" (started),
+     "configs" (fetched and applied), "fetch_errors", "last_error", "dropped",
+     "heartbeats" (sent so far),
      "jobs": {job_id: JobRecord fields as deltas}}
 The parent sends "stop" to end the worker (so does closing the pipe).
 
@@ -17,11 +19,13 @@ for the sockets that fired. ZeroMQ's FD is edge-like: after it fires, and after 
 socket, the socket is drained while ``EVENTS & POLLIN`` -- and once a second every socket is
 swept anyway as a safety net.
 
-Config fetches (signed ``GET .../pushy/config/NODE?ccpk=``, RSA sign + decrypt: ~2 ms of CPU
-each) run in a small thread pool so the loop keeps heartbeating meanwhile. Failed fetches retry
-with exponential backoff and full jitter up to `max_backoff` seconds. A node reconfigures (new
-fetch, new sockets) like the stock client: on a new server incarnation (after a random splay
-within one interval, once idle), at 90-100 % of the config's lifetime, or after more than
+Config fetches (signed ``GET .../pushy/config/NODE?ccpk=``, RSA sign + decrypt: ~2 ms of CPU each)
+run in a pool of `fetchers` threads so the loop keeps heartbeating meanwhile; the pool is large
+enough (32) not to queue a reconnect herd that stock clients would send at once. Failed fetches
+retry with exponential backoff and full jitter up to `max_backoff` seconds -- faster than the stock
+client, whose failed reconfigure waits 108-120 s: `stock_retry` does that. A node reconfigures (new
+fetch, new sockets) like the stock client: on a new server incarnation (after a random splay within
+one interval, once idle), at 90-100 % of the config's lifetime, or after more than
 `offline_threshold` intervals without a server heartbeat.
 """
 
@@ -61,6 +65,7 @@ from pushd.protocol.frames import decode
 SWEEP_INTERVAL = 1.0
 MAX_TURN_WAIT = 0.05
 SERVER_BEAT_CACHE = 16
+STOCK_RETRY = 120.0
 
 
 @dataclass(frozen=True)
@@ -72,11 +77,12 @@ class WorkerSpec:
     indices: tuple[int, ...]
     state_dir: str
     behaviour: Behaviour
-    fetchers: int = 4
+    fetchers: int = 32
     report_interval: float = 0.5
     ramp: float = 0.0
     fetch_timeout: float = 10.0
     max_backoff: float = 10.0
+    stock_retry: bool = False  # a failed fetch waits 108-120 s, as the stock client's does
 
 
 class FetchFailed(Exception):
@@ -135,7 +141,7 @@ class Worker:
         self.finishes: list[tuple[float, int, int]] = []
         self.counter = itertools.count()
         self.beat_cache: dict[bytes, str | None] = {}
-        self.fetches = self.fetch_errors = self.dropped = self.heartbeats = 0
+        self.fetches = self.configs = self.fetch_errors = self.dropped = self.heartbeats = 0
         self.last_error = ""
         self.running = True
         self._curve: dict[int, tuple[bytes, bytes]] = {}
@@ -219,10 +225,15 @@ class Worker:
             self.fetch_errors += 1
             self.last_error = f"{node.name}: {error}"
             node.fetch_failures += 1
-            cap = min(self.spec.max_backoff, 0.5 * 2 ** min(node.fetch_failures, 10))
-            self._schedule_reconfigure(node, now + self.rng.uniform(0.1, cap))
+            if self.spec.stock_retry:  # update_reconfigure_deadline(120): 10 % splay
+                delay = STOCK_RETRY * self.rng.uniform(0.9, 1.0)
+            else:
+                cap = min(self.spec.max_backoff, 0.5 * 2 ** min(node.fetch_failures, 10))
+                delay = self.rng.uniform(0.1, cap)
+            self._schedule_reconfigure(node, now + delay)
             return
         node.fetch_failures = 0
+        self.configs += 1
         config, session_key = got
         dealer, sub = self._open(node, config)
         node.configure(config, session_key, dealer, sub)
@@ -337,6 +348,7 @@ class Worker:
             "online": sum(1 for n in self.nodes if n.online(now)),
             "fetching": sum(1 for n in self.nodes if n.fetching),
             "fetches": self.fetches,
+            "configs": self.configs,
             "fetch_errors": self.fetch_errors,
             "last_error": self.last_error,
             "dropped": self.dropped,

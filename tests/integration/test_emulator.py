@@ -83,7 +83,13 @@ def test_emulator_brings_nodes_online_runs_a_job_and_reuses_identities(tmp_path:
     with running_server(nodes=()) as server:
         emulator = _start(server, state_dir, status, "--output-bytes", "300", "--exit-code", "0")
         try:
-            _wait_online(emulator, status, timeout=60)
+            seen = _wait_online(emulator, status, timeout=60)
+            # The status file tells preparation from the nodes' run (benchmarks time only the
+            # latter): a fresh key pool was generated, then the nodes started.
+            assert seen["phase"] == "running"
+            assert seen["keys_generated"] == seen["keys_to_generate"] == NODES
+            assert seen["clients_provisioned"] == NODES
+            assert seen["prepare_seconds"] > 0 and seen["configs"] >= NODES
             # The server sees every emulated node as available.
             listed = {n["node_name"]: n for n in server.request("GET", "node_states").json()}
             assert sorted(listed) == names
@@ -124,12 +130,38 @@ def test_emulator_brings_nodes_online_runs_a_job_and_reuses_identities(tmp_path:
         status.unlink()
         again = _start(server, state_dir, status)
         try:
-            _wait_online(again, status, timeout=60)
+            assert _wait_online(again, status, timeout=60)["keys_to_generate"] == 0
         finally:
             second_output = _stop(again)
         assert f"0 clients created, 0 re-keyed, {NODES} unchanged" in second_output
         assert {p.name: p.stat().st_mtime_ns for p in (state_dir / "keys").iterdir()} \
             == key_times
+
+
+def test_a_stop_during_key_generation_ends_the_emulator_at_once(tmp_path: Path) -> None:
+    status = tmp_path / "status.json"
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "pushd_bench", "--config", str(tmp_path / "unused.rb"),
+         "--org", "o", "--nodes", "2000", "--state-dir", str(tmp_path / "state"),
+         "--status-file", str(status)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        seen: dict[str, Any] = {}
+        while time.monotonic() < deadline and not seen.get("keys_generated"):
+            if status.exists():
+                seen = json.loads(status.read_text())
+            time.sleep(0.05)
+        assert seen["phase"] == "keys" and seen["keys_to_generate"] == 2000, seen
+        emulator.send_signal(signal.SIGTERM)
+        output, _ = emulator.communicate(timeout=15)  # not the minutes 2000 keys would take
+    finally:
+        _kill_and_read(emulator)
+    assert emulator.returncode == 128 + signal.SIGTERM, output
+    keys = list((tmp_path / "state" / "keys").iterdir())
+    assert 0 < len(keys) < 2000
+    assert all(k.name.endswith(".pem") for k in keys)  # no half-written key left behind
 
 
 def test_bad_arguments_exit_2_with_one_line(tmp_path: Path) -> None:

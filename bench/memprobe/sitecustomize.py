@@ -1,0 +1,144 @@
+"""Memory probe for benchmarks only: NOT part of pushd. Loaded when a benchmark runs with
+``--memprobe`` (PYTHONPATH=bench/memprobe, PUSHD_BENCH_MEMPROBE=DIR), in every server process,
+but it acts only in the broker (its /proc/self/cmdline names ``pushd.broker`` and not the
+supervisor's launcher). There it
+
+- starts tracemalloc at interpreter start (1 frame: cheap enough to leave the broker's loop
+  representative; the traced total is what Python objects hold), and
+- runs a daemon thread that, whenever ``DIR/memprobe-request-<label>`` appears, writes
+  ``DIR/memprobe-<label>.json`` and deletes the request:
+      {"rss", "traced", "traced_peak",
+       "by_line": [[file:line, bytes, count], ...]        (top 40 tracemalloc lines)
+       "by_type": [[type name, count, getsizeof bytes], ...] (top 40 gc-tracked types)
+       "arenas": [{"system", "in_use", "free", "mmap"}...]   (glibc malloc_info, per arena)
+       "smaps": {"heap", "anon", "file", "stack"}}           (RSS by mapping kind, bytes)
+
+Environment variables the broker might need for the probe itself are not changed: malloc
+settings under test are set by the benchmark in the server's environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _is_broker() -> bool:
+    try:
+        with open("/proc/self/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return b"pushd.broker" in argv and b"pushd.server.supervisor" not in argv
+
+
+def _smaps() -> dict[str, int]:
+    kinds = {"heap": 0, "anon": 0, "file": 0, "stack": 0}
+    kind = "anon"
+    with open("/proc/self/smaps") as handle:
+        for line in handle:
+            head = line.split()
+            if not head:
+                continue
+            if not head[0].endswith(":"):  # a mapping header: address perms offset dev inode path
+                path = head[5] if len(head) > 5 else ""
+                if path == "[heap]":
+                    kind = "heap"
+                elif path.startswith("[stack"):
+                    kind = "stack"
+                elif path.startswith("/"):
+                    kind = "file"
+                else:
+                    kind = "anon"
+            elif head[0] == "Rss:":
+                kinds[kind] += int(head[1]) * 1024
+    return kinds
+
+
+def _arenas() -> list[dict[str, int]]:
+    import ctypes
+    import re
+    import tempfile
+
+    libc = ctypes.CDLL(None)
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    with tempfile.NamedTemporaryFile(suffix=".xml") as tmp:
+        fp = libc.fopen(tmp.name.encode(), b"w")
+        libc.malloc_info(0, fp)
+        libc.fclose(fp)
+        with open(tmp.name) as handle:
+            text = handle.read()
+    arenas = []
+    for block in re.findall(r'<heap nr="\d+">(.*?)</heap>', text, re.S):
+        def total(kind: str, block: str = block) -> int:
+            found = re.search(rf'<total type="{kind}" count="\d+" size="(\d+)"/>', block)
+            return int(found.group(1)) if found else 0
+
+        system = re.search(r'<system type="current" size="(\d+)"/>', block)
+        free = total("fast") + total("rest")
+        current = int(system.group(1)) if system else 0
+        arenas.append({"system": current, "free": free, "in_use": current - free,
+                       "mmap": total("mmap")})
+    return arenas
+
+
+def _snapshot(path: str) -> None:
+    import collections
+    import gc
+    import json
+    import sys
+    import tracemalloc
+
+    stats = tracemalloc.take_snapshot().statistics("lineno")
+    by_line = [[f"{s.traceback[0].filename}:{s.traceback[0].lineno}", s.size, s.count]
+               for s in stats[:40]]
+    counts: collections.Counter[str] = collections.Counter()
+    sizes: collections.Counter[str] = collections.Counter()
+    for obj in gc.get_objects():
+        name = type(obj).__qualname__
+        counts[name] += 1
+        sizes[name] += sys.getsizeof(obj)
+    traced, peak = tracemalloc.get_traced_memory()
+    with open("/proc/self/statm") as handle:
+        rss = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    report = {"rss": rss, "traced": traced, "traced_peak": peak, "by_line": by_line,
+              "by_type": [[n, counts[n], sizes[n]] for n, _ in sizes.most_common(40)],
+              "arenas": _arenas(), "smaps": _smaps()}
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(report, handle)
+    os.replace(tmp, path)
+
+
+def _watch(directory: str) -> None:
+    import time
+
+    prefix = "memprobe-request-"
+    while True:
+        time.sleep(0.5)
+        try:
+            names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+        except OSError:
+            continue
+        for name in names:
+            label = name[len(prefix):]
+            try:
+                _snapshot(os.path.join(directory, f"memprobe-{label}.json"))
+            finally:
+                os.unlink(os.path.join(directory, name))
+
+
+def _start() -> None:
+    directory = os.environ.get("PUSHD_BENCH_MEMPROBE")
+    if not directory or not _is_broker():
+        return
+    import threading
+    import tracemalloc
+
+    tracemalloc.start(1)
+    threading.Thread(target=_watch, args=(directory,), name="memprobe", daemon=True).start()
+
+
+_start()
