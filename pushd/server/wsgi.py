@@ -3,7 +3,11 @@
     build_worker_app(settings) -> falcon.App
         Opens the database for this worker, makes the principal source, a broker control client
         on a green zmq context, the events hub, loads the server's public key, and calls
-        `pushd.api.app.create_app`. Every request runs inside a store connection.
+        `pushd.api.app.create_app`. A request takes a pooled database connection only when it
+        queries the store (each store function takes one and gives it back: see
+        `pushd.store.db.store_function`), so a request answered from the identity cache (a
+        node's config fetch in the steady state) costs no pool checkout and its liveness
+        round trip.
     server_keys_dir(settings) -> Path        where the server's RSA and Curve keys live
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -25,23 +30,22 @@ def server_keys_dir(settings: Any) -> Path:
 
 
 class StoreConnectionMiddleware:
-    """One database connection per request greenlet, returned to the pool afterwards."""
+    """Returns to the pool any connection a request greenlet left open.
 
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
+    Nothing is checked out up front: a checkout from the PostgreSQL pool costs a ``SELECT 1``
+    round trip, which a request answered from caches does not need. Store functions take
+    and give back their own connection; this is the safety net behind them.
+    """
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        manager = self._connection()
-        manager.__enter__()
-        req.context.store_connection = manager
+    def __init__(self, database: Callable[[], Any]) -> None:
+        self._database = database
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
-        manager = getattr(req.context, "store_connection", None)
-        if manager is not None:
-            req.context.store_connection = None
-            manager.__exit__(None, None, None)
+        database = self._database()
+        if database is not None and not database.is_closed() and not database.in_transaction():
+            database.close()
 
 
 def build_worker_app(settings: Any) -> falcon.App:
@@ -69,6 +73,6 @@ def build_worker_app(settings: Any) -> falcon.App:
         BrokerGateway(client.request),
         events=hub,
         server_public_key_pem=keys.rsa_public_pem,
-        middleware=[StoreConnectionMiddleware(store.connection)],
+        middleware=[StoreConnectionMiddleware(lambda: store.database_proxy.obj)],
     )
     return app
