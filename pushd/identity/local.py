@@ -36,7 +36,6 @@ from typing import ParamSpec, TypeVar
 
 from pushd import store
 from pushd.errors import StoreError
-from pushd.identity.cache import TTLCache
 from pushd.identity.base import (
     KIND_CLIENT,
     KIND_USER,
@@ -45,6 +44,7 @@ from pushd.identity.base import (
     Principal,
     SourceUnavailable,
 )
+from pushd.identity.cache import TTLCache
 
 P = ParamSpec("P")
 R = TypeVar("R")
