@@ -10,7 +10,12 @@ blocks another stream (a wake-up is a flag, not a queue).
     EventHub(zmq_module, context, address)
         One SUB socket per API worker. ``start()`` runs the reader in a thread (a greenlet in a
         gevent worker, where threading is patched; pass ``zmq.green`` there). ``listen(topic)``
-        returns a Listener; ``close()`` stops the reader.
+        returns a Listener; ``close()`` stops the reader. ``generation(topic) -> int | None``:
+        a number that changes (to a value never used before) each time an event for the topic
+        arrives, taken before its listeners are woken; None while nobody listens to the
+        topic. Streams key the store reads they share on it (`pushd.api.feeds`): a read
+        started under the current generation began after every event woken so far was
+        committed.
     Listener
         ``wait(timeout) -> bool``: True when an event for the topic arrived since the last call
         (or arrives within `timeout` seconds). ``close()`` unsubscribes; it is also a context
@@ -19,6 +24,7 @@ blocks another stream (a wake-up is a flag, not a queue).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from types import TracebackType
@@ -62,6 +68,8 @@ class EventHub:
         self._context = context
         self._address = address
         self._listeners: dict[str, set[Listener]] = {}
+        self._generations: dict[str, int] = {}
+        self._counter = itertools.count(1)
         self._lock = threading.Lock()
         self._running = False
         self._thread: threading.Thread | None = None
@@ -77,8 +85,13 @@ class EventHub:
     def listen(self, topic: str) -> Listener:
         listener = Listener(self, topic)
         with self._lock:
+            if topic not in self._listeners:
+                self._generations[topic] = next(self._counter)
             self._listeners.setdefault(topic, set()).add(listener)
         return listener
+
+    def generation(self, topic: str) -> int | None:
+        return self._generations.get(topic)
 
     def _remove(self, listener: Listener) -> None:
         with self._lock:
@@ -87,10 +100,13 @@ class EventHub:
                 group.discard(listener)
                 if not group:
                     del self._listeners[listener.topic]
+                    self._generations.pop(listener.topic, None)
 
     def _wake(self, topic: str) -> None:
         with self._lock:
             listeners = list(self._listeners.get(topic, ()))
+            if listeners:
+                self._generations[topic] = next(self._counter)
         for listener in listeners:
             listener.notify()
 

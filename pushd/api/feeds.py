@@ -18,15 +18,29 @@
         `hub` may be None (then streams poll the store every `poll_interval` seconds); with a hub
         they wake as soon as the broker publishes, and still poll as a safety net.
 
+Shared reads: with a hub, the streams of one worker share their store reads. A read is keyed
+on what it asks (the query and its arguments) and on the topic's `EventHub.generation`; streams
+asking the same thing under the same generation get one query's answer (a stream that asks while
+that query runs waits for it). The generation changes before any stream is woken for a new
+event, so a shared answer never predates an event its reader was woken for; answers are also
+dropped after half of `poll_interval` (or `keepalive`) seconds, the safety net for a
+publication the socket dropped. So when the broker publishes, each worker reads the new events
+once, not once per stream, and encodes each event's frame once. An org stream opened without
+``Last-Event-ID`` starts after the org's newest event id at that moment (every stream then asks
+from the same id); its retention horizon is taken per read, rounded down to the minute so
+concurrent readers agree.
+
 Store contract used: ``job_events_after(org_id, job_id, after_id, limit=)``,
 ``org_events_after(org_id, after_id, since=, limit=)`` (events with ``id``, ``name``, ``data``,
-``created_at``, ``job_id``), ``get_job`` and ``get_job_summary(org_id, job_id)``.
+``created_at``, ``job_id``), ``last_event_id(org_id)``, ``get_job`` and
+``get_job_summary(org_id, job_id)``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -43,6 +57,11 @@ JOB_COMPLETE = "job_complete"
 PAGE = 500
 # How long a terminal job without a job_complete event (after the resume point) is re-read.
 END_GRACE = 1.0
+# Shared answers kept per worker before stale ones are swept, and the hard bound after that.
+SHARED_SWEEP_AT = 64
+SHARED_MAX = 256
+# Encoded frames kept per worker (events are immutable, so a frame never changes).
+FRAME_CACHE = 2048
 
 
 def parse_event_id(value: str | None) -> int | None:
@@ -74,6 +93,73 @@ def _frame(event: Any, *, with_job: bool = False) -> bytes:
     return sse_event(event.name, event.id, _event_data(event, with_job=with_job))
 
 
+class _Shared:
+    """One answer to a store read, shared by the streams that ask under its generation."""
+
+    __slots__ = ("done", "generation", "ok", "started", "topic", "value")
+
+    def __init__(self, topic: str, generation: int, started: float) -> None:
+        self.topic = topic
+        self.generation = generation
+        self.started = started
+        self.done = threading.Event()  # a gevent Event in the workers (threading is patched)
+        self.ok = False
+        self.value: Any = None
+
+
+class SharedReads:
+    """Store reads shared between the streams of one worker (see the module docstring)."""
+
+    def __init__(
+        self, hub: EventHub, max_age: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._hub = hub
+        self._max_age = max_age
+        self._clock = clock
+        self._answers: dict[tuple[Any, ...], _Shared] = {}
+
+    def read(self, topic: str, key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
+        generation = self._hub.generation(topic)
+        if generation is None:
+            return load()
+        now = self._clock()
+        shared = self._answers.get(key)
+        if (
+            shared is not None
+            and shared.generation == generation
+            and now - shared.started < self._max_age
+        ):
+            shared.done.wait()
+            if shared.ok:
+                return shared.value
+            return load()  # the shared query failed: this stream tries (and reports) its own
+        shared = _Shared(topic, generation, now)
+        self._answers[key] = shared
+        if len(self._answers) > SHARED_SWEEP_AT:
+            self._sweep(now)
+        try:
+            shared.value = load()
+            shared.ok = True
+        finally:
+            if not shared.ok and self._answers.get(key) is shared:
+                del self._answers[key]
+            shared.done.set()
+        return shared.value
+
+    def _sweep(self, now: float) -> None:
+        for key, shared in list(self._answers.items()):
+            if (
+                shared.generation != self._hub.generation(shared.topic)
+                or now - shared.started >= self._max_age
+            ):
+                del self._answers[key]
+        while len(self._answers) > SHARED_MAX:
+            del self._answers[next(iter(self._answers))]
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+
 class FeedStreams:
     def __init__(
         self,
@@ -93,6 +179,10 @@ class FeedStreams:
         self._keepalive = keepalive
         self._poll = poll_interval
         self._retention = org_retention
+        self._shared = (
+            SharedReads(hub, min(poll_interval, keepalive) / 2) if hub is not None else None
+        )
+        self._frames: dict[tuple[int, bool], bytes] = {}
 
     # -- job feed ---------------------------------------------------------------------------
 
@@ -118,8 +208,10 @@ class FeedStreams:
         silent_since = time.monotonic()
         while not finished:
             sent = False
-            for ev in self._pages(self._store.job_events_after, org_id, job_id, last_id):
-                yield _frame(ev)
+            for ev in self._pages(
+                f"job.{job_id}", self._store.job_events_after, org_id, job_id, last_id
+            ):
+                yield self._encoded(ev, with_job=False)
                 last_id, sent = ev.id, True
                 finished = finished or ev.name == JOB_COMPLETE
             if sent:
@@ -140,7 +232,7 @@ class FeedStreams:
                 yield SSE_KEEPALIVE
                 silent_since = time.monotonic()
             self._wait(listener)
-        job = self._q(self._store.get_job, org_id, job_id)
+        job = self._shared_q(f"job.{job_id}", self._store.get_job, org_id, job_id)
         if job is not None:
             yield sse_event(
                 "summary",
@@ -154,7 +246,7 @@ class FeedStreams:
         return probe[0] if probe and probe[0].id == event_id else None
 
     def _job_is_over(self, org_id: str, job_id: str) -> bool:
-        job = self._q(self._store.get_job_summary, org_id, job_id)
+        job = self._shared_q(f"job.{job_id}", self._store.get_job_summary, org_id, job_id)
         return job is None or JobStatus(job.status) in TERMINAL_JOB_STATUSES
 
     # -- org feed ---------------------------------------------------------------------------
@@ -171,7 +263,10 @@ class FeedStreams:
         now = _utcnow()
         horizon = now - timedelta(seconds=self._retention)
         last_id: int | None = None  # None: nothing sent yet and no history wanted
-        if last_event_id is not None:
+        if last_event_id is None:
+            # Events from now on: those after the newest one (None: the org has none yet).
+            last_id = self._q(self._store.last_event_id, org_id)
+        else:
             resume_after = parse_event_id(last_event_id)
             if resume_after is not None and self._is_org_event(org_id, resume_after, horizon):
                 last_id = resume_after
@@ -181,10 +276,12 @@ class FeedStreams:
                 last_id = 0
         silent_since = time.monotonic()
         while True:
-            since = now if last_id is None else horizon
+            since = now if last_id is None else self._horizon()
             sent = False
-            for ev in self._pages(self._store.org_events_after, org_id, last_id, since=since):
-                yield _frame(ev, with_job=True)
+            for ev in self._pages(
+                f"org.{org_id}", self._store.org_events_after, org_id, last_id, since=since
+            ):
+                yield self._encoded(ev, with_job=True)
                 last_id, sent = ev.id, True
             if sent:
                 silent_since = time.monotonic()
@@ -199,11 +296,28 @@ class FeedStreams:
         )
         return bool(probe) and probe[0].id == event_id
 
-    def _pages(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
+    def _horizon(self) -> datetime:
+        """The oldest retained org event's time, rounded down to the minute."""
+        horizon = _utcnow() - timedelta(seconds=self._retention)
+        return horizon.replace(second=0, microsecond=0)
+
+    def _encoded(self, event: Any, *, with_job: bool) -> bytes:
+        key = (event.id, with_job)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = _frame(event, with_job=with_job)
+            if len(self._frames) >= FRAME_CACHE:
+                self._frames.clear()
+            self._frames[key] = frame
+        return frame
+
+    def _pages(
+        self, topic: str, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Iterator[Any]:
         """Events after the last positional argument (an id), read PAGE at a time."""
         *head, after = args
         while True:
-            page = self._rows(func, *head, after, limit=PAGE, **kwargs)
+            page = self._shared_rows(topic, func, *head, after, limit=PAGE, **kwargs)
             yield from page
             if len(page) < PAGE:
                 return
@@ -216,6 +330,23 @@ class FeedStreams:
     def _rows(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
         with self._connection():
             return list(func(*args, **kwargs))
+
+    def _shared_q(self, topic: str, func: Callable[..., Any], *args: Any) -> Any:
+        if self._shared is None:
+            return self._q(func, *args)
+        key = (func.__name__, *args)
+        return self._shared.read(topic, key, lambda: self._q(func, *args))
+
+    def _shared_rows(
+        self, topic: str, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> tuple[Any, ...]:
+        def load() -> tuple[Any, ...]:
+            return tuple(self._rows(func, *args, **kwargs))
+
+        if self._shared is None:
+            return load()
+        key = (func.__name__, *args, *sorted(kwargs.items()))
+        return self._shared.read(topic, key, load)
 
     # -- waiting ----------------------------------------------------------------------------
 

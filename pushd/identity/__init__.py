@@ -2,7 +2,8 @@
 
     make_principal_source(settings) -> PrincipalSource
         By ``settings.get("principal_source")``: "local" (default) returns `LocalSource`, which
-        reads the process's open database (call `pushd.store.open_database` first); "chef_server"
+        reads the process's open database (call `pushd.store.open_database` first) and caches
+        its answers for ``principal_cache_ttl`` seconds (0: no cache); "chef_server"
         returns `ChefServerSource.from_settings(settings)`. ConfigError for anything else or an
         unusable superuser key.
 
@@ -50,7 +51,8 @@ def make_principal_source(settings: Any) -> PrincipalSource:
     if kind == "local":
         from pushd.identity.local import LocalSource
 
-        return LocalSource()
+        ttl = settings.get("principal_cache_ttl")
+        return LocalSource(cache_ttl=0.0 if ttl is None else float(ttl))
     if kind == "chef_server":
         try:
             return ChefServerSource.from_settings(settings)

@@ -1,9 +1,16 @@
 """Principal source backed by pushd's own database (`pushd.store`, the embedded default).
 
-    LocalSource()
+    LocalSource(cache_ttl=0.0, *, clock=time.monotonic)
         Implements `PrincipalSource` over the process-wide database the caller opened with
-        `pushd.store.open_database(...)`. Nothing is cached: a key revoked or a group changed
-        with `push-jobs-server-ctl` takes effect on the next request.
+        `pushd.store.open_database(...)`. With `cache_ttl` > 0 (the API workers pass
+        `principal_cache_ttl`) every answer of `org`, `principal` and `group`, "does not exist"
+        included, is kept in this process for up to `cache_ttl` seconds, so a steady stream of
+        requests from known principals makes no database query for identity; a client deleted,
+        a key replaced, a group changed or an organization deleted with
+        `push-jobs-server-ctl` therefore takes effect within `cache_ttl` seconds (on the next
+        request when it is 0, the default). Errors are never cached. Cache keys carry the
+        organization name, so every lookup stays org-scoped.
+        ``invalidate()`` forgets everything cached.
 
 Mapping to Chef's model:
     org(name)                 the stored organization (its id is the 32-hex guid)
@@ -23,6 +30,7 @@ re-raised as `SourceUnavailable`, which the API answers with 502.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -36,6 +44,7 @@ from pushd.identity.base import (
     Principal,
     SourceUnavailable,
 )
+from pushd.identity.cache import TTLCache
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,14 +62,37 @@ def _store_errors_unavailable(func: Callable[P, R]) -> Callable[P, R]:
 
 
 class LocalSource:
-    @_store_errors_unavailable
+    def __init__(
+        self, cache_ttl: float = 0.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._cache = TTLCache(cache_ttl, clock=clock)
+
+    def invalidate(self) -> None:
+        """Forget every cached answer."""
+        self._cache.invalidate()
+
     def org(self, name: str) -> Org | None:
+        return self._cache.get_or_load(("org", name), lambda: self._load_org(name))
+
+    def principal(self, org_name: str, name: str) -> Principal | None:
+        return self._cache.get_or_load(
+            ("principal", org_name, name), lambda: self._load_principal(org_name, name)
+        )
+
+    def group(self, org_name: str, group_name: str) -> Group | None:
+        return self._cache.get_or_load(
+            ("group", org_name, group_name), lambda: self._load_group(org_name, group_name)
+        )
+
+    @_store_errors_unavailable
+    def _load_org(self, name: str) -> Org | None:
         row = store.get_organization(name)
         return None if row is None else Org(name=row.name, id=row.id)
 
     @_store_errors_unavailable
-    def principal(self, org_name: str, name: str) -> Principal | None:
-        org = store.get_organization(org_name)
+    def _load_principal(self, org_name: str, name: str) -> Principal | None:
+        # Through the cached org: an authenticated request has just looked it up.
+        org = self.org(org_name)
         if org is None:
             return None
         rows = {row.kind: row for row in store.find_principals(org.id, name)}
@@ -90,8 +122,8 @@ class LocalSource:
         )
 
     @_store_errors_unavailable
-    def group(self, org_name: str, group_name: str) -> Group | None:
-        org = store.get_organization(org_name)
+    def _load_group(self, org_name: str, group_name: str) -> Group | None:
+        org = self.org(org_name)
         if org is None:
             return None
         row = store.get_group(org.id, group_name)

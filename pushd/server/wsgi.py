@@ -3,13 +3,19 @@
     build_worker_app(settings) -> falcon.App
         Opens the database for this worker, makes the principal source, a broker control client
         on a green zmq context, the events hub, loads the server's public key, and calls
-        `pushd.api.app.create_app`. Every request runs inside a store connection.
+        `pushd.api.app.create_app`. With the local principal source and a
+        `principal_cache_ttl` of 0 every request runs inside one store connection (its identity
+        lookups query the store every time). Otherwise a request takes a pooled connection only
+        when it queries the store (each store function takes one and gives it back: see
+        `pushd.store.db.store_function`), so a request answered from the identity cache (a
+        node's config fetch in the steady state) costs no pool checkout and its round trip.
     server_keys_dir(settings) -> Path        where the server's RSA and Curve keys live
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +31,26 @@ def server_keys_dir(settings: Any) -> Path:
 
 
 class StoreConnectionMiddleware:
-    """One database connection per request greenlet, returned to the pool afterwards."""
+    """Holds one pooled connection per request when asked to, and returns what is left open.
 
-    def __init__(self, connection: Any) -> None:
+    With ``eager`` every request checks a connection out up front and keeps it to the end, so
+    its several queries share one checkout (each PostgreSQL checkout pings with ``SELECT 1``).
+    Without it nothing is checked out up front: store functions take and give back their own,
+    and a request answered from caches (a config fetch with the identity cached) makes no
+    round trip at all; `process_response` is then only the safety net behind them.
+    """
+
+    def __init__(self, connection: Callable[[], Any], database: Callable[[], Any], *,
+                 eager: bool) -> None:
         self._connection = connection
+        self._database = database
+        self._eager = eager
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        manager = self._connection()
-        manager.__enter__()
-        req.context.store_connection = manager
+        if self._eager:
+            manager = self._connection()
+            manager.__enter__()
+            req.context.store_connection = manager
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
@@ -42,6 +59,16 @@ class StoreConnectionMiddleware:
         if manager is not None:
             req.context.store_connection = None
             manager.__exit__(None, None, None)
+            return
+        database = self._database()
+        if database is not None and not database.is_closed() and not database.in_transaction():
+            database.close()
+
+
+def holds_connection_per_request(settings: Any) -> bool:
+    """Without an identity cache, the local source queries on every request: share a checkout."""
+    local = (settings.get("principal_source") or "local") == "local"
+    return local and not settings.get("principal_cache_ttl")
 
 
 def build_worker_app(settings: Any) -> falcon.App:
@@ -69,6 +96,12 @@ def build_worker_app(settings: Any) -> falcon.App:
         BrokerGateway(client.request),
         events=hub,
         server_public_key_pem=keys.rsa_public_pem,
-        middleware=[StoreConnectionMiddleware(store.connection)],
+        middleware=[
+            StoreConnectionMiddleware(
+                store.connection,
+                lambda: store.database_proxy.obj,
+                eager=holds_connection_per_request(settings),
+            )
+        ],
     )
     return app

@@ -178,6 +178,46 @@ def test_changes_take_effect_on_the_next_lookup(org_id: str) -> None:
     assert source.principal("pedant-org", "normal_user") is None
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_with_a_cache_ttl_changes_take_effect_within_the_ttl(org_id: str) -> None:
+    clock = FakeClock()
+    source = LocalSource(cache_ttl=5, clock=clock)
+    org = source.org("pedant-org")
+    client = source.principal("pedant-org", "normal_client")
+    assert client is not None and client.public_keys == (pem("other"),)
+    assert source.principal("pedant-org", "nobody") is None
+    assert source.group("pedant-org", "admins") is not None
+    # The operator replaces a key, deletes a client, adds the unknown name, drops a group...
+    store.update_principal(org_id, "normal_client", KIND_CLIENT, public_key=pem("outside"))
+    store.delete_principal(org_id, "normal_user", KIND_USER)
+    store.create_principal(org_id, "nobody", KIND_CLIENT, pem("normal"))
+    store.delete_group(org_id, "admins")
+    clock.now += 4.9  # ...within the TTL the cached answers stand (no query made),
+    assert source.principal("pedant-org", "normal_client") == client
+    assert source.principal("pedant-org", "nobody") is None
+    assert source.group("pedant-org", "admins") is not None
+    clock.now += 0.2  # ...and after it every change shows.
+    changed = source.principal("pedant-org", "normal_client")
+    assert changed is not None and changed.public_keys == (pem("outside"),)
+    assert source.principal("pedant-org", "normal_user") is None
+    assert source.principal("pedant-org", "nobody") is not None
+    assert source.group("pedant-org", "admins") is None
+    # Lookups stay scoped by organization name: the same name elsewhere is another entry.
+    assert source.principal("elsewhere", "normal_client") is None
+    assert source.org("pedant-org") == org
+    store.delete_organization(org_id)
+    clock.now += 5.1
+    assert source.org("pedant-org") is None
+    assert source.principal("pedant-org", "normal_client") is None
+
+
 def test_store_failure_is_source_unavailable(db_backend: tuple[str, dict]) -> None:
     # A database without the schema (reconfigure never ran) makes every query fail.
     kind, params = db_backend

@@ -159,3 +159,47 @@ def test_a_slow_reader_blocks_neither_the_broker_nor_other_readers(server: Pushd
         slow.close()
         fast.close()
     assert [(e.name, e.id) for e in late] == [(e.name, e.id) for e in seen]
+
+
+def test_many_readers_in_both_workers_each_get_every_event_once_in_order(
+    server: PushdServer,
+) -> None:
+    # Streams of one worker share their store reads; each must still see every event of its
+    # feed exactly once, in id order, whichever worker serves it and whenever it was opened.
+    server.peer("node1")
+    server.peer("node2")
+    server.wait_available("node1")
+    server.wait_available("node2")
+    orgs = [server.stream("job_status_feed") for _ in range(12)]
+    try:
+        time.sleep(0.5)  # every org stream has sent its head
+        job_id = start_job(server, command="sleep 1", nodes=["node1", "node2"])
+        jobs = [server.stream(f"job_status_feed/{job_id}") for _ in range(12)]
+        try:
+            job_feeds = [stream.rest(timeout=30) for stream in jobs]
+        finally:
+            for stream in jobs:
+                stream.close()
+        org_feeds = [org_events(stream, 2, timeout=30) for stream in orgs]
+    finally:
+        for stream in orgs:
+            stream.close()
+    first = [(e.name, e.id) for e in job_feeds[0][:-1]]
+    assert first[0][0] == "start" and first[-1][0] == "job_complete"
+    ids = [int(str(event_id)) for _, event_id in first]
+    assert ids == sorted(set(ids))
+    for feed in job_feeds:
+        assert [(e.name, e.id) for e in feed[:-1]] == first
+        assert feed[-1].name == "summary"
+    for feed in org_feeds:
+        assert [(e.name, e.data["job"]) for e in feed] == [
+            ("start", job_id), ("job_complete", job_id)]
+    # Resuming from the middle replays exactly the rest, then the summary.
+    middle = first[len(first) // 2][1]
+    resumed = server.stream(f"job_status_feed/{job_id}", last_event_id=str(middle))
+    try:
+        rest = resumed.rest(timeout=30)
+    finally:
+        resumed.close()
+    assert [(e.name, e.id) for e in rest[:-1]] == first[len(first) // 2 + 1 :]
+    assert rest[-1].name == "summary"
