@@ -78,8 +78,10 @@ class KeyPool:
         done = 0
         if progress is not None:
             progress(0, len(missing))
-        # fork is fine here: the parent holds no ZeroMQ context or threads yet.
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        # spawn, not fork: the emulator may already run threads (its status writer, a caller's
+        # logging), and a child forked while one of them held a lock hangs on it for ever (seen:
+        # Pool.terminate joining a worker blocked on a lock). Spawning costs ~0.3 s per worker.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
             for _ in pool.imap_unordered(_generate_one, missing, chunksize=8):
                 done += 1
                 if progress is not None:
