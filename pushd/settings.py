@@ -370,7 +370,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("chef_server_superuser_key", "/etc/opscode/pivotal.pem", "path", absolute_path,
        "Private key of chef_server_superuser_name."),
     _s("principal_cache_ttl", 5, "int (s)", non_negative,
-       "Seconds a principal fetched from the Chef Server is cached."),
+       "Seconds each API worker caches an organization, principal or group answer (local "
+       "database or Chef Server): a deleted client, a new key or a group change takes effect "
+       "within this time; 0 turns the cache off."),
     _s("chef_api_version", "11.1.0", "string", non_empty,
        "X-Chef-Version sent to the Chef Server."),
     # Kept from the original; accepted and documented, not used by pushd.
