@@ -1,23 +1,26 @@
 #!/bin/sh
-# Runs every benchmark once, one after another, as recorded in bench/RESULTS.md.
+# Runs every benchmark once, one after another, as recorded in bench/RESULTS.md (the floors
+# first, the restart storm last). PYTHON picks the interpreter (default: scripts/python).
 # Usage: sh bench/run_all.sh [OUT_DIR]   (each benchmark's output in OUT_DIR/NAME.log)
 set -u
 OUT=${1:-/var/tmp/pushd-bench/results}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.." || exit 1
+PY=${PYTHON:-$(scripts/python)}
 run() {
     name=$1; shift
     echo "== $name: $* (start $(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT/summary.log"
-    python "$@" > "$OUT/$name.log" 2>&1
+    "$PY" "$@" > "$OUT/$name.log" 2>&1
     echo "   exit $? (end $(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT/summary.log"
     grep '^RESULT' "$OUT/$name.log" | tee -a "$OUT/summary.log"
 }
+run floor bench/bench_floor.py --runs 5
+run floor_fanout bench/bench_floor_fanout.py --nodes 100,1000,5000,8000 --runs 5
 run hb1000 bench/bench_heartbeat.py --nodes 1000 --windows 5 --window 12 --profile 15
 run hb4000 bench/bench_heartbeat.py --nodes 4000 --windows 5 --window 12 --no-floor
 run hb8000 bench/bench_heartbeat.py --nodes 8000 --windows 5 --window 12 --profile 15 --no-floor
 run dispatch1000 bench/bench_dispatch.py --nodes 1000 --sizes 100,1000 --runs 5 --profile 20
-run storm5000 bench/bench_storm.py --nodes 5000 --runs 3
 run api bench/bench_api.py --runs 5
-run floor bench/bench_floor.py --runs 5
 run zmqmem bench/bench_zmq_memory.py --nodes 2000 --messages 600 --spacing 0.05 --variants base,router,pub,arena2
 run dispatch8000 bench/bench_dispatch.py --nodes 8000 --sizes 8000 --runs 5 --pause 5
+run storm5000 bench/bench_storm.py --nodes 5000 --runs 3
