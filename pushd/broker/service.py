@@ -324,32 +324,48 @@ class Broker:
         """Handle up to `limit` queued messages for at most `budget` seconds; True when the
         socket was emptied."""
         socket = self._sockets[kind]
-        recv = socket.recv_multipart
+        recv = socket.recv
         handle = self._handle_one
         deadline = time.monotonic() + budget
         if ready:
             try:
-                frames = recv(zmq.NOBLOCK, copy=False)
+                identity = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return True
-            handle(kind, frames)
+            handle(kind, identity, recv)
             # Usually that was the only message: asking is cheaper than a raised zmq.Again.
             if not socket.get(zmq.EVENTS) & zmq.POLLIN:
                 return True
             limit -= 1
         for count in range(1, limit + 1):
             try:
-                frames = recv(zmq.NOBLOCK, copy=False)
+                identity = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return True
-            handle(kind, frames)
+            handle(kind, identity, recv)
             if not count & 15 and time.monotonic() >= deadline:
                 return False
         return False
 
-    def _handle_one(self, kind: str, frames: list[zmq.Frame]) -> None:
+    def _handle_one(self, kind: str, identity: bytes, recv: Any) -> None:
+        """Receive the rest of the message whose identity frame was just read, and handle it.
+
+        Frame by frame rather than recv_multipart: ~3 us less per message (recv_multipart asks
+        RCVMORE through getsockopt after every frame). A ROUTER always delivers the identity
+        with at least one frame after it, and the parts of a message arrive together."""
+        header = recv(zmq.NOBLOCK, copy=False)
+        body = recv(zmq.NOBLOCK, copy=False) if header.more else None
+        extra = 0
+        if body is not None:
+            more = body.more
+            while more:
+                more = recv(zmq.NOBLOCK, copy=False).more
+                extra += 1
         try:
-            self._handle_command(kind, frames)
+            if body is None or extra:
+                count = 2 if body is None else 3 + extra
+                raise ProtocolError("bad_frames", f"{count} frames")
+            self._handle_command(kind, identity, header.bytes, body)
         except ProtocolError as err:
             self._drop(err.reason, err.detail)
         except Exception:
@@ -357,13 +373,10 @@ class Broker:
             log.exception("error handling a command message")
             self.counters["internal_error"] += 1
 
-    def _handle_command(self, kind: str, frames: list[zmq.Frame]) -> None:
-        if len(frames) != 3:
-            raise ProtocolError("bad_frames", f"{len(frames)} frames")
-        identity = frames[0].bytes
-        envelope = open_frames(
-            [frames[1].bytes, frames[2].bytes], max_body_size=self.config.max_body_size
-        )
+    def _handle_command(
+        self, kind: str, identity: bytes, header: bytes, frame: zmq.Frame
+    ) -> None:
+        envelope = open_frames([header, frame.bytes], max_body_size=self.config.max_body_size)
         body = envelope.body
         org_name, node = body.get("org"), body.get("node")
         if not isinstance(org_name, str) or not isinstance(node, str):
@@ -383,7 +396,7 @@ class Broker:
             else parse_node_message(body).sequence
         )
         if kind == CURVE and not self.config.disable_curve_encryption:
-            user_id = frames[2].get("User-Id")
+            user_id = frame.get("User-Id")
             if user_id_ref(user_id or "") != (org_id, node):
                 raise ProtocolError("wrong_node", f"{user_id} spoke for {org_id}:{node}")
         address = (kind, identity)
