@@ -21,6 +21,18 @@ Sockets (addresses from the config):
     ROUTER ipc://{run_dir}/control.sock       control requests from API workers (control.py)
     PUB    ipc://{run_dir}/events.sock        feed events, after they are in the database
 
+Each command ROUTER queues at most COMMAND_RCVHWM messages per connection: an overloaded broker
+pushes back through TCP instead of growing its memory. A turn handles command messages for at
+most TURN_BUDGET seconds before due timers (the server heartbeat) and the control socket run.
+
+Liveness is judged fairly (see _check_liveness and _account_turn): before judging, the broker
+reads what waits in the command sockets (bounded by LIVENESS_DRAIN_BUDGET; if it cannot catch up
+it postpones the judgement and logs one line); a loop turn longer than half a heartbeat interval
+moves every node's deadline by its length, and one long enough for stock clients to judge the
+server offline holds every judgement until they can have come back. Per-node connect,
+availability and offline lines are DEBUG; an INFO summary with counts is logged every
+COUNTS_LOG_PERIOD seconds.
+
 Inbound command frames go through, in order: frame count (3 with the identity), size, header,
 JSON, sender key (session key by body org+node), HMAC, timestamp skew, message schema, the
 connection's binding (Curve User-Id must name the same org and node), then a replay check (the
@@ -94,6 +106,10 @@ LIVENESS_DRAIN_BUDGET = 0.5
 COMMAND_RCVHWM = 32
 COUNTS_LOG_PERIOD = 10.0  # seconds between the INFO summaries of node connects/availability
 POLL_CAP = 0.1  # seconds: how quickly stop() is noticed
+# After a short turn that read command messages, the loop waits until this many seconds have
+# passed since the turn began (never past a due timer): messages then arrive in batches instead
+# of one wake-up each, for at most this much added latency.
+COALESCE = 0.002
 DROP_LOG_PERIOD = 5.0
 CONTROL_MAX_BYTES = 1024 * 1024
 
@@ -117,6 +133,7 @@ class Broker:
         self._postponed_log_at = 0.0
         self._judge_after = 0.0  # monotonic time before which nobody is judged (after a stall)
         self._admissions = 0
+        self._read_commands = False  # this loop turn read the command sockets
 
         config.run_dir.mkdir(parents=True, exist_ok=True)
         if config.database is not None:
@@ -255,11 +272,17 @@ class Broker:
                 timeout = self.timers.next_delay(POLL_CAP)
                 ready = poller.poll(timeout * 1000)
                 started = clock()
+                self._read_commands = False
                 for socket, _ in ready:
                     handlers[socket]()
                 self.timers.run_due()
                 self.journal.flush()
-                self._account_turn(clock() - started)
+                busy = clock() - started
+                self._account_turn(busy)
+                if self._read_commands and busy < COALESCE:
+                    # Let a few more messages gather before the next wake-up: each wake-up
+                    # costs a poll, the timer checks and libzmq's reader activation.
+                    time.sleep(min(COALESCE - busy, self.timers.next_delay(COALESCE)))
         finally:
             self._shutdown()
 
@@ -306,17 +329,26 @@ class Broker:
         log.info("broker stopped")
 
     def _every(self, period: float, fn: Any, first: float | None = None) -> None:
+        # On a fixed cadence, not `period` after the last run: a late turn does not push every
+        # later server heartbeat back (stock clients count them). After a stall longer than a
+        # period the next tick runs at once, then the cadence resumes from there.
+        due = self.timers.now() + (period if first is None else first)
+
         def tick() -> None:
+            nonlocal due
             try:
                 fn()
             finally:
-                self.timers.call_later(period, tick)
+                now = self.timers.now()
+                due = max(due + period, now)
+                self.timers.call_later(due - now, tick)
 
-        self.timers.call_later(period if first is None else first, tick)
+        self.timers.call_later(due - self.timers.now(), tick)
 
     # -- inbound command messages -------------------------------------------------------------
 
     def _on_command(self, kind: str) -> None:
+        self._read_commands = True
         # The poller saw the socket readable: the first receive cannot come back empty.
         self._drain(kind, MAX_MESSAGES_PER_TURN, self._turn_budget, ready=True)
 
