@@ -106,10 +106,6 @@ LIVENESS_DRAIN_BUDGET = 0.5
 COMMAND_RCVHWM = 32
 COUNTS_LOG_PERIOD = 10.0  # seconds between the INFO summaries of node connects/availability
 POLL_CAP = 0.1  # seconds: how quickly stop() is noticed
-# After a short turn that read command messages, the loop waits until this many seconds have
-# passed since the turn began (never past a due timer): messages then arrive in batches instead
-# of one wake-up each, for at most this much added latency.
-COALESCE = 0.002
 DROP_LOG_PERIOD = 5.0
 CONTROL_MAX_BYTES = 1024 * 1024
 
@@ -133,7 +129,6 @@ class Broker:
         self._postponed_log_at = 0.0
         self._judge_after = 0.0  # monotonic time before which nobody is judged (after a stall)
         self._admissions = 0
-        self._read_commands = False  # this loop turn read the command sockets
 
         config.run_dir.mkdir(parents=True, exist_ok=True)
         if config.database is not None:
@@ -272,17 +267,11 @@ class Broker:
                 timeout = self.timers.next_delay(POLL_CAP)
                 ready = poller.poll(timeout * 1000)
                 started = clock()
-                self._read_commands = False
                 for socket, _ in ready:
                     handlers[socket]()
                 self.timers.run_due()
                 self.journal.flush()
-                busy = clock() - started
-                self._account_turn(busy)
-                if self._read_commands and busy < COALESCE:
-                    # Let a few more messages gather before the next wake-up: each wake-up
-                    # costs a poll, the timer checks and libzmq's reader activation.
-                    time.sleep(min(COALESCE - busy, self.timers.next_delay(COALESCE)))
+                self._account_turn(clock() - started)
         finally:
             self._shutdown()
 
@@ -348,7 +337,6 @@ class Broker:
     # -- inbound command messages -------------------------------------------------------------
 
     def _on_command(self, kind: str) -> None:
-        self._read_commands = True
         # The poller saw the socket readable: the first receive cannot come back empty.
         self._drain(kind, MAX_MESSAGES_PER_TURN, self._turn_budget, ready=True)
 
