@@ -8,7 +8,11 @@ Operations (requests carry an ``id`` the reply echoes; see control_client.py):
 
     admit        {org_name, org_id, node, ccpk: z85 | null}
                  -> {ok, session_key: base64, curve_public_key: z85 | null, incarnation_id}
-                 Gets or creates the node's persisted session key and grants `ccpk` Curve
+                 Answers with the broker's in-memory session key of the node when it has one
+                 (the map follows the store: a key deleted there is dropped from it at the
+                 next reload, session_key_reload_interval, so until then a config fetch may
+                 still be handed the deleted key, which stops working at that reload); else
+                 gets or creates the node's persisted session key. Grants `ccpk` Curve
                  admission for zap_window seconds (60) bound to (org, node). ccpk null (1.x
                  client) only when allow_unencrypted or disable_curve_encryption; then
                  curve_public_key is null.
@@ -121,11 +125,16 @@ class ControlHandler:
                 raw_key = z85_decode(ccpk)
             except ValueError:
                 raise ControlError("bad_ccpk", "ccpk is not Z85") from None
-        key = store.get_or_create_session_key(org_id, org_name, node)
-        broker.remember_session_key(org_name, org_id, node, key)
+        # From memory when the broker has the key (no database round trip in the loop that
+        # also serves heartbeats); the store only for a node it does not know yet.
+        key = broker.known_session_key(org_name, org_id, node)
+        if key is None:
+            key = store.get_or_create_session_key(org_id, org_name, node)
+            broker.remember_session_key(org_name, org_id, node, key)
         if raw_key is not None:
             broker.grants.admit(raw_key, org_id, node)
-        log.info("admitted %s/%s (%s)", org_name, node, "curve" if raw_key else "unencrypted")
+        log.debug("admitted %s/%s (%s)", org_name, node, "curve" if raw_key else "unencrypted")
+        broker.count_admission()
         return {
             "session_key": base64.b64encode(key).decode("ascii"),
             "curve_public_key": broker.keys.curve_public_z85 if raw_key is not None else None,

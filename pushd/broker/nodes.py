@@ -1,7 +1,7 @@
 """Node tracking: one session (the original's node FSM) per connected node, and liveness.
 
     tracker = NodeTracker(outbox, scheduler, rehab_interval=1.0, offline_after=30.0,
-                          reattach_hold=0.0)
+                          reattach_hold=0.0, liveness_clock=None)
     tracker.attach(jobs)                        the job engine (JobHooks) messages are routed to
     tracker.on_message(ref, address, body)      a validated message from node `ref` (NodeRef)
     tracker.rehab(ref)                          a job asks: abort the node until it says `aborted`
@@ -14,6 +14,12 @@
     tracker.session_count                       live sessions (`node_fsm_count` of /_status)
     tracker.end_session(ref)                    end a session now (key revoked): jobs see `down`
     tracker.shutdown()                          cancel every timer
+    tracker.take_counts() -> dict[str, int]     sessions opened ("connected"), re-routed
+                                                ("reconnected"), nodes become "available",
+                                                "offline" since the last call (the
+                                                broker logs them as one periodic INFO line; the
+                                                per-node lines are DEBUG, so a restart storm of
+                                                5,000 nodes does not write 10,000 lines)
 
 Session states follow the original's `pushy_node_state` (post_init is folded into creation):
 
@@ -27,7 +33,9 @@ Session states follow the original's `pushy_node_state` (post_init is folded int
   takes them the node is sent to rehab. `aborted` naming a job is forwarded too, but an unknown
   job there does not trigger another rehab (pedant: no abort for a stray `aborted`).
 * Liveness: a session whose node sent nothing valid for `offline_after` seconds ends (jobs see
-  `down`), and the node is `offline` until its next valid message.
+  `down`), and the node is `offline` until its next valid message. Silence is measured on
+  `liveness_clock` (default: the scheduler's clock); the broker passes a clock that does not
+  count the time its own loop was stalled, so nodes are not convicted for the broker's delay.
 * A heartbeat saying the node is idle with no job goes to the engine (JobHooks.node_idle): a
   node a job still counts as running has lost its job (its result was dropped on the way).
 * Re-attach after a broker restart: the first message of a node still running a job the broker
@@ -41,6 +49,7 @@ Session states follow the original's `pushy_node_state` (post_init is folded int
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -108,12 +117,15 @@ class NodeTracker:
         offline_after: float,
         wall_clock: Callable[[], float] = time.time,
         reattach_hold: float = 0.0,
+        liveness_clock: Callable[[], float] | None = None,
     ) -> None:
         self._outbox = outbox
         self._scheduler = scheduler
         self._rehab_interval = rehab_interval
         self._liveness = LivenessMonitor(offline_after)
-        self._reattach_hold_until = scheduler.now() + reattach_hold
+        self._liveness_clock = liveness_clock or scheduler.now
+        self._reattach_hold_until = self._liveness_clock() + reattach_hold
+        self._counts: collections.Counter[str] = collections.Counter()
         self._wall_clock = wall_clock
         self._sessions: dict[NodeRef, NodeSession] = {}
         self._last_seen_wall: dict[NodeRef, float] = {}
@@ -140,10 +152,11 @@ class NodeTracker:
             session = self._open(ref, address, body)
         elif address != session.address:
             session.address = address
-            log.info("node %s/%s reconnected; sending ack", *ref)
+            self._counts["reconnected"] += 1
+            log.debug("node %s/%s reconnected; sending ack", *ref)
             self._outbox.send(ref, address, {"type": "ack"})
 
-        self._liveness.touch(ref, self._scheduler.now())
+        self._liveness.touch(ref, self._liveness_clock())
         self._last_seen_wall[ref] = self._wall_clock()
         jobs = self._jobs
 
@@ -180,12 +193,18 @@ class NodeTracker:
 
     def check_liveness(self) -> list[NodeRef]:
         ended = []
-        for ref in self._liveness.expired(self._scheduler.now()):
+        for ref in self._liveness.expired(self._liveness_clock()):
             session = self._sessions.get(ref)
             if session is not None:
-                log.info("node %s/%s is offline (silent too long)", *ref)
+                log.debug("node %s/%s is offline (silent too long)", *ref)
                 self._end(session)
                 ended.append(ref)
+        if ended:
+            # One line per check, not per node: a mass "offline" must not flood the log.
+            self._counts["offline"] += len(ended)
+            names = ", ".join(f"{org}/{node}" for org, node in ended[:5])
+            log.info("%d node(s) offline (silent too long): %s%s", len(ended), names,
+                     ", ..." if len(ended) > 5 else "")
         return ended
 
     def end_session(self, ref: NodeRef) -> None:
@@ -193,6 +212,12 @@ class NodeTracker:
         session = self._sessions.get(ref)
         if session is not None:
             self._end(session)
+
+    def take_counts(self) -> dict[str, int]:
+        """Counts of sessions opened, nodes become available and gone offline since the last
+        call (then reset)."""
+        counts, self._counts = dict(self._counts), collections.Counter()
+        return counts
 
     def shutdown(self) -> None:
         for session in self._sessions.values():
@@ -235,7 +260,8 @@ class NodeTracker:
             self._liveness.hold(ref, self._reattach_hold_until)
             self._outbox.send(ref, address, {"type": "ack"})
         else:
-            log.info("node %s/%s connected; rehab", *ref)
+            log.debug("node %s/%s connected; rehab", *ref)
+            self._counts["connected"] += 1
             self._send_abort(session)
         return session
 
@@ -257,7 +283,8 @@ class NodeTracker:
             session.rehab_timer.cancel()
             session.rehab_timer = None
         session.state = IDLE
-        log.info("node %s/%s is available", *session.ref)
+        self._counts["available"] += 1
+        log.debug("node %s/%s is available", *session.ref)
 
     def _end(self, session: NodeSession) -> None:
         if session.rehab_timer is not None:

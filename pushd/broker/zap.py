@@ -5,7 +5,9 @@
     grants.check(raw_key) -> str | None              the ZAP User-Id ("<org_id>:<node>") or None
     grants.restore(grace)                            after a restart: keys bound to nodes when the
                                                      broker stopped are admitted for `grace` s
-    grants.save() / grants.dirty                     persist bindings (state_file, 0600 JSON)
+    grants.save(force=False) / grants.dirty          persist bindings (state_file, 0600 JSON):
+                                                     at most every `save_period` s (10) unless
+                                                     forced (the broker forces it at shutdown)
     user_id_ref(user_id) -> (org_id, node)           parse the User-Id back
 
     ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -19,6 +21,10 @@ message naming another node.
 Established bindings are written to `state_file` so a restarted broker can let the stock
 client's DEALER (which reconnects by itself and only re-fetches its config once its job is
 done) back in for `grace` seconds; without that, a running job could not be re-attached.
+The file holds every binding (O(nodes), written atomically with fsync), so while admissions
+arrive it is rewritten at most every `save_period` seconds, and at a clean shutdown: a broker
+that is killed (not stopped) loses at most the last ~10 s of new bindings; those nodes are
+refused at reconnection until they fetch their config again.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ log = logging.getLogger(__name__)
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 MAX_GRANTS = 1_000_000
+SAVE_PERIOD = 10.0  # seconds: the most often the binding file is rewritten
 
 
 def user_id_ref(user_id: str) -> tuple[str, str]:
@@ -50,8 +57,11 @@ class CurveGrants:
         *,
         clock: Callable[[], float] = time.monotonic,
         state_file: Path | None = None,
+        save_period: float = SAVE_PERIOD,
     ) -> None:
         self.window = window
+        self.save_period = save_period
+        self._saved_at: float | None = None
         self._clock = clock
         self._state_file = state_file
         # raw key -> (user id, admission deadline)
@@ -115,9 +125,13 @@ class CurveGrants:
                 self._grants.setdefault(key, (user_id, deadline))
         return len(bound)
 
-    def save(self) -> None:
-        if self._state_file is None or not self.dirty:
+    def save(self, *, force: bool = False) -> None:
+        if self._state_file is None or not (self.dirty or force):
             return
+        now = self._clock()
+        if not force and self._saved_at is not None and now - self._saved_at < self.save_period:
+            return
+        self._saved_at = now
         self.dirty = False
         data = {z85_encode(key): user_id for key, user_id in self._bound.items()}
         try:

@@ -40,6 +40,25 @@ def test_admit_returns_the_persisted_session_key(env: BrokerEnv) -> None:
     assert again["incarnation_id"] != first["incarnation_id"]
 
 
+def test_admit_answers_from_memory_and_follows_a_deleted_key(tmp_path: Path) -> None:
+    env = BrokerEnv(tmp_path, ("sqlite", {"path": str(tmp_path / "pushd.sqlite3")}),
+                    session_key_reload_interval=0.3).start()
+    try:
+        ccpk = zmq.curve_keypair()[0].decode()
+        first = env.client.admit(ORG_NAME, ORG_ID, "n1", ccpk)["session_key"]
+        assert env.client.admit(ORG_NAME, ORG_ID, "n1", ccpk)["session_key"] == first
+        store.delete_session_key(ORG_ID, "n1")  # `push-jobs-server-ctl client delete`
+        # Once the broker has reloaded its keys the deleted one is never handed out again:
+        # the next config fetch gets a new key, persisted.
+        wait_until(lambda: env.broker.known_session_key(ORG_NAME, ORG_ID, "n1") is None, 3,
+                   "deleted key dropped")
+        fresh = env.client.admit(ORG_NAME, ORG_ID, "n1", ccpk)["session_key"]
+        assert fresh != first
+        assert store.get_session_key(ORG_ID, "n1") == base64.b64decode(fresh)
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize(
     "request_body, code",
     [

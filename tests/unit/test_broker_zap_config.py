@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import zmq
@@ -64,6 +65,29 @@ def test_bindings_persist_and_are_readmitted_after_a_restart(tmp_path: Path) -> 
     assert restarted.check(old) is None
     clock.advance(11)
     assert restarted.check(new) is None
+
+
+def test_binding_file_is_rewritten_at_most_every_save_period(tmp_path: Path) -> None:
+    state = tmp_path / "curve_clients.json"
+    clock = ManualClock()
+    grants = CurveGrants(60, clock=clock, state_file=state, save_period=10)
+
+    def saved() -> int:
+        return len(json.loads(state.read_text()))
+
+    grants.admit(key(), ORG, "n1")
+    grants.save()
+    assert saved() == 1
+    grants.admit(key(), ORG, "n2")
+    clock.advance(5)
+    grants.save()  # 5 s after the last write: not yet
+    assert saved() == 1 and grants.dirty
+    clock.advance(5)
+    grants.save()
+    assert saved() == 2 and not grants.dirty
+    grants.admit(key(), ORG, "n3")
+    grants.save(force=True)  # shutdown: whatever the period
+    assert saved() == 3
 
 
 def test_unreadable_state_file_is_ignored(tmp_path: Path) -> None:
