@@ -92,10 +92,11 @@ CURVE = "curve"
 LEGACY = "legacy"
 MAX_MESSAGES_PER_TURN = 2000
 # Seconds of command messages one turn may handle before due timers (the server heartbeat)
-# and the control socket get their turn; at most a quarter of the heartbeat interval. Not
-# shorter: every turn ends with a journal flush (a database transaction), and at 50 ms a
-# 1,000-node job completed in ~1.2-2.0 s instead of ~0.8 s (bench_dispatch, A/B); a server
-# heartbeat up to 0.25 s late is well inside what stock clients tolerate (3 intervals).
+# and the control socket get their turn; at most a quarter of the heartbeat interval. When
+# every turn ended with a synchronous journal flush (a database transaction), 50 ms made a
+# 1,000-node job complete in ~1.2-2.0 s instead of ~0.8 s (bench_dispatch, A/B); the flush is
+# now a hand-off to the writer thread and a shorter budget has not been measured since. A
+# server heartbeat up to 0.25 s late is well inside what stock clients tolerate (3 intervals).
 TURN_BUDGET = 0.25
 # Before judging liveness the broker reads what waits in the command sockets, for at most this
 # long (and at most a quarter of the heartbeat interval); if it cannot catch up, it postpones
@@ -108,6 +109,11 @@ LIVENESS_DRAIN_BUDGET = 0.5
 # that connection (TCP pushes back to the node; nothing queued is dropped) instead of growing
 # the broker's memory without bound (bench/RESULTS.md "8,000 nodes": 1 GB -> 3.2 GB).
 COMMAND_RCVHWM = 32
+# Listen backlog of the TCP sockets nodes connect to (ZMQ_BACKLOG; the kernel caps it at
+# net.core.somaxconn, 4096 on current kernels). libzmq's default of 100 makes a herd of
+# reconnecting nodes lose SYNs and wait for the kernel's 1 s, 3 s, 7 s... retransmits: 200
+# bare Curve connects took 1.07 s at 100 and 0.10 s at 4096 (bench/bench_floor_fanout.py).
+LISTEN_BACKLOG = 4096
 COUNTS_LOG_PERIOD = 10.0  # seconds between the INFO summaries of node connects/availability
 POLL_CAP = 0.1  # seconds: how quickly stop() is noticed
 DROP_LOG_PERIOD = 5.0
@@ -197,6 +203,7 @@ class Broker:
 
         pub = ctx.socket(zmq.PUB)
         pub.linger = 0
+        pub.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
         pub.bind(f"{listen}:{cfg.server_heartbeat_port}")
         self._sockets["heartbeat"] = pub
 
@@ -208,6 +215,7 @@ class Broker:
             command.zap_domain = b"pushd"
         command.setsockopt(zmq.MAXMSGSIZE, 4 * cfg.max_body_size + 4096)
         command.rcvhwm = COMMAND_RCVHWM
+        command.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
         command.bind(f"{listen}:{cfg.command_port}")
         self._sockets[CURVE] = command
 
@@ -217,6 +225,7 @@ class Broker:
             legacy.linger = 0
             legacy.setsockopt(zmq.MAXMSGSIZE, 4 * cfg.max_body_size + 4096)
             legacy.rcvhwm = COMMAND_RCVHWM
+            legacy.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
             legacy.bind(f"{listen}:{cfg.unencrypted_command_port}")
             self._sockets[LEGACY] = legacy
 

@@ -162,3 +162,19 @@ def test_one_client_keeps_working_across_a_broker_restart(broker: BrokerProcess)
     broker.start()
     second = broker.client.status()["incarnation_id"]
     assert second != first
+
+
+def listen_backlog(port: int) -> int:
+    # For a listening TCP socket, `ss` shows the accept backlog in the Send-Q column.
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    return int(out[2])
+
+
+def test_node_ports_take_a_herd_of_connects(broker: BrokerProcess) -> None:
+    # libzmq's default backlog (100) drops the SYNs of a reconnect storm beyond it, and those
+    # nodes wait for the kernel's 1 s / 3 s retransmits; the broker asks for the kernel's most.
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    expected = min(4096, somaxconn)
+    assert listen_backlog(broker.command_port) == expected
+    assert listen_backlog(broker.heartbeat_port) == expected
