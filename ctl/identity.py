@@ -12,6 +12,9 @@
         2048-bit pair (the private key is written only after the store accepted the principal,
         by write_private_key). Exactly one of the two must be given.
     write_private_key(path, pem) -> None      0600, refuses to overwrite
+    tell_broker_key_deleted(ctx, org_id, node) a running broker stops using the node's session
+        key now (it answers config fetches from memory); a broker that is not running reads
+        the store when it starts, so its absence is not an error
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "key_material",
     "open_store",
     "require_org",
+    "tell_broker_key_deleted",
     "write_private_key",
 ]
 
@@ -122,3 +126,22 @@ def write_private_key(path: str, pem: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(pem)
+
+
+BROKER_NOTICE_TIMEOUT = 2.0  # seconds; the broker re-reads the store within a minute anyway
+
+
+def tell_broker_key_deleted(ctx: Context, org_id: str, node: str) -> None:
+    from pushd.broker.control_client import BrokerClient, BrokerUnavailable, control_path
+
+    run_dir = Path(ctx.settings.get("run_dir"))
+    if not control_path(run_dir).exists():
+        return
+    client = BrokerClient(run_dir, timeout=BROKER_NOTICE_TIMEOUT)
+    try:
+        client.forget_session_key(org_id, node)
+    except BrokerUnavailable:
+        ctx.warn("warning: the broker did not answer; it stops using the node's session key "
+                 "when it next reloads the keys (within a minute)")
+    finally:
+        client.close()

@@ -23,5 +23,6 @@ def run(ctx: Context, args: Any) -> int:
         if not store.delete_principal(org.id, args.node, "client"):
             raise CommandFailed(f"client {args.node!r} does not exist in {org.name}")
         store.delete_session_key(org.id, args.node)
+    identity.tell_broker_key_deleted(ctx, org.id, args.node)
     ctx.say(f"Deleted client {args.node} from {org.name}")
     return EXIT_OK

@@ -9,9 +9,9 @@ Operations (requests carry an ``id`` the reply echoes; see control_client.py):
     admit        {org_name, org_id, node, ccpk: z85 | null}
                  -> {ok, session_key: base64, curve_public_key: z85 | null, incarnation_id}
                  Answers with the broker's in-memory session key of the node when it has one
-                 (the map follows the store: a key deleted there is dropped from it at the
-                 next reload, session_key_reload_interval, so until then a config fetch may
-                 still be handed the deleted key, which stops working at that reload); else
+                 (the map follows the store: `client delete` tells the broker at once with
+                 forget_session_key, and a key deleted there otherwise is dropped at the next
+                 reload, session_key_reload_interval); else
                  gets or creates the node's persisted session key. Grants `ccpk` Curve
                  admission for zap_window seconds (60) bound to (org, node). ccpk null (1.x
                  client) only when allow_unencrypted or disable_curve_encryption; then
@@ -23,6 +23,8 @@ Operations (requests carry an ``id`` the reply echoes; see control_client.py):
                  every node known in the org (seen since the broker started or recorded in the
                  store), offline ones included: the API decides what to show.
     status       {} -> {ok, incarnation_id, node_fsm_count, job_processes: [job ids]}
+    forget_session_key {org_id, node} -> {ok, forgot: bool}   the key was deleted in the
+                 store: drop it from memory and end the node's session now
 
 Errors: ``{"ok": false, "error": code, "message": text}`` with code one of bad_request,
 unknown_op, not_found, already_finished, bad_ccpk, unencrypted_not_allowed, internal.
@@ -77,6 +79,7 @@ class ControlHandler:
             "start_job": self._start_job,
             "abort_job": self._abort_job,
             "node_states": self._node_states,
+            "forget_session_key": self._forget_session_key,
             "status": self._status,
         }
 
@@ -140,6 +143,13 @@ class ControlHandler:
             "curve_public_key": broker.keys.curve_public_z85 if raw_key is not None else None,
             "incarnation_id": broker.incarnation_id,
         }
+
+    def _forget_session_key(self, request: dict[str, Any]) -> dict[str, Any]:
+        # `client delete` deleted the key in the store: stop using it now, not at the next
+        # reload, or an admit answered from memory would hand the deleted key to a client
+        # re-created under the same name, which the reload then cuts off.
+        forgot = self._broker.forget_session_key(_text(request, "org_id"), _text(request, "node"))
+        return {"forgot": forgot}
 
     def _start_job(self, request: dict[str, Any]) -> dict[str, Any]:
         outcome = self._broker.start_job_from_store(

@@ -9,6 +9,7 @@
     client.abort_job(org_id, job_id) -> dict
     client.node_states(org_id, nodes | None) -> dict
     client.status() -> dict
+    client.forget_session_key(org_id, node) -> dict   the key was deleted in the store
     client.close()                               close the idle pooled sockets
     BrokerUnavailable       raised when no reply arrives within `timeout` seconds (answer 503)
 
@@ -144,3 +145,6 @@ class BrokerClient:
 
     def status(self) -> dict[str, Any]:
         return self.request({"op": "status"})
+
+    def forget_session_key(self, org_id: str, node: str) -> dict[str, Any]:
+        return self.request({"op": "forget_session_key", "org_id": org_id, "node": node})

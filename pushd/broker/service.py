@@ -688,6 +688,19 @@ class Broker:
             live = {self.tracker.address(ref) for ref in list(self._keys_by_ref)}
             self._in_sequence = {a: s for a, s in self._in_sequence.items() if a in live}
 
+    def forget_session_key(self, org_id: str, node: str) -> bool:
+        """Drop a node's session key (deleted from the store) and end its session now."""
+        ref = (org_id, node)
+        if self._keys_by_ref.pop(ref, None) is None:
+            return False
+        self._keys_by_name = {
+            name: value for name, value in self._keys_by_name.items()
+            if not (name[1] == node and value[0] == org_id)
+        }
+        log.info("session key of %s/%s was deleted; closing its session", *ref)
+        self.tracker.end_session(ref)
+        return True
+
     def _reload_session_keys(self) -> None:
         """Follow the store: a key deleted there (`client delete`) stops working here, and the
         node's session ends, so a deleted client cannot keep talking on an open connection."""

@@ -139,3 +139,42 @@ def test_unreachable_chef_server_answers_502(tmp_path: Any) -> None:
         resp = server.request("GET", "jobs")
         assert resp.status == 502, resp.body
         assert resp.json() == {"error": ["identity service unavailable"]}
+
+
+def test_client_recreated_at_once_gets_a_new_session_key(tmp_path: Any) -> None:
+    # `client delete` tells the running broker, which answers config fetches from memory: a
+    # client deleted and created again under the same name gets a fresh session key at once,
+    # not the deleted one (which the broker's next key reload would cut off).
+    import subprocess
+    import sys
+
+    import zmq
+    from cryptography.hazmat.primitives import serialization
+
+    from pushd.protocol.config import decrypt_session_key
+    from tests.support.server import load_private_key_cached
+
+    with running_server(nodes=("node1",), settings={"principal_cache_ttl": 0}) as server:
+        private = load_private_key_cached(server.node_key_paths["node1"])
+
+        def session_key() -> bytes:
+            resp = server.node_config("node1", ccpk=zmq.curve_keypair()[0].decode())
+            assert resp.status == 200, resp.body
+            return decrypt_session_key(private, resp.json()["encoded_session_key"]["key"])
+
+        def ctl(*args: str) -> None:
+            done = subprocess.run(
+                [sys.executable, "-m", "pushd_ctl", "--config", str(server.config_path), *args],
+                capture_output=True, text=True, timeout=60,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "warning" not in done.stderr
+
+        first = session_key()
+        assert session_key() == first
+        public = tmp_path / "node1.pub"
+        public.write_bytes(private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        ctl("client-delete", "node1", "--org", server.org_name)
+        ctl("client-create", "node1", "--org", server.org_name, "--public-key", str(public))
+        assert session_key() != first

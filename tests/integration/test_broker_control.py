@@ -59,6 +59,19 @@ def test_admit_answers_from_memory_and_follows_a_deleted_key(tmp_path: Path) -> 
         env.close()
 
 
+def test_forget_session_key_takes_effect_before_the_reload(env: BrokerEnv) -> None:
+    # What `client delete` does: delete the key in the store, then tell the broker. A client
+    # re-created under the same name at once must get a new key, not the deleted one.
+    ccpk = zmq.curve_keypair()[0].decode()
+    first = env.client.admit(ORG_NAME, ORG_ID, "n1", ccpk)["session_key"]
+    store.delete_session_key(ORG_ID, "n1")
+    assert env.client.forget_session_key(ORG_ID, "n1") == {"ok": True, "forgot": True}
+    assert env.client.forget_session_key(ORG_ID, "n1") == {"ok": True, "forgot": False}
+    fresh = env.client.admit(ORG_NAME, ORG_ID, "n1", ccpk)["session_key"]
+    assert fresh != first
+    assert store.get_session_key(ORG_ID, "n1") == base64.b64decode(fresh)
+
+
 @pytest.mark.parametrize(
     "request_body, code",
     [
@@ -71,6 +84,7 @@ def test_admit_answers_from_memory_and_follows_a_deleted_key(tmp_path: Path) -> 
         ({"op": "abort_job", "org_id": ORG_ID, "job_id": "0" * 32}, "not_found"),
         ({"op": "node_states", "org_id": ORG_ID, "nodes": "n1"}, "bad_request"),
         ({"op": "node_states", "org_id": ORG_ID, "nodes": [1]}, "bad_request"),
+        ({"op": "forget_session_key", "org_id": ORG_ID}, "bad_request"),
     ],
 )
 def test_bad_requests_get_error_codes(env: BrokerEnv, request_body: dict, code: str) -> None:
