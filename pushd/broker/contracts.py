@@ -13,8 +13,9 @@ collaborators, described here as Protocols so unit tests can drive them with rec
     Scheduler.call_later(delay, fn) -> Timer   run `fn()` after `delay` seconds; Timer.cancel()
     Scheduler.now() -> float              monotonic seconds
     Journal.record(transition)            persist a job/node transition and its feed events
-                                          (buffered; written in one transaction per loop turn,
-                                          then published; see journal.py)
+                                          (buffered; the journal's writer thread commits what
+                                          has queued in one transaction, then publishes; see
+                                          journal.py)
 
     JobSpec                               everything the engine needs to run one job
     Transition                            one batch of changes produced by one job event
