@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs every benchmark once, one after another, as recorded in bench/RESULTS.md (the floors
-# first, the restart storm last). PYTHON picks the interpreter (default: scripts/python).
+# first, the restart storm last). PYTHON picks the interpreter (default: scripts/python);
+# ONLY="hb1000 api" runs just the named ones.
 # Usage: sh bench/run_all.sh [OUT_DIR]   (each benchmark's output in OUT_DIR/NAME.log)
 set -u
 OUT=${1:-/var/tmp/pushd-bench/results}
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.." || exit 1
 PY=${PYTHON:-$(scripts/python)}
 run() {
     name=$1; shift
+    case " ${ONLY:-$name} " in *" $name "*) ;; *) return 0 ;; esac
     echo "== $name: $* (start $(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT/summary.log"
     "$PY" "$@" > "$OUT/$name.log" 2>&1
     echo "   exit $? (end $(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT/summary.log"
