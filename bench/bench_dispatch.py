@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import subprocess
 import threading
 import time
@@ -99,7 +100,10 @@ def run_job(server: Any, emulator: EmulatorProcess, feed: FeedWatcher, size: int
     return (record["last_ack_run"] - t0) * 1000, (completed_at - t0) * 1000, status
 
 
-def start_profile(server: Any, seconds: float) -> tuple[subprocess.Popen[bytes], Path]:
+def start_profile(server: Any, seconds: float) -> tuple[subprocess.Popen[bytes], Path] | None:
+    if shutil.which("py-spy") is None:
+        print("# py-spy not installed (pip install 'pushd[bench]'): no profile", flush=True)
+        return None
     out = server.dir / "broker-dispatch-profile.txt"
     command = ["py-spy", "record", "-p", str(server.broker_pid()), "-d", str(int(seconds)),
                "-r", "200", "-f", "raw", "-o", str(out), "--nonblocking"]
