@@ -39,7 +39,8 @@ def gunicorn_options(settings: Any) -> dict[str, Any]:
     return {
         "bind": [f"{settings.get('api_listen')}:{settings.get('api_port')}"],
         "workers": int(settings.get("api_workers")),
-        "worker_class": "gevent",
+        # gunicorn's gevent worker with a prompt graceful stop (see pushd.server.worker).
+        "worker_class": "pushd.server.worker.PushdGeventWorker",
         "worker_connections": 2000,
         "timeout": 30,
         "graceful_timeout": GRACEFUL_TIMEOUT,
