@@ -5,7 +5,9 @@
         watcher thread. When the broker exits it is started again after `restart_delay`
         seconds (well within 2 s); a broker that keeps dying within `stable_after` seconds of
         its start waits twice as long each time, up to `max_delay`, so a broken configuration
-        does not spin a core. ``stop(timeout=10)`` sends SIGTERM, waits, then SIGKILLs.
+        does not spin a core. ``stop(timeout=10)`` sends SIGTERM, waits, then SIGKILLs; it does
+        nothing in another process than the one that called ``start()`` (a forked gunicorn
+        worker unwinding through the code that started the supervisor must not stop the broker).
         ``pid`` is the current broker's pid (None while it is down); ``restarts`` counts restarts.
 
     The broker never outlives this process: each one is started through
@@ -52,6 +54,7 @@ class BrokerSupervisor:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._owner_pid: int | None = None
         self.restarts = 0
 
     @property
@@ -62,6 +65,7 @@ class BrokerSupervisor:
         return process.pid
 
     def start(self) -> None:
+        self._owner_pid = os.getpid()
         self._spawn()
         self._thread = threading.Thread(target=self._watch, name="broker-supervisor", daemon=True)
         self._thread.start()
@@ -103,6 +107,8 @@ class BrokerSupervisor:
             delay = min(delay * 2, self._max_delay)
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self._owner_pid is not None and self._owner_pid != os.getpid():
+            return  # a forked copy: the broker is not this process's child
         self._stopping.set()
         with self._lock:
             process = self._process
