@@ -31,7 +31,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from pushd.errors import ConfigError, PushdError
-from pushd.server.supervisor import BrokerSupervisor, broker_command
+from pushd.server.supervisor import BrokerSupervisor, broker_command, started_file_path
 
 log = logging.getLogger("pushd.server")
 
@@ -122,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PushdError, OSError) as err:
         print(f"pushd: {err}", file=sys.stderr)
         return 2
-    supervisor = BrokerSupervisor(_broker_command(config_path), env=_broker_env(config_path))
+    supervisor = BrokerSupervisor(
+        _broker_command(config_path),
+        env=_broker_env(config_path),
+        started_file=started_file_path(settings.get("run_dir")),
+    )
     supervisor.start()
     try:
         try:

@@ -10,7 +10,8 @@ broker is stopped only after the workers. This worker differs only in its stop:
 
 - it checks for the stop every STOP_CHECK seconds (it still tells the arbiter it is alive once
   a second);
-- once stopped it stops accepting, ends its SSE streams at once (their clients reconnect with
+- once stopped it stops accepting, ends its SSE streams at once (their connections are closed,
+  as gunicorn closes them when the graceful timeout runs out; their clients reconnect with
   ``Last-Event-ID`` and lose nothing: feeds replay from the store), ends the keep-alive
   connections that wait for their next request (their read sees end of file: the client's
   next request goes to the new server), closes each connection after its request in flight,
