@@ -35,7 +35,8 @@ from pushd.server.supervisor import BrokerSupervisor, broker_command, started_fi
 
 log = logging.getLogger("pushd.server")
 
-# Streams never end by themselves; a worker told to stop gives them this long to finish.
+# How long a worker told to stop gives its requests in flight (SSE streams, which never end by
+# themselves, are ended at once: see pushd.server.worker).
 GRACEFUL_TIMEOUT = 5
 
 
