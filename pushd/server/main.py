@@ -1,12 +1,16 @@
 """The service's main process: ``python -m pushd.server --config FILE``.
 
-It loads the settings, brings the database schema up to date, then runs gunicorn's arbiter
-(embedded through `gunicorn.app.base.BaseApplication`) with `api_workers` gevent workers bound to
+It loads the settings and starts the broker subprocess (``python -m pushd.broker --config
+FILE``) under a `BrokerSupervisor`, which restarts it when it dies, first: the broker's start
+(its own imports, schema check, keys, sockets) is the longest path of a restart, and nodes judge
+the server offline after a few heartbeat intervals of silence. Meanwhile it brings the database
+schema up to date (migrations take a lock, so this and the broker's own check may overlap) and
+runs gunicorn's arbiter (embedded through `gunicorn.app.base.BaseApplication`) with
+`api_workers` gevent workers (`pushd.server.worker.PushdGeventWorker`) bound to
 ``api_listen:api_port``; each worker builds the app with `pushd.server.wsgi.build_worker_app`
-after gevent has patched it. Once the arbiter is ready it starts the broker subprocess
-(``python -m pushd.broker --config FILE``) under a `BrokerSupervisor`, which restarts it when it
-dies. SIGTERM (or SIGINT) stops the workers, then the broker; the process exits when the arbiter
-does, so runit restarts the whole service if the arbiter itself dies.
+after gevent has patched it. SIGTERM (or SIGINT) stops the workers, then the broker; the process
+exits when the arbiter does (the broker is stopped on every way out), so runit restarts the
+whole service if the arbiter itself dies.
 
     main(argv=None) -> int
     PushdApplication(settings, config_path, supervisor)     the embedded gunicorn application
@@ -27,11 +31,12 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from pushd.errors import ConfigError, PushdError
-from pushd.server.supervisor import BrokerSupervisor, broker_command
+from pushd.server.supervisor import BrokerSupervisor, broker_command, started_file_path
 
 log = logging.getLogger("pushd.server")
 
-# Streams never end by themselves; a worker told to stop gives them this long to finish.
+# How long a worker told to stop gives its requests in flight (SSE streams, which never end by
+# themselves, are ended at once: see pushd.server.worker).
 GRACEFUL_TIMEOUT = 5
 
 
@@ -39,7 +44,8 @@ def gunicorn_options(settings: Any) -> dict[str, Any]:
     return {
         "bind": [f"{settings.get('api_listen')}:{settings.get('api_port')}"],
         "workers": int(settings.get("api_workers")),
-        "worker_class": "gevent",
+        # gunicorn's gevent worker with a prompt graceful stop (see pushd.server.worker).
+        "worker_class": "pushd.server.worker.PushdGeventWorker",
         "worker_connections": 2000,
         "timeout": 30,
         "graceful_timeout": GRACEFUL_TIMEOUT,
@@ -70,13 +76,9 @@ class PushdApplication(BaseApplication):
                 self.cfg.set(name, value)
         supervisor = self._supervisor
 
-        def when_ready(server: Any) -> None:
-            supervisor.start()
-
         def on_exit(server: Any) -> None:
             supervisor.stop()
 
-        self.cfg.set("when_ready", when_ready)
         self.cfg.set("on_exit", on_exit)
 
     def load(self) -> Any:
@@ -86,7 +88,7 @@ class PushdApplication(BaseApplication):
         return build_worker_app(self._settings)
 
 
-def _prepare(settings: Any) -> None:
+def _make_directories(settings: Any) -> None:
     for name in ("run_dir", "log_directory", "data_dir"):
         try:
             path = settings.get(name)
@@ -94,6 +96,9 @@ def _prepare(settings: Any) -> None:
             continue
         if path:
             Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _migrate(settings: Any) -> None:
     from pushd import store
 
     store.open_database(settings, migrate=True)
@@ -114,18 +119,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config_path = find_config_file(args.config)
         settings = load_settings(config_path)
-        _prepare(settings)
+        _make_directories(settings)
     except (ConfigError, PushdError, OSError) as err:
         print(f"pushd: {err}", file=sys.stderr)
         return 2
+    supervisor = BrokerSupervisor(
+        _broker_command(config_path),
+        env=_broker_env(config_path),
+        started_file=started_file_path(settings.get("run_dir")),
+    )
+    supervisor.start()
+    try:
+        try:
+            _migrate(settings)
+        except (ConfigError, PushdError, OSError) as err:
+            print(f"pushd: {err}", file=sys.stderr)
+            return 2
+        PushdApplication(settings, str(config_path) if config_path else None, supervisor).run()
+    finally:
+        supervisor.stop()  # a no-op after a clean stop (on_exit); else the broker goes too
+    return 0
+
+
+def _broker_command(config_path: Path | None) -> list[str]:
+    if config_path is None:
+        return [sys.executable, "-m", "pushd.broker"]
+    return broker_command(sys.executable, config_path)
+
+
+def _broker_env(config_path: Path | None) -> dict[str, str]:
     env = dict(os.environ)
     if config_path is not None:
         env["PUSH_JOBS_SERVER_CONFIG"] = str(config_path)
-    command = broker_command(sys.executable, config_path) if config_path else [
-        sys.executable,
-        "-m",
-        "pushd.broker",
-    ]
-    supervisor = BrokerSupervisor(command, env=env)
-    PushdApplication(settings, str(config_path) if config_path else None, supervisor).run()
-    return 0
+    return env

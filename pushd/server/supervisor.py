@@ -1,12 +1,19 @@
 """Keeps the broker subprocess running, from a thread of the gunicorn arbiter process.
 
-    BrokerSupervisor(command, *, env=None, restart_delay=0.5, max_delay=30.0, stable_after=30.0)
+    BrokerSupervisor(command, *, env=None, restart_delay=0.5, max_delay=30.0, stable_after=30.0,
+                     started_file=None)
         ``start()`` launches `command` (normally ``python -m pushd.broker --config FILE``) and a
         watcher thread. When the broker exits it is started again after `restart_delay`
         seconds (well within 2 s); a broker that keeps dying within `stable_after` seconds of
         its start waits twice as long each time, up to `max_delay`, so a broken configuration
-        does not spin a core. ``stop(timeout=10)`` sends SIGTERM, waits, then SIGKILLs.
+        does not spin a core. ``stop(timeout=10)`` sends SIGTERM, waits, then SIGKILLs; it does
+        nothing in another process than the one that called ``start()`` (a forked gunicorn
+        worker unwinding through the code that started the supervisor must not stop the broker).
         ``pid`` is the current broker's pid (None while it is down); ``restarts`` counts restarts.
+        With `started_file` (normally ``<run_dir>/broker.started``, `started_file_path`) each
+        start writes its wall-clock time there (atomically): API workers read it to tell a broker
+        that is still starting from one that does not answer (see pushd.server.wsgi).
+    read_started_file(path) -> float | None     the recorded start time (None: none or unreadable)
 
     The broker never outlives this process: each one is started through
     ``python -m pushd.server.supervisor --parent PID -- COMMAND...``, a launcher that asks the
@@ -29,8 +36,31 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+STARTED_FILE = "broker.started"
+
+
+def started_file_path(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / STARTED_FILE
+
+
+def read_started_file(path: str | os.PathLike[str]) -> float | None:
+    try:
+        return float(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_started_file(path: Path, when: float) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        temporary.write_text(repr(when))
+        os.replace(temporary, path)
+    except OSError as err:  # only a hint for the workers: never a reason not to run the broker
+        log.warning("cannot record the broker's start in %s: %s", path, err)
 
 
 class BrokerSupervisor:
@@ -42,8 +72,10 @@ class BrokerSupervisor:
         restart_delay: float = 0.5,
         max_delay: float = 30.0,
         stable_after: float = 30.0,
+        started_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._command = list(command)
+        self._started_file = Path(started_file) if started_file is not None else None
         self._env = env
         self._restart_delay = restart_delay
         self._max_delay = max_delay
@@ -52,6 +84,7 @@ class BrokerSupervisor:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._owner_pid: int | None = None
         self.restarts = 0
 
     @property
@@ -62,6 +95,7 @@ class BrokerSupervisor:
         return process.pid
 
     def start(self) -> None:
+        self._owner_pid = os.getpid()
         self._spawn()
         self._thread = threading.Thread(target=self._watch, name="broker-supervisor", daemon=True)
         self._thread.start()
@@ -72,6 +106,8 @@ class BrokerSupervisor:
                 return
             # Spawned from the arbiter's main thread or from the watcher thread; both live as
             # long as the process (PR_SET_PDEATHSIG fires when the spawning *thread* exits).
+            if self._started_file is not None:
+                _write_started_file(self._started_file, time.time())
             self._process = subprocess.Popen(
                 guarded_command(self._command, os.getpid()), env=self._env
             )
@@ -103,6 +139,8 @@ class BrokerSupervisor:
             delay = min(delay * 2, self._max_delay)
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self._owner_pid is not None and self._owner_pid != os.getpid():
+            return  # a forked copy: the broker is not this process's child
         self._stopping.set()
         with self._lock:
             process = self._process

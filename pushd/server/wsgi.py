@@ -10,11 +10,19 @@
         `pushd.store.db.store_function`), so a request answered from the identity cache (a
         node's config fetch in the steady state) costs no pool checkout and its round trip.
     server_keys_dir(settings) -> Path        where the server's RSA and Curve keys live
+    StartingBrokerWait(call, started_file, bound=STARTING_WAIT)
+        wraps the control client's ``request``: a request that gets no answer
+        (`BrokerUnavailable`, after BROKER_TIMEOUT) is sent again while the broker is starting:
+        the supervisor recorded a start less than `bound` seconds ago and this worker has had
+        no answer since. So a config fetch that arrives while a (re)started broker loads does
+        not get a 503 (the stock client waits about two minutes after one), while a broker that
+        was up and stopped answering still gives a 503 after BROKER_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +32,9 @@ import falcon
 log = logging.getLogger(__name__)
 
 BROKER_TIMEOUT = 3.0
+# Seconds after a broker start during which a worker that has had no answer from it yet keeps
+# asking instead of answering 503 (its start takes well under a second on an idle machine).
+STARTING_WAIT = 10.0
 
 
 def server_keys_dir(settings: Any) -> Path:
@@ -65,6 +76,41 @@ class StoreConnectionMiddleware:
             database.close()
 
 
+class StartingBrokerWait:
+    def __init__(
+        self,
+        call: Callable[[dict[str, Any]], dict[str, Any]],
+        started_file: Path,
+        bound: float = STARTING_WAIT,
+    ) -> None:
+        self._call = call
+        self._started_file = started_file
+        self._bound = bound
+        self._answered_at = 0.0  # wall clock of this worker's last answer from a broker
+
+    def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
+        from pushd.broker.control_client import BrokerUnavailable
+
+        while True:
+            try:
+                reply = self._call(request)
+            except BrokerUnavailable:
+                if not self._starting():
+                    raise
+                log.info("the broker is starting; asking again (%s)", request.get("op"))
+                continue
+            self._answered_at = time.time()
+            return reply
+
+    def _starting(self) -> bool:
+        from pushd.server.supervisor import read_started_file
+
+        started = read_started_file(self._started_file)
+        if started is None or started <= self._answered_at:
+            return False
+        return time.time() - started < self._bound
+
+
 def holds_connection_per_request(settings: Any) -> bool:
     """Without an identity cache, the local source queries on every request: share a checkout."""
     local = (settings.get("principal_source") or "local") == "local"
@@ -81,6 +127,7 @@ def build_worker_app(settings: Any) -> falcon.App:
     from pushd.broker.control_client import BrokerClient
     from pushd.identity import make_principal_source
     from pushd.keys import load_or_create_server_keys
+    from pushd.server.supervisor import started_file_path
 
     store.open_database(settings)
     keys = load_or_create_server_keys(server_keys_dir(settings))
@@ -93,7 +140,7 @@ def build_worker_app(settings: Any) -> falcon.App:
         settings,
         store,
         make_principal_source(settings),
-        BrokerGateway(client.request),
+        BrokerGateway(StartingBrokerWait(client.request, started_file_path(run_dir))),
         events=hub,
         server_public_key_pem=keys.rsa_public_pem,
         middleware=[

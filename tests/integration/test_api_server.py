@@ -4,12 +4,16 @@ SQLite), an unreachable identity source."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import signal
+import threading
 import time
 from typing import Any
 
 import pytest
+import zmq
 
 from tests.support.server import running_server
 
@@ -52,15 +56,61 @@ def test_sigterm_stops_workers_broker_and_arbiter() -> None:
         assert broker in children
         assert len(children) >= 3, "two gevent workers and the broker"
         stream = server.stream("job_status_feed")  # an open stream must not hold up the stop
+        assert stream.status == 200
+        # Nor must an idle keep-alive connection (a client between two requests).
+        idle = http.client.HTTPConnection("127.0.0.1", server.api_port, timeout=10)
+        idle.request("GET", "/_status")
+        assert idle.getresponse().read()
         process.send_signal(signal.SIGTERM)
+        # The stream is ended by the stop (its connection is closed, as gunicorn closes it at
+        # the end of its graceful timeout; the client reconnects with Last-Event-ID) without
+        # waiting for that timeout.
+        with contextlib.suppress(ConnectionError):
+            while stream.next_event(timeout=20) is not None:
+                pass
         code = process.wait(30)
         stream.close()
+        idle.close()
         assert code == 0, server.log_tail()
+        assert "graceful timeout" not in server.log_text(), server.log_tail()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not all(gone(pid) for pid in children):
             time.sleep(0.05)
         assert all(gone(pid) for pid in children), server.log_tail()
         assert "broker stopped" in server.log_text()
+
+
+def test_a_config_fetch_while_the_broker_starts_waits_for_it() -> None:
+    # A stock client whose config fetch gets a 503 waits about two minutes before it asks
+    # again: while a (re)started broker is still loading, the API waits for it instead.
+    with running_server(nodes=("node1",)) as server:
+        old = server.kill_broker()
+        deadline = time.monotonic() + 20
+        new = None
+        while time.monotonic() < deadline and new in (None, old):
+            new = server.broker_pid()
+            time.sleep(0.01)
+        assert new not in (None, old), server.log_tail()
+        os.kill(new, signal.SIGSTOP)  # a broker that takes long to start
+        answers: list[int] = []
+        ccpk = zmq.curve_keypair()[0].decode()
+        fetch = threading.Thread(
+            target=lambda: answers.append(server.node_config("node1", ccpk=ccpk).status)
+        )
+        try:
+            fetch.start()
+            time.sleep(4)  # longer than the API's broker timeout (3 s)
+        finally:
+            os.kill(new, signal.SIGCONT)
+        fetch.join(30)
+        assert answers == [200], server.log_tail()
+        # Once it has answered, a broker that stops answering is down: 503 as before.
+        os.kill(new, signal.SIGSTOP)
+        try:
+            resp = server.request("GET", "/_status", sign=False, timeout=30)
+        finally:
+            os.kill(new, signal.SIGCONT)
+        assert resp.status == 503 and resp.json()["status"] == "broker unavailable"
 
 
 def test_sigkill_of_the_main_process_takes_the_broker_with_it() -> None:
