@@ -129,7 +129,11 @@ class Worker:
             for i in spec.indices
         ]
         self.context = zmq.Context(io_threads=1)
-        self.context.max_sockets = 2 * len(self.nodes) + 64
+        # Two sockets per node, and room for a second pair while a reconnect herd closes and
+        # reopens them all: a closed socket counts against max_sockets until libzmq's reaper
+        # has destroyed it, and zmq_socket() then fails with EMFILE ("Too many open files", seen
+        # in repeated restarts at 1,000 nodes with 2 * nodes + 64).
+        self.context.max_sockets = 4 * len(self.nodes) + 64
         self.epoll = select.epoll()
         self.by_fd: dict[int, tuple[EmulatedNode, zmq.Socket]] = {}
         self.recheck: dict[int, tuple[EmulatedNode, zmq.Socket]] = {}
