@@ -51,13 +51,20 @@ from pushd_bench.identities import node_name
 def get_load(server: Any, job_id: str, threads: int, seconds: float) -> tuple[float, float]:
     path = server.path(f"jobs/{job_id}")
     headers = {"Accept": "application/json", **server.signed_headers("GET", path, b"")}
+    return get_rate(server.api_port, path, headers, threads, seconds)
+
+
+def get_rate(port: int, path: str, headers: dict[str, str], threads: int,
+             seconds: float) -> tuple[float, float]:
+    """(GETs per second, median latency in ms) of `threads` keep-alive clients for `seconds`;
+    every answer must be 200 (also used by bench_floor_http.py)."""
     counts = [0] * threads
     latencies: list[list[float]] = [[] for _ in range(threads)]
     failures: list[str] = []
     stop_at = time.monotonic() + seconds
 
     def client(slot: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", server.api_port, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         while time.monotonic() < stop_at:
             started = time.monotonic()
             try:
@@ -67,7 +74,7 @@ def get_load(server: Any, job_id: str, threads: int, seconds: float) -> tuple[fl
             except (OSError, http.client.HTTPException) as err:
                 failures.append(str(err))
                 conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", server.api_port, timeout=30)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                 continue
             if response.status != 200:
                 failures.append(f"HTTP {response.status}")
