@@ -107,7 +107,8 @@ LIVENESS_DRAIN_BUDGET = 0.5
 # aborted), so 32 queued messages are half a minute of one node's traffic at 1 s heartbeats:
 # far more than any turn takes. Beyond that the broker is overloaded: libzmq stops reading
 # that connection (TCP pushes back to the node; nothing queued is dropped) instead of growing
-# the broker's memory without bound (bench/RESULTS.md "8,000 nodes": 1 GB -> 3.2 GB).
+# the broker's memory without bound (bench/results-2026-11-24/
+# RESULTS-shared-cores.md "8,000 nodes": 1 GB -> 3.2 GB).
 COMMAND_RCVHWM = 32
 # Listen backlog of the TCP sockets nodes connect to (ZMQ_BACKLOG; the kernel caps it at
 # net.core.somaxconn, 4096 on current kernels). libzmq's default of 100 makes a herd of

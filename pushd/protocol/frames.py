@@ -184,7 +184,7 @@ def _finite_float(text: str) -> float:
 
 
 # Built once: json.loads with keyword arguments builds a new JSONDecoder on every call, which
-# cost ~9 us of every heartbeat (bench/RESULTS.md).
+# cost ~9 us of every heartbeat (bench/results-2026-11-24/RESULTS-shared-cores.md).
 _JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
