@@ -173,6 +173,14 @@ def job_start(args: Any, io: Io, connect: Connect) -> int:
             uri = answer.get("uri") or http.url(job_path(job_id))
             _dump_json(io.stdout, {"id": job_id, "uri": uri})
         return exitcodes.OK
+    try:
+        return _follow_started_job(args, io, http, job_id, progress_stream)
+    except KeyboardInterrupt:
+        # Ctrl-C between "Started." and the follower (a busy machine makes that window real).
+        return _interrupted(io, job_id)
+
+
+def _follow_started_job(args: Any, io: Io, http: Any, job_id: str, progress_stream: Any) -> int:
     progress = Progress(progress_stream)
     follower = Follower(
         http, job_id,

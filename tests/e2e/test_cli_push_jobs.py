@@ -372,7 +372,7 @@ def test_ctrl_c_leaves_the_job_running(world: World) -> None:
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
-    assert proc.returncode == exitcodes.INTERRUPTED
+    assert proc.returncode == exitcodes.INTERRUPTED, err
     assert err == (f"Interrupted. Job {job_id} continues on the server: follow it with"
                    f" `push-jobs job watch {job_id}`, stop it with"
                    f" `push-jobs job abort {job_id}`.\n")
