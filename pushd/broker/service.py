@@ -267,7 +267,9 @@ class Broker:
         for socket in self._sockets.values():
             socket.close(0)
         self._sockets.clear()
-        self._context.term()
+        # destroy, not term: a socket whose bind failed in _open_sockets (port taken) is not
+        # in _sockets yet, and term() would wait for it forever.
+        self._context.destroy(linger=0)
 
     # -- the loop -----------------------------------------------------------------------------
 
