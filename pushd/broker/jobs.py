@@ -189,7 +189,7 @@ class JobEngine:
             ref = (spec.org_id, name)
             address = self._nodes.address(ref)
             if address is not None and self._nodes.is_available(ref):
-                self._outbox.send(ref, address, dict(commit))
+                self._outbox.send(ref, address, commit)
             else:
                 unavailable.append(name)
         run.timer = self._scheduler.call_later(
@@ -407,7 +407,7 @@ class JobEngine:
                 ref = (spec.org_id, name)
                 address = self._nodes.address(ref)
                 if address is not None:
-                    self._outbox.send(ref, address, dict(message))
+                    self._outbox.send(ref, address, message)
         log.info("job %s running on %d nodes", spec.job_id, run.count(NodeStatus.READY))
         run.timer = self._scheduler.call_later(
             spec.run_timeout, lambda: self._running_timeout(spec.job_id)

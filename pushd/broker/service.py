@@ -40,6 +40,12 @@ connection's binding (Curve User-Id must name the same org and node), then a rep
 is a new ZMQ identity). Anything failing is dropped and counted under its reason; nothing a
 peer sends can raise out of the loop.
 
+Outbound (`send`, the Outbox of the tracker and the engine): every message gets the node's next
+outbound sequence and the current RFC 1123 timestamp first, then the message's fields, and is
+signed with the node's session key. A job hands one commit (then one run) dict for all its
+nodes; its JSON is encoded once and only the sequence and timestamp are encoded per node, so a
+dict passed to `send` must not be changed afterwards.
+
 Durability: the node tracker and job engine (nodes.py, jobs.py) run in memory; once per loop
 turn their transitions go to the journal's writer thread, which commits them before publishing
 the events (control requests wait for it before answering). At start the broker
@@ -81,8 +87,15 @@ from pushd.broker.timers import TimerQueue
 from pushd.broker.zap import ZAP_ENDPOINT, CurveGrants, answer_zap, user_id_ref
 from pushd.errors import ProtocolError
 from pushd.keys import load_or_create_server_keys
-from pushd.protocol.frames import encode, open_frames, verify_signature
+from pushd.protocol.frames import (
+    build_header,
+    encode,
+    encode_body,
+    open_frames,
+    verify_signature,
+)
 from pushd.protocol.messages import heartbeat_sequence, parse_node_message, server_heartbeat
+from pushd.protocol.signing import HMAC_SHA256, hmac_sign
 from pushd.protocol.timestamps import check_skew, format_timestamp
 from pushd.states import JobStatus, NodeStatus
 
@@ -98,6 +111,7 @@ MAX_MESSAGES_PER_TURN = 2000
 # now a hand-off to the writer thread and a shorter budget has not been measured since. A
 # server heartbeat up to 0.25 s late is well inside what stock clients tolerate (3 intervals).
 TURN_BUDGET = 0.25
+_SEND_MORE = zmq.NOBLOCK | zmq.SNDMORE
 # Before judging liveness the broker reads what waits in the command sockets, for at most this
 # long (and at most a quarter of the heartbeat interval); if it cannot catch up, it postpones
 # the judgement instead of convicting nodes whose heartbeats sit unread.
@@ -157,6 +171,10 @@ class Broker:
         for (org_name, node), (org_id, key) in store.load_session_keys().items():
             self.remember_session_key(org_name, org_id, node, key)
         self._out_sequence: dict[NodeRef, int] = {}
+        # send(): the timestamp text of the current second, the last message's encoded tail.
+        self._stamp_second = -1
+        self._stamp = ""
+        self._tail_cache: tuple[dict[str, Any], dict[str, Any], bytes] | None = None
         self._in_sequence: dict[Address, int] = {}
         # Nodes heard from since the last known-nodes flush; their times are the tracker's.
         self._seen_since_flush: set[NodeRef] = set()
@@ -250,7 +268,9 @@ class Broker:
         for socket in self._sockets.values():
             socket.close(0)
         self._sockets.clear()
-        self._context.term()
+        # destroy, not term: a socket whose bind failed in _open_sockets (port taken) is not
+        # in _sockets yet, and term() would wait for it forever.
+        self._context.destroy(linger=0)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -466,6 +486,11 @@ class Broker:
     # -- outbound (Outbox for the tracker and the engine) ----------------------------------------
 
     def send(self, ref: NodeRef, address: Address, message: dict[str, Any]) -> None:
+        """Stamp `message` with the node's next sequence and the time, sign it and send it.
+
+        The caller must not change `message` after passing it: the job engine hands the same
+        commit/run dict for every node of a job and its JSON is encoded once (see _stamped).
+        """
         key = self._keys_by_ref.get(ref)
         if key is None or address is None:
             return
@@ -475,12 +500,35 @@ class Broker:
             return
         sequence = self._out_sequence.get(ref, 0) + 1
         self._out_sequence[ref] = sequence
-        body = {"sequence": sequence, "timestamp": format_timestamp(), **message}
+        raw = self._stamped(sequence, message)
+        header = build_header(HMAC_SHA256, hmac_sign(key, raw))
         try:
-            socket.send_multipart([identity, *encode(body, hmac_key=key)], zmq.NOBLOCK)
+            # Frame by frame: what send_multipart does, without its per-call checks.
+            socket.send(identity, _SEND_MORE)
+            socket.send(header, _SEND_MORE)
+            socket.send(raw, zmq.NOBLOCK)
             self.counters["sent"] += 1
         except zmq.ZMQError as err:
             log.info("could not send %s to %s/%s: %s", message.get("type"), *ref, err)
+
+    def _stamped(self, sequence: int, message: dict[str, Any]) -> bytes:
+        """The JSON of ``{"sequence", "timestamp", **message}``, as encode_body makes it.
+
+        A job's fan-out sends one message dict to thousands of nodes: only the sequence and
+        the timestamp differ, so the rest is encoded once and reused while the same (and
+        unchanged) dict comes back; the RFC 1123 text is formatted once a second."""
+        now = int(time.time())
+        if now != self._stamp_second:
+            self._stamp_second = now
+            self._stamp = format_timestamp(now)
+        if not message or "sequence" in message or "timestamp" in message:
+            return encode_body({"sequence": sequence, "timestamp": self._stamp, **message})
+        cached = self._tail_cache
+        if cached is None or cached[0] is not message or cached[1] != message:
+            # Holding `message` keeps its id from being reused by another dict.
+            tail = b"," + encode_body(message)[1:]
+            cached = self._tail_cache = (message, dict(message), tail)
+        return f'{{"sequence":{sequence},"timestamp":"{self._stamp}"'.encode() + cached[2]
 
     def _send_server_heartbeat(self) -> None:
         body = server_heartbeat(
@@ -499,9 +547,11 @@ class Broker:
         # Called by the journal only: from its writer thread once that runs, which then is the
         # one thread using the events socket (the loop uses it only before, for recovery).
         try:
-            self._sockets["events"].send_multipart(
-                [topic.encode(), json.dumps(payload).encode()], zmq.NOBLOCK
-            )
+            # Frame by frame, flags computed once: send_multipart ORs zmq's enum flags in
+            # Python per frame, and a big job publishes three events per node.
+            socket = self._sockets["events"]
+            socket.send(topic.encode(), _SEND_MORE)
+            socket.send(json.dumps(payload).encode(), zmq.NOBLOCK)
         except zmq.ZMQError as err:
             log.warning("could not publish event %s: %s", payload.get("id"), err)
 

@@ -56,6 +56,27 @@ def test_commit_carries_options_and_run_timeout(env: BrokerEnv) -> None:
     assert isinstance(commit["sequence"], int) and commit["timestamp"].endswith("GMT")
 
 
+def test_every_node_gets_the_same_commit_and_run_signed_with_its_own_key(
+    env: BrokerEnv,
+) -> None:
+    # The broker encodes a job's shared commit/run body once for all nodes (issue 8): each
+    # node must still get the whole body, its own sequence, and a signature under its own key
+    # (the peer drops anything its key does not verify).
+    peers = [env.peer(name) for name in ("a", "b", "c")]
+    job = env.create_job(["a", "b", "c"], "true", env={"GREETING": "grüß dich"}, dir="/srv")
+    wait_until(lambda: env.job(job).status == JobStatus.COMPLETE, 5, "job complete")
+    shared = {"sequence", "timestamp"}
+    bodies = []
+    for peer in peers:
+        commit, run = peer.received("commit")[-1], peer.received("run")[-1]
+        assert commit["job_id"] == run["job_id"] == job
+        assert commit["sequence"] < run["sequence"]
+        bodies.append(({k: v for k, v in commit.items() if k not in shared},
+                       {k: v for k, v in run.items() if k not in shared}))
+    assert bodies[0] == bodies[1] == bodies[2]
+    assert bodies[0][0]["env"] == {"GREETING": "grüß dich"}
+
+
 def test_ack_commit_twice_is_unexpected_commit(env: BrokerEnv) -> None:
     a = env.peer("a")
     env.peer("b").answer_commit = None
