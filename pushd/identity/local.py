@@ -14,7 +14,8 @@
         Herds: when `cache_ttl` > 0 and BULK_AFTER principal lookups of one organization miss
         the cache within one `cache_ttl` window (a restart storm: every node re-fetches its
         config at once), the source loads all of that organization's principals in one query
-        and caches them, at most once per window and only when they fit in half the cache;
+        and caches them, at most once per window and only when they fit in half the cache
+        (CACHE_ENTRIES, so an org of up to 25,000 principals: ~1 KB each, mostly the PEM);
         the lookups that follow are answered from memory instead of one query each. A name
         not found in that load is still looked up on its own, so a principal created since is
         seen at once, as without the bulk load.
@@ -59,6 +60,9 @@ P = ParamSpec("P")
 # their config at 90-100 % of its lifetime) stays well below this rate.
 BULK_AFTER = 64
 _MAX_HERD_ORGS = 1000
+# Room for the bulk load of an 8,000-node org (the scale target) with margin: TTLCache's
+# default of 10,000 would allow bulk loads of 5,000 principals only.
+CACHE_ENTRIES = 50_000
 R = TypeVar("R")
 
 
@@ -88,7 +92,7 @@ class LocalSource:
     def __init__(
         self, cache_ttl: float = 0.0, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._cache = TTLCache(cache_ttl, clock=clock)
+        self._cache = TTLCache(cache_ttl, max_entries=CACHE_ENTRIES, clock=clock)
         self._ttl = cache_ttl
         self._clock = clock
         # org name -> [window start, misses in the window, bulk loaded in the window]
