@@ -6,8 +6,9 @@
             and returned. None results ("does not exist") are cached like any other value, so
             an unknown requester cannot make every request hit the upstream; exceptions are
             not cached. The oldest entries are dropped beyond `max_entries`.
+        put_many(items): store (key, value) pairs as loaded now (a bulk load; no-op at ttl 0).
         invalidate(key=None): forget one key, or everything.
-    A `ttl` of 0 disables caching (every call loads).
+    ``max_entries`` (attribute): the bound. A `ttl` of 0 disables caching (every call loads).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -54,6 +55,21 @@ class TTLCache:
                 while len(self._entries) > self._max_entries:
                     self._entries.popitem(last=False)
         return value
+
+    def put_many(self, items: Iterable[tuple[Hashable, Any]]) -> None:
+        if self._ttl <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            for key, value in items:
+                self._entries[key] = (now, value)
+                self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    @property
+    def max_entries(self) -> int:
+        return self._max_entries
 
     def invalidate(self, key: Hashable | None = None) -> None:
         with self._lock:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import zmq
 
 from pushd import store
+from pushd.broker.control import iso_time
 from pushd.broker.control_client import BrokerClient, BrokerUnavailable, events_address
 from pushd.states import JobStatus
 from tests.support.broker_runner import ORG_ID, ORG_NAME, BrokerEnv, wait_until
@@ -206,3 +208,13 @@ def test_client_works_with_zmq_green(env: BrokerEnv) -> None:
     jobs = [gevent.spawn(client.status) for _ in range(5)]
     gevent.joinall(jobs, timeout=5)
     assert all(j.value and j.value["ok"] for j in jobs)
+
+
+def test_last_seen_is_iso_8601_utc_to_the_microsecond() -> None:
+    assert iso_time(None) is None
+    assert iso_time(0.0) == "1970-01-01T00:00:00.000000Z"
+    assert iso_time(1714564800.25) == "2024-05-01T12:00:00.250000Z"
+    assert iso_time(datetime(2024, 5, 1, 12)) == "2024-05-01T12:00:00.000000Z"  # naive = UTC
+    plus_two = datetime(2024, 5, 1, 14, 0, 0, 7, tzinfo=timezone(timedelta(hours=2)))
+    assert iso_time(plus_two) == "2024-05-01T12:00:00.000007Z"
+    assert iso_time(datetime(2024, 5, 1, 12, tzinfo=UTC)) == "2024-05-01T12:00:00.000000Z"

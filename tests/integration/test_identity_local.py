@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pushd import chefauth, store
 from pushd.identity import KIND_CLIENT, KIND_USER, SourceUnavailable, authz
 from pushd.identity.authz import CLIENT_NODE_MISMATCH, MAX_GROUPS_VISITED, forbidden_message
-from pushd.identity.local import LocalSource
+from pushd.identity.local import BULK_AFTER, LocalSource
 
 KEYS = {name: rsa.generate_private_key(public_exponent=65537, key_size=2048)
         for name in ("admin", "normal", "client", "other", "outside")}
@@ -216,6 +216,58 @@ def test_with_a_cache_ttl_changes_take_effect_within_the_ttl(org_id: str) -> Non
     clock.now += 5.1
     assert source.org("pedant-org") is None
     assert source.principal("pedant-org", "normal_client") is None
+
+
+def test_a_herd_of_lookups_is_answered_alike_from_one_bulk_load(org_id: str) -> None:
+    # A restart storm: every node of the org asks at once. Past BULK_AFTER misses in one TTL
+    # window the source loads the whole org; its answers must be those of single lookups.
+    herd = [f"node{i}" for i in range(BULK_AFTER + 10)]
+    for name in herd:
+        store.create_principal(org_id, name, KIND_CLIENT, pem("client"))
+    store.create_principal(org_id, "node3", KIND_USER, pem("normal"))  # the client wins
+    clock = FakeClock()
+    source = LocalSource(cache_ttl=5, clock=clock)
+    names = [*herd, "admin_user", "normal_user", "admin_client", "outside_user", "nobody"]
+    answers = {name: source.principal("pedant-org", name) for name in names}
+    assert answers == {name: LocalSource().principal("pedant-org", name) for name in names}
+    assert answers["node3"] is not None and answers["node3"].kind == "client"
+    outside = answers["outside_user"]
+    assert outside is not None and not outside.org_member
+    # The bulk load cached the org's principals (no query within the TTL: a key replaced now
+    # shows after it) but a client created since is found at once, not refused for a TTL.
+    store.update_principal(org_id, "admin_client", KIND_CLIENT, public_key=pem("other"))
+    store.create_principal(org_id, "late_node", KIND_CLIENT, pem("other"))
+    clock.now += 1
+    assert source.principal("pedant-org", "admin_client") == answers["admin_client"]
+    late = source.principal("pedant-org", "late_node")
+    assert late is not None and late.public_keys == (pem("other"),)
+    clock.now += 5
+    changed = source.principal("pedant-org", "admin_client")
+    assert changed is not None and changed.public_keys == (pem("other"),)
+
+
+def test_principals_of_a_bulk_load_are_cached_for_the_ttl(org_id: str) -> None:
+    for i in range(BULK_AFTER + 1):
+        store.create_principal(org_id, f"node{i}", KIND_CLIENT, pem("client"))
+    clock = FakeClock()
+    source = LocalSource(cache_ttl=5, clock=clock)
+    for i in range(BULK_AFTER):  # the last of these misses loads the whole org
+        assert source.principal("pedant-org", f"node{i}") is not None
+    store.update_principal(org_id, f"node{BULK_AFTER}", KIND_CLIENT, public_key=pem("other"))
+    cached = source.principal("pedant-org", f"node{BULK_AFTER}")
+    assert cached is not None and cached.public_keys == (pem("client"),)
+    clock.now += 5.1
+    fresh = source.principal("pedant-org", f"node{BULK_AFTER}")
+    assert fresh is not None and fresh.public_keys == (pem("other"),)
+
+
+def test_without_a_cache_ttl_there_is_no_bulk_load(org_id: str) -> None:
+    source = LocalSource()
+    for i in range(BULK_AFTER + 2):
+        store.create_principal(org_id, f"node{i}", KIND_CLIENT, pem("client"))
+        assert source.principal("pedant-org", f"node{i}") is not None
+    store.delete_principal(org_id, "node0", KIND_CLIENT)
+    assert source.principal("pedant-org", "node0") is None
 
 
 def test_store_failure_is_source_unavailable(db_backend: tuple[str, dict]) -> None:

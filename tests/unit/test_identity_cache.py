@@ -69,6 +69,20 @@ def test_oldest_entries_are_dropped_beyond_the_bound() -> None:
     assert cache.get_or_load("d", lambda: "reloaded") == "D"
 
 
+def test_put_many_caches_a_bulk_load_for_the_ttl_within_the_bound() -> None:
+    clock = Clock()
+    cache = TTLCache(5, max_entries=3, clock=clock)
+    cache.put_many([("a", 1), ("b", 2), ("c", 3), ("d", 4)])
+    assert len(cache) == 3 and cache.max_entries == 3
+    assert cache.get_or_load("d", lambda: 0) == 4
+    assert cache.get_or_load("a", lambda: 0) == 0  # the oldest was dropped
+    clock.now = 5.1
+    assert cache.get_or_load("d", lambda: 40) == 40
+    off = TTLCache(0)
+    off.put_many([("a", 1)])
+    assert len(off) == 0
+
+
 def test_invalidate_one_or_all() -> None:
     cache = TTLCache(60)
     cache.get_or_load("a", lambda: 1)
