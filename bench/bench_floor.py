@@ -39,6 +39,21 @@ def _cpu() -> float:
     return times.user + times.system
 
 
+def curve_dealer(context: zmq.Context, server_public: bytes, port: int,
+                 sndhwm: int | None = None) -> zmq.Socket:
+    """A Curve DEALER with its own fresh keypair, connected to 127.0.0.1:port (linger 0)."""
+    public, secret = zmq.curve_keypair()
+    dealer = context.socket(zmq.DEALER)
+    dealer.curve_serverkey = server_public
+    dealer.curve_publickey = public
+    dealer.curve_secretkey = secret
+    dealer.linger = 0
+    if sndhwm is not None:
+        dealer.sndhwm = sndhwm  # before connect: the pipe is made at connect time
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    return dealer
+
+
 def _server(public: bytes, secret: bytes, port_out: multiprocessing.Queue, stop_at_box: Any,
             echo: bool, results: multiprocessing.Queue) -> None:
     context = zmq.Context(io_threads=1)
@@ -81,15 +96,7 @@ def _clients(server_public: bytes, port: int, clients: int, until: float, echo: 
     context.max_sockets = clients + 16
     dealers = []
     for _ in range(clients):
-        public, secret = zmq.curve_keypair()
-        dealer = context.socket(zmq.DEALER)
-        dealer.curve_serverkey = server_public
-        dealer.curve_publickey = public
-        dealer.curve_secretkey = secret
-        dealer.sndhwm = 50
-        dealer.linger = 0
-        dealer.connect(f"tcp://127.0.0.1:{port}")
-        dealers.append(dealer)
+        dealers.append(curve_dealer(context, server_public, port, sndhwm=50))
     frames = [HEADER, BODY]
     while time.monotonic() < until:
         for dealer in dealers:
@@ -163,13 +170,7 @@ def _memory_clients(server_public: bytes, ports: tuple[int, int], count: int,
     context.max_sockets = 2 * count + 16
     sockets = []
     for _ in range(count):
-        public, secret = zmq.curve_keypair()
-        dealer = context.socket(zmq.DEALER)
-        dealer.curve_serverkey = server_public
-        dealer.curve_publickey = public
-        dealer.curve_secretkey = secret
-        dealer.linger = 0
-        dealer.connect(f"tcp://127.0.0.1:{ports[0]}")
+        dealer = curve_dealer(context, server_public, ports[0])
         dealer.send_multipart([HEADER, BODY])
         sub = context.socket(zmq.SUB)
         sub.linger = 0

@@ -36,9 +36,8 @@ import time
 from typing import Any
 
 import zmq
+from pushd_bench.bench_floor import BODY, HEADER, curve_dealer
 
-BODY = b"{" + b'"x":"' + b"y" * 249 + b'"}'  # 257 bytes, like a heartbeat or a job message
-HEADER = b"Version:2.0;SigningMethod:hmac_sha256;Signature:" + b"A" * 44
 POLL_MS = 1000
 
 
@@ -101,13 +100,7 @@ def _client(server_public: bytes, port: int, count: int, stop: Any) -> None:
     poller = zmq.Poller()
     dealers = []
     for _ in range(count):
-        public, secret = zmq.curve_keypair()
-        dealer = context.socket(zmq.DEALER)
-        dealer.curve_serverkey = server_public
-        dealer.curve_publickey = public
-        dealer.curve_secretkey = secret
-        dealer.linger = 0
-        dealer.connect(f"tcp://127.0.0.1:{port}")
+        dealer = curve_dealer(context, server_public, port)
         dealer.send_multipart([HEADER, BODY])
         poller.register(dealer, zmq.POLLIN)
         dealers.append(dealer)
