@@ -54,13 +54,19 @@ def curve_dealer(context: zmq.Context, server_public: bytes, port: int,
     return dealer
 
 
-def _server(public: bytes, secret: bytes, port_out: multiprocessing.Queue, stop_at_box: Any,
-            echo: bool, results: multiprocessing.Queue) -> None:
-    context = zmq.Context(io_threads=1)
+def curve_router(context: zmq.Context, public: bytes, secret: bytes) -> zmq.Socket:
+    """A CurveZMQ server ROUTER with the given keypair (no ZAP: every client key is admitted)."""
     router = context.socket(zmq.ROUTER)
     router.curve_server = True
     router.curve_publickey = public
     router.curve_secretkey = secret
+    return router
+
+
+def _server(public: bytes, secret: bytes, port_out: multiprocessing.Queue, stop_at_box: Any,
+            echo: bool, results: multiprocessing.Queue) -> None:
+    context = zmq.Context(io_threads=1)
+    router = curve_router(context, public, secret)
     router.rcvhwm = 0
     port = router.bind_to_random_port("tcp://127.0.0.1")
     port_out.put(port)
@@ -140,10 +146,7 @@ def measure_floor(clients: int = 200, seconds: float = 5.0, echo: bool = False,
 def _memory_server(public: bytes, secret: bytes, ports: multiprocessing.Queue,
                    expected: int, results: multiprocessing.Queue) -> None:
     context = zmq.Context(io_threads=1)
-    router = context.socket(zmq.ROUTER)
-    router.curve_server = True
-    router.curve_publickey = public
-    router.curve_secretkey = secret
+    router = curve_router(context, public, secret)
     pub = context.socket(zmq.PUB)
     ports.put((router.bind_to_random_port("tcp://127.0.0.1"),
                pub.bind_to_random_port("tcp://127.0.0.1")))

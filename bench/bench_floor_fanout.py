@@ -36,24 +36,22 @@ import time
 from typing import Any
 
 import zmq
-from pushd_bench.bench_floor import BODY, HEADER, curve_dealer
+from pushd_bench.bench_floor import BODY, HEADER, curve_dealer, curve_router
 
 POLL_MS = 1000
+QUEUE_TIMEOUT = 600  # seconds any process waits for another's word
 
 
 def _server(public: bytes, secret: bytes, nodes: int, ports: Any, results: Any) -> None:
     context = zmq.Context(io_threads=1)
-    router = context.socket(zmq.ROUTER)
-    router.curve_server = True
-    router.curve_publickey = public
-    router.curve_secretkey = secret
+    router = curve_router(context, public, secret)
     router.linger = 0
     router.rcvhwm = router.sndhwm = 0
     # libzmq's default listen backlog is 100: a herd of connects beyond it loses SYNs and waits
     # for the kernel's 1 s retransmit. The floor uses the kernel's maximum (somaxconn).
     router.setsockopt(zmq.BACKLOG, 4096)
     ports.put(router.bind_to_random_port("tcp://127.0.0.1"))
-    started = ports_get(ports)  # the clients' start time (monotonic, same machine)
+    started = ports.get(timeout=QUEUE_TIMEOUT)  # the clients' start time (monotonic, same machine)
     identities = _receive(router, nodes, replies=1)
     connected = time.monotonic() - started
     time.sleep(0.5)  # let the clients settle before the timed pattern
@@ -66,13 +64,9 @@ def _server(public: bytes, secret: bytes, nodes: int, ports: Any, results: Any) 
     _receive(router, nodes, replies=2)
     dispatch = time.monotonic() - begin
     results.put((connected, dispatch))
-    ports_get(ports)  # wait for the clients to finish before closing
+    ports.get(timeout=QUEUE_TIMEOUT)  # wait for the clients to finish before closing
     router.close(0)
     context.term()
-
-
-def ports_get(queue: Any) -> Any:
-    return queue.get(timeout=600)
 
 
 def _receive(router: zmq.Socket, nodes: int, replies: int) -> list[bytes]:
