@@ -157,7 +157,7 @@ def test_one_client_keeps_working_across_a_broker_restart(broker: BrokerProcess)
     # API workers keep their control sockets between requests: after the broker is killed and
     # started again, the same client's next request reaches the new broker.
     first = broker.client.status()["incarnation_id"]
-    assert broker.client.status()["incarnation_id"] == first  # a reused socket
+    assert broker.client.status()["incarnation_id"] == first  # from the pooled socket
     assert broker.signal(signal.SIGKILL) == -signal.SIGKILL
     broker.start()
     second = broker.client.status()["incarnation_id"]

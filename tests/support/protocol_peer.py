@@ -148,6 +148,11 @@ class ProtocolPeer:
         self._thread.start()
         return self
 
+    @property
+    def running(self) -> bool:
+        """Started and not stopped since."""
+        return self._thread is not None
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:

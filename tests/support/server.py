@@ -572,7 +572,7 @@ class PushdServer:
         node go `down`."""
         deadline = time.monotonic() + timeout
         peer = next((p for p in reversed(self._peers)
-                     if p.node == node and p._thread is not None), None)
+                     if p.node == node and p.running), None)
         while peer is not None and time.monotonic() < deadline:
             if any(m.get("type") in ("abort", "ack") for m in peer.received()):
                 break
