@@ -1,7 +1,9 @@
 """Show the configuration reconfigure would apply (resolved, as JSON; secrets masked).
 
 Every setting appears with its value from the file, else its derived or default value. With
---diff, only the settings that differ from the running config are shown.
+--diff, only the settings that differ from the running config are shown. On a Chef Server host,
+the settings taken from the Chef Server (those the file leaves unset) are listed on stderr, so
+stdout stays JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pushd_ctl import layout
 from pushd_ctl.commands.reconfigure import read_running
 from pushd_ctl.context import EXIT_OK, Context
 
+from pushd.chefserver import ORIGIN
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -23,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(ctx: Context, args: Any) -> int:
     settings = ctx.settings
+    taken = [name for name in settings if settings.origin(name) == ORIGIN]
+    if taken:
+        ctx.warn(f"From the Chef Server ({settings.get('chef_server_running_json')}): "
+                 + ", ".join(taken))
     if args.diff:
         previous = read_running(layout.running_json_path(settings))
         if previous is None:
