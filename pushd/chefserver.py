@@ -204,8 +204,16 @@ def _read_secrets_document(path: Path) -> Any:
         descriptor = os.environ.get(SECRETS_FD_ENV, "")
         if "Permission denied" not in str(exc) or not descriptor.isdigit():
             raise
-    # Opened by the run script as root before dropping privileges (see runit.render_service).
-    data = os.pread(int(descriptor), MAX_JSON_BYTES + 1, 0)
+    # Opened by the run script as root before dropping privileges (see runit.render_service);
+    # used only when it is that very file.
+    try:
+        same = os.path.samestat(os.fstat(int(descriptor)), os.stat(path))
+        data = os.pread(int(descriptor), MAX_JSON_BYTES + 1, 0) if same else b""
+    except OSError:
+        same = False
+    if not same:
+        raise ConfigError(f"cannot read Chef Server secrets file: Permission denied "
+                          f"(${SECRETS_FD_ENV} is not this file)", filename=str(path))
     if len(data) > MAX_JSON_BYTES:
         raise ConfigError("Chef Server secrets file is too large", filename=str(path))
     try:
