@@ -27,7 +27,11 @@ from typing import Any
 
 import pytest
 
-from tests.support.chef_server_host import ChefServerHostStandIn, chef_server_host_stand_in
+from tests.support.chef_server_host import (
+    STAND_IN_PG_PASSWORD,
+    ChefServerHostStandIn,
+    chef_server_host_stand_in,
+)
 from tests.support.client_process import ClientProcess
 from tests.support.databases import POSTGRES_ADMIN_URL
 from tests.support.ports import free_ports
@@ -226,12 +230,17 @@ def test_reconfigure_takes_the_chef_server_and_loads_the_addon(world: World) -> 
             "postgresql.db_superuser"} <= taken  # fmt: skip
     assert "postgresql.database_name" not in taken
 
-    # The superuser key is read where it is: no copy anywhere in the appliance.
+    assert "postgresql.db_superuser_password" in taken
+    running = json.loads((world.root / "etc" / "opscode-push-jobs-server-running.json").read_text())
+    assert running["postgresql"]["db_superuser_password"] == f"(in {world.host.secrets_json})"
+
+    # The Chef Server's secrets are read where they are: no copy anywhere in the appliance.
     key_line = json.loads(world.host.secrets_json.read_text())["chef-server"]["superuser_key"]
-    key_body = key_line.strip().splitlines()[1]
+    secrets = (key_line.strip().splitlines()[1].encode(), STAND_IN_PG_PASSWORD.encode())
     for path in world.root.rglob("*"):
         if path.is_file() and "chef-server" not in path.parts and path.stat().st_size < 10**7:
-            assert key_body.encode() not in path.read_bytes(), path
+            data = path.read_bytes()
+            assert not any(secret in data for secret in secrets), path
 
 
 def test_second_reconfigure_rewrites_nothing_and_does_not_reload(world: World) -> None:

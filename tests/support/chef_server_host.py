@@ -7,7 +7,8 @@
         ``<nginx.dir>/etc/addon.d/*_upstreams.conf`` in ``http`` and ``*_external.conf`` in the
         server block, everything else proxied to a real ``goiardi --use-auth`` standing in for
         erchef. It writes ``chef-server-running.json`` and ``private-chef-secrets.json`` (the
-        superuser ``pivotal``, a goiardi admin user, and its key) under ``root/etc-opscode``.
+        superuser ``pivotal``, a goiardi admin user, and its key; a PostgreSQL superuser
+        password, STAND_IN_PG_PASSWORD) under ``root/etc-opscode``.
         Skips when nginx or goiardi is not installed.
     ChefServerHostStandIn
         url                     https://127.0.0.1:PORT (nginx)
@@ -51,6 +52,7 @@ from tests.support.ports import free_port
 
 STARTUP_TIMEOUT = 15.0
 SUPERUSER = "pivotal"
+STAND_IN_PG_PASSWORD = "stand-in-db-superuser-password"
 
 
 def make_self_signed(cert_path: Path, key_path: Path) -> None:
@@ -201,7 +203,12 @@ def chef_server_host_stand_in(root: Path) -> Iterator[ChefServerHostStandIn]:
         etc_opscode.mkdir(parents=True, exist_ok=True)
         running_json = etc_opscode / "chef-server-running.json"
         secrets_json = etc_opscode / "private-chef-secrets.json"
-        secrets_json.write_text(json.dumps({"chef-server": {"superuser_key": superuser_key}}))
+        # The machine's PostgreSQL trusts local connections: the password is there to be kept
+        # out of pushd's files, not to be checked.
+        secrets_json.write_text(json.dumps({
+            "chef-server": {"superuser_key": superuser_key},
+            "postgresql": {"db_superuser_password": STAND_IN_PG_PASSWORD},
+        }))  # fmt: skip
         secrets_json.chmod(0o600)
         for attempt in range(3):
             port = free_port()
