@@ -174,13 +174,16 @@ class ChefServerHostStandIn:
         return "\n".join(parts)
 
 
-def _serving(port: int, process: subprocess.Popen[bytes]) -> bool:
+def _serving(port: int, process: subprocess.Popen[bytes], pid_file: Path) -> bool:
+    # nginx writes its pid file once it holds its sockets: then the port is nginx's own.
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return False
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return True
+        with contextlib.suppress(OSError, ValueError):
+            if int(pid_file.read_text()) == process.pid:
+                with socket.create_connection(("127.0.0.1", port), 0.5):
+                    return True
         time.sleep(0.05)
     return False
 
@@ -234,7 +237,7 @@ def chef_server_host_stand_in(root: Path) -> Iterator[ChefServerHostStandIn]:
                 goiardi=goiardi, process=process, stdout_path=stdout_path,
             )  # fmt: skip
             try:
-                if _serving(port, process):
+                if _serving(port, process, nginx_dir / "var" / "nginx.pid"):
                     yield host
                     return
             finally:
