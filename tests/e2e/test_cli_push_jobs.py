@@ -410,13 +410,6 @@ def test_output_of_every_node(world: World) -> None:
     assert every.stderr.startswith(f"ERROR: no stdout for node ghost in job {job_id}")
 
 
-def test_watch_of_a_quiet_organization_says_it_is_watching(world: World) -> None:
-    # No job starts: the server must still let the CLI know at once that it is connected.
-    result = world.cli("job", "watch", "--wait-timeout", "4")
-    assert (result.returncode, result.stdout) == (exitcodes.OK, "")
-    assert result.stderr == "Watching the organization's jobs (Ctrl-C to stop).\n"
-
-
 def test_output_of_a_missing_job_or_node_says_which(world: World) -> None:
     missing = world.cli("job", "output", "f" * 32, "node1")
     assert (missing.returncode, missing.stderr) == (exitcodes.ERROR,

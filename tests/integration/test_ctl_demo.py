@@ -86,6 +86,12 @@ def test_demo_transcripts_whitelist_reload_and_removal(tmp_path: Path) -> None:
                            "print_execution_environment", "demo-node")
         assert second.returncode == 0, second.stdout + second.stderr
 
+        # Watching a quiet organization says at once that it is connected (the demo's server
+        # keeps the default 15 s keepalive, which the watcher used to wait for).
+        watch = push_jobs("job", "watch", "--wait-timeout", "4")
+        assert (watch.returncode, watch.stderr) == (
+            0, "Watching the organization's jobs (Ctrl-C to stop).\n")
+
         # The server's ctl finds the demo without --config once its env file is sourced.
         status = subprocess.run(["bash", "-c", f". {demo_dir}/env && exec {sys.executable}"
                                  " -m pushd_ctl status"], env=env, capture_output=True,
