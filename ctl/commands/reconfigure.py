@@ -27,7 +27,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pushd_ctl import health, layout, logs, nginx_addon, provision, runit, supervision
+from pushd_ctl import (
+    health,
+    layout,
+    logs,
+    nginx_addon,
+    provision,
+    remembered,
+    runit,
+    supervision,
+)
 from pushd_ctl.context import EXIT_FAILURE, EXIT_OK, Context
 
 from pushd import settings as registry
@@ -139,6 +148,8 @@ def _reconfigure(ctx: Context, settings: Settings, args: Any) -> int:
     document = json.dumps(running_values, indent=2, sort_keys=True, default=str) + "\n"
     if runit.atomic_write(running_path, document, 0o600):
         actions.append(f"wrote {running_path}")
+    if config_path is not None:
+        remembered.remember(config_path, running_path)
 
     enabled = bool(settings.get("enable"))
     digest = runit.settings_digest(settings)
