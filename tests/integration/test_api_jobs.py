@@ -134,11 +134,21 @@ def test_quorum_above_the_node_count_fails_at_once_without_a_commit(
 ) -> None:
     peer = server.peer("node1")
     server.wait_available("node1")
+    org_feed = server.stream("job_status_feed")
     # The job's voting timeout (60 s) is far beyond the wait: only an immediate end passes.
     job_id = start_job(server, command="true", nodes=["node1"], quorum=2)
     feed = server.stream(f"job_status_feed/{job_id}")
     events = feed.events_until("job_complete", timeout=15.0)
     feed.close()
+    try:
+        while True:
+            event = org_feed.next_event(timeout=15.0)
+            assert event is not None, "org feed ended before the job's job_complete"
+            if event.name == "job_complete" and event.data and event.data["job"] == job_id:
+                break
+    finally:
+        org_feed.close()
+    assert event.data["status"] == "quorum_failed" and "quorum 2" in event.data["reason"]
     doc = wait_status(server, job_id, "quorum_failed", timeout=5.0)
     assert [e.name for e in events] == ["start", "job_complete"]
     assert events[-1].data is not None and "quorum 2" in events[-1].data["reason"]
