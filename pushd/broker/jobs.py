@@ -504,7 +504,8 @@ class JobEngine:
         spec = run.spec
         if self._jobs.get(spec.job_id) is not run:
             return  # it ended before the error
-        reason = reason[:MAX_REASON_LENGTH]
+        # Storable text whatever the error said (it may quote the very string that failed).
+        reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")[:MAX_REASON_LENGTH]
         t = Transition(spec.job_id, spec.org_id)
         for name, status in list(run.statuses.items()):
             if status in ACTIVE_NODE_STATUSES:

@@ -641,8 +641,9 @@ class Broker:
         except Exception as err:
             log.exception("job %s cannot be started; crashed", view.id)
             reason = f"internal error while starting the job ({type(err).__name__}: {err})"
+            reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")[:1024]
             t = Transition(view.id, view.org_id, JobStatus.CRASHED)
-            t.node_statuses = {n.name: (NodeStatus.CRASHED, reason[:1024]) for n in view.nodes}
+            t.node_statuses = {n.name: (NodeStatus.CRASHED, reason) for n in view.nodes}
             t.events.append(FeedEvent("job_complete", {"status": "crashed", "reason": reason}))
             self.journal.record(t)
             return

@@ -494,7 +494,19 @@ def test_twenty_nodes_with_mixed_answers(env: BrokerEnv) -> None:
 # -- every accepted job ends (issue 12) ------------------------------------------------------
 
 
-def test_a_job_the_broker_cannot_start_ends_crashed_with_a_reason(env: BrokerEnv) -> None:
+@pytest.fixture
+def env_on_each_db(tmp_path: Path, db_backend: tuple[str, dict]) -> Iterator[BrokerEnv]:
+    env = BrokerEnv(tmp_path, db_backend).start()
+    try:
+        yield env
+    finally:
+        env.close()
+
+
+def test_a_job_the_broker_cannot_start_ends_crashed_with_a_reason(
+    env_on_each_db: BrokerEnv,
+) -> None:
+    env = env_on_each_db
     # A stored job whose commit cannot be encoded (a lone surrogate: the API refuses it now,
     # but a row from an older server or another writer may hold one). Before, the broker
     # raised after marking it `voting` and before setting its voting timer: voting forever.
