@@ -192,6 +192,12 @@ def test_lone_surrogates_are_400_in_every_field(fields: dict[str, object]) -> No
     assert refused(raw) == v.text_invalid(next(iter(fields)))
 
 
+@pytest.mark.parametrize("raw", [b'{"command": "x", "nodes": ["n"], "\\ud800": 1}',
+                                 b'{"command": "x", "nodes": ["n"], "bogus": "\\ud800"}'])
+def test_unknown_keys_stay_invalid_keys(raw: bytes) -> None:
+    assert refused(raw) == v.INVALID_KEY
+
+
 def test_surrogate_pairs_are_text() -> None:
     raw = b'{"command": "echo \\ud83d\\ude00", "nodes": ["n1"]}'
     assert parse_job_request(raw).command == "echo \U0001f600"
