@@ -197,6 +197,7 @@ def open_database_params(
     kind: str, params: Mapping[str, Any], *, pool_size: int = 20, migrate: bool = False
 ) -> peewee.Database:
     """Open the database described by (kind, params), bind the models to it and return it."""
+    database: peewee.Database
     if kind == "sqlite":
         database = _sqlite_database(params)
     elif kind in ("postgres", "postgresql"):

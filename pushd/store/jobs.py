@@ -406,7 +406,8 @@ _SUMMARY_COLUMNS = (
 )
 
 
-def _summary_query() -> peewee.ModelSelect:
+def _summary_query() -> peewee.ModelSelect[Any]:
+    # Any: the rows are tuples (.tuples()), which peewee's stubs still type as Job instances.
     return (
         Job.select(*_SUMMARY_COLUMNS)
         .join(JobOption, peewee.JOIN.LEFT_OUTER, on=(JobOption.job_id == Job.id))
@@ -459,8 +460,9 @@ def _node_state(row: JobNode) -> JobNodeState:
 
 
 def _node_states_of_job(org_id: str, job_id: str) -> list[JobNodeState]:
-    # Tuples, not model instances: a job may have thousands of nodes.
-    rows = (
+    # Tuples, not model instances: a job may have thousands of nodes. (Annotated: peewee's stubs
+    # type the rows of .tuples() as model instances.)
+    rows: peewee.ModelSelect[Any] = (
         JobNode.select(JobNode.node_name, JobNode.status, JobNode.reason, JobNode.updated_at)
         .where((JobNode.org_id == org_id) & (JobNode.job_id == job_id))
         .tuples()
