@@ -235,8 +235,10 @@ def create_job(
                       JobNode.reason, JobNode.created_at, JobNode.updated_at]
             new = int(NodeStatus.NEW)
             rows = [(job_id, org_id, name, new, None, now, now) for name in node_names]
+            # as_rowcount: no RETURNING. peewee hands back that statement's cursor unread, and
+            # SQLite refuses to COMMIT while it is alive ("SQL statements in progress").
             for chunk in chunks(rows, INSERT_CHUNK):
-                JobNode.insert_many(chunk, fields=fields).execute()
+                JobNode.insert_many(chunk, fields=fields).as_rowcount().execute()
             JobOption.insert(
                 job_id=job_id,
                 job_user=opts.job_user,
