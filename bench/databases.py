@@ -7,6 +7,7 @@ so suites running at the same time cannot see each other's rows.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
 import os
@@ -44,12 +45,21 @@ class _AdminConnection:
                     if attempt == 2 or not self._conn.closed:
                         raise
 
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+
 
 _CREATOR = _AdminConnection()
 _DROPPER = _AdminConnection()
 # Dropping a used database takes a while; the next test need not wait for it. The executor's
 # worker is joined at interpreter exit, so every drop still happens.
 _DROPS = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-drop")
+# Closed at exit (after the executor's drops: its join runs before atexit callbacks), not left to
+# interpreter shutdown, where psycopg warns about a connection deleted while open.
+atexit.register(_DROPPER.close)
+atexit.register(_CREATOR.close)
 
 
 @contextlib.contextmanager
