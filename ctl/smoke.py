@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,7 @@ class SmokeTest:
 
         url = f"{self.org_url}/pushy/{path}"
         raw = json.dumps(body).encode() if body is not None else b""
-        signed_path = urllib.request.urlparse(url).path
+        signed_path = urllib.parse.urlparse(url).path
         headers = {"Accept": "application/json", "Content-Type": "application/json"}
         headers.update(sign_request(method, signed_path, raw, self.user, self.user_key))
         request = urllib.request.Request(url, data=raw or None, method=method, headers=headers)

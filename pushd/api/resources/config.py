@@ -86,7 +86,7 @@ class ConfigResource:
             lifetime=s.config_lifetime,
             max_message_skew=s.max_message_skew,
             max_body_size=s.max_body_size,
-            incarnation_id=admitted.get("incarnation_id"),
+            incarnation_id=admitted["incarnation_id"],
             curve_public_key=None if legacy else admitted.get("curve_public_key"),
             offline_threshold=s.offline_threshold,
             online_threshold=s.online_threshold,
