@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -216,6 +217,28 @@ def test_with_a_cache_ttl_changes_take_effect_within_the_ttl(org_id: str) -> Non
     clock.now += 5.1
     assert source.org("pedant-org") is None
     assert source.principal("pedant-org", "normal_client") is None
+
+
+def test_a_bumped_generation_drops_the_cache_before_the_next_lookup(
+    org_id: str, tmp_path: Path
+) -> None:
+    from pushd.identity.generation import bump, generation_path
+
+    clock = FakeClock()
+    source = LocalSource(cache_ttl=300, clock=clock, generation_file=generation_path(tmp_path))
+    assert source.group("pedant-org", "pushy_job_writers") is None
+    assert source.principal("pedant-org", "normal_client") is not None
+    store.add_group_member(org_id, "pushy_job_writers", "user", "normal_user", create_group=True)
+    store.delete_principal(org_id, "normal_client", KIND_CLIENT)
+    # Without a bump the cached answers stand for the whole TTL (the clock does not move)...
+    assert source.group("pedant-org", "pushy_job_writers") is None
+    bump(tmp_path)  # ...what push-jobs-server-ctl does after its change committed
+    assert source.group("pedant-org", "pushy_job_writers") is not None
+    assert source.principal("pedant-org", "normal_client") is None
+    store.create_principal(org_id, "normal_client", KIND_CLIENT, pem("other"))
+    assert source.principal("pedant-org", "normal_client") is None  # cached again
+    bump(tmp_path)
+    assert source.principal("pedant-org", "normal_client") is not None
 
 
 def test_a_herd_of_lookups_is_answered_alike_from_one_bulk_load(org_id: str) -> None:
