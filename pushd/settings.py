@@ -338,6 +338,9 @@ SETTINGS: tuple[Setting, ...] = (
        "Lifetime advertised in the config endpoint's response."),
     _s("validate_client_node_name", True, "bool", boolean,
        "A client may fetch only the config of the node with its own name."),
+    _s("allow_user_node_config", False, "bool", boolean,
+       "Users with read access may also fetch a node's config (its session key and Curve "
+       "admission) for an existing client of that name; otherwise only the node itself may."),
     # Jobs.
     _s("voting_timeout", 60, "int (s)", positive, "Seconds a job waits for nodes to commit."),
     _s("default_running_timeout", 3600, "int (s)", positive,
@@ -371,8 +374,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Private key of chef_server_superuser_name."),
     _s("principal_cache_ttl", 5, "int (s)", non_negative,
        "Seconds each API worker caches an organization, principal or group answer (local "
-       "database or Chef Server): a deleted client, a new key or a group change takes effect "
-       "within this time; 0 turns the cache off."),
+       "database or Chef Server); a change made with push-jobs-server-ctl applies to the next "
+       "request all the same, other changes within this time; 0 turns the cache off."),
     _s("chef_api_version", "11.1.0", "string", non_empty,
        "X-Chef-Version sent to the Chef Server."),
     # Kept from the original; accepted and documented, not used by pushd.
