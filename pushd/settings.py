@@ -311,7 +311,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("allow_unencrypted", False, "bool", boolean,
        "Also accept 1.x-protocol clients without Curve on unencrypted_command_port."),
     _s("unencrypted_command_port", 10001, "port", port,
-       "ROUTER socket for 1.x-protocol clients (only when allow_unencrypted)."),
+       "ROUTER socket for 1.x-protocol clients (when allow_unencrypted or "
+       "disable_curve_encryption)."),
     _s("zmq_io_processes", 1, "int", integer(1, 64), "ZeroMQ I/O threads."),
     _s("api_workers", 2, "int", integer(1, 64), "gunicorn workers serving the REST API."),
     # Protocol and liveness.
@@ -331,7 +332,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("max_message_skew", 300, "int (s)", integer(1, 86400),
        "Largest clock difference accepted in a signed ZeroMQ message (max_time_skew)."),
     _s("disable_curve_encryption", False, "bool", boolean,
-       "Run the command channel without Curve (testing only; 2.x clients refuse it)."),
+       "Run without Curve: every config answer is a 1.x server's (no curve_public_key, "
+       "unencrypted_command_port), so 2.x clients work only with their allow_unencrypted "
+       "option."),
     _s("rehab_timer", 1000, "int (ms)", integer(10, 600_000),
        "Milliseconds between abort messages to a node being brought back to idle."),
     _s("config_lifetime", 3600, "int (s)", positive,
@@ -466,8 +469,9 @@ class Settings:
         return settings
 
     def _check_conflicts(self) -> None:
+        legacy_port = self["allow_unencrypted"] or self["disable_curve_encryption"]
         used = [name for name in _PORT_NAMES
-                if name != "unencrypted_command_port" or self["allow_unencrypted"]]  # fmt: skip
+                if name != "unencrypted_command_port" or legacy_port]  # fmt: skip
         seen: dict[int, str] = {}
         for name in used:
             if self[name] in seen:
