@@ -11,6 +11,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.support.server import PushdServer, running_server
 
@@ -36,9 +39,15 @@ def statuses(server: PushdServer, method: str, path: str, user: str) -> set[int]
     }
 
 
-def test_ctl_identity_changes_apply_to_the_next_request(tmp_path: Path) -> None:
-    settings = {"principal_cache_ttl": 300, "api_workers": 2}
-    with running_server(nodes=("node1", "node2"), settings=settings) as server:
+@pytest.mark.parametrize("db_backend", ["sqlite", "postgres"], indirect=True)
+def test_ctl_identity_changes_apply_to_the_next_request(
+    tmp_path: Path, db_backend: tuple[str, dict[str, Any]]
+) -> None:
+    settings: dict[str, Any] = {"principal_cache_ttl": 300, "api_workers": 2}
+    if db_backend[0] == "postgres":
+        settings["postgresql.db_superuser"] = db_backend[1]["user"]  # the ctl provisions
+    with running_server(db_backend=db_backend, nodes=("node1", "node2"),
+                        settings=settings) as server:  # fmt: skip
         org = server.org_name
         carol_key = tmp_path / "carol.pem"
         ctl(server, "user-create", "carol", "--org", org, "--key-out", str(carol_key))
