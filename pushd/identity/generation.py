@@ -10,7 +10,7 @@ while the broker restarts).
 
 Why a file and not a message on the broker's events socket: a published message reaches a
 worker's reader thread some time after the ctl's command returned, so a request could still be
-answered from the old cache in between; a `stat` of a file in `run_dir` (about a microsecond,
+answered from the old cache in between; a `stat` of a file in `run_dir` (a few microseconds,
 no database round trip) is ordered with the ctl's write by the kernel. API workers always share
 the host, and `run_dir`, with the broker's ipc sockets, so the file is where they can see it.
 
