@@ -96,7 +96,7 @@ class SmokeTest:
 
         user_private, user_public = generate_client_keypair()
         node_private, node_public = generate_client_keypair()
-        with identity.open_store(self.ctx) as store:
+        with identity.open_store(self.ctx, changes=True) as store:
             org = store.get_organization(SMOKE_ORG)
             if org is None:
                 org = store.create_organization(SMOKE_ORG, "push-jobs-server-ctl test")
@@ -209,7 +209,7 @@ class SmokeTest:
         if self.keep:
             self.ctx.say(f"kept: {self.workdir} and the principals")
             return
-        with contextlib.suppress(Exception), identity.open_store(self.ctx) as store:
+        with contextlib.suppress(Exception), identity.open_store(self.ctx, changes=True) as store:
             org = store.get_organization(SMOKE_ORG)
             if org is not None:
                 store.delete_principal(org.id, self.node, "client")
