@@ -44,6 +44,7 @@ its own, processes it left in its group are ended the same way before the result
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -127,6 +128,8 @@ class RunnerSettings:
     default_run_timeout: float = 86400.0
     max_output_bytes: int = 1024 * 1024
     max_file_bytes: int = MAX_JOB_FILE_BYTES
+    # True: the job gets a login-like environment instead of the client's (job_environment).
+    login_environment: bool = False
 
 
 @dataclass
@@ -189,6 +192,18 @@ class JobRunner:
         # Largest result body; the agent lowers it to the server's max_body_size when smaller.
         self.body_limit = settings.max_body_size
         self.on_change: Callable[[], None] = lambda: None
+
+    def reconfigure(self, settings: RunnerSettings, base_env: Mapping[str, str]) -> None:
+        """New settings from a reloaded config file, for the jobs offered from now on.
+
+        A job already committed or running keeps the command it resolved; the node name
+        and file dir are the daemon's for its whole life (the server knows it by that name).
+        """
+        self.settings = dataclasses.replace(
+            settings, node_name=self.settings.node_name, file_dir=self.settings.file_dir,
+            max_body_size=self.settings.max_body_size,
+        )
+        self._base_env = dict(base_env)
 
     # ----------------------------------------------------------------- state
     @property
@@ -323,8 +338,8 @@ class JobRunner:
         except ValueError as err:
             raise _Refused(NackReason.BAD_ENV, str(err)) from None
         run_timeout = options.get("run_timeout")
-        usable = isinstance(run_timeout, int | float) and not isinstance(run_timeout, bool)
-        if not usable or run_timeout <= 0:
+        if not isinstance(run_timeout, int | float) or isinstance(run_timeout, bool) \
+                or run_timeout <= 0:
             run_timeout = self.settings.default_run_timeout
         return _Job(
             job_id=job_id,
@@ -381,6 +396,7 @@ class JobRunner:
             node_name=self.settings.node_name,
             job_id=job.job_id,
             job_file=job.file_path,
+            login_cwd=job.cwd if self.settings.login_environment else None,
         )
         limit = self.settings.max_output_bytes
         job.stdout, job.stderr = TailBuffer(limit), TailBuffer(limit)

@@ -130,6 +130,18 @@ def appliance() -> Iterator[Appliance]:
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
+@pytest.fixture
+def service_up(appliance: Appliance) -> None:
+    """Bring the module's appliance up whatever ran before (reconfigure it when no test has yet),
+    for a test that only needs a running service: such a test then also passes alone."""
+    if not appliance.running_json.exists():
+        result = appliance.ctl("reconfigure")
+        assert result.returncode == 0, result.stdout + result.stderr
+    elif appliance.main_pid() is None:
+        assert appliance.ctl("start").returncode == 0
+    wait_for(lambda: appliance.api_status() == 200)
+
+
 def test_reconfigure_from_the_example_file_starts_the_service(appliance: Appliance) -> None:
     result = appliance.ctl("reconfigure")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -165,6 +177,7 @@ def test_second_reconfigure_changes_nothing(appliance: Appliance) -> None:
     assert (appliance.service_dir / "run").stat().st_mtime_ns == run_mtime
 
 
+@pytest.mark.usefixtures("service_up")
 def test_tail_shows_log_lines_and_follows(appliance: Appliance) -> None:
     last = appliance.ctl("tail", "--no-follow", "-n", "50")
     assert last.returncode == 0
@@ -267,6 +280,32 @@ def test_bad_config_fails_with_its_line_and_touches_nothing(appliance: Appliance
     assert appliance.main_pid() == pid
     assert appliance.running_json.read_text() == running
     assert appliance.api_status() == 200
+
+
+def test_status_and_tail_work_while_the_config_file_is_broken(appliance: Appliance) -> None:
+    # An operator fixing a typo in the running service's file must still see whether it is up.
+    lines = [*appliance.base_text.splitlines(), "opscode_pushy_server['api_port'] = = 1"]
+    appliance.config.write_text("\n".join(lines) + "\n")
+    try:
+        status = appliance.ctl("status", SERVICE)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.startswith(f"run: {SERVICE}: (pid ")
+        assert status.stderr.startswith(f"push-jobs-server-ctl: {appliance.config}:{len(lines)}:")
+        assert status.stderr.rstrip().endswith("(status from the last reconfigure's settings)")
+        tail = appliance.ctl("tail", "--no-follow", "-n", "3")
+        assert tail.returncode == 0, tail.stderr
+        assert tail.stderr.startswith(f"push-jobs-server-ctl: {appliance.config}:{len(lines)}:")
+        assert len(tail.stdout.splitlines()) == 3
+    finally:
+        appliance.config.write_text(appliance.base_text)
+
+
+def test_status_without_config_finds_the_last_reconfigured_file(appliance: Appliance) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PUSH_JOBS_SERVER_CONFIG"}
+    result = subprocess.run([sys.executable, "-m", "pushd_ctl", "status", SERVICE],
+                            capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"run: {SERVICE}: (pid ")
 
 
 def test_changed_setting_is_shown_and_restarts_the_service(appliance: Appliance) -> None:
