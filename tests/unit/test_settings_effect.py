@@ -114,12 +114,27 @@ def test_docs_example_and_show_config_say_no_effect(tmp_path: Path) -> None:
         block = example.split(f"# {setting.doc}\n", 1)[1].split("\n\n", 1)[0]
         assert block.startswith(f"# {registry.NO_EFFECT_NOTE}: {reason}."), name
     config = tmp_path / "server.rb"
-    config.write_text(f"opscode_pushy_server['dir'] = '{tmp_path}'\n")
+    config.write_text(f"opscode_pushy_server['dir'] = '{tmp_path}'\n"
+                      f"opscode_pushy_server['etc_dir'] = '{tmp_path / 'etc'}'\n")
     out = subprocess.run([sys.executable, "-m", "pushd_ctl", "--config", str(config),
                           "show-config"], capture_output=True, text=True, check=True)  # fmt: skip
     shown = json.loads(out.stdout)["no_effect"]
     assert set(shown) == set(registry.NO_EFFECT)
     assert shown["ha"] == f"accepted for compatibility, no effect: {registry.NO_EFFECT['ha']}"
+
+    from pushd_ctl import layout
+
+    running = layout.running_json_path(load_settings_from_text(config.read_text()))
+    running.parent.mkdir(parents=True, exist_ok=True)
+    running.write_text(json.dumps(load_settings_from_text(config.read_text()).as_dict()))
+    config.write_text(config.read_text() + "opscode_pushy_server['ha'] = true\n"
+                      "opscode_pushy_server['voting_timeout'] = 90\n")  # fmt: skip
+    diff = subprocess.run([sys.executable, "-m", "pushd_ctl", "--config", str(config),
+                           "show-config", "--diff"], capture_output=True, text=True, check=True)
+    assert diff.stdout.splitlines() == [
+        f"ha: false -> true (accepted for compatibility, no effect: {registry.NO_EFFECT['ha']})",
+        "voting_timeout: 60 -> 90",
+    ]
 
 
 def test_settings_without_effect_still_load_from_an_original_file() -> None:
