@@ -387,16 +387,18 @@ def prune_jobs(older_than: datetime, *, limit: int | None = None) -> int:
     at most `limit` of them (the oldest first), in one transaction; returns how many."""
     active = [int(status) for status in ACTIVE_JOB_STATUSES]
     old = (Job.updated_at < to_naive_utc(older_than)) & (Job.status.not_in(active))
-    with transaction():
-        if limit is None:
+    if limit is None:
+        with transaction():
             return Job.delete().where(old).execute()
-        # Ids first, then delete by id: SQLite has no DELETE ... LIMIT in every build, and a
-        # small batch keeps the write lock short for the journal writer that shares it.
-        ids = [row.id for row in Job.select(Job.id).where(old).order_by(Job.updated_at)
-               .limit(max(0, limit))]  # fmt: skip
-        if not ids:
-            return 0
-        return Job.delete().where(Job.id.in_(ids)).execute()
+    # Ids first, outside the write transaction (the scan holds no write lock), then delete by
+    # id: SQLite has no DELETE ... LIMIT in every build, and a small batch keeps SQLite's one
+    # write lock short for the journal writer that shares it. The delete checks `old` again.
+    ids = [row.id for row in Job.select(Job.id).where(old).order_by(Job.updated_at)
+           .limit(max(0, limit))]  # fmt: skip
+    if not ids:
+        return 0
+    with transaction():
+        return Job.delete().where(Job.id.in_(ids) & old).execute()
 
 
 # --------------------------------------------------------------------------------------------
