@@ -84,6 +84,7 @@ from pushd.broker.control_client import (
 from pushd.broker.jobs import JobEngine
 from pushd.broker.journal import StoreJournal
 from pushd.broker.nodes import NodeTracker
+from pushd.broker.retention import JobRetention
 from pushd.broker.timers import TimerQueue
 from pushd.broker.zap import ZAP_ENDPOINT, CurveGrants, answer_zap, user_id_ref
 from pushd.errors import ProtocolError
@@ -184,7 +185,10 @@ class Broker:
         self.grants = CurveGrants(
             config.zap_window, state_file=config.data_dir / "broker" / "curve_clients.json"
         )
-        self.journal = StoreJournal(store, self._publish)
+        self.journal = StoreJournal(
+            store, self._publish, output_max_bytes=config.output_max_bytes,
+            housekeeping=_retention(config),
+        )
         self.tracker = NodeTracker(
             self, self.timers, rehab_interval=config.rehab_timer,
             offline_after=config.offline_after, reattach_hold=config.recovery_grace,
@@ -814,6 +818,13 @@ class Broker:
                 store.touch_known_nodes(org_id, nodes)
         except Exception:
             log.exception("could not record last-seen times of %d nodes", len(seen))
+
+
+def _retention(config: BrokerConfig) -> JobRetention | None:
+    if config.job_retention_days < 1:
+        return None
+    return JobRetention(store, config.job_retention_days, batch=config.retention_batch,
+                        interval=config.retention_interval)
 
 
 def run_broker(settings: Any) -> int:
