@@ -1,7 +1,10 @@
 """The job engine: voting and running exactly as the original's transition tables (4.3, 4.4).
 
-    engine = JobEngine(outbox, scheduler, journal, nodes, server_name="push.example.com")
-    engine.start(spec)                       run a job (JobSpec) that is `new`: commit, then vote
+    engine = JobEngine(outbox, scheduler, journal, nodes, server_name="push.example.com",
+                       fanout_slice=FANOUT_SLICE)
+    engine.start(spec)                       run a job (JobSpec) that is `new`: commit, then vote;
+                                             commits (and later runs) go out a slice of
+                                             `fanout_slice` nodes per scheduler turn
     engine.recover(spec, run_left, grace)    re-attach a job that was `running` when the broker
                                              stopped; nodes that do not show up still running it
                                              within `grace` seconds are crashed
@@ -81,6 +84,10 @@ from pushd.states import ACTIVE_NODE_STATUSES, JobStatus, NodeStatus
 log = logging.getLogger(__name__)
 
 MAX_REASON_LENGTH = 1024
+# Nodes handled per slice of a job's fan-out (commit at start, run at quorum): one slice per
+# loop turn, ~10-40 ms, so a 100,000-node job leaves the loop free between slices to answer
+# control requests (node_states) and read heartbeats instead of holding it for seconds.
+FANOUT_SLICE = 2000
 
 VOTING = "voting"
 RUNNING = "running"
@@ -151,7 +158,9 @@ class JobEngine:
         nodes: NodeView,
         *,
         server_name: str,
+        fanout_slice: int = FANOUT_SLICE,
     ) -> None:
+        self._fanout_slice = fanout_slice
         self._outbox = outbox
         self._scheduler = scheduler
         self._journal = journal
@@ -183,21 +192,33 @@ class JobEngine:
             Transition(spec.job_id, spec.org_id, JobStatus.VOTING, events=[self._start_event(spec)])
         )
         spec.status = JobStatus.VOTING
-        unavailable = []
-        commit = self._commit_message(spec)
-        for name in spec.nodes:
+        run.timer = self._scheduler.call_later(
+            spec.voting_timeout, lambda: self._voting_timeout(spec.job_id)
+        )
+        self._commit_slice(run, self._commit_message(spec), 0)
+
+    def _commit_slice(self, run: JobRun, commit: dict[str, Any], first: int) -> None:
+        """Send `commit` to the available nodes of one slice; the others vote `down` (one
+        Transition per slice). The next slice runs on the next loop turn. Nodes whose status
+        changed meanwhile (gone down, voting timeout) are skipped; an ended job stops it."""
+        spec = run.spec
+        if self._jobs.get(spec.job_id) is not run or run.phase != VOTING:
+            return
+        last = first + self._fanout_slice
+        t = Transition(spec.job_id, spec.org_id)
+        for name in spec.nodes[first:last]:
+            if run.statuses[name] != NodeStatus.NEW:
+                continue
             ref = (spec.org_id, name)
             address = self._nodes.address(ref)
             if address is not None and self._nodes.is_available(ref):
                 self._outbox.send(ref, address, commit)
             else:
-                unavailable.append(name)
-        run.timer = self._scheduler.call_later(
-            spec.voting_timeout, lambda: self._voting_timeout(spec.job_id)
-        )
-        for name in unavailable:
-            if spec.job_id in self._jobs:
-                self._on_event(run, name, "down", {})
+                self._voting_event(run, t, name, "down", {})
+        if last < len(spec.nodes):
+            self._scheduler.call_later(0.0, lambda: self._commit_slice(run, commit, last))
+        self._maybe_finished_voting(run, t)
+        self._record(t)
 
     def recover(self, spec: JobSpec, run_left: float, grace: float) -> None:
         """Re-attach a job found `running` at broker start (see module docstring)."""
@@ -401,18 +422,30 @@ class JobEngine:
         t.job_status = JobStatus.RUNNING
         if run.timer is not None:
             run.timer.cancel()
-        message = self._run_message(spec)
-        for name, status in run.statuses.items():
-            if status == NodeStatus.READY:
+        ready = [name for name, status in run.statuses.items() if status == NodeStatus.READY]
+        log.info("job %s running on %d nodes", spec.job_id, len(ready))
+        run.timer = self._scheduler.call_later(
+            spec.run_timeout, lambda: self._running_timeout(spec.job_id)
+        )
+        self._run_slice(run, self._run_message(spec), ready, 0)
+        self._maybe_finished_running(run, t)
+
+    def _run_slice(self, run: JobRun, message: dict[str, Any], ready: list[str],
+                   first: int) -> None:
+        """Send `run` to one slice of the nodes that were ready at quorum (next slice on the
+        next loop turn); stops when the job has ended."""
+        spec = run.spec
+        if self._jobs.get(spec.job_id) is not run or run.phase != RUNNING:
+            return
+        last = first + self._fanout_slice
+        for name in ready[first:last]:
+            if run.statuses[name] == NodeStatus.READY:
                 ref = (spec.org_id, name)
                 address = self._nodes.address(ref)
                 if address is not None:
                     self._outbox.send(ref, address, message)
-        log.info("job %s running on %d nodes", spec.job_id, run.count(NodeStatus.READY))
-        run.timer = self._scheduler.call_later(
-            spec.run_timeout, lambda: self._running_timeout(spec.job_id)
-        )
-        self._maybe_finished_running(run, t)
+        if last < len(ready):
+            self._scheduler.call_later(0.0, lambda: self._run_slice(run, message, ready, last))
 
     def _maybe_finished_running(self, run: JobRun, t: Transition) -> None:
         if run.phase == RUNNING and not run.count(NodeStatus.READY, NodeStatus.RUNNING):

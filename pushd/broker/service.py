@@ -51,7 +51,10 @@ turn their transitions go to the journal's writer thread, which commits them bef
 the events (control requests wait for it before answering). At start the broker
 marks `voting` jobs crashed, re-attaches `running` jobs (nodes get `recovery_grace` to show up
 still running them, and a node that did is not judged offline before the grace is over) and
-starts `new` jobs (after the grace when it is a restart, so nodes have reconnected first).
+starts `new` jobs (starts.py: during the grace of a restart, once those of their nodes that were
+online when the broker stopped are available again; nodes never waited for start at once).
+A `start_job` request is answered at once; the job's nodes are read and its commits sent over
+the following turns, a bounded slice per turn (starts.py, jobs.py).
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ from pushd.broker.control_client import (
 from pushd.broker.jobs import JobEngine
 from pushd.broker.journal import StoreJournal
 from pushd.broker.nodes import NodeTracker
+from pushd.broker.starts import JobStarts
 from pushd.broker.timers import TimerQueue
 from pushd.broker.zap import ZAP_ENDPOINT, CurveGrants, answer_zap, user_id_ref
 from pushd.errors import ProtocolError
@@ -201,6 +205,14 @@ class Broker:
             self._restarted = self.grants.restore(config.zap_window + config.recovery_grace) > 0
             self._grace_until = (
                 self.timers.now() + config.recovery_grace if self._restarted else 0.0
+            )
+            # Nodes last seen this long before the newest last-seen time of their org were
+            # online when the broker stopped: `new` jobs wait for them during the grace.
+            self.starts = JobStarts(
+                self.timers, store, self.tracker, self._start_new,
+                grace_until=self._grace_until,
+                window=config.offline_after + config.known_nodes_flush_interval
+                + config.heartbeat_interval,
             )
             self._recover_jobs()
         except BaseException:
@@ -610,29 +622,27 @@ class Broker:
         self._keys_by_ref[(org_id, node)] = key
 
     def start_job_from_store(self, org_id: str, job_id: str) -> str:
-        """Start a `new` job; returns "started", "live", "not_found" or "already_finished"."""
+        """Start a `new` job; returns "started", "live", "not_found" or "already_finished".
+
+        Answers without waiting: the job's nodes are loaded and its commits fanned out over
+        the next loop turns (starts.py, the engine's slices), so a 100,000-node job does not
+        keep the control socket (node_states, admit) waiting."""
         if self.engine.is_live(job_id):
             return "live" if self.engine.org_of(job_id) == org_id else "not_found"
-        view = store.get_job(org_id, job_id)
-        if view is None:
+        starting = self.starts.org_of(job_id)
+        if starting is not None:
+            return "live" if starting == org_id else "not_found"
+        summary = store.get_job_summary(org_id, job_id)
+        if summary is None:
             return "not_found"
-        if view.status != JobStatus.NEW:
-            return "already_finished" if view.status not in (JobStatus.VOTING,
-                                                               JobStatus.RUNNING) else "live"
-        spec = self._spec_of(view)
-        delay = self._grace_until - self.timers.now()
-        if delay > 0:
-            # Just restarted: let nodes reconnect before judging who is available.
-            self.timers.call_later(delay, lambda: self._start_if_new(org_id, job_id))
-        else:
-            self.engine.start(spec)
+        if summary.status != JobStatus.NEW:
+            return "already_finished" if summary.status not in (JobStatus.VOTING,
+                                                                  JobStatus.RUNNING) else "live"
+        self.starts.begin(summary)
         return "started"
 
-    def _start_if_new(self, org_id: str, job_id: str) -> None:
-        if not self.engine.is_live(job_id):
-            view = store.get_job(org_id, job_id)
-            if view is not None and view.status == JobStatus.NEW:
-                self.engine.start(self._spec_of(view))
+    def _start_new(self, summary: Any, names: list[str]) -> None:
+        self.engine.start(self._spec_of(summary, names))
 
     def abort_job(self, org_id: str, job_id: str) -> str:
         """Abort a job; returns "aborted", "not_found" or "already_finished"."""
@@ -641,6 +651,8 @@ class Broker:
                 return "not_found"
             self.engine.abort(job_id)
             return "aborted"
+        if self.starts.org_of(job_id) == org_id:
+            self.starts.cancel(job_id)  # still loading or held after a restart
         view = store.get_job(org_id, job_id)
         if view is None:
             return "not_found"
@@ -661,15 +673,18 @@ class Broker:
 
     # -- startup recovery ------------------------------------------------------------------------
 
-    def _spec_of(self, view: Any) -> JobSpec:
+    def _spec_of(
+        self, view: Any, names: list[str], statuses: dict[str, NodeStatus] | None = None
+    ) -> JobSpec:
+        """The JobSpec of a store JobSummary/JobView; `statuses` None: every node `new`."""
         options = view.options
         voting_timeout = getattr(options, "voting_timeout", None) or self.config.voting_timeout
         return JobSpec(
             job_id=view.id,
             org_id=view.org_id,
             command=view.command,
-            nodes=[n.name for n in view.nodes],
-            quorum=view.quorum if view.quorum is not None else len(view.nodes),
+            nodes=names,
+            quorum=view.quorum if view.quorum is not None else len(names),
             run_timeout=view.run_timeout if view.run_timeout is not None
             else self.config.default_running_timeout,
             voting_timeout=float(voting_timeout),
@@ -680,7 +695,7 @@ class Broker:
             file=options.job_file,
             capture=bool(options.capture),
             status=view.status,
-            node_statuses={n.name: n.status for n in view.nodes},
+            node_statuses=dict(statuses) if statuses is not None else {},
         )
 
     def _recover_jobs(self) -> None:
@@ -688,9 +703,8 @@ class Broker:
         now_utc = datetime.now(UTC).replace(tzinfo=None)
         for view in store.incomplete_jobs():
             if view.status == JobStatus.NEW:
-                delay = max(0.0, self._grace_until - self.timers.now())
-                org_id, job_id = view.org_id, view.id
-                self.timers.call_later(delay, lambda o=org_id, j=job_id: self._start_if_new(o, j))
+                # Started now, or once its returning nodes are back (starts.py).
+                self.starts.begin(view, [n.name for n in view.nodes])
             elif view.status == JobStatus.VOTING:
                 log.info("job %s was voting when the broker stopped: crashed", view.id)
                 t = Transition(view.id, view.org_id, JobStatus.CRASHED)
@@ -702,7 +716,9 @@ class Broker:
                 t.events.append(FeedEvent("job_complete", {"status": "crashed"}))
                 self.journal.record(t)
             else:
-                spec = self._spec_of(view)
+                spec = self._spec_of(
+                    view, [n.name for n in view.nodes], {n.name: n.status for n in view.nodes}
+                )
                 elapsed = (now_utc - view.updated_at).total_seconds()
                 self.engine.recover(spec, spec.run_timeout - elapsed, grace)
         self.journal.sync()  # no writer thread yet: written here, before the loop starts

@@ -26,6 +26,7 @@ Jobs (pushd.store.jobs)
                options=None, *, created_at=None) -> None           one transaction
     get_job(org_id, job_id) -> JobView | None
     get_job_summary(org_id, job_id) -> JobSummary | None
+    job_node_names(org_id, job_id, *, after=None, limit=5000) -> list[str]   a page, by name
     list_jobs(org_id, *, limit=None, status=None, before=None) -> (list[JobSummary], cursor|None)
     set_job_status(org_id, job_id, status, updated_by=None) -> bool
     set_node_statuses(org_id, job_id, {node: status | (status, reason)}) -> int
@@ -110,6 +111,7 @@ from pushd.store.jobs import (
     create_job,
     get_job,
     get_job_summary,
+    job_node_names,
     get_output,
     get_output_bytes,
     get_output_record,
@@ -193,6 +195,7 @@ __all__ = [
     "get_group",
     "get_job",
     "get_job_summary",
+    "job_node_names",
     "get_or_create_session_key",
     "get_organization",
     "get_organization_by_id",

@@ -41,6 +41,9 @@ Reads:
 
     get_job(org_id, job_id) -> JobView | None
     get_job_summary(org_id, job_id) -> JobSummary | None     (no node rows: cheap)
+    job_node_names(org_id, job_id, *, after=None, limit=5000) -> list[str]
+        a page of the job's node names in name order, those after `after` (keyset on the
+        primary key): the broker loads a big job's nodes one page per loop turn
     list_jobs(org_id, *, limit=None, status=None, before=None) -> (list[JobSummary], str | None)
         newest first by (created_at, id); `status` a JobStatus or an iterable of them; `before`
         the opaque cursor a previous call returned (InvalidCursor if garbled); the second item
@@ -476,6 +479,19 @@ def get_job_summary(org_id: str, job_id: str) -> JobSummary | None:
     """The job and its options without node rows, or None."""
     job = _summary_query().where((Job.org_id == org_id) & (Job.id == job_id)).first()
     return None if job is None else _summary_of(job)
+
+
+@store_function
+def job_node_names(
+    org_id: str, job_id: str, *, after: str | None = None, limit: int = 5000
+) -> list[str]:
+    """A page of the job's node names, in name order, after `after` (see module docstring)."""
+    query = JobNode.select(JobNode.node_name).where(
+        (JobNode.job_id == job_id) & (JobNode.org_id == org_id)
+    )
+    if after is not None:
+        query = query.where(JobNode.node_name > after)
+    return [name for (name,) in query.order_by(JobNode.node_name).limit(limit).tuples()]
 
 
 @store_function
