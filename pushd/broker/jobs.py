@@ -186,7 +186,9 @@ class JobEngine:
         if spec.job_id in self._jobs:
             return  # a repeated start_job request for a job already running
         run = JobRun(spec, VOTING)
-        self._adopt(run)
+        # Nodes are watched as their commit goes out (_commit_slice): a node voted `down` at
+        # start needs no watching, and 100,000 watch sets made up front took ~0.3 s.
+        self._adopt(run, watch=False)
         log.info("job %s starting: %d nodes, quorum %d", spec.job_id, len(spec.nodes), spec.quorum)
         self._journal.record(
             Transition(spec.job_id, spec.org_id, JobStatus.VOTING, events=[self._start_event(spec)])
@@ -212,6 +214,7 @@ class JobEngine:
             ref = (spec.org_id, name)
             address = self._nodes.address(ref)
             if address is not None and self._nodes.is_available(ref):
+                self._watching.setdefault(ref, set()).add(spec.job_id)
                 self._outbox.send(ref, address, commit)
             else:
                 self._voting_event(run, t, name, "down", {})
@@ -498,9 +501,11 @@ class JobEngine:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _adopt(self, run: JobRun) -> None:
+    def _adopt(self, run: JobRun, *, watch: bool = True) -> None:
         spec = run.spec
         self._jobs[spec.job_id] = run
+        if not watch:
+            return
         for name in spec.nodes:
             self._watching.setdefault((spec.org_id, name), set()).add(spec.job_id)
 
