@@ -1,10 +1,11 @@
 """The job engine: voting and running exactly as the original's transition tables (4.3, 4.4).
 
     engine = JobEngine(outbox, scheduler, journal, nodes, server_name="push.example.com",
-                       fanout_slice=FANOUT_SLICE)
+                       fanout_slice=FANOUT_SLICE, fanout_budget=FANOUT_BUDGET)
     engine.start(spec)                       run a job (JobSpec) that is `new`: commit, then vote;
-                                             commits (and later runs) go out a slice of
-                                             `fanout_slice` nodes per scheduler turn
+                                             commits (and later runs) go out a slice per
+                                             scheduler turn: at most `fanout_slice` nodes and
+                                             `fanout_budget` seconds (scheduler clock)
     engine.recover(spec, run_left, grace)    re-attach a job that was `running` when the broker
                                              stopped; nodes that do not show up still running it
                                              within `grace` seconds are crashed
@@ -88,6 +89,10 @@ MAX_REASON_LENGTH = 1024
 # loop turn, ~10-40 ms, so a 100,000-node job leaves the loop free between slices to answer
 # control requests (node_states) and read heartbeats instead of holding it for seconds.
 FANOUT_SLICE = 2000
+# ... and at most this many seconds of it (checked every FANOUT_CHECK nodes), so a slice stays
+# well inside the loop's turn budget (service.TURN_BUDGET, 0.25 s) on a slow or busy machine.
+FANOUT_BUDGET = 0.05
+FANOUT_CHECK = 128
 
 VOTING = "voting"
 RUNNING = "running"
@@ -159,8 +164,10 @@ class JobEngine:
         *,
         server_name: str,
         fanout_slice: int = FANOUT_SLICE,
+        fanout_budget: float = FANOUT_BUDGET,
     ) -> None:
         self._fanout_slice = fanout_slice
+        self._fanout_budget = fanout_budget
         self._outbox = outbox
         self._scheduler = scheduler
         self._journal = journal
@@ -206,9 +213,14 @@ class JobEngine:
         spec = run.spec
         if self._jobs.get(spec.job_id) is not run or run.phase != VOTING:
             return
-        last = first + self._fanout_slice
+        last = min(first + self._fanout_slice, len(spec.nodes))
         t = Transition(spec.job_id, spec.org_id)
-        for name in spec.nodes[first:last]:
+        deadline = self._scheduler.now() + self._fanout_budget
+        for index in range(first, last):
+            if not (index - first + 1) % FANOUT_CHECK and self._scheduler.now() >= deadline:
+                last = index
+                break
+            name = spec.nodes[index]
             if run.statuses[name] != NodeStatus.NEW:
                 continue
             ref = (spec.org_id, name)
@@ -440,8 +452,13 @@ class JobEngine:
         spec = run.spec
         if self._jobs.get(spec.job_id) is not run or run.phase != RUNNING:
             return
-        last = first + self._fanout_slice
-        for name in ready[first:last]:
+        last = min(first + self._fanout_slice, len(ready))
+        deadline = self._scheduler.now() + self._fanout_budget
+        for index in range(first, last):
+            if not (index - first + 1) % FANOUT_CHECK and self._scheduler.now() >= deadline:
+                last = index
+                break
+            name = ready[index]
             if run.statuses[name] == NodeStatus.READY:
                 ref = (spec.org_id, name)
                 address = self._nodes.address(ref)

@@ -24,6 +24,8 @@ Sockets (addresses from the config):
 Each command ROUTER queues at most COMMAND_RCVHWM messages per connection: an overloaded broker
 pushes back through TCP instead of growing its memory. A turn handles command messages for at
 most TURN_BUDGET seconds before due timers (the server heartbeat) and the control socket run.
+A big job's fan-out is one such timer per turn (a slice of at most jobs.FANOUT_SLICE nodes and
+FANOUT_BUDGET seconds), so control requests are answered between slices.
 
 Liveness is judged fairly (see _check_liveness and _account_turn): before judging, the broker
 reads what waits in the command sockets (bounded by LIVENESS_DRAIN_BUDGET; if it cannot catch up
@@ -83,7 +85,7 @@ from pushd.broker.control_client import (
     events_address,
     events_path,
 )
-from pushd.broker.jobs import JobEngine
+from pushd.broker.jobs import FANOUT_BUDGET, JobEngine
 from pushd.broker.journal import StoreJournal
 from pushd.broker.nodes import NodeTracker
 from pushd.broker.starts import JobStarts
@@ -194,7 +196,8 @@ class Broker:
             liveness_clock=self._liveness_now,
         )
         self.engine = JobEngine(
-            self, self.timers, self.journal, self.tracker, server_name=config.server_name
+            self, self.timers, self.journal, self.tracker, server_name=config.server_name,
+            fanout_budget=min(FANOUT_BUDGET, self._turn_budget),  # a slice per turn, bounded
         )
         self.tracker.attach(self.engine)
         self.control = ControlHandler(self)
