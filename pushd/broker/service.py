@@ -184,6 +184,7 @@ class Broker:
         self._in_sequence: dict[Address, int] = {}
         # Nodes heard from since the last known-nodes flush; their times are the tracker's.
         self._seen_since_flush: set[NodeRef] = set()
+        self._known_writer: threading.Thread | None = None
 
         self.timers = TimerQueue()
         self.grants = CurveGrants(
@@ -359,7 +360,7 @@ class Broker:
         log.info("broker stopping")
         try:
             self.journal.close(JOURNAL_CLOSE_TIMEOUT)
-            self._flush_known_nodes()
+            self._flush_known_nodes(wait=True)
             self.grants.save(force=True)
         except Exception:
             log.exception("error while saving state at shutdown")
@@ -799,7 +800,18 @@ class Broker:
                      ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
                      self.tracker.session_count)
 
-    def _flush_known_nodes(self) -> None:
+    def _flush_known_nodes(self, *, wait: bool = False) -> None:
+        """Record the last-seen times of the nodes heard from since the last flush.
+
+        The write runs on a thread of its own (or inline with `wait`, at shutdown): on SQLite
+        it waits for the database's write lock, up to busy_timeout (15 s) while an API worker
+        writes a 100,000-node job, and the loop must answer control requests meanwhile. A
+        flush still writing when the next is due is left alone; the next tick takes it all."""
+        writer = self._known_writer
+        if writer is not None and writer.is_alive():
+            if not wait:
+                return
+            writer.join()
         if not self._seen_since_flush:
             return
         seen, self._seen_since_flush = self._seen_since_flush, set()
@@ -812,11 +824,22 @@ class Broker:
             by_org.setdefault(org_id, {})[node] = datetime.fromtimestamp(when, UTC).replace(
                 tzinfo=None
             )
+        if wait:
+            self._write_known_nodes(by_org, len(seen))
+            return
+        self._known_writer = threading.Thread(
+            target=self._write_known_nodes, args=(by_org, len(seen)), name="known-nodes",
+            daemon=True,
+        )
+        self._known_writer.start()
+
+    @staticmethod
+    def _write_known_nodes(by_org: dict[str, dict[str, datetime]], count: int) -> None:
         try:
             for org_id, nodes in by_org.items():
                 store.touch_known_nodes(org_id, nodes)
         except Exception:
-            log.exception("could not record last-seen times of %d nodes", len(seen))
+            log.exception("could not record last-seen times of %d nodes", count)
 
 
 def run_broker(settings: Any) -> int:
