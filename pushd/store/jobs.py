@@ -79,7 +79,6 @@ from pushd.store.db import (
 from pushd.store.models import Job, JobNode, JobOption, JobOutput
 from pushd.store.times import to_naive_utc, utcnow
 
-INSERT_CHUNK = 500
 ID_LENGTH = 32
 UPDATE_CHUNK = 500
 OUTPUT_CHANNELS = ("stdout", "stderr")
@@ -232,14 +231,7 @@ def create_job(
                 created_at=now,
                 updated_at=now,
             ).execute()
-            # Rows as tuples with one field list: peewee's per-row dict handling dominated
-            # the creation of jobs with thousands of nodes.
-            fields = [JobNode.job_id, JobNode.org_id, JobNode.node_name, JobNode.status,
-                      JobNode.reason, JobNode.created_at, JobNode.updated_at]
-            new = int(NodeStatus.NEW)
-            rows = [(job_id, org_id, name, new, None, now, now) for name in node_names]
-            for chunk in chunks(rows, INSERT_CHUNK):
-                JobNode.insert_many(chunk, fields=fields).execute()
+            _insert_job_nodes(job_id, org_id, node_names, now)
             JobOption.insert(
                 job_id=job_id,
                 job_user=opts.job_user,
@@ -256,6 +248,27 @@ def create_job(
                 f"job {job_id}: duplicate node names: {', '.join(duplicates[:10])}"
             ) from exc
         raise ConflictError(f"job {job_id} could not be created: {exc}") from exc
+
+
+_INSERT_JOB_NODE = (
+    "INSERT INTO job_nodes (job_id, org_id, node_name, status, reason, created_at, updated_at)"
+    " VALUES ({0}, {0}, {0}, {0}, NULL, {0}, {0})"
+)
+
+
+def _insert_job_nodes(job_id: str, org_id: str, names: list[str], now: datetime) -> None:
+    """Every node row of a new job with one driver-level executemany (inside the caller's
+    transaction). peewee building 500-row INSERTs in Python took an API worker's gevent loop
+    4.9 s (SQLite) / 19.9 s (PostgreSQL) for 100,000 nodes on a loaded two-core machine, where
+    this took 0.8 s / 5.1 s: long enough, under load, for gunicorn to kill the worker (30 s)."""
+    database = get_database()
+    stamp = JobNode.created_at.db_value(now)
+    new = int(NodeStatus.NEW)
+    rows = [(job_id, org_id, name, new, stamp, stamp) for name in names]
+    sql = _INSERT_JOB_NODE.format(database.param)
+    # peewee's wrapper: driver errors become peewee's (IntegrityError for duplicates).
+    with peewee.__exception_wrapper__:
+        database.cursor().executemany(sql, rows)
 
 
 @store_function
