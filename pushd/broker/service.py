@@ -71,7 +71,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -318,7 +318,7 @@ class Broker:
         try:
             while not self._stopping.is_set():
                 timeout = self.timers.next_delay(POLL_CAP)
-                ready = poller.poll(timeout * 1000)
+                ready = poller.poll(int(timeout * 1000))  # what pyzmq does with a float
                 started = clock()
                 for socket, _ in ready:
                     handlers[socket]()
@@ -407,7 +407,7 @@ class Broker:
                 return True
             handle(kind, identity, recv)
             # Usually that was the only message: asking is cheaper than a raised zmq.Again.
-            if not socket.get(zmq.EVENTS) & zmq.POLLIN:
+            if not cast(int, socket.get(zmq.EVENTS)) & zmq.POLLIN:  # pyzmq: int | bytes
                 return True
             limit -= 1
         for count in range(1, limit + 1):
@@ -469,7 +469,7 @@ class Broker:
             else parse_node_message(body).sequence
         )
         if kind == CURVE and not self.config.disable_curve_encryption:
-            user_id = frame.get("User-Id")
+            user_id = cast(str, frame.get("User-Id"))  # a metadata property is text
             if user_id_ref(user_id or "") != (org_id, node):
                 raise ProtocolError("wrong_node", f"{user_id} spoke for {org_id}:{node}")
         address = (kind, identity)
@@ -646,7 +646,20 @@ class Broker:
         return "started"
 
     def _start_new(self, summary: Any, names: list[str]) -> None:
-        self.engine.start(self._spec_of(summary, names))
+        """Start a stored `new` job; one the engine cannot even take ends `crashed` (the
+        engine ends those it took itself), so an accepted job never stays `new`."""
+        try:
+            spec = self._spec_of(summary, names)
+        except Exception as err:
+            log.exception("job %s cannot be started; crashed", summary.id)
+            reason = f"internal error while starting the job ({type(err).__name__}: {err})"
+            reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")[:1024]
+            t = Transition(summary.id, summary.org_id, JobStatus.CRASHED)
+            t.node_statuses = {name: (NodeStatus.CRASHED, reason) for name in names}
+            t.events.append(FeedEvent("job_complete", {"status": "crashed", "reason": reason}))
+            self.journal.record(t)
+            return
+        self.engine.start(spec)
 
     def abort_job(self, org_id: str, job_id: str) -> str:
         """Abort a job; returns "aborted", "not_found" or "already_finished"."""

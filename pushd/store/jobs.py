@@ -267,8 +267,13 @@ def _insert_job_nodes(job_id: str, org_id: str, names: list[str], now: datetime)
     rows = [(job_id, org_id, name, new, stamp, stamp) for name in names]
     sql = _INSERT_JOB_NODE.format(database.param)
     # peewee's wrapper: driver errors become peewee's (IntegrityError for duplicates).
-    with peewee.__exception_wrapper__:
-        database.cursor().executemany(sql, rows)
+    cursor = database.cursor()
+    try:
+        with peewee.__exception_wrapper__:
+            cursor.executemany(sql, rows)
+    finally:
+        # A live cursor makes SQLite refuse the COMMIT ("SQL statements in progress").
+        cursor.close()
 
 
 @store_function
@@ -422,7 +427,8 @@ _SUMMARY_COLUMNS = (
 )
 
 
-def _summary_query() -> peewee.ModelSelect:
+def _summary_query() -> peewee.ModelSelect[Any]:
+    # Any: the rows are tuples (.tuples()), which peewee's stubs still type as Job instances.
     return (
         Job.select(*_SUMMARY_COLUMNS)
         .join(JobOption, peewee.JOIN.LEFT_OUTER, on=(JobOption.job_id == Job.id))
@@ -475,8 +481,9 @@ def _node_state(row: JobNode) -> JobNodeState:
 
 
 def _node_states_of_job(org_id: str, job_id: str) -> list[JobNodeState]:
-    # Tuples, not model instances: a job may have thousands of nodes.
-    rows = (
+    # Tuples, not model instances: a job may have thousands of nodes. (Annotated: peewee's stubs
+    # type the rows of .tuples() as model instances.)
+    rows: peewee.ModelSelect[Any] = (
         JobNode.select(JobNode.node_name, JobNode.status, JobNode.reason, JobNode.updated_at)
         .where((JobNode.org_id == org_id) & (JobNode.job_id == job_id))
         .tuples()
