@@ -20,10 +20,21 @@ import falcon
 from pushd.metrics import families
 
 UNMATCHED = "unmatched"
+# Why a request is refused (pushd.errors.AuthError.reason and the API's own checks), exported
+# at 0 from a worker's start so alerts on rate() have a series before the first failure.
+AUTH_FAILURE_REASONS = ("bad_signature", "bad_timestamp", "clock_skew", "forbidden",
+                        "missing_headers", "not_member", "unknown_org", "unknown_principal",
+                        "unsupported_version")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 class RequestMetrics:
+    def __init__(self) -> None:
+        for reason in AUTH_FAILURE_REASONS:
+            families.AUTH_FAILURES.labels(reason=reason)
+        for feed in ("job", "org"):
+            families.SSE_STREAMS.labels(feed=feed)
+
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.metrics_started = time.perf_counter()
 

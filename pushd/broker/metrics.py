@@ -21,6 +21,11 @@ from typing import Any
 
 from pushd.metrics import exposition, families
 
+AVAILABILITIES = ("available", "unavailable")
+# The reasons a node message is dropped (pushd.errors.ProtocolError codes the broker meets),
+# exported at 0 from the start so rate() and alerts see a series before the first drop.
+DROP_REASONS = ("bad_frames", "bad_header", "bad_json", "bad_message", "bad_signature",
+                "replay", "stale", "too_large", "unknown_sender", "wrong_node")
 # (org_id, "available" | "unavailable") -> nodes
 NodeCounts = Callable[[], Mapping[tuple[str, str], int]]
 
@@ -46,6 +51,8 @@ class BrokerMetrics:
         self._job_labels: set[str] = set()
         self._server: exposition.MetricsServer | None = None
         families.set_build_info()
+        for reason in DROP_REASONS:
+            families.FRAMES_DROPPED.labels(reason=reason)
 
     def _org(self, org_id: str) -> str:
         return self._org_names.get(org_id, org_id)
@@ -59,14 +66,20 @@ class BrokerMetrics:
             if count > self._copied[reason]:
                 families.FRAMES_DROPPED.labels(reason=reason).inc(count - self._copied[reason])
                 self._copied[reason] = count
-        nodes = {(self._org(org_id), availability): count
-                 for (org_id, availability), count in self._node_counts().items()}
+        # Every organization the broker knows gets its series, at 0 when empty: a dashboard
+        # then shows 0, not "no data".
+        orgs = set(self._org_names.values())
+        nodes = dict.fromkeys(((org, a) for org in orgs for a in AVAILABILITIES), 0)
+        for (org_id, availability), count in self._node_counts().items():
+            nodes[(self._org(org_id), availability)] = count
         for labels in self._node_labels - nodes.keys():
             families.NODES.labels(*labels).set(0)
         for labels, count in nodes.items():
             families.NODES.labels(*labels).set(count)
         self._node_labels |= nodes.keys()
-        running = {self._org(org_id): count for org_id, count in self._running_jobs().items()}
+        running = dict.fromkeys(orgs, 0)
+        for org_id, count in self._running_jobs().items():
+            running[self._org(org_id)] = count
         for org in self._job_labels - running.keys():
             families.JOBS_RUNNING.labels(org=org).set(0)
         for org, count in running.items():

@@ -4,7 +4,9 @@ gauges)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -18,6 +20,7 @@ from tests.support.prometheus import promtool, running_prometheus
 from tests.support.server import PushdServer, running_server
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +92,24 @@ def test_prometheus_sees_jobs_nodes_and_requests(server: PushdServer, tmp_path: 
         prom.wait_for("pushd_build_info", lambda v: len(v) == 1)
         up = prom.query('up{job="pushd"}')
         assert _value(up) == 1
+        # Every query of the shipped Grafana dashboard parses and names metrics that exist.
+        exposition = _exposition(server)
+        for expr in _dashboard_queries():
+            prom.query(expr.replace("$org", ".*"))  # a PromQL error fails here
+            for name in re.findall(r"\bpushd_[a-z_]+", expr):
+                family = re.sub(r"_(bucket|count|sum)$", "", name)
+                assert f"# TYPE {family} " in exposition, (name, expr)
+
+
+def _dashboard_queries() -> list[str]:
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def test_alert_rules_pass_promtool() -> None:
+    checked = promtool("check", "rules", str(REPO / "docs" / "prometheus-alerts.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 5 rules found" in checked.stdout
 
 
 def test_promtool_accepts_the_exposition(server: PushdServer) -> None:
@@ -96,6 +117,19 @@ def test_promtool_accepts_the_exposition(server: PushdServer) -> None:
     assert "pushd_broker_loop_lag_seconds_bucket" in text
     checked = promtool("check", "metrics", stdin=text)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_open_sse_streams_are_counted_while_open(server: PushdServer) -> None:
+    def streams(feed: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in _exposition(server).splitlines()
+                   if line.startswith(f'pushd_sse_streams{{feed="{feed}"}}'))  # fmt: skip
+
+    assert streams("org") == 0
+    first, second = server.stream("job_status_feed"), server.stream("job_status_feed")
+    _wait(lambda: streams("org") == 2)
+    first.close()
+    second.close()
+    _wait(lambda: streams("org") == 0)
 
 
 def test_counters_survive_a_worker_restart_and_a_broker_restart(server: PushdServer) -> None:
