@@ -152,7 +152,7 @@ def bench_server(args: argparse.Namespace,
     values: dict[str, Any] = {"heartbeat_interval": 1000, "principal_cache_ttl": 60,
                               "api_workers": 2, "metrics_port": 0}
     if getattr(args, "metrics", False):
-        from tests.support.ports import free_port
+        from pushd_bench.ports import free_port
 
         values["metrics_port"] = free_port()
         note(f"metrics on: http://127.0.0.1:{values['metrics_port']}/metrics")
