@@ -137,6 +137,50 @@ def steer_path_parameters(context: Any, path_parameters: dict[str, Any]) -> Any:
     )
 
 
+# FIXME(t12-validation): a lone surrogate ("\ud800", JSON-escaped) in a job body answers 500
+# (or leaves the job voting for ever) until the validation fix for issue 12 item 1 lands.
+# schemathesis never generates one (its strings are encodable text), so this hook adds one to a
+# string of the body; turn it on with that fix.
+LONE_SURROGATES = False
+
+
+KEY = object()  # in a string path: the last key names an object key, not its value
+
+
+def string_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Where `value` holds strings: key paths to string values, and ``(*path, key, KEY)`` for
+    each object key."""
+    if isinstance(value, str):
+        return [path]
+    found: list[tuple[Any, ...]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found.append((*path, key, KEY))
+            found.extend(string_paths(item, (*path, key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found.extend(string_paths(item, (*path, index)))
+    return found
+
+
+def add_surrogate(value: Any, path: tuple[Any, ...]) -> Any:
+    if not path:
+        return value + "\ud800"
+    if path == (path[0], KEY) and isinstance(value, dict):
+        return {(k + "\ud800" if k == path[0] else k): v for k, v in value.items()}
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = add_surrogate(value[path[0]], path[1:])
+    return copy
+
+
+def with_lone_surrogate(context: Any, body: Any) -> Any:
+    """A flatmap_body hook: the job body as drawn, or with a lone surrogate in one string."""
+    paths = string_paths(body) if LONE_SURROGATES and isinstance(body, dict) else []
+    if not paths:
+        return st.just(body)
+    return st.one_of(st.just(body), st.sampled_from(paths).map(lambda p: add_surrogate(body, p)))
+
+
 CONFIG = schemathesis.Config.from_dict(
     {
         "request-timeout": REQUEST_TIMEOUT,
@@ -145,9 +189,8 @@ CONFIG = schemathesis.Config.from_dict(
             "max-examples": MAX_EXAMPLES,
             # Requests are signed by ChefSigner, not from generated security parameters.
             "with-security-parameters": False,
-            # FIXME(t12-validation): generated text is restricted to what UTF-8 can encode, so
-            # no lone surrogates ("\ud800"), which the job POST answers with a 500 until the
-            # validation fix lands (issue 12 item 1). Remove "codec" after that merge.
+            # Strings are UTF-8 text (schemathesis' default, said here because it matters):
+            # lone surrogates come only from `with_lone_surrogate` above.
             "codec": "utf-8",
         },
         "phases": {"stateful": {"enabled": False}},
@@ -163,7 +206,7 @@ CONFIG = schemathesis.Config.from_dict(
 )
 schema = schemathesis.openapi.from_dict(load_openapi(), config=CONFIG)
 schema.hook("flatmap_path_parameters")(steer_path_parameters)
-
+schema.hook("flatmap_body")(with_lone_surrogate)
 
 
 def anchor_coverage_case(case: schemathesis.Case) -> None:
@@ -173,7 +216,8 @@ def anchor_coverage_case(case: schemathesis.Case) -> None:
     if meta is None or meta.phase.name != "coverage" or not case.path_parameters:
         return
     data = meta.phase.data
-    varied = getattr(data, "parameter", None) if getattr(data, "parameter_location", None) == "path" else None
+    about_path = getattr(data, "parameter_location", None) == "path"
+    varied = getattr(data, "parameter", None) if about_path else None
     for name in case.path_parameters:
         if name != varied and REAL.get(name):
             case.path_parameters[name] = REAL[name][0]
