@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     from pushd_client.agent import Agent
 
-    return Agent(config, client_key).run()
+    return Agent(config, client_key, reload_config=lambda: _config(args)).run()
 
 
 if __name__ == "__main__":
