@@ -57,6 +57,10 @@ class BrokerConfig:
     metrics_listen: str = "127.0.0.1"
     metrics_port: int = 0  # 0: no /metrics listener (the settings' default is 10004)
     database: tuple[str, dict[str, Any]] | None = None  # tests: (kind, params); else settings
+    job_retention_days: int = 0  # 0: keep finished jobs (pushd.broker.retention)
+    retention_batch: int = 100  # jobs purged per transaction
+    retention_interval: float = 600.0  # seconds between looks for jobs to purge
+    output_max_bytes: int | None = None  # stored bytes per node and stream; None: no cap
     settings: Any = None
 
     @property
@@ -110,6 +114,8 @@ class BrokerConfig:
             value = get(name)
             if value is not None and name in known:
                 values[name] = value
+        values["job_retention_days"] = int(get("job_retention_days", 0))
+        values["output_max_bytes"] = get("output_max_bytes")
         return cls(**values)
 
 

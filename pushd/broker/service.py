@@ -85,6 +85,7 @@ from pushd.broker.jobs import JobEngine
 from pushd.broker.journal import StoreJournal
 from pushd.broker.metrics import BrokerMetrics
 from pushd.broker.nodes import NodeTracker
+from pushd.broker.retention import JobRetention
 from pushd.broker.timers import TimerQueue
 from pushd.broker.zap import ZAP_ENDPOINT, CurveGrants, answer_zap, user_id_ref
 from pushd.errors import ProtocolError
@@ -187,7 +188,10 @@ class Broker:
         self.grants = CurveGrants(
             config.zap_window, state_file=config.data_dir / "broker" / "curve_clients.json"
         )
-        self.journal = StoreJournal(store, self._publish)
+        self.journal = StoreJournal(
+            store, self._publish, output_max_bytes=config.output_max_bytes,
+            housekeeping=_retention(config),
+        )
         self.tracker = NodeTracker(
             self, self.timers, rehab_interval=config.rehab_timer,
             offline_after=config.offline_after, reattach_hold=config.recovery_grace,
@@ -636,20 +640,35 @@ class Broker:
         if view.status != JobStatus.NEW:
             return "already_finished" if view.status not in (JobStatus.VOTING,
                                                                JobStatus.RUNNING) else "live"
-        spec = self._spec_of(view)
         delay = self._grace_until - self.timers.now()
         if delay > 0:
             # Just restarted: let nodes reconnect before judging who is available.
             self.timers.call_later(delay, lambda: self._start_if_new(org_id, job_id))
         else:
-            self.engine.start(spec)
+            self._start_view(view)
         return "started"
 
     def _start_if_new(self, org_id: str, job_id: str) -> None:
         if not self.engine.is_live(job_id):
             view = store.get_job(org_id, job_id)
             if view is not None and view.status == JobStatus.NEW:
-                self.engine.start(self._spec_of(view))
+                self._start_view(view)
+
+    def _start_view(self, view: Any) -> None:
+        """Start a stored `new` job; one the engine cannot even take ends `crashed` (the
+        engine ends those it took itself), so an accepted job never stays `new`."""
+        try:
+            spec = self._spec_of(view)
+        except Exception as err:
+            log.exception("job %s cannot be started; crashed", view.id)
+            reason = f"internal error while starting the job ({type(err).__name__}: {err})"
+            reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")[:1024]
+            t = Transition(view.id, view.org_id, JobStatus.CRASHED)
+            t.node_statuses = {n.name: (NodeStatus.CRASHED, reason) for n in view.nodes}
+            t.events.append(FeedEvent("job_complete", {"status": "crashed", "reason": reason}))
+            self.journal.record(t)
+            return
+        self.engine.start(spec)
 
     def abort_job(self, org_id: str, job_id: str) -> str:
         """Abort a job; returns "aborted", "not_found" or "already_finished"."""
@@ -815,6 +834,13 @@ class Broker:
                 store.touch_known_nodes(org_id, nodes)
         except Exception:
             log.exception("could not record last-seen times of %d nodes", len(seen))
+
+
+def _retention(config: BrokerConfig) -> JobRetention | None:
+    if config.job_retention_days < 1:
+        return None
+    return JobRetention(store, config.job_retention_days, batch=config.retention_batch,
+                        interval=config.retention_interval)
 
 
 def run_broker(settings: Any) -> int:
