@@ -64,6 +64,7 @@ from pushd_client.backoff import Backoff, Deadline
 from pushd_client.config import ClientConfig
 from pushd_client.configfetch import FetchedConfig, FetchError, fetch_config
 from pushd_client.jobfile import remove_stale_job_files
+from pushd_client.proctree import Containment
 from pushd_client.runner import JobRunner, RunnerSettings
 from pushd_client.statefile import StateDir, recover_orphan
 
@@ -192,6 +193,8 @@ class Agent:
         self.context: zmq.Context[Any] = zmq.Context()
         self.link: _Link | None = None
         self.state_dir = StateDir(config.state_dir)
+        # Raises ContainmentError when job_containment asks for what this host cannot give.
+        self.containment = Containment.select(config.job_containment, config.job_cgroup)
         settings = RunnerSettings(
             node_name=config.node_name,
             whitelist=config.whitelist_object,
@@ -208,6 +211,7 @@ class Agent:
             state_dir=self.state_dir,
             measure=self._measure,
             base_env={**os.environ, **config.job_env},
+            containment=self.containment,
         )
         self.runner.on_change = self._status_changed
         self.backoff = Backoff(base=1.0, cap=config.max_reconnect_delay, rng=self.rng)
@@ -265,6 +269,7 @@ class Agent:
                 self.config.node_name, self.config.organization, self.config.chef_server_url,
                 self.identity.incarnation_id,
             )
+            log.info("job processes are contained by %s", self.containment.describe())
             self.reconfigure_at.bring_forward(time.monotonic())
             while not self._stopping:
                 self._iterate()
@@ -773,6 +778,7 @@ class Agent:
             "last_server_heartbeat": self._last_server_heartbeat,
             "server_incarnation": self._server_incarnation,
             "reconnects": self._reconnects,
+            "containment": self.containment.mechanism,
             "last_error": self._last_error,
             "job": self.runner.describe(),
             "updated_at": time.time(),
