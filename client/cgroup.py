@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import secrets
 
+log = logging.getLogger("pushd_client.cgroup")
 JOB_PREFIX = "pushd-job-"
 _JOB_NAME = re.compile(re.escape(JOB_PREFIX) + r"[A-Za-z0-9_-]{1,100}")
 
@@ -132,10 +134,8 @@ class JobCgroup:
 
     def _dirs(self) -> list[str]:
         """This cgroup and every sub-cgroup, deepest first."""
-        found: list[str] = []
-        for top, _dirs, _files in os.walk(self.path, topdown=False):
-            found.append(top)
-        return found
+        below = [top for top, _, _ in os.walk(self.path, topdown=False) if top != self.path]
+        return [*below, self.path]
 
     def pids(self) -> list[int]:
         pids: list[int] = []
@@ -176,6 +176,7 @@ class JobCgroup:
         return f"/{os.path.basename(self.path)}/" in unified[0].rstrip("/") + "/"
 
     def remove(self) -> bool:
+        log.debug("removing cgroup %s", self.path)
         for directory in self._dirs():
             try:
                 os.rmdir(directory)
