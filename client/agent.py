@@ -180,6 +180,9 @@ class Agent:
         rng: random.Random | None = None,
         hostname: str | None = None,
     ) -> None:
+        # First (nothing to undo): ContainmentError when job_containment asks for what this
+        # host cannot give.
+        self.containment = Containment.select(config.job_containment, config.job_cgroup)
         self.config = config
         self.client_key = client_key
         self.rng = rng or random.Random()
@@ -193,8 +196,6 @@ class Agent:
         self.context: zmq.Context[Any] = zmq.Context()
         self.link: _Link | None = None
         self.state_dir = StateDir(config.state_dir)
-        # Raises ContainmentError when job_containment asks for what this host cannot give.
-        self.containment = Containment.select(config.job_containment, config.job_cgroup)
         settings = RunnerSettings(
             node_name=config.node_name,
             whitelist=config.whitelist_object,

@@ -9,6 +9,7 @@ falls back to.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -114,8 +115,7 @@ class Escapee:
         job_id = start_job(self.server, f"escape {self.token}", ["node1"],
                            env={"PUSHD_TEST_MARK": self.token}, **fields)
         # Every escaping process is up before the job is ended.
-        wait_until(lambda: all(f"sleep {s}.{self.token}" in " ".join(self.survivors())
-                               for s in SLEEPS), 40)
+        wait_until(lambda: all(f"sleep {s}.{self.token}" in self.running() for s in SLEEPS), 40)
         wait_until(lambda: self.node.client.status().get("job", {}).get("job_id") == job_id, 40)
         return job_id
 
@@ -126,6 +126,10 @@ class Escapee:
 
     def survivors(self) -> list[str]:
         return marked(self.token)
+
+    def running(self) -> set[str]:
+        """The command lines of the marked processes."""
+        return {line.split(": ", 1)[1].strip() for line in self.survivors()}
 
     def job_cgroup(self) -> str | None:
         record = json.loads((self.node.client.state_dir / "job.json").read_text())
@@ -140,6 +144,8 @@ def escapee(
     yield node
     node.node.client.stop()
     kill_marked(node.token)
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # a failed run's cgroup
+        os.rmdir(node.job_cgroup() or "")
 
 
 def test_abort_ends_every_descendant(server: PushdServer, escapee: Escapee) -> None:
