@@ -3,6 +3,8 @@
 Public API:
 
     Agent(config: ClientConfig, client_key: RSAPrivateKey, *, rng=None, hostname=None)
+        raises proctree.ContainmentError when `job_containment` cannot be had on this host
+        (it also makes this process a child subreaper when that is the mechanism)
         .run() -> int          blocks until SIGTERM/SIGINT/SIGQUIT (or .stop()); returns 0
         .stop()                ask the loop to end (safe from a signal handler: sets a flag)
         .reconfigure_soon()    what SIGUSR1 does

@@ -187,7 +187,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("state_dir", "/var/lib/push-jobs-client", _text,
             "running job record and status.json (pushd addition)"),
     Setting("kill_grace", 10.0, _positive_float,
-            "seconds between SIGTERM and SIGKILL of a job's group (pushd addition)"),
+            "seconds between SIGTERM and SIGKILL of a job's processes (pushd addition)"),
     Setting("job_containment", "auto", _containment,
             "how a job's process tree is held and ended: cgroup, subreaper or auto "
             "(cgroup when possible; pushd addition)"),

@@ -286,7 +286,7 @@ class SubreaperTree:
     """A job under a client that is a child subreaper."""
 
     mechanism = "subreaper"
-    preexec = None
+    preexec: Callable[[], None] | None = None
 
     def __init__(self) -> None:
         self._me = os.getpid()
@@ -366,7 +366,7 @@ class RecoveredTree:
     processes carrying the job's token, and everything below them."""
 
     mechanism = "subreaper"
-    preexec = None
+    preexec: Callable[[], None] | None = None
 
     def __init__(self, members: Mapping[int, int], token: str, since: int) -> None:
         self._members = dict(members)
