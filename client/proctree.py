@@ -299,6 +299,7 @@ class SubreaperTree:
         }
         self._leader: int | None = None
         self._leader_start = 0
+        self._boot_id = boot_id()
 
     def started(self, pid: int) -> None:
         self._leader = pid
@@ -355,7 +356,7 @@ class SubreaperTree:
         return {
             "mechanism": self.mechanism,
             "token": self._token,
-            "boot_id": boot_id(),
+            "boot_id": self._boot_id,
             "since": self._leader_start,
             "members": [[pid, start] for pid, start in members],
         }

@@ -6,7 +6,8 @@ Public API:
               measure: Measure | None = None, clock=time.monotonic,
               containment: Containment | None = None)
         containment: how each job's process tree is held (pushd_client.proctree); default
-        Containment.select("auto").
+        Containment.select("auto"), which makes this process a child subreaper when it
+        cannot create cgroups.
         send(type, job_id, fields) is called for every reply (`ack_commit`, `nack_commit`,
         `ack_run`, `nack_run`, `succeeded`, `failed`, `aborted`); the caller adds the common
         fields, signs and sends. `fields` holds `reason` on nacks and `aborted`, and
@@ -395,9 +396,10 @@ class JobRunner:
             )
         except (OSError, subprocess.SubprocessError) as err:
             tree.release()
-            raise _Refused(
-                NackReason.EXEC_FAILED, f"cannot start {job.resolved.argv[0]}: {err}"
-            ) from None
+            detail = f"cannot start {job.resolved.argv[0]}: {err}"
+            if not isinstance(err, OSError):  # only the pre-exec hook raises anything else
+                detail += f" (joining its {tree.mechanism})"
+            raise _Refused(NackReason.EXEC_FAILED, detail) from None
         job.tree = tree
         tree.started(job.process.pid)
         job.started = self._clock()
