@@ -384,6 +384,7 @@ class RecoveredTree:
 
     def _live_members(self) -> dict[int, int]:
         table = _process_table()
+        table.pop(os.getpid(), None)  # never this client, whatever it inherited
         roots = [
             pid for pid, (_, _, start) in table.items()
             if self._members.get(pid) == start or (start >= self._since and self._has_token(pid))
