@@ -2,7 +2,8 @@
 
 Public API:
 
-    Agent(config: ClientConfig, client_key: RSAPrivateKey, *, rng=None, hostname=None)
+    Agent(config: ClientConfig, client_key: RSAPrivateKey, *, rng=None, hostname=None,
+          reload_config=None)
         raises proctree.ContainmentError when `job_containment` cannot be had on this host
         (it also makes this process a child subreaper when that is the mechanism)
         .run() -> int          blocks until SIGTERM/SIGINT/SIGQUIT (or .stop()); returns 0
@@ -28,8 +29,10 @@ Connection life:
   result the server may have missed sent again and a heartbeat (job id and state) sent on the
   current link right away (the server re-attaches running jobs only for a few intervals after a
   restart), then a reconfigure after a random splay within one interval. `lifetime` ->
-  reconfigure at 90-100 % of it. SIGUSR1 -> reconfigure now; SIGHUP -> reopen the log file
-  and reconfigure now.
+  reconfigure at 90-100 % of it. SIGUSR1 -> re-read the config file (whitelist, job
+  environment, lock and kill settings apply to the next job; a file that does not load is
+  logged and the previous settings kept) and reconfigure now; SIGHUP -> reopen the log file and
+  do the same.
   SEND_FAILURES_BEFORE_RECONNECT failed sends in a row -> reconnect after a backoff delay; one
   failed send only brings the deadline forward to 60 s (never pushes it back).
   Failed config fetches are retried with exponential backoff and full jitter, capped at
@@ -58,6 +61,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -65,13 +69,14 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pushd_client.backoff import Backoff, Deadline
 from pushd_client.config import ClientConfig
 from pushd_client.configfetch import FetchedConfig, FetchError, fetch_config
+from pushd_client.environment import login_base
 from pushd_client.jobfile import remove_stale_job_files
 from pushd_client.proctree import Containment
 from pushd_client.runner import JobRunner, RunnerSettings
 from pushd_client.statefile import StateDir, recover_orphan
 
 from pushd.chefauth import load_private_key_file
-from pushd.errors import ProtocolError
+from pushd.errors import ConfigError, ProtocolError
 from pushd.keys import curve_keypair
 from pushd.protocol.frames import decode, encode, encode_body
 from pushd.protocol.messages import (
@@ -171,6 +176,28 @@ class _FetchTask:
             os.write(self._notify_fd, b"!")
 
 
+def runner_settings(config: ClientConfig) -> RunnerSettings:
+    """The part of the client config the job runner reads (reloaded on SIGUSR1/SIGHUP)."""
+    return RunnerSettings(
+        node_name=config.node_name,
+        whitelist=config.whitelist_object,
+        file_dir=config.file_dir,
+        allowed_overwritable_env_vars=config.allowed_overwritable_env_vars,
+        max_body_size=config.max_body_size,
+        lockfile=config.effective_lockfile,
+        kill_grace=config.kill_grace,
+        default_run_timeout=config.default_run_timeout,
+        login_environment=config.job_environment == "login",
+    )
+
+
+def job_base_env(config: ClientConfig) -> dict[str, str]:
+    """What a job's environment starts from (see pushd_client.environment)."""
+    if config.job_environment == "login":
+        return login_base(os.environ, config.job_env)
+    return {**os.environ, **config.job_env}
+
+
 class Agent:
     """See the module docstring."""
 
@@ -181,11 +208,14 @@ class Agent:
         *,
         rng: random.Random | None = None,
         hostname: str | None = None,
+        reload_config: Callable[[], ClientConfig] | None = None,
     ) -> None:
         # First (nothing to undo): ContainmentError when job_containment asks for what this
         # host cannot give.
         self.containment = Containment.select(config.job_containment, config.job_cgroup)
         self.config = config
+        # Reads the config file again (with the command line's overrides) on SIGUSR1/SIGHUP.
+        self._reload_config = reload_config
         self.client_key = client_key
         self.rng = rng or random.Random()
         self.identity = NodeIdentity(
@@ -198,22 +228,12 @@ class Agent:
         self.context: zmq.Context[Any] = zmq.Context()
         self.link: _Link | None = None
         self.state_dir = StateDir(config.state_dir)
-        settings = RunnerSettings(
-            node_name=config.node_name,
-            whitelist=config.whitelist_object,
-            file_dir=config.file_dir,
-            allowed_overwritable_env_vars=config.allowed_overwritable_env_vars,
-            max_body_size=config.max_body_size,
-            lockfile=config.effective_lockfile,
-            kill_grace=config.kill_grace,
-            default_run_timeout=config.default_run_timeout,
-        )
         self.runner = JobRunner(
-            settings,
+            runner_settings(config),
             self._send_reply,
             state_dir=self.state_dir,
             measure=self._measure,
-            base_env={**os.environ, **config.job_env},
+            base_env=job_base_env(config),
             containment=self.containment,
         )
         self.runner.on_change = self._status_changed
@@ -355,7 +375,8 @@ class Agent:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 self._stopping = True
             elif signum == signal.SIGUSR1:
-                log.info("received SIGUSR1, reconfiguring")
+                log.info("received SIGUSR1, reloading the config file and reconfiguring")
+                self._reload_local_config()
                 self.reconfigure_at.bring_forward(time.monotonic())
             elif signum == signal.SIGHUP:
                 # logrotate's convention: reopen the log file (FileHandler reopens on its next
@@ -363,8 +384,30 @@ class Agent:
                 for handler in logging.getLogger().handlers:
                     if isinstance(handler, logging.FileHandler):
                         handler.close()
-                log.info("received SIGHUP, log file reopened, reconfiguring")
+                log.info("received SIGHUP, log file reopened, reloading the config file")
+                self._reload_local_config()
                 self.reconfigure_at.bring_forward(time.monotonic())
+
+    def _reload_local_config(self) -> None:
+        """Apply the config file's job settings to the next job; keep the old ones on error."""
+        if self._reload_config is None:
+            return
+        try:
+            fresh = self._reload_config()
+        except ConfigError as err:
+            log.error("config not reloaded, keeping the previous settings: %s", err)
+            self._last_error = f"config not reloaded: {err}"
+            self._status_dirty = True
+            return
+        # Connection settings (server URL, node name, key) are read at each fetch from
+        # self.config; the runner's settings take effect for the next job it is offered.
+        if (fresh.job_containment, fresh.job_cgroup) != (self.config.job_containment,
+                                                         self.config.job_cgroup):
+            # The subreaper flag and the cgroup parent are chosen once, before any job runs.
+            log.warning("job_containment and job_cgroup take effect at the next start")
+        self.config = fresh
+        self.runner.reconfigure(runner_settings(fresh), job_base_env(fresh))
+        log.info("reloaded %s: %d whitelist entries", fresh.source, len(fresh.whitelist))
 
     # ------------------------------------------------------------- connecting
     def _start_fetch(self) -> None:

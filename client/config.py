@@ -156,6 +156,13 @@ def _optional_abs_path(value: Any) -> str | None:
     return path
 
 
+def _job_environment(value: Any) -> str:
+    text = str(value).lstrip(":")  # a Ruby symbol (:login) or a string
+    if text not in ("inherit", "login"):
+        raise ValueError("must be 'inherit' or 'login'")
+    return text
+
+
 def _ssl_verify_mode(value: Any) -> str:
     mode = str(value).lstrip(":")
     if mode not in ("verify_peer", "verify_none"):
@@ -186,6 +193,10 @@ SETTINGS: tuple[Setting, ...] = (
             "where chef-client-running.pid lives when lockfile is not set"),
     Setting("state_dir", "/var/lib/push-jobs-client", _text,
             "running job record and status.json (pushd addition)"),
+    Setting("job_environment", "inherit", _job_environment,
+            "'inherit': jobs get the client's environment (as the stock client); 'login': "
+            "the job user's HOME, SHELL, USER, a standard PATH and the locale only "
+            "(pushd addition)"),
     Setting("kill_grace", 10.0, _positive_float,
             "seconds between SIGTERM and SIGKILL of a job's processes (pushd addition)"),
     Setting("job_containment", "auto", _containment,
@@ -223,6 +234,7 @@ class ClientConfig:
     lockfile: str | None
     file_cache_path: str
     state_dir: str
+    job_environment: str
     kill_grace: float
     job_containment: str
     job_cgroup: str | None

@@ -5,10 +5,16 @@ Public API:
     validate_job_env(env: object) -> dict[str, str]
         The job's `env` option checked: an object of at most MAX_ENV_VARS names
         ([A-Za-z_][A-Za-z0-9_]*) to strings without NUL; ValueError otherwise.
-    build_job_env(base, job_env, *, user, allowed_overwritable, node_name, job_id, job_file)
-        -> dict[str, str]
+    build_job_env(base, job_env, *, user, allowed_overwritable, node_name, job_id, job_file,
+                  login_cwd=None) -> dict[str, str]
         `base` (the daemon's environment) + HOME/USER/LOGNAME/SHELL of the job's user + the
         job's variables + CHEF_PUSH_JOB_FILE (if any), CHEF_PUSH_NODE_NAME, CHEF_PUSH_JOB_ID.
+        With `login_cwd` (the client's `job_environment 'login'`; `base` then comes from
+        login_base()), PATH defaults to a standard one (with the sbin directories for root)
+        and PWD is login_cwd.
+    login_base(daemon_env, config_env) -> dict[str, str]
+        The base of a login-like environment: only the locale and time zone of the daemon's
+        environment (LOGIN_KEPT_PREFIXES), plus the config file's ENV[...] lines.
     is_protected(name) -> bool
 
 Policy for the job's variables (`allowed_overwritable_env_vars` in the config):
@@ -34,6 +40,15 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PROTECTED_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "IFS", "ENV", "BASH_ENV"})
 _PROTECTED_PREFIXES = ("LD_", "DYLD_", "PYTHON", "PERL5", "RUBY", "GEM_", "CHEF_PUSH_")
 _CLIENT_OWNED = frozenset({"CHEF_PUSH_NODE_NAME", "CHEF_PUSH_JOB_ID", "CHEF_PUSH_JOB_FILE"})
+# What a login environment keeps from the daemon's: how text is read and shown, not its paths.
+LOGIN_KEPT_PREFIXES = ("LANG", "LC_", "TZ")
+LOGIN_PATH = "/usr/local/bin:/usr/bin:/bin"
+LOGIN_PATH_ROOT = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def login_base(daemon_env: Mapping[str, str], config_env: Mapping[str, str]) -> dict[str, str]:
+    kept = {k: v for k, v in daemon_env.items() if k.startswith(LOGIN_KEPT_PREFIXES)}
+    return {**kept, **config_env}
 
 
 def is_protected(name: str) -> bool:
@@ -70,8 +85,12 @@ def build_job_env(
     node_name: str,
     job_id: str,
     job_file: str | None,
+    login_cwd: str | None = None,
 ) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in _CLIENT_OWNED}
+    if login_cwd is not None:
+        env.setdefault("PATH", LOGIN_PATH_ROOT if user.uid == 0 else LOGIN_PATH)
+        env["PWD"] = login_cwd
     env.update(HOME=user.home, USER=user.name, LOGNAME=user.name, SHELL=user.shell or "/bin/sh")
     allowed = None if allowed_overwritable is None else frozenset(allowed_overwritable)
     for name, value in job_env.items():

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from pushd_client.proctree import ContainmentError
 
     try:
-        agent = Agent(config, client_key)
+        agent = Agent(config, client_key, reload_config=lambda: _config(args))
     except ContainmentError as err:
         print(f"push-jobs-client: {config.source}: {err}", file=sys.stderr)
         return EXIT_CONFIG

@@ -51,6 +51,7 @@ client started after a crash can end it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -126,6 +127,8 @@ class RunnerSettings:
     default_run_timeout: float = 86400.0
     max_output_bytes: int = 1024 * 1024
     max_file_bytes: int = 1024 * 1024
+    # True: the job gets a login-like environment instead of the client's (job_environment).
+    login_environment: bool = False
 
 
 @dataclass
@@ -192,6 +195,18 @@ class JobRunner:
         # Largest result body; the agent lowers it to the server's max_body_size when smaller.
         self.body_limit = settings.max_body_size
         self.on_change: Callable[[], None] = lambda: None
+
+    def reconfigure(self, settings: RunnerSettings, base_env: Mapping[str, str]) -> None:
+        """New settings from a reloaded config file, for the jobs offered from now on.
+
+        A job already committed or running keeps the command it resolved; the node name
+        and file dir are the daemon's for its whole life (the server knows it by that name).
+        """
+        self.settings = dataclasses.replace(
+            settings, node_name=self.settings.node_name, file_dir=self.settings.file_dir,
+            max_body_size=self.settings.max_body_size,
+        )
+        self._base_env = dict(base_env)
 
     # ----------------------------------------------------------------- state
     @property
@@ -381,6 +396,7 @@ class JobRunner:
             node_name=self.settings.node_name,
             job_id=job.job_id,
             job_file=job.file_path,
+            login_cwd=job.cwd if self.settings.login_environment else None,
         )
         limit = self.settings.max_output_bytes
         job.stdout, job.stderr = TailBuffer(limit), TailBuffer(limit)

@@ -17,13 +17,12 @@ import sys
 from types import ModuleType
 
 from pushd_ctl.commands import COMMANDS, module_name
-from pushd_ctl.context import EXIT_FAILURE, EXIT_USAGE, CommandFailed, Context
+from pushd_ctl.context import EXIT_FAILURE, EXIT_USAGE, PROG, CommandFailed, Context
 
 from pushd.errors import ConfigError, PushdError
 
 __all__ = ["build_parser", "main"]
 
-PROG = "push-jobs-server-ctl"
 
 
 def _load(name: str) -> ModuleType:

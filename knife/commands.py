@@ -209,7 +209,15 @@ def _follow_started_job(args: Any, io: Io, http: Any, job_id: str, progress_stre
             _print(io.stdout)
             io.stdout.write(table)
         io.stdout.flush()
-    return exitcodes.job_exit_code(final, strict=args.strict)
+    return _exit_for(final, io, strict=args.strict)
+
+
+def _exit_for(job: dict[str, Any], io: Io, *, strict: bool) -> int:
+    """The job's exit code; when it is not 0, a line on stderr says what it means."""
+    code = exitcodes.job_exit_code(job, strict=strict)
+    if code != exitcodes.OK:
+        _print(io.stderr, f"exit {code}: {exitcodes.meaning(code)}")
+    return code
 
 
 # -- other job commands ----------------------------------------------------------------------
@@ -251,7 +259,7 @@ def _get_job(http: ChefHTTP, job_id: str, params: dict[str, Any] | None = None) 
         return http.get_json(job_path(job_id), params)
     except ApiError as exc:
         if exc.status == 404:
-            raise CliError(f"job {job_id} not found: {exc.message}") from None
+            raise CliError(f"job {job_id} not found") from None
         raise
 
 
@@ -268,9 +276,22 @@ def _fetch_output(http: ChefHTTP, job_id: str, node: str, channel: str) -> bytes
         return http.request("GET", path, accept="application/octet-stream").body
     except ApiError as exc:
         if exc.status == 404:
-            raise CliError(f"no {channel} for node {node} in job {job_id}"
-                           f" (was the job started with --capture?): {exc.message}") from None
+            raise CliError(_why_no_output(http, job_id, node, channel)) from None
         raise
+
+
+def _why_no_output(http: ChefHTTP, job_id: str, node: str, channel: str) -> str:
+    """Why the server has no output for (job, node): it says only "not found"."""
+    job = _get_job(http, job_id)  # CliError "job X not found" when there is no such job
+    nodes = {name for names in (job.get("nodes") or {}).values() for name in names}
+    if node not in nodes:
+        return f"node {node} is not part of job {job_id}"
+    if not job.get("capture_output"):
+        return f"no {channel} for node {node} in job {job_id}: the job was started without" \
+            " --capture"
+    if job.get("status") in ("new", "voting", "running"):
+        return f"no {channel} for node {node} in job {job_id} yet: the job is {job['status']}"
+    return f"no {channel} for node {node} in job {job_id}: the node sent none"
 
 
 def job_output(args: Any, io: Io, connect: Connect) -> int:
@@ -310,7 +331,7 @@ def job_abort(args: Any, io: Io, connect: Connect) -> int:
         answer = http.post_json(f"{job_path(args.job_id)}/abort", {})
     except ApiError as exc:
         if exc.status == 404:
-            raise CliError(f"job {args.job_id} not found: {exc.message}") from None
+            raise CliError(f"job {args.job_id} not found") from None
         raise CliError(f"cannot abort job {args.job_id}: {exc.message}") from None
     if args.json:
         _dump_json(io.stdout, answer)
@@ -410,7 +431,7 @@ def job_watch(args: Any, io: Io, connect: Connect) -> int:
         if table:
             io.stdout.write(table)
             io.stdout.flush()
-    return exitcodes.job_exit_code(final, strict=args.strict)
+    return _exit_for(final, io, strict=args.strict)
 
 
 # -- node status ------------------------------------------------------------------------------

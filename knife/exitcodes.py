@@ -5,6 +5,7 @@ Public API:
     INTERRUPTED                      the documented codes (docs/cli.md has the table)
     CliError(message, code=ERROR)    raised anywhere in the CLI; main() prints it as one line
     job_exit_code(job, strict=False) -> int   the code for a finished job document
+    MEANINGS, meaning(code) -> str   one line per code, as docs/cli.md's table says it
 
 knife exits 1 for every failure; `push-jobs` keeps 0 and 1 with knife's meaning (0: the job
 completed and every node succeeded, nacked or was unavailable; 1: the CLI could not do what
@@ -38,6 +39,26 @@ _JOB_STATUS_CODES = {
     "aborted": ABORTED,
     "crashed": CRASHED,
 }
+
+
+# What `job start` and `job watch` print on stderr when a job ends with a non-zero code, so a
+# reader need not look the number up (docs/cli.md "Exit codes" says the same).
+MEANINGS = {
+    OK: "the job completed and every node succeeded, was nacked or unavailable",
+    ERROR: "the CLI could not do what was asked",
+    USAGE: "bad command line",
+    NODES_FAILED: "the job completed but a node failed, crashed, timed out or was aborted",
+    QUORUM_FAILED: "quorum_failed: not enough nodes committed, nothing ran",
+    TIMED_OUT: "timed_out: the job hit its run timeout",
+    ABORTED: "aborted: the job was aborted",
+    CRASHED: "crashed: the server lost the job",
+    WAIT_TIMEOUT: "--wait-timeout passed; the job is still going on the server",
+    INTERRUPTED: "interrupted; the job is still going on the server",
+}
+
+
+def meaning(code: int) -> str:
+    return MEANINGS.get(code, "unknown exit code")
 
 
 class CliError(Exception):

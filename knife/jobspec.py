@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pushd_knife.exitcodes import CliError
+from pushd_knife.exitcodes import USAGE, CliError
 
 QUORUM_PATTERN = re.compile(r"^(\d+)(%?)$")
 # The server refuses a request body over 1,000,000 bytes; reading more than that is pointless.
@@ -32,7 +32,7 @@ def parse_quorum(text: str, node_count: int) -> int:
     """knife's quorum rule: an integer, or a percentage of the nodes rounded up."""
     match = QUORUM_PATTERN.match(text.strip())
     if not match:
-        raise CliError("Invalid Format please enter integer or percent")
+        raise CliError("Invalid Format please enter integer or percent", USAGE)
     number = int(match.group(1))
     if match.group(2):
         # ceil(number / 100 * node_count) in integer arithmetic: no float rounding surprises.
@@ -69,7 +69,7 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise CliError(f"--with-env has the variable {key!r} twice")
+            raise CliError(f"--with-env has the variable {key!r} twice", USAGE)
         seen[key] = value
     return seen
 
@@ -81,16 +81,17 @@ def parse_env(text: str) -> dict[str, str]:
     except json.JSONDecodeError as exc:
         raise CliError(
             f"--with-env is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}):"
-            f" {text}"
+            f" {text}", USAGE
         ) from None
     if not isinstance(value, dict):
         raise CliError(
-            f"--with-env must be a JSON object such as '{{\"NAME\": \"value\"}}': {text}"
+            f"--with-env must be a JSON object such as '{{\"NAME\": \"value\"}}': {text}",
+            USAGE,
         )
     for key, item in value.items():
         if not isinstance(item, str):
             raise CliError(
-                f"--with-env value of {key!r} must be a string, not {json.dumps(item)}"
+                f"--with-env value of {key!r} must be a string, not {json.dumps(item)}", USAGE
             )
     return value
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.databases import BACKENDS, postgres_database, sqlite_database
+
+# What push-jobs-server-ctl remembers between runs (pushd_ctl.remembered) goes to a directory of
+# this test session, inherited by every ctl subprocess: the machine's own state stays untouched
+# and no test finds another's "last reconfigured" config.
+os.environ.setdefault("PUSHD_CTL_STATE_DIR", tempfile.mkdtemp(prefix="pushd-ctl-state-"))
 
 
 @pytest.fixture(params=BACKENDS)

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pushd_ctl import layout, supervision
+from pushd_ctl import layout, remembered, supervision
 from pushd_ctl.context import EXIT_FAILURE, EXIT_OK, CommandFailed, Context
 
 PROTECTED = {Path(p) for p in ("/", "/etc", "/var", "/var/opt", "/var/log", "/opt", "/usr",
@@ -68,5 +68,7 @@ def run(ctx: Context, args: Any) -> int:
         elif path.exists() or path.is_symlink():
             path.unlink()
             ctx.say(f"removed {path}")
+    if ctx.config_path is not None:
+        remembered.forget(ctx.config_path)
     ctx.say("Cleansed. Run 'push-jobs-server-ctl reconfigure' to start again.")
     return EXIT_OK

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pushd_ctl import health, layout, logs, provision, runit, supervision
+from pushd_ctl import health, layout, logs, provision, remembered, runit, supervision
 from pushd_ctl.context import EXIT_FAILURE, EXIT_OK, Context
 
 from pushd import settings as registry
@@ -118,6 +118,8 @@ def _reconfigure(ctx: Context, settings: Settings, args: Any) -> int:
     document = json.dumps(settings.as_dict(), indent=2, sort_keys=True, default=str) + "\n"
     if runit.atomic_write(running_path, document, 0o600):
         actions.append(f"wrote {running_path}")
+    if config_path is not None:
+        remembered.remember(config_path, running_path)
 
     enabled = bool(settings.get("enable"))
     digest = runit.settings_digest(settings)

@@ -2,7 +2,8 @@
 
 Shows the last -n lines (default 10) of each, then what is appended, until Ctrl-C. A rotation
 by svlogd (``current`` renamed, a new one started) is followed. --no-follow stops after the last
-lines.
+lines. When the config file does not load, the logs are found from its last reconfigure and the
+error is shown first.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from typing import Any
 
 from pushd_ctl import layout, logs, services
-from pushd_ctl.context import EXIT_OK, Context
+from pushd_ctl.context import EXIT_OK, PROG, Context
 
 POLL_INTERVAL = 0.2
 
@@ -26,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(ctx: Context, args: Any) -> int:
-    settings = ctx.settings
+    settings, error = ctx.settings_or_running()
+    if error is not None:
+        ctx.warn(f"{PROG}: {error} (logs found from the last reconfigure's settings)")
     chosen = services.selected_services(args)
     files = [(s, layout.log_dir(settings, s) / "current") for s in chosen]
     several = len(files) > 1

@@ -266,6 +266,9 @@ class FeedStreams:
         if last_event_id is None:
             # Events from now on: those after the newest one (None: the org has none yet).
             last_id = self._q(self._store.last_event_id, org_id)
+            # A comment at once, so the response's headers leave now: a reader learns it is
+            # connected without waiting for the first job event or keepalive (15 s).
+            yield SSE_KEEPALIVE
         else:
             resume_after = parse_event_id(last_event_id)
             if resume_after is not None and self._is_org_event(org_id, resume_after, horizon):

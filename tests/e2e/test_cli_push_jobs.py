@@ -242,6 +242,8 @@ def test_failing_node_exit_code(world: World) -> None:
     assert result.returncode == exitcodes.NODES_FAILED, result.stdout + result.stderr
     _assert_knife_progress(result.stdout, "Complete.")
     assert result.stdout.endswith("NODE   STATUS\nnode1  failed\nnode3  failed\n")
+    assert result.stderr == ("exit 3: the job completed but a node failed, crashed, timed out or"
+                             " was aborted\n")
 
 
 def test_nacked_node_does_not_fail_the_job(world: World) -> None:
@@ -406,6 +408,24 @@ def test_output_of_every_node(world: World) -> None:
     assert every.returncode == exitcodes.ERROR
     assert every.stdout == "==> node1 <==\nfoobar\n\n==> node3 <==\nfoobar\n"
     assert every.stderr.startswith(f"ERROR: no stdout for node ghost in job {job_id}")
+
+
+def test_output_of_a_missing_job_or_node_says_which(world: World) -> None:
+    missing = world.cli("job", "output", "f" * 32, "node1")
+    assert (missing.returncode, missing.stderr) == (exitcodes.ERROR,
+                                                    f"ERROR: job {'f' * 32} not found\n")
+    job_id = _job_id(world.cli("job", "start", "echo foobar", "node1"))
+    other = world.cli("job", "output", job_id, "node2")
+    assert other.stderr == f"ERROR: node node2 is not part of job {job_id}\n"
+    uncaptured = world.cli("job", "output", job_id, "node1")
+    assert uncaptured.stderr == (f"ERROR: no stdout for node node1 in job {job_id}: the job was"
+                                 " started without --capture\n")
+
+
+def test_bad_with_env_is_a_usage_error(world: World) -> None:
+    result = world.cli("job", "start", "--with-env", "[1]", "echo foobar", "node1")
+    assert result.returncode == exitcodes.USAGE
+    assert result.stderr.startswith("ERROR: --with-env must be a JSON object")
 
 
 def test_watch_the_organization_feed(world: World) -> None:

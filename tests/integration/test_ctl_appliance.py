@@ -269,6 +269,32 @@ def test_bad_config_fails_with_its_line_and_touches_nothing(appliance: Appliance
     assert appliance.api_status() == 200
 
 
+def test_status_and_tail_work_while_the_config_file_is_broken(appliance: Appliance) -> None:
+    # An operator fixing a typo in the running service's file must still see whether it is up.
+    lines = [*appliance.base_text.splitlines(), "opscode_pushy_server['api_port'] = = 1"]
+    appliance.config.write_text("\n".join(lines) + "\n")
+    try:
+        status = appliance.ctl("status", SERVICE)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.startswith(f"run: {SERVICE}: (pid ")
+        assert status.stderr.startswith(f"push-jobs-server-ctl: {appliance.config}:{len(lines)}:")
+        assert status.stderr.rstrip().endswith("(status from the last reconfigure's settings)")
+        tail = appliance.ctl("tail", "--no-follow", "-n", "3")
+        assert tail.returncode == 0, tail.stderr
+        assert tail.stderr.startswith(f"push-jobs-server-ctl: {appliance.config}:{len(lines)}:")
+        assert len(tail.stdout.splitlines()) == 3
+    finally:
+        appliance.config.write_text(appliance.base_text)
+
+
+def test_status_without_config_finds_the_last_reconfigured_file(appliance: Appliance) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PUSH_JOBS_SERVER_CONFIG"}
+    result = subprocess.run([sys.executable, "-m", "pushd_ctl", "status", SERVICE],
+                            capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"run: {SERVICE}: (pid ")
+
+
 def test_changed_setting_is_shown_and_restarts_the_service(appliance: Appliance) -> None:
     pid = appliance.main_pid()
     appliance.config.write_text(

@@ -315,10 +315,22 @@ def test_output_is_written_raw_and_missing_output_is_explained(api: Any, tmp_pat
     assert out.out_bytes.getvalue() == raw
     request = stand_in.requests[-1]
     assert request["headers"]["Accept"] == "application/octet-stream"
+    # The server only says "not found": the CLI reads the job to say why.
+    stand_in.route("GET", f"/pushy/jobs/{JOB_ID}",
+                   lambda r: (200, {}, job_doc("complete", succeeded=["node1", "node2"])))
     code, out = run(["job", "output", JOB_ID, "node2", "--channel", "stderr", *flags], tmp_path)
-    assert code == exitcodes.ERROR
-    assert out.err.startswith(f"ERROR: no stderr for node node2 in job {JOB_ID} (was the job"
-                              " started with --capture?)")
+    assert (code, out.err) == (exitcodes.ERROR, f"ERROR: no stderr for node node2 in job {JOB_ID}:"
+                                                " the node sent none\n")
+    code, out = run(["job", "output", JOB_ID, "node9", *flags], tmp_path)
+    assert (code, out.err) == (exitcodes.ERROR, f"ERROR: node node9 is not part of job {JOB_ID}\n")
+    uncaptured = {**job_doc("complete", succeeded=["node2"]), "capture_output": False}
+    stand_in.route("GET", f"/pushy/jobs/{JOB_ID}", lambda r: (200, {}, uncaptured))
+    code, out = run(["job", "output", JOB_ID, "node2", *flags], tmp_path)
+    assert out.err == (f"ERROR: no stdout for node node2 in job {JOB_ID}: the job was started"
+                       " without --capture\n")
+    other = "0" * 32
+    code, out = run(["job", "output", other, "node2", *flags], tmp_path)
+    assert (code, out.err) == (exitcodes.ERROR, f"ERROR: job {other} not found\n")
 
 
 def test_node_status_lines_and_list_paging(api: Any, tmp_path: Path) -> None:
@@ -365,10 +377,11 @@ def test_usage_errors(api: Any, tmp_path: Path) -> None:
     assert out.err == ("ERROR: No nodes to run job on. Specify nodes as arguments or use -s to"
                        " specify a search query.\n")
     code, out = run(["job", "start", "cmd", "n1", "--with-env", "{bad", *flags], tmp_path)
-    assert code == exitcodes.ERROR
+    assert code == exitcodes.USAGE
     assert out.err.startswith("ERROR: --with-env is not valid JSON")
     code, out = run(["job", "start", "cmd", "n1", "-q", "1.5", *flags], tmp_path)
-    assert out.err == "ERROR: Invalid Format please enter integer or percent\n"
+    assert (code, out.err) == (exitcodes.USAGE,
+                               "ERROR: Invalid Format please enter integer or percent\n")
     code, out = run(["job", "output", JOB_ID, "n1", "--channel", "both", *flags], tmp_path)
     assert (code, out.err) == (exitcodes.USAGE,
                                "ERROR: Invalid Format please enter stdout or stderr\n")

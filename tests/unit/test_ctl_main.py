@@ -83,7 +83,18 @@ def test_show_config_masks_secrets(config: Path) -> None:
 def test_status_before_reconfigure_is_not_running(config: Path) -> None:
     result = ctl("--config", str(config), "status")
     assert result.returncode == 3
-    assert result.stdout.startswith("down: opscode-pushy-server: not supervised")
+    assert result.stdout == (f"down: opscode-pushy-server: not configured: no service at"
+                             f" {config.parent}/srv/service/opscode-pushy-server"
+                             f" (config {config})\n")
+
+
+def test_status_with_no_config_anywhere_says_where_it_looked(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PUSHD_CTL_STATE_DIR": str(tmp_path / "state")}
+    result = ctl("status", env=env)
+    assert result.returncode == 3
+    assert "not configured" in result.stdout
+    assert ("(no config file (no --config, $PUSH_JOBS_SERVER_CONFIG unset, none of"
+            " /etc/opscode-push-jobs-server/opscode-push-jobs-server.rb") in result.stdout
 
 
 def test_service_commands_before_reconfigure_say_so(config: Path) -> None:
