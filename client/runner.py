@@ -86,6 +86,9 @@ Measure = Callable[[str, "str | None", dict[str, Any]], int]
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 KILL_WAIT = 5.0  # after SIGKILL, how long before we log that the tree refuses to die
 TICK_WHILE_BUSY = 0.1
+# How often a running job's record is refreshed (a subreaper tree's members; walking a large
+# tree every tick would cost more than the gap it closes: recovery also finds the job's token).
+RECORD_INTERVAL = 1.0
 
 
 class NackReason:
@@ -147,6 +150,7 @@ class _Job:
     process: JobProcess | None = None
     tree: JobTree | None = None
     record: JobRecord | None = None  # as last saved in the state dir
+    recorded_at: float = 0.0
     started: float = 0.0
     deadline: float = 0.0
     stdout: TailBuffer = field(default_factory=lambda: TailBuffer(0))
@@ -420,6 +424,7 @@ class JobRunner:
         tree.started(job.process.pid)
         job.started = self._clock()
         job.deadline = job.started + job.run_timeout
+        job.recorded_at = job.started
         self._save_record(job)
         log.info(
             "job=%s started pid %d (%s): %s", job.job_id, job.process.pid, tree.mechanism,
@@ -534,7 +539,9 @@ class JobRunner:
                 log.warning("job=%s run_timeout of %gs reached", job.job_id, job.run_timeout)
                 self._stop(job, ("aborted", {"reason": AbortReason.RUN_TIMEOUT}))
                 return
-            self._save_record(job)
+            if now - job.recorded_at >= RECORD_INTERVAL:
+                job.recorded_at = now
+                self._save_record(job)
             return
         if not tree.alive():
             self._finish(job)
