@@ -15,7 +15,12 @@ Public API
 ----------
 ``Setting``            frozen dataclass: ``namespace, key, default, type, validator, doc``, plus
                        ``derive`` (callable computing the default from other resolved values, or
-                       None), ``secret`` (redacted by ``as_dict(redact=True)``), ``name`` property.
+                       None), ``secret`` (redacted by ``as_dict(redact=True)``), ``name`` property,
+                       ``no_effect`` (why pushd accepts the setting but nothing reads it; "" for
+                       a setting that has an effect) and ``label`` (``ns['key']``).
+``NO_EFFECT``          ``{name: reason}``: the settings "accepted for compatibility, no effect"
+                       (an original file loads unchanged); show-config, the example and the docs
+                       say so, and reconfigure warns when the file sets one.
 ``SETTINGS``           tuple of every ``Setting`` in declaration (= documentation) order.
 ``NAMESPACES``         ``("opscode_pushy_server", "postgresql")``.
 ``IGNORED_NAMESPACES`` ``("bootstrap", "oc_chef_pedant")``: namespaces of the original file that
@@ -64,14 +69,16 @@ import posixpath
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from pushd.protocol.limits import MAX_JOB_FILE_BYTES
 from pushd.rbconfig import Constant
 
 __all__ = [
     "IGNORED_NAMESPACES",
     "NAMESPACES",
+    "NO_EFFECT",
     "SETTINGS",
     "Setting",
     "Settings",
@@ -248,10 +255,16 @@ class Setting:
     derive: Callable[[Mapping[str, Any]], Any] | None = None
     derive_doc: str = ""
     secret: bool = False
+    no_effect: str = ""
 
     @property
     def name(self) -> str:
         return self.key if self.namespace == PUSHY else f"{self.namespace}.{self.key}"
+
+    @property
+    def label(self) -> str:
+        """How the config file names it: ``opscode_pushy_server['key']``."""
+        return f"{self.namespace}['{self.key}']"
 
     @property
     def is_hash(self) -> bool:
@@ -311,7 +324,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("allow_unencrypted", False, "bool", boolean,
        "Also accept 1.x-protocol clients without Curve on unencrypted_command_port."),
     _s("unencrypted_command_port", 10001, "port", port,
-       "ROUTER socket for 1.x-protocol clients (only when allow_unencrypted)."),
+       "ROUTER socket for 1.x-protocol clients (when allow_unencrypted or "
+       "disable_curve_encryption)."),
     _s("zmq_io_processes", 1, "int", integer(1, 64), "ZeroMQ I/O threads."),
     _s("api_workers", 2, "int", integer(1, 64), "gunicorn workers serving the REST API."),
     # Protocol and liveness.
@@ -331,13 +345,18 @@ SETTINGS: tuple[Setting, ...] = (
     _s("max_message_skew", 300, "int (s)", integer(1, 86400),
        "Largest clock difference accepted in a signed ZeroMQ message (max_time_skew)."),
     _s("disable_curve_encryption", False, "bool", boolean,
-       "Run the command channel without Curve (testing only; 2.x clients refuse it)."),
+       "Run without Curve: every config answer is a 1.x server's (no curve_public_key, "
+       "unencrypted_command_port), so 2.x clients work only with their allow_unencrypted "
+       "option."),
     _s("rehab_timer", 1000, "int (ms)", integer(10, 600_000),
        "Milliseconds between abort messages to a node being brought back to idle."),
     _s("config_lifetime", 3600, "int (s)", positive,
        "Lifetime advertised in the config endpoint's response."),
     _s("validate_client_node_name", True, "bool", boolean,
        "A client may fetch only the config of the node with its own name."),
+    _s("allow_user_node_config", False, "bool", boolean,
+       "Users with read access may also fetch a node's config (its session key and Curve "
+       "admission) for an existing client of that name; otherwise only the node itself may."),
     # Jobs.
     _s("voting_timeout", 60, "int (s)", positive, "Seconds a job waits for nodes to commit."),
     _s("default_running_timeout", 3600, "int (s)", positive,
@@ -354,12 +373,14 @@ SETTINGS: tuple[Setting, ...] = (
        "Delete finished jobs older than this many days (0 keeps them)."),
     _s("max_request_body", 1_000_000, "int (bytes)", integer(1024, 100_000_000),
        "Largest REST request body."),
-    _s("max_job_file_size", 100_000, "int (bytes)", integer(0, 100_000_000),
+    # No larger than the node client accepts (pushd.protocol.limits).
+    _s("max_job_file_size", 100_000, "int (bytes)", integer(0, MAX_JOB_FILE_BYTES),
        "Largest data file attached to a job."),
     _s("jobs_page_limit", 1000, "int", integer(1, 100_000),
        "Most jobs returned by one GET of the job list."),
     _s("output_max_bytes", 1_048_576, "int (bytes)", integer(0, 1_073_741_824),
-       "Output stored per node per stream (stdout, stderr)."),
+       "Output stored per node per stream (stdout, stderr); a longer stream keeps its end "
+       "behind the truncation marker nodes use."),
     # Principals.
     _s("principal_source", "local", "'local' | 'chef_server'", choice("local", "chef_server"),
        "Where users, clients, groups and keys come from."),
@@ -371,8 +392,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Private key of chef_server_superuser_name."),
     _s("principal_cache_ttl", 5, "int (s)", non_negative,
        "Seconds each API worker caches an organization, principal or group answer (local "
-       "database or Chef Server): a deleted client, a new key or a group change takes effect "
-       "within this time; 0 turns the cache off."),
+       "database or Chef Server); a change made with push-jobs-server-ctl applies to the next "
+       "request all the same, other changes within this time; 0 turns the cache off."),
     _s("chef_api_version", "11.1.0", "string", non_empty,
        "X-Chef-Version sent to the Chef Server."),
     # Kept from the original; accepted and documented, not used by pushd.
@@ -398,6 +419,31 @@ SETTINGS: tuple[Setting, ...] = (
     _pg("db_superuser_password", None, "string", optional(string), "Password of db_superuser.",
         secret=True),
 )  # fmt: skip
+
+# Settings of the original that pushd accepts, so an existing file loads unchanged, but that
+# nothing in pushd reads. tests/unit/test_settings_effect.py fails on a setting that nothing
+# reads and is not listed here, and on a listed one that something reads.
+NO_EFFECT: dict[str, str] = {
+    "ha": "pushd has no high-availability topology of its own",
+    "listen": "pushd binds api_listen and zeromq_listen_address",
+    "down_threshold": "node liveness counts heartbeats (offline_threshold, online_threshold)",
+    "decay_window": "node liveness counts heartbeats (offline_threshold, online_threshold)",
+    "wait_complete_time": "results are recorded as they arrive; a finished job waits for none",
+    "org_feed_expiration": "organization feeds keep no state in memory (see org_feed_retention)",
+    "ibrowse_max_sessions": "a setting of the original's Erlang HTTP client",
+    "ibrowse_max_pipeline_size": "a setting of the original's Erlang HTTP client",
+    "enable_graphite": "pushd sends no graphite metrics",
+    "graphite_host": "pushd sends no graphite metrics",
+    "graphite_port": "pushd sends no graphite metrics",
+    "postgresql.sql_ro_user": "pushd connects only as sql_user",
+    "postgresql.sql_ro_password": "pushd connects only as sql_user",
+    "postgresql.username": "pushd does not run PostgreSQL",
+}
+SETTINGS = tuple(
+    replace(setting, no_effect=NO_EFFECT[setting.name]) if setting.name in NO_EFFECT else setting
+    for setting in SETTINGS
+)
+NO_EFFECT_NOTE = "Accepted for compatibility, no effect"
 
 _BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 _PORT_NAMES = ("server_heartbeat_port", "command_port", "api_port", "unencrypted_command_port")
@@ -463,8 +509,9 @@ class Settings:
         return settings
 
     def _check_conflicts(self) -> None:
+        legacy_port = self["allow_unencrypted"] or self["disable_curve_encryption"]
         used = [name for name in _PORT_NAMES
-                if name != "unencrypted_command_port" or self["allow_unencrypted"]]  # fmt: skip
+                if name != "unencrypted_command_port" or legacy_port]  # fmt: skip
         seen: dict[int, str] = {}
         for name in used:
             if self[name] in seen:
@@ -582,6 +629,8 @@ def render_example() -> str:
             namespace = setting.namespace
             lines.append(f"\n## {namespace}\n")
         lines.append(f"\n# {setting.doc}")
+        if setting.no_effect:
+            lines.append(f"# {NO_EFFECT_NOTE}: {setting.no_effect}.")
         if setting.derive is not None:
             lines.append(f"# Default: {setting.derive_doc}.")
             value = Settings.defaults()[setting.name]
@@ -614,9 +663,11 @@ def render_markdown() -> str:
     for setting in SETTINGS:
         default = (f"`{setting.derive_doc}`" if setting.derive is not None
                    else f"`{to_ruby(setting.default)}`")  # fmt: skip
+        doc = setting.doc
+        if setting.no_effect:
+            doc += f" **{NO_EFFECT_NOTE}:** {setting.no_effect}."
         rows.append(
-            f"| `{setting.namespace}['{setting.key}']` | {setting.type} | {default} | "
-            f"{setting.doc} |"
+            f"| `{setting.namespace}['{setting.key}']` | {setting.type} | {default} | {doc} |"
         )
     return "\n".join(rows) + "\n"
 

@@ -55,6 +55,10 @@ class BrokerConfig:
     zmq_io_threads: int = 1
     disable_curve_encryption: bool = False
     database: tuple[str, dict[str, Any]] | None = None  # tests: (kind, params); else settings
+    job_retention_days: int = 0  # 0: keep finished jobs (pushd.broker.retention)
+    retention_batch: int = 100  # jobs purged per transaction
+    retention_interval: float = 600.0  # seconds between looks for jobs to purge
+    output_max_bytes: int | None = None  # stored bytes per node and stream; None: no cap
     settings: Any = None
 
     @property
@@ -107,6 +111,8 @@ class BrokerConfig:
             value = get(name)
             if value is not None and name in known:
                 values[name] = value
+        values["job_retention_days"] = int(get("job_retention_days", 0))
+        values["output_max_bytes"] = get("output_max_bytes")
         return cls(**values)
 
 

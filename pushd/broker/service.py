@@ -57,6 +57,7 @@ starts `new` jobs (after the grace when it is a restart, so nodes have reconnect
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import os
@@ -66,7 +67,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -83,6 +84,7 @@ from pushd.broker.control_client import (
 from pushd.broker.jobs import JobEngine
 from pushd.broker.journal import StoreJournal
 from pushd.broker.nodes import NodeTracker
+from pushd.broker.retention import JobRetention
 from pushd.broker.timers import TimerQueue
 from pushd.broker.zap import ZAP_ENDPOINT, CurveGrants, answer_zap, user_id_ref
 from pushd.errors import ProtocolError
@@ -183,7 +185,10 @@ class Broker:
         self.grants = CurveGrants(
             config.zap_window, state_file=config.data_dir / "broker" / "curve_clients.json"
         )
-        self.journal = StoreJournal(store, self._publish)
+        self.journal = StoreJournal(
+            store, self._publish, output_max_bytes=config.output_max_bytes,
+            housekeeping=_retention(config),
+        )
         self.tracker = NodeTracker(
             self, self.timers, rehab_interval=config.rehab_timer,
             offline_after=config.offline_after, reattach_hold=config.recovery_grace,
@@ -302,7 +307,7 @@ class Broker:
         try:
             while not self._stopping.is_set():
                 timeout = self.timers.next_delay(POLL_CAP)
-                ready = poller.poll(timeout * 1000)
+                ready = poller.poll(int(timeout * 1000))  # what pyzmq does with a float
                 started = clock()
                 for socket, _ in ready:
                     handlers[socket]()
@@ -391,7 +396,7 @@ class Broker:
                 return True
             handle(kind, identity, recv)
             # Usually that was the only message: asking is cheaper than a raised zmq.Again.
-            if not socket.get(zmq.EVENTS) & zmq.POLLIN:
+            if not cast(int, socket.get(zmq.EVENTS)) & zmq.POLLIN:  # pyzmq: int | bytes
                 return True
             limit -= 1
         for count in range(1, limit + 1):
@@ -453,7 +458,7 @@ class Broker:
             else parse_node_message(body).sequence
         )
         if kind == CURVE and not self.config.disable_curve_encryption:
-            user_id = frame.get("User-Id")
+            user_id = cast(str, frame.get("User-Id"))  # a metadata property is text
             if user_id_ref(user_id or "") != (org_id, node):
                 raise ProtocolError("wrong_node", f"{user_id} spoke for {org_id}:{node}")
         address = (kind, identity)
@@ -619,20 +624,35 @@ class Broker:
         if view.status != JobStatus.NEW:
             return "already_finished" if view.status not in (JobStatus.VOTING,
                                                                JobStatus.RUNNING) else "live"
-        spec = self._spec_of(view)
         delay = self._grace_until - self.timers.now()
         if delay > 0:
             # Just restarted: let nodes reconnect before judging who is available.
             self.timers.call_later(delay, lambda: self._start_if_new(org_id, job_id))
         else:
-            self.engine.start(spec)
+            self._start_view(view)
         return "started"
 
     def _start_if_new(self, org_id: str, job_id: str) -> None:
         if not self.engine.is_live(job_id):
             view = store.get_job(org_id, job_id)
             if view is not None and view.status == JobStatus.NEW:
-                self.engine.start(self._spec_of(view))
+                self._start_view(view)
+
+    def _start_view(self, view: Any) -> None:
+        """Start a stored `new` job; one the engine cannot even take ends `crashed` (the
+        engine ends those it took itself), so an accepted job never stays `new`."""
+        try:
+            spec = self._spec_of(view)
+        except Exception as err:
+            log.exception("job %s cannot be started; crashed", view.id)
+            reason = f"internal error while starting the job ({type(err).__name__}: {err})"
+            reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")[:1024]
+            t = Transition(view.id, view.org_id, JobStatus.CRASHED)
+            t.node_statuses = {n.name: (NodeStatus.CRASHED, reason) for n in view.nodes}
+            t.events.append(FeedEvent("job_complete", {"status": "crashed", "reason": reason}))
+            self.journal.record(t)
+            return
+        self.engine.start(spec)
 
     def abort_job(self, org_id: str, job_id: str) -> str:
         """Abort a job; returns "aborted", "not_found" or "already_finished"."""
@@ -690,7 +710,7 @@ class Broker:
             if view.status == JobStatus.NEW:
                 delay = max(0.0, self._grace_until - self.timers.now())
                 org_id, job_id = view.org_id, view.id
-                self.timers.call_later(delay, lambda o=org_id, j=job_id: self._start_if_new(o, j))
+                self.timers.call_later(delay, functools.partial(self._start_if_new, org_id, job_id))
             elif view.status == JobStatus.VOTING:
                 log.info("job %s was voting when the broker stopped: crashed", view.id)
                 t = Transition(view.id, view.org_id, JobStatus.CRASHED)
@@ -798,6 +818,13 @@ class Broker:
                 store.touch_known_nodes(org_id, nodes)
         except Exception:
             log.exception("could not record last-seen times of %d nodes", len(seen))
+
+
+def _retention(config: BrokerConfig) -> JobRetention | None:
+    if config.job_retention_days < 1:
+        return None
+    return JobRetention(store, config.job_retention_days, batch=config.retention_batch,
+                        interval=config.retention_interval)
 
 
 def run_broker(settings: Any) -> int:

@@ -3,7 +3,7 @@
 Import what you need from here (`from pushd import store` then `store.create_job(...)`). Each
 submodule's docstring details its part; this is the whole public API.
 
-Opening (pushd.store.db)
+Opening (pushd.store.opening; connections and transactions: pushd.store.db)
     open_database(settings, *, migrate=False) -> peewee.Database
         PostgreSQL when settings.get("postgresql.enable"), else SQLite <data_dir>/pushd.sqlite3
     open_database_params(kind, params, *, pool_size=20, migrate=False) -> peewee.Database
@@ -34,7 +34,7 @@ Jobs (pushd.store.jobs)
                  truncated=False)
     get_output(org_id, job_id, node, channel) -> str | None
     get_output_bytes(...) -> bytes | None; get_output_record(org_id, job_id, node)
-    prune_jobs(older_than) -> int
+    prune_jobs(older_than, *, limit=None) -> int   oldest first, at most `limit`
     JobOptions, JobNodeState, JobSummary, JobView, OutputRecord, InvalidCursor
 
 Events (pushd.store.events)
@@ -86,8 +86,6 @@ from pushd.store.db import (
     database_proxy,
     dialect,
     get_database,
-    open_database,
-    open_database_params,
     transaction,
 )
 from pushd.store.events import (
@@ -121,6 +119,7 @@ from pushd.store.jobs import (
     store_output,
 )
 from pushd.store.migrations import LATEST_VERSION, migrate, schema_version
+from pushd.store.opening import open_database, open_database_params
 from pushd.store.principals import (
     Group,
     Organization,

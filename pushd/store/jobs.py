@@ -33,9 +33,10 @@ Writes (the API creates jobs; the broker is the only writer of job and node stat
                  truncated=False) -> None         insert or replace. Text is kept as UTF-8
         bytes; U+DC80..U+DCFF (surrogateescape) become the raw bytes they stand for, so a
         client's undecodable output comes back byte-exact; other lone surrogates become '?'.
-    prune_jobs(older_than) -> int
+    prune_jobs(older_than, *, limit=None) -> int
         delete finished jobs not updated since then (all orgs; cascades to nodes, options,
-        output and events)
+        output and events); with `limit`, at most that many, oldest first (one small batch:
+        the broker's retention, pushd.broker.retention, calls it repeatedly)
 
 Reads:
 
@@ -235,8 +236,10 @@ def create_job(
                       JobNode.reason, JobNode.created_at, JobNode.updated_at]
             new = int(NodeStatus.NEW)
             rows = [(job_id, org_id, name, new, None, now, now) for name in node_names]
+            # as_rowcount: no RETURNING. peewee hands back that statement's cursor unread, and
+            # SQLite refuses to COMMIT while it is alive ("SQL statements in progress").
             for chunk in chunks(rows, INSERT_CHUNK):
-                JobNode.insert_many(chunk, fields=fields).execute()
+                JobNode.insert_many(chunk, fields=fields).as_rowcount().execute()
             JobOption.insert(
                 job_id=job_id,
                 job_user=opts.job_user,
@@ -381,15 +384,23 @@ def _len(data: bytes | None) -> int | None:
 
 
 @store_function
-def prune_jobs(older_than: datetime) -> int:
-    """Delete finished jobs (of every org) whose last status change is before `older_than`."""
+def prune_jobs(older_than: datetime, *, limit: int | None = None) -> int:
+    """Delete finished jobs (of every org) whose last status change is before `older_than`,
+    at most `limit` of them (the oldest first), in one transaction; returns how many."""
     active = [int(status) for status in ACTIVE_JOB_STATUSES]
+    old = (Job.updated_at < to_naive_utc(older_than)) & (Job.status.not_in(active))
+    if limit is None:
+        with transaction():
+            return Job.delete().where(old).execute()
+    # Ids first, outside the write transaction (the scan holds no write lock), then delete by
+    # id: SQLite has no DELETE ... LIMIT in every build, and a small batch keeps SQLite's one
+    # write lock short for the journal writer that shares it. The delete checks `old` again.
+    ids = [row.id for row in Job.select(Job.id).where(old).order_by(Job.updated_at)
+           .limit(max(0, limit))]  # fmt: skip
+    if not ids:
+        return 0
     with transaction():
-        return (
-            Job.delete()
-            .where((Job.updated_at < to_naive_utc(older_than)) & (Job.status.not_in(active)))
-            .execute()
-        )
+        return Job.delete().where(Job.id.in_(ids) & old).execute()
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,7 +417,8 @@ _SUMMARY_COLUMNS = (
 )
 
 
-def _summary_query() -> peewee.ModelSelect:
+def _summary_query() -> peewee.ModelSelect[Any]:
+    # Any: the rows are tuples (.tuples()), which peewee's stubs still type as Job instances.
     return (
         Job.select(*_SUMMARY_COLUMNS)
         .join(JobOption, peewee.JOIN.LEFT_OUTER, on=(JobOption.job_id == Job.id))
@@ -459,8 +471,9 @@ def _node_state(row: JobNode) -> JobNodeState:
 
 
 def _node_states_of_job(org_id: str, job_id: str) -> list[JobNodeState]:
-    # Tuples, not model instances: a job may have thousands of nodes.
-    rows = (
+    # Tuples, not model instances: a job may have thousands of nodes. (Annotated: peewee's stubs
+    # type the rows of .tuples() as model instances.)
+    rows: peewee.ModelSelect[Any] = (
         JobNode.select(JobNode.node_name, JobNode.status, JobNode.reason, JobNode.updated_at)
         .where((JobNode.org_id == org_id) & (JobNode.job_id == job_id))
         .tuples()

@@ -130,6 +130,18 @@ def appliance() -> Iterator[Appliance]:
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
+@pytest.fixture
+def service_up(appliance: Appliance) -> None:
+    """Bring the module's appliance up whatever ran before (reconfigure it when no test has yet),
+    for a test that only needs a running service: such a test then also passes alone."""
+    if not appliance.running_json.exists():
+        result = appliance.ctl("reconfigure")
+        assert result.returncode == 0, result.stdout + result.stderr
+    elif appliance.main_pid() is None:
+        assert appliance.ctl("start").returncode == 0
+    wait_for(lambda: appliance.api_status() == 200)
+
+
 def test_reconfigure_from_the_example_file_starts_the_service(appliance: Appliance) -> None:
     result = appliance.ctl("reconfigure")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -165,6 +177,7 @@ def test_second_reconfigure_changes_nothing(appliance: Appliance) -> None:
     assert (appliance.service_dir / "run").stat().st_mtime_ns == run_mtime
 
 
+@pytest.mark.usefixtures("service_up")
 def test_tail_shows_log_lines_and_follows(appliance: Appliance) -> None:
     last = appliance.ctl("tail", "--no-follow", "-n", "50")
     assert last.returncode == 0
@@ -307,6 +320,30 @@ def test_changed_setting_is_shown_and_restarts_the_service(appliance: Appliance)
     assert appliance.main_pid() != pid
     running = json.loads(appliance.running_json.read_text())
     assert running["opscode_pushy_server"]["heartbeat_interval"] == 700
+
+
+def test_settings_without_effect_are_applied_with_one_warning_each(appliance: Appliance) -> None:
+    text = appliance.config.read_text()
+    appliance.config.write_text(
+        text + "opscode_pushy_server['ha'] = true\n"
+        "postgresql['sql_ro_user'] = 'reader'\n"
+    )
+    line = len(text.splitlines()) + 1
+    result = appliance.ctl("reconfigure")
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = [w for w in result.stderr.splitlines() if "warning" in w]
+    assert warnings == [
+        f"push-jobs-server-ctl: reconfigure: warning: {appliance.config}:{line}: "
+        "opscode_pushy_server['ha'] is accepted for compatibility, no effect "
+        "(pushd has no high-availability topology of its own)",
+        f"push-jobs-server-ctl: reconfigure: warning: {appliance.config}:{line + 1}: "
+        "postgresql['sql_ro_user'] is accepted for compatibility, no effect "
+        "(pushd connects only as sql_user)",
+    ]
+    assert "ha: false -> true" in result.stdout
+    diff = appliance.ctl("show-config", "--diff")
+    assert diff.stdout == ""  # applied: the running config has them
+    wait_for(lambda: appliance.api_status() == 200, timeout=60)
 
 
 def test_restart_and_graceful_kill(appliance: Appliance) -> None:

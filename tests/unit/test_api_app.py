@@ -159,11 +159,15 @@ VALIDATION_CASES = [
      "invalid file contents (couldn't decode base64 string)"),
     ({"command": "x", "nodes": ["n"], "file": "raw:" + "x" * 100_001},
      "invalid file size (must be <= 100000 bytes)"),
-    ({"command": "x", "nodes": ["n", "n"]}, "duplicate node names supplied"),
+    ({"command": "x", "nodes": ["n"], "run_timeout": 0},
+     "invalid value supplied for run_timeout (expected a positive integer)"),
+    ({"command": "x", "nodes": ["n"], "dir": "client"},
+     "invalid dir supplied (expected an absolute path)"),
+    ({"command": "x\ud800", "nodes": ["n"]}, "invalid text supplied for command (not valid UTF-8)"),
     ({"command": "x", "nodes": ["n"], "quorum": -1},
      "invalid value supplied for quorum (expected a non-negative integer)"),
     ({"command": "x", "nodes": ["n"], "run_timeout": 1.5},
-     "invalid value supplied for run_timeout (expected a non-negative integer)"),
+     "invalid value supplied for run_timeout (expected a positive integer)"),
     (b'{"command":"x","nodes":["n"],"env":{"a":"1","a":"2"}}',
      "invalid environment value (duplicate key)"),
     (b"{not json", "request body is not valid JSON"),
@@ -318,6 +322,9 @@ def test_config_checks_ccpk_and_node_name_before_admission(api: Api) -> None:
     assert api.call("GET", "config/node1", user="node1").json == {"error": ["Missing ccpk"]}
     bad = api.call("GET", "config/node1", user="node1", query="ccpk=short")
     assert (bad.status_code, bad.json) == (401, {"error": ["Bad ccpk"]})
+    # 40 characters of the Z85 alphabet whose groups are worth more than 2**32: no key.
+    overflow = api.call("GET", "config/node1", user="node1", query="ccpk=" + "#" * 40)
+    assert (overflow.status_code, overflow.json) == (401, {"error": ["Bad ccpk"]})
     other = api.call("GET", "config/node2", user="node1", query="ccpk=" + "a" * 40)
     assert (other.status_code, other.json) == (403, {"error": ["Client and node name must match"]})
 

@@ -120,6 +120,8 @@ def test_unknown_name_suggests_the_closest() -> None:
         ("log_rotation", {"num_to_kep": 1}, "did you mean 'num_to_keep'"),
         ("log_rotation", {"num_to_keep": 0}, "at least 1"),
         ("postgresql.port", "5432", "expected an integer"),
+        # Never above what the node client accepts (issue 12).
+        ("max_job_file_size", 1_048_577, "at most 1048576"),
     ],
 )
 def test_validators_reject_with_a_reason(name: str, value: object, reason: str) -> None:
@@ -135,6 +137,10 @@ def test_conflicting_ports_are_refused() -> None:
     assert Settings.from_values({"unencrypted_command_port": 10003})["api_port"] == 10003
     with pytest.raises(SettingsConflict):
         Settings.from_values({"unencrypted_command_port": 10003, "allow_unencrypted": True})
+    with pytest.raises(SettingsConflict):  # without Curve, nodes are sent to the legacy port
+        Settings.from_values(
+            {"unencrypted_command_port": 10003, "disable_curve_encryption": True}
+        )
     with pytest.raises(SettingsConflict, match="online_threshold"):
         Settings.from_values({"online_threshold": 4})
 
