@@ -251,6 +251,9 @@ def create_job(
         raise ConflictError(f"job {job_id} could not be created: {exc}") from exc
 
 
+# peewee's own translation of driver errors (what its execute_sql uses), for a raw cursor.
+_EXCEPTION_WRAPPER: Any = vars(peewee)["__exception_wrapper__"]
+
 _INSERT_JOB_NODE = (
     "INSERT INTO job_nodes (job_id, org_id, node_name, status, reason, created_at, updated_at)"
     " VALUES ({0}, {0}, {0}, {0}, NULL, {0}, {0})"
@@ -270,7 +273,7 @@ def _insert_job_nodes(job_id: str, org_id: str, names: list[str], now: datetime)
     # peewee's wrapper: driver errors become peewee's (IntegrityError for duplicates).
     cursor = database.cursor()
     try:
-        with peewee.__exception_wrapper__:
+        with _EXCEPTION_WRAPPER:
             cursor.executemany(sql, rows)
     finally:
         # A live cursor makes SQLite refuse the COMMIT ("SQL statements in progress").
@@ -520,7 +523,8 @@ def job_node_names(
     )
     if after is not None:
         query = query.where(JobNode.node_name > after)
-    return [name for (name,) in query.order_by(JobNode.node_name).limit(limit).tuples()]
+    rows: Any = query.order_by(JobNode.node_name).limit(limit).tuples()
+    return [name for (name,) in rows]
 
 
 @store_function
