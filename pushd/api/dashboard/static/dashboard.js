@@ -1,5 +1,5 @@
 // pushd dashboard: keeps the server-rendered pages current from the SSE feeds.
-// Data from jobs and nodes only ever reaches the page through textContent (never innerHTML).
+// Data from jobs and nodes only ever reaches the page through textContent (never as markup).
 "use strict";
 
 (function () {
