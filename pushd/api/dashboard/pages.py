@@ -219,7 +219,8 @@ def _options_dl(options: dict[str, Any]) -> str:
     for name, value in options.items():
         if value is None:
             continue
-        shown = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+        # JSON spelling for objects and booleans (env as {"K": "V"}, true/false), as the API.
+        shown = json.dumps(value, sort_keys=True) if isinstance(value, dict | bool) else value
         items.append(f"<dt>{h.e(name)}</dt><dd class=\"option-{h.e(name)}\">{h.e(shown)}</dd>")
     return f'<dl id="options">{"".join(items)}</dl>'
 
