@@ -65,8 +65,7 @@ def wait_listening(port: int, timeout: float = 20.0) -> None:
 def main() -> int:
     from pushd_bench.bench_api import get_rate
     from pushd_bench.common import machine, median, result
-
-    from tests.support.ports import free_ports
+    from pushd_bench.ports import free_ports
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=8)

@@ -50,8 +50,7 @@ from pushd_bench.common import (
     server_online,
 )
 from pushd_bench.profiling import profile_process
-
-from tests.support.server import PushdServer
+from pushd_bench.server import PushdServer
 
 MARKS = (0.1, 0.5, 0.9, 1.0)
 

@@ -1,8 +1,8 @@
 """Shared parts of the benchmarks: a real server, the emulator, process meters, result lines.
 
 Benchmarks run by hand from the repository root (``python bench/bench_heartbeat.py ...``); they
-use the test harness (tests/support/server.py) to start a real pushd server in a temporary
-directory, on a fresh PostgreSQL database (``--sqlite`` for the embedded default).
+use the server harness (pushd_bench.server, the tests' too) to start a real pushd server in a
+temporary directory, on a fresh PostgreSQL database (``--sqlite`` for the embedded default).
 
     result(name, value, unit, **extra) -> None     prints ``RESULT name=... value=... unit=...``
     machine() -> dict                              nproc, CPU model, RAM (for RESULTS.md)
@@ -44,11 +44,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from pushd_bench.server import PushdServer
 
-from tests.support.server import PushdServer  # noqa: E402 - needs the repo root on the path
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_STATE_DIR = "/var/tmp/pushd-bench/state"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -154,7 +152,7 @@ def bench_server(args: argparse.Namespace,
     with contextlib.ExitStack() as stack:
         backend = None
         if not args.sqlite:
-            from tests.support.databases import postgres_database
+            from pushd_bench.databases import postgres_database
 
             params = stack.enter_context(postgres_database())
             backend = ("postgres", params)

@@ -92,7 +92,7 @@ def fit_output(
     if not stdout.truncated and not stderr.truncated and len(render(fields)) <= budget:
         return fields
     # Room left for the two texts = budget minus everything else in the message.
-    skeleton = {
+    skeleton: dict[str, object] = {
         "stdout": "",
         "stderr": "",
         "truncated": {"stdout": stdout.total, "stderr": stderr.total},

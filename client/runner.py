@@ -333,8 +333,8 @@ class JobRunner:
         except ValueError as err:
             raise _Refused(NackReason.BAD_ENV, str(err)) from None
         run_timeout = options.get("run_timeout")
-        usable = isinstance(run_timeout, int | float) and not isinstance(run_timeout, bool)
-        if not usable or run_timeout <= 0:
+        if not isinstance(run_timeout, int | float) or isinstance(run_timeout, bool) \
+                or run_timeout <= 0:
             run_timeout = self.settings.default_run_timeout
         return _Job(
             job_id=job_id,

@@ -1,9 +1,13 @@
 """Shared parts of the identity commands (org-*, user-*, client-*, group-*): the local store.
 
-    open_store(ctx) -> contextmanager yielding the pushd.store module
+    open_store(ctx, changes=False) -> contextmanager yielding the pushd.store module
         Makes sure the directories and schema exist (what reconfigure does; idempotent), opens
         the database the settings name and closes it afterwards; as root, the files stay the
-        service account's. Store errors become CommandFailed.
+        service account's. Store errors become CommandFailed. With `changes` (every command
+        that changes organizations, principals, keys or groups) it then bumps the identity
+        generation (`pushd.identity.generation`), also when the command failed part way:
+        every API worker drops its cached identity answers before its next lookup, so the
+        change applies to the first request after the command returns.
     check_name(kind, name) -> str             Chef's naming rules; CommandFailed (exit 2)
     require_org(store, name) -> Organization  CommandFailed when missing
     KeyMaterial(public_pem, private_pem | None)
@@ -12,6 +16,9 @@
         2048-bit pair (the private key is written only after the store accepted the principal,
         by write_private_key). Exactly one of the two must be given.
     write_private_key(path, pem) -> None      0600, refuses to overwrite
+    add_key_arguments(parser, help)           --public-key FILE | --key-out FILE (one required)
+    replace_key(ctx, kind, name, args) -> int the user-key / client-key commands: a new key for
+        an existing principal (the private key written only once the store took the public one)
     tell_broker_key_deleted(ctx, org_id, node) a running broker stops using the node's session
         key now (it answers config fetches from memory); a broker that is not running reads
         the store when it starts, so its absence is not an error
@@ -19,6 +26,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -28,15 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from pushd_ctl import layout, provision
-from pushd_ctl.context import EXIT_USAGE, CommandFailed, Context
+from pushd_ctl.context import EXIT_OK, EXIT_USAGE, CommandFailed, Context
 
 from pushd.errors import ConfigError, StoreError
 
 __all__ = [
     "KeyMaterial",
+    "add_key_arguments",
     "check_name",
     "key_material",
     "open_store",
+    "replace_key",
     "require_org",
     "tell_broker_key_deleted",
     "write_private_key",
@@ -63,7 +73,7 @@ def check_name(kind: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def open_store(ctx: Context) -> Iterator[Any]:
+def open_store(ctx: Context, *, changes: bool = False) -> Iterator[Any]:
     from pushd import store
 
     settings = ctx.settings
@@ -78,8 +88,22 @@ def open_store(ctx: Context) -> Iterator[Any]:
     except StoreError as err:
         raise CommandFailed(str(err)) from None
     finally:
-        store.close_database()
+        store.close_database()  # every change is committed by now
+        if changes:
+            _bump_generation(ctx)
         provision.hand_over(settings, layout.service_user())
+
+
+def _bump_generation(ctx: Context) -> None:
+    from pushd.identity.generation import bump, generation_path
+
+    try:
+        bump(ctx.settings.get("run_dir"))
+    except OSError as err:
+        ttl = ctx.settings.get("principal_cache_ttl")
+        ctx.warn(f"warning: cannot write {generation_path(ctx.settings.get('run_dir'))} "
+                 f"({err.strerror}); running API workers see the change within "
+                 f"principal_cache_ttl ({ttl} s)")
 
 
 def require_org(store: Any, name: str) -> Any:
@@ -126,6 +150,26 @@ def write_private_key(path: str, pem: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(pem)
+
+
+def add_key_arguments(parser: argparse.ArgumentParser, public_help: str) -> None:
+    keys = parser.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--public-key", metavar="FILE", help=public_help)
+    keys.add_argument("--key-out", metavar="FILE", help="generate a key pair; private key here")
+
+
+def replace_key(ctx: Context, kind: str, name: str, args: Any) -> int:
+    material = key_material(args.public_key, args.key_out)
+    with open_store(ctx, changes=True) as store:
+        org = require_org(store, args.org)
+        if not store.update_principal(org.id, name, kind, public_key=material.public_pem):
+            raise CommandFailed(f"{kind} {name!r} does not exist in {org.name}")
+    if material.private_pem is not None:
+        write_private_key(args.key_out, material.private_pem)
+        ctx.say(f"Replaced the key of {kind} {name} in {org.name}; private key in {args.key_out}")
+    else:
+        ctx.say(f"Replaced the key of {kind} {name} in {org.name}")
+    return EXIT_OK
 
 
 BROKER_NOTICE_TIMEOUT = 2.0  # seconds; the broker re-reads the store within a minute anyway

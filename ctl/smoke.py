@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ class SmokeTest:
 
         user_private, user_public = generate_client_keypair()
         node_private, node_public = generate_client_keypair()
-        with identity.open_store(self.ctx) as store:
+        with identity.open_store(self.ctx, changes=True) as store:
             org = store.get_organization(SMOKE_ORG)
             if org is None:
                 org = store.create_organization(SMOKE_ORG, "push-jobs-server-ctl test")
@@ -176,7 +177,7 @@ class SmokeTest:
 
         url = f"{self.org_url}/pushy/{path}"
         raw = json.dumps(body).encode() if body is not None else b""
-        signed_path = urllib.request.urlparse(url).path
+        signed_path = urllib.parse.urlparse(url).path
         headers = {"Accept": "application/json", "Content-Type": "application/json"}
         headers.update(sign_request(method, signed_path, raw, self.user, self.user_key))
         request = urllib.request.Request(url, data=raw or None, method=method, headers=headers)
@@ -208,7 +209,7 @@ class SmokeTest:
         if self.keep:
             self.ctx.say(f"kept: {self.workdir} and the principals")
             return
-        with contextlib.suppress(Exception), identity.open_store(self.ctx) as store:
+        with contextlib.suppress(Exception), identity.open_store(self.ctx, changes=True) as store:
             org = store.get_organization(SMOKE_ORG)
             if org is not None:
                 store.delete_principal(org.id, self.node, "client")

@@ -27,6 +27,7 @@ Exit statuses of `status` follow LSB: 0 all running, 3 something not running.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -170,6 +171,10 @@ def runsvdir_pid(settings: Any) -> int | None:
     return None
 
 
+def _unsupervised(settings: Any, service: str) -> bool:
+    return not is_supervised(settings, service)
+
+
 def is_supervised(settings: Any, service: str) -> bool:
     # runsv creates supervise/ok (a fifo) and keeps it open while it runs.
     ok = layout.service_path(settings, service) / "supervise" / "ok"
@@ -225,7 +230,7 @@ def stop_supervision(settings: Any, *, wait: int = 30) -> list[str]:
     for service in supervised:
         sv(settings, "exit", service, wait=wait)
     for service in layout.SERVICES:
-        if not wait_until(lambda s=service: not is_supervised(settings, s), timeout=wait):
+        if not wait_until(functools.partial(_unsupervised, settings, service), timeout=wait):
             problems.append(f"{service}: runsv did not exit")
     with contextlib.suppress(FileNotFoundError):
         layout.runsvdir_pid_path(settings).unlink()

@@ -223,8 +223,8 @@ def load_config(
     if not url.startswith(("http://", "https://")):
         raise CliError(f"chef_server_url {url!r} from {origins['chef_server_url']} must start"
                        " with https:// or http://")
-    name = values.get("node_name")
-    if not isinstance(name, str) or not name:
+    user_name = values.get("node_name")
+    if not isinstance(user_name, str) or not user_name:
         raise CliError(f"no node_name (the user to sign requests as): set node_name in"
                        f" knife.rb/config.rb or client_name in a credentials profile, or pass"
                        f" -u/--user ({looked})")
@@ -250,7 +250,7 @@ def load_config(
                        f" (from {origins.get('authentication_protocol_version')})")
     return CliConfig(
         server_url=url.rstrip("/"),
-        user=name,
+        user=user_name,
         key_pem=key_pem,
         key_source=key_source,
         ssl_verify=mode == "verify_peer",

@@ -24,7 +24,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from pushd_knife import commands, exitcodes
 from pushd_knife.chefhttp import ChefHTTP
@@ -39,7 +39,7 @@ PROG = "push-jobs"
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one `ERROR:` line and exit code USAGE."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise CliError(f"{message} (see `{self.prog} --help`)", exitcodes.USAGE)
 
 

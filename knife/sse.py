@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from http.client import HTTPConnection  # the parameter `http` hides the module in __init__
 from typing import Any
 
 from pushd_knife.chefhttp import ApiError, ChefHTTP
@@ -163,7 +164,7 @@ class FeedReader:
         self.max_failures = max_failures
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="push-jobs-feed", daemon=True)
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: HTTPConnection | None = None
         self.last_error: str | None = None
 
     def start(self) -> None:

@@ -78,6 +78,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from pushd.errors import AuthError
 
@@ -252,6 +253,7 @@ def load_private_key_file(path: str | os.PathLike[str]) -> rsa.RSAPrivateKey:
 def _load_public_key_pem(data: bytes) -> rsa.RSAPublicKey:
     # Keys arrive as PEM text on every request; parsing is cached because keys are immutable.
     stripped = data.lstrip()
+    key: PublicKeyTypes
     try:
         if stripped.startswith(b"-----BEGIN CERTIFICATE"):
             key = x509.load_pem_x509_certificate(stripped).public_key()
@@ -421,7 +423,8 @@ def _signature_matches(
 ) -> bool:
     try:
         if version in ("1.0", "1.1"):
-            key.verify(signature, canonical, padding.PKCS1v15(), asym_utils.NoDigestInfo())
+            # cryptography's hint for verify() omits NoDigestInfo, which it accepts.
+            key.verify(signature, canonical, padding.PKCS1v15(), asym_utils.NoDigestInfo())  # type: ignore[arg-type]
         elif version == "1.2":
             key.verify(signature, canonical, padding.PKCS1v15(), hashes.SHA1())
         else:

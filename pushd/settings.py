@@ -311,7 +311,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("allow_unencrypted", False, "bool", boolean,
        "Also accept 1.x-protocol clients without Curve on unencrypted_command_port."),
     _s("unencrypted_command_port", 10001, "port", port,
-       "ROUTER socket for 1.x-protocol clients (only when allow_unencrypted)."),
+       "ROUTER socket for 1.x-protocol clients (when allow_unencrypted or "
+       "disable_curve_encryption)."),
     _s("zmq_io_processes", 1, "int", integer(1, 64), "ZeroMQ I/O threads."),
     _s("api_workers", 2, "int", integer(1, 64), "gunicorn workers serving the REST API."),
     # Protocol and liveness.
@@ -331,13 +332,18 @@ SETTINGS: tuple[Setting, ...] = (
     _s("max_message_skew", 300, "int (s)", integer(1, 86400),
        "Largest clock difference accepted in a signed ZeroMQ message (max_time_skew)."),
     _s("disable_curve_encryption", False, "bool", boolean,
-       "Run the command channel without Curve (testing only; 2.x clients refuse it)."),
+       "Run without Curve: every config answer is a 1.x server's (no curve_public_key, "
+       "unencrypted_command_port), so 2.x clients work only with their allow_unencrypted "
+       "option."),
     _s("rehab_timer", 1000, "int (ms)", integer(10, 600_000),
        "Milliseconds between abort messages to a node being brought back to idle."),
     _s("config_lifetime", 3600, "int (s)", positive,
        "Lifetime advertised in the config endpoint's response."),
     _s("validate_client_node_name", True, "bool", boolean,
        "A client may fetch only the config of the node with its own name."),
+    _s("allow_user_node_config", False, "bool", boolean,
+       "Users with read access may also fetch a node's config (its session key and Curve "
+       "admission) for an existing client of that name; otherwise only the node itself may."),
     # Jobs.
     _s("voting_timeout", 60, "int (s)", positive, "Seconds a job waits for nodes to commit."),
     _s("default_running_timeout", 3600, "int (s)", positive,
@@ -373,8 +379,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Private key of chef_server_superuser_name."),
     _s("principal_cache_ttl", 5, "int (s)", non_negative,
        "Seconds each API worker caches an organization, principal or group answer (local "
-       "database or Chef Server): a deleted client, a new key or a group change takes effect "
-       "within this time; 0 turns the cache off."),
+       "database or Chef Server); a change made with push-jobs-server-ctl applies to the next "
+       "request all the same, other changes within this time; 0 turns the cache off."),
     _s("chef_api_version", "11.1.0", "string", non_empty,
        "X-Chef-Version sent to the Chef Server."),
     # Kept from the original; accepted and documented, not used by pushd.
@@ -465,8 +471,9 @@ class Settings:
         return settings
 
     def _check_conflicts(self) -> None:
+        legacy_port = self["allow_unencrypted"] or self["disable_curve_encryption"]
         used = [name for name in _PORT_NAMES
-                if name != "unencrypted_command_port" or self["allow_unencrypted"]]  # fmt: skip
+                if name != "unencrypted_command_port" or legacy_port]  # fmt: skip
         seen: dict[int, str] = {}
         for name in used:
             if self[name] in seen:

@@ -30,10 +30,14 @@ COMMANDS: tuple[str, ...] = (
     "org-list",
     "user-create",
     "user-list",
+    "user-key",
+    "user-delete",
     "client-create",
     "client-list",
+    "client-key",
     "client-delete",
     "group-add",
+    "group-remove",
     "group-list",
 )
 

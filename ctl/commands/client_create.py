@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(ctx: Context, args: Any) -> int:
     name = identity.check_name("client", args.node)
     material = identity.key_material(args.public_key, args.key_out)
-    with identity.open_store(ctx) as store:
+    with identity.open_store(ctx, changes=True) as store:
         org = identity.require_org(store, args.org)
         if store.get_principal(org.id, name, "client") is not None:
             raise CommandFailed(f"client {name!r} already exists in {org.name}")

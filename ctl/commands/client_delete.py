@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(ctx: Context, args: Any) -> int:
-    with identity.open_store(ctx) as store:
+    with identity.open_store(ctx, changes=True) as store:
         org = identity.require_org(store, args.org)
         if not store.delete_principal(org.id, args.node, "client"):
             raise CommandFailed(f"client {args.node!r} does not exist in {org.name}")

@@ -7,6 +7,7 @@ KILL. The service stays down until start.
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 from pushd_ctl import services, supervision
@@ -29,11 +30,13 @@ def run(ctx: Context, args: Any) -> int:
         if status.state == "run":
             ctx.say(f"{service}: still running after {args.wait}s, sending KILL")
             supervision.sv(settings, "kill", service)
-            supervision.wait_until(
-                lambda s=service: supervision.service_status(settings, s).state != "run", 10
-            )
+            supervision.wait_until(functools.partial(_not_running, settings, service), 10)
         status = supervision.service_status(settings, service)
         ctx.say(status.text)
         if status.state == "run":
             code = EXIT_FAILURE
     return code
+
+
+def _not_running(settings: Any, service: str) -> bool:
+    return supervision.service_status(settings, service).state != "run"

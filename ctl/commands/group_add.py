@@ -32,7 +32,7 @@ def run(ctx: Context, args: Any) -> int:
         kind, member = "group", args.member_group
     if kind == "group" and member == group:
         raise CommandFailed(f"a group cannot contain itself ({group})")
-    with identity.open_store(ctx) as store:
+    with identity.open_store(ctx, changes=True) as store:
         org = identity.require_org(store, args.org)
         exists = (
             store.get_group(org.id, member) is not None

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(ctx: Context, args: Any) -> int:
     name = identity.check_name("organization", args.org)
-    with identity.open_store(ctx) as store:
+    with identity.open_store(ctx, changes=True) as store:
         if store.get_organization(name) is not None:
             raise CommandFailed(f"organization {name!r} already exists")
         org = store.create_organization(name, args.full_name or name)

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(ctx: Context, args: Any) -> int:
     name = identity.check_name("user", args.user)
     material = identity.key_material(args.public_key, args.key_out)
-    with identity.open_store(ctx) as store:
+    with identity.open_store(ctx, changes=True) as store:
         org = identity.require_org(store, args.org)
         if store.get_principal(org.id, name, "user") is not None:
             raise CommandFailed(f"user {name!r} already exists in {org.name}")

@@ -120,9 +120,15 @@ class Authenticator:
             raise forbidden(requestor.name)
 
     def require_config(
-        self, requestor: Requestor, node: str, *, validate_client_node_name: bool
+        self,
+        requestor: Requestor,
+        node: str,
+        *,
+        validate_client_node_name: bool,
+        allow_user_node_config: bool = False,
     ) -> None:
-        """The config endpoint's rule: a client only for itself, a user with read access."""
+        """The config endpoint's rule: a client only for itself; a user only when
+        `allow_user_node_config`, with read access, for an existing client."""
         refusal = self._call(
             self._authz.can_read_config,
             self._principals,
@@ -130,6 +136,7 @@ class Authenticator:
             requestor.principal,
             node,
             validate_client_node_name=validate_client_node_name,
+            allow_user_node_config=allow_user_node_config,
         )
         if refusal:
             raise ApiError(403, refusal, listed=True)

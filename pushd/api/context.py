@@ -22,6 +22,7 @@ class ApiSettings:
     allow_unencrypted: bool
     disable_curve_encryption: bool
     validate_client_node_name: bool
+    allow_user_node_config: bool
     server_host: str
     heartbeat_port: int
     command_port: int
@@ -46,6 +47,7 @@ class ApiSettings:
             allow_unencrypted=bool(get("allow_unencrypted")),
             disable_curve_encryption=bool(get("disable_curve_encryption")),
             validate_client_node_name=bool(get("validate_client_node_name")),
+            allow_user_node_config=bool(get("allow_user_node_config")),
             server_host=str(get("server_name_advertised") or get("vip")),
             heartbeat_port=int(get("server_heartbeat_port")),
             command_port=int(get("command_port")),

@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,7 +77,8 @@ def iso_time(when: float | datetime | None) -> str | None:
 class ControlHandler:
     def __init__(self, broker: Any) -> None:
         self._broker = broker
-        self._ops = {
+        # Keyed by object: a request's "op" may be any JSON value (unknown ones answer unknown_op).
+        self._ops: dict[object, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "admit": self._admit,
             "start_job": self._start_job,
             "abort_job": self._abort_job,

@@ -23,42 +23,45 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)  # a node reference: the tracker's (org, node) tuple
 
 
-class LivenessMonitor:
+class LivenessMonitor(Generic[K]):
     def __init__(self, offline_after: float) -> None:
         if offline_after <= 0:
             raise ValueError("offline_after must be positive")
         self.offline_after = offline_after
-        self._last_seen: dict[Hashable, float] = {}
-        self._scheduled: dict[Hashable, float] = {}  # the one live heap entry per node
-        self._held: dict[Hashable, float] = {}  # earliest time a node may be reported
-        self._heap: list[tuple[float, int, Hashable]] = []
+        self._last_seen: dict[K, float] = {}
+        self._scheduled: dict[K, float] = {}  # the one live heap entry per node
+        self._held: dict[K, float] = {}  # earliest time a node may be reported
+        self._heap: list[tuple[float, int, K]] = []
         self._tiebreak = 0
 
     def __len__(self) -> int:
         return len(self._last_seen)
 
-    def touch(self, ref: Hashable, now: float) -> None:
+    def touch(self, ref: K, now: float) -> None:
         if ref not in self._last_seen:
             self._push(now + self.offline_after, ref)
         self._last_seen[ref] = now
 
-    def hold(self, ref: Hashable, until: float) -> None:
+    def hold(self, ref: K, until: float) -> None:
         # Only extends the deadline: the heap entry, when it surfaces, is pushed back to it.
         self._held[ref] = until
 
-    def forget(self, ref: Hashable) -> None:
+    def forget(self, ref: K) -> None:
         # The heap entry stays and is discarded when it surfaces (no longer scheduled).
         self._last_seen.pop(ref, None)
         self._scheduled.pop(ref, None)
         self._held.pop(ref, None)
 
-    def last_seen(self, ref: Hashable) -> float | None:
+    def last_seen(self, ref: K) -> float | None:
         return self._last_seen.get(ref)
 
-    def expired(self, now: float) -> list[Hashable]:
-        dead: list[Hashable] = []
+    def expired(self, now: float) -> list[K]:
+        dead: list[K] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
             scheduled, _, ref = heapq.heappop(heap)
@@ -74,7 +77,7 @@ class LivenessMonitor:
                 self._push(deadline, ref)
         return dead
 
-    def _push(self, deadline: float, ref: Hashable) -> None:
+    def _push(self, deadline: float, ref: K) -> None:
         self._tiebreak += 1
         self._scheduled[ref] = deadline
         heapq.heappush(self._heap, (deadline, self._tiebreak, ref))

@@ -122,7 +122,7 @@ class NodeTracker:
         self._outbox = outbox
         self._scheduler = scheduler
         self._rehab_interval = rehab_interval
-        self._liveness = LivenessMonitor(offline_after)
+        self._liveness: LivenessMonitor[NodeRef] = LivenessMonitor(offline_after)
         self._liveness_clock = liveness_clock or scheduler.now
         self._reattach_hold_until = self._liveness_clock() + reattach_hold
         self._counts: collections.Counter[str] = collections.Counter()

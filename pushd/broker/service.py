@@ -57,6 +57,7 @@ starts `new` jobs (after the grace when it is a restart, so nodes have reconnect
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import os
@@ -66,7 +67,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -302,7 +303,7 @@ class Broker:
         try:
             while not self._stopping.is_set():
                 timeout = self.timers.next_delay(POLL_CAP)
-                ready = poller.poll(timeout * 1000)
+                ready = poller.poll(int(timeout * 1000))  # what pyzmq does with a float
                 started = clock()
                 for socket, _ in ready:
                     handlers[socket]()
@@ -391,7 +392,7 @@ class Broker:
                 return True
             handle(kind, identity, recv)
             # Usually that was the only message: asking is cheaper than a raised zmq.Again.
-            if not socket.get(zmq.EVENTS) & zmq.POLLIN:
+            if not cast(int, socket.get(zmq.EVENTS)) & zmq.POLLIN:  # pyzmq: int | bytes
                 return True
             limit -= 1
         for count in range(1, limit + 1):
@@ -453,7 +454,7 @@ class Broker:
             else parse_node_message(body).sequence
         )
         if kind == CURVE and not self.config.disable_curve_encryption:
-            user_id = frame.get("User-Id")
+            user_id = cast(str, frame.get("User-Id"))  # a metadata property is text
             if user_id_ref(user_id or "") != (org_id, node):
                 raise ProtocolError("wrong_node", f"{user_id} spoke for {org_id}:{node}")
         address = (kind, identity)
@@ -690,7 +691,7 @@ class Broker:
             if view.status == JobStatus.NEW:
                 delay = max(0.0, self._grace_until - self.timers.now())
                 org_id, job_id = view.org_id, view.id
-                self.timers.call_later(delay, lambda o=org_id, j=job_id: self._start_if_new(o, j))
+                self.timers.call_later(delay, functools.partial(self._start_if_new, org_id, job_id))
             elif view.status == JobStatus.VOTING:
                 log.info("job %s was voting when the broker stopped: crashed", view.id)
                 t = Transition(view.id, view.org_id, JobStatus.CRASHED)

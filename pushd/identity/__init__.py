@@ -3,9 +3,10 @@
     make_principal_source(settings) -> PrincipalSource
         By ``settings.get("principal_source")``: "local" (default) returns `LocalSource`, which
         reads the process's open database (call `pushd.store.open_database` first) and caches
-        its answers for ``principal_cache_ttl`` seconds (0: no cache); "chef_server"
-        returns `ChefServerSource.from_settings(settings)`. ConfigError for anything else or an
-        unusable superuser key.
+        its answers for ``principal_cache_ttl`` seconds (0: no cache), forgetting them when
+        the ctl bumps the identity generation in ``run_dir`` (`pushd.identity.generation`);
+        "chef_server" returns `ChefServerSource.from_settings(settings)`. ConfigError for
+        anything else or an unusable superuser key.
 
 Re-exported here: `Org`, `Principal`, `Group`, `PrincipalSource`, `SourceUnavailable`
 (`pushd.identity.base`), `ChefServerSource`, `ChefServerUnavailable`
@@ -49,10 +50,14 @@ __all__ = [
 def make_principal_source(settings: Any) -> PrincipalSource:
     kind = settings.get("principal_source") or "local"
     if kind == "local":
+        from pushd.identity.generation import generation_path
         from pushd.identity.local import LocalSource
 
         ttl = settings.get("principal_cache_ttl")
-        return LocalSource(cache_ttl=0.0 if ttl is None else float(ttl))
+        return LocalSource(
+            cache_ttl=0.0 if ttl is None else float(ttl),
+            generation_file=generation_path(settings.get("run_dir")),
+        )
     if kind == "chef_server":
         try:
             return ChefServerSource.from_settings(settings)

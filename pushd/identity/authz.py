@@ -7,11 +7,15 @@
         POST /jobs: membership of `pushy_job_writers` when that group exists, otherwise of
         `admins`. A source without groups at all (a Chef 11-style server such as goiardi has no
         `admins` group) falls back to the principal's own `admin` flag.
-    can_read_config(source, org, principal, node_name, *, validate_client_node_name=True)
-        -> str | None
-        The config endpoint: None when allowed, else the exact 403 message. A client may fetch
-        only its own node's config (when `validate_client_node_name`) and skips group checks;
-        a user needs `can_read`.
+    can_read_config(source, org, principal, node_name, *, validate_client_node_name=True,
+                    allow_user_node_config=False) -> str | None
+        The config endpoint, which hands out the node's session key and Curve admission: None
+        when allowed, else the exact 403 message. A client may fetch its own node's config and
+        skips group checks (as the original); another node's only when
+        `validate_client_node_name` is off, and only if that node is an existing client. A user
+        is refused (`user_config_refused`) unless `allow_user_node_config`, and then needs
+        `can_read` and an existing client of that name (`not_a_node`): the original handed any
+        reader the session of any name, with which a user could act as a node.
     validate_client_node_name(principal, node_name) -> bool
         True unless `principal` is a client asking for another node's config.
     is_member(source, org_name, principal, group_name) -> bool | None
@@ -19,6 +23,7 @@
         groups depth-first with cycle protection and a bound on groups visited; None when the
         top group does not exist. A nested group that does not exist is simply not a path in.
     forbidden_message(name) -> str, CLIENT_NODE_MISMATCH: the original's 403 texts.
+    user_config_refused(name) -> str, not_a_node(org_name, node) -> str: pushd's own.
 
 `source` may raise `SourceUnavailable`; it propagates (the API answers 502, where the original
 answered 403 on an erchef error: a refusal would wrongly tell the user they lack rights).
@@ -82,6 +87,21 @@ def can_write(source: PrincipalSource, org: Org, principal: Principal) -> bool:
     return bool(principal.admin)
 
 
+def user_config_refused(name: str) -> str:
+    return (f"User '{name}' may not fetch a node's config: only the node's own client may "
+            "(the server's allow_user_node_config setting is off).")
+
+
+def not_a_node(org_name: str, node: str) -> str:
+    return f"'{node}' is not a client of organization '{org_name}'."
+
+
+def is_node(source: PrincipalSource, org: Org, node_name: str) -> bool:
+    """An existing client of the organization by that name."""
+    found = source.principal(org.name, node_name)
+    return found is not None and found.is_client and found.org_member
+
+
 def validate_client_node_name(principal: Principal, node_name: str) -> bool:
     return not principal.is_client or principal.name == node_name
 
@@ -93,11 +113,16 @@ def can_read_config(
     node_name: str,
     *,
     validate_client_node_name: bool = True,
+    allow_user_node_config: bool = False,
 ) -> str | None:
     if principal.is_client:
-        if validate_client_node_name and principal.name != node_name:
+        if principal.name == node_name:
+            return None  # the original lets clients skip the group checks here
+        if validate_client_node_name:
             return CLIENT_NODE_MISMATCH
-        return None  # the original lets clients skip the group checks here
-    if can_read(source, org, principal):
-        return None
-    return forbidden_message(principal.name)
+        return None if is_node(source, org, node_name) else not_a_node(org.name, node_name)
+    if not allow_user_node_config:
+        return user_config_refused(principal.name)
+    if not can_read(source, org, principal):
+        return forbidden_message(principal.name)
+    return None if is_node(source, org, node_name) else not_a_node(org.name, node_name)

@@ -1,15 +1,18 @@
 """Principal source backed by pushd's own database (`pushd.store`, the embedded default).
 
-    LocalSource(cache_ttl=0.0, *, clock=time.monotonic)
+    LocalSource(cache_ttl=0.0, *, clock=time.monotonic, generation_file=None)
         Implements `PrincipalSource` over the process-wide database the caller opened with
         `pushd.store.open_database(...)`. With `cache_ttl` > 0 (the API workers pass
         `principal_cache_ttl`) every answer of `org`, `principal` and `group`, "does not exist"
         included, is kept in this process for up to `cache_ttl` seconds, so a steady stream of
-        requests from known principals makes no database query for identity; a client deleted,
-        a key replaced, a group changed or an organization deleted with
-        `push-jobs-server-ctl` therefore takes effect within `cache_ttl` seconds (on the next
-        request when it is 0, the default). Errors are never cached. Cache keys carry the
-        organization name, so every lookup stays org-scoped.
+        requests from known principals makes no database query for identity. A change made
+        with `push-jobs-server-ctl` (a client deleted, a key replaced, a group changed) bumps
+        `generation_file` (`pushd.identity.generation`, in run_dir; the API workers pass it):
+        every lookup first stats that file and, when it changed, forgets everything cached, so
+        such a change takes effect on the next lookup whatever `cache_ttl` is. A change made
+        to the database behind the ctl's back takes effect within `cache_ttl` seconds. Errors
+        are never cached. Cache keys carry the organization name, so every lookup stays
+        org-scoped.
         ``invalidate()`` forgets everything cached.
         Herds: when `cache_ttl` > 0 and BULK_AFTER principal lookups of one organization miss
         the cache within one `cache_ttl` window (a restart storm: every node re-fetches its
@@ -40,6 +43,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from pushd import store
@@ -53,6 +57,7 @@ from pushd.identity.base import (
     SourceUnavailable,
 )
 from pushd.identity.cache import TTLCache
+from pushd.identity.generation import GenerationWatch
 
 P = ParamSpec("P")
 # Misses within one cache_ttl window before a bulk load: on PostgreSQL, loading 5,000
@@ -91,27 +96,45 @@ def _member(row: Any) -> Principal:
 
 class LocalSource:
     def __init__(
-        self, cache_ttl: float = 0.0, *, clock: Callable[[], float] = time.monotonic
+        self,
+        cache_ttl: float = 0.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        generation_file: Path | None = None,
     ) -> None:
         self._cache = TTLCache(cache_ttl, max_entries=CACHE_ENTRIES, clock=clock)
         self._ttl = cache_ttl
         self._clock = clock
         # org name -> [window start, misses in the window, bulk loaded in the window]
         self._herds: dict[str, list[Any]] = {}
+        # Without a cache there is nothing to forget, and no stat per lookup to pay.
+        self._generation = (
+            GenerationWatch(generation_file)
+            if generation_file is not None and cache_ttl > 0
+            else None
+        )
 
     def invalidate(self) -> None:
         """Forget every cached answer."""
         self._cache.invalidate()
+        self._herds.clear()
+
+    def _fresh(self) -> None:
+        if self._generation is not None:
+            self._generation.check(self.invalidate)
 
     def org(self, name: str) -> Org | None:
+        self._fresh()
         return self._cache.get_or_load(("org", name), lambda: self._load_org(name))
 
     def principal(self, org_name: str, name: str) -> Principal | None:
+        self._fresh()
         return self._cache.get_or_load(
             ("principal", org_name, name), lambda: self._principal_missed(org_name, name)
         )
 
     def group(self, org_name: str, group_name: str) -> Group | None:
+        self._fresh()
         return self._cache.get_or_load(
             ("group", org_name, group_name), lambda: self._load_group(org_name, group_name)
         )
@@ -146,6 +169,7 @@ class LocalSource:
     @_store_errors_unavailable
     def _load_org_principals(self, org_name: str) -> dict[str, Principal]:
         """Every principal of the org, cached; {} (nothing cached) when they would not fit."""
+        epoch = self._cache.epoch  # before reading: a load an invalidation overtook is dropped
         org = self.org(org_name)
         if org is None:
             return {}
@@ -157,7 +181,8 @@ class LocalSource:
             if row.kind == KIND_CLIENT or row.name not in found:  # the client wins
                 found[row.name] = _member(row)
         self._cache.put_many(
-            (("principal", org_name, name), principal) for name, principal in found.items()
+            ((("principal", org_name, name), principal) for name, principal in found.items()),
+            epoch,
         )
         return found
 

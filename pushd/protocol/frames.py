@@ -98,9 +98,9 @@ def parse_header(raw: bytes) -> Header:
         raise ProtocolError("too_large", f"header of {len(raw)} bytes (max {MAX_HEADER_SIZE})")
     # Fast path for the one form every current peer sends (every heartbeat takes it).
     if isinstance(raw, bytes) and raw.startswith(_CANONICAL_HMAC_PREFIX):
-        signature = raw[len(_CANONICAL_HMAC_PREFIX) :].strip()
-        if signature and signature.isascii() and b";" not in signature:
-            return Header("2.0", HMAC_SHA256, signature.decode("ascii"))
+        raw_signature = raw[len(_CANONICAL_HMAC_PREFIX) :].strip()
+        if raw_signature and raw_signature.isascii() and b";" not in raw_signature:
+            return Header("2.0", HMAC_SHA256, raw_signature.decode("ascii"))
     try:
         text = bytes(raw).decode("ascii")
     except UnicodeDecodeError:

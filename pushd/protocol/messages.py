@@ -484,7 +484,7 @@ def parse_node_message(body: Mapping[str, Any]) -> NodeMessage:
     """Validate a decoded node -> server body."""
     _require_mapping(body)
     type_ = _type(body, NODE_MESSAGE_TYPES)
-    common = {
+    common: dict[str, Any] = {
         "type": type_,
         "node": _required_str(body, "node"),
         "org": _required_str(body, "org"),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 import gevent
@@ -52,8 +53,10 @@ class PushdGeventWorker(GeventWorker):
         app = self.wsgi
         streams = self._streams
 
-        def tracking_app(environ: dict[str, Any], start_response: Any) -> Any:
-            def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+        def tracking_app(
+            environ: MutableMapping[str, Any], start_response: Callable[..., Any]
+        ) -> Iterable[bytes]:
+            def start(status: str, headers: Iterable[tuple[str, str]], *exc_info: Any) -> Any:
                 for name, value in headers:
                     if name.lower() == "content-type" and value.startswith(EVENT_STREAM):
                         streams.add(gevent.getcurrent())
@@ -101,7 +104,7 @@ class PushdGeventWorker(GeventWorker):
 
     def _serve(self, listener: Any) -> StreamServer:
         listener.setblocking(1)
-        ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
+        ssl_args: dict[str, Any] = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
         pool = Pool(self.worker_connections)
         server = StreamServer(
             listener, handle=lambda client, addr: self.handle(listener, client, addr),
@@ -119,7 +122,11 @@ class PushdGeventWorker(GeventWorker):
         deadline = time.monotonic() + self.cfg.graceful_timeout
         last_notify = time.monotonic()
         while time.monotonic() < deadline:
-            if all(server.pool.free_count() == server.pool.size for server in servers):
+            # (No server is without a pool: _serve gives each one.)
+            if all(
+                server.pool is None or server.pool.free_count() == server.pool.size
+                for server in servers
+            ):
                 return
             if time.monotonic() - last_notify >= NOTIFY_EVERY:
                 self.notify()

@@ -132,7 +132,7 @@ def build_worker_app(settings: Any) -> falcon.App:
     store.open_database(settings)
     keys = load_or_create_server_keys(server_keys_dir(settings))
     run_dir = Path(settings.get("run_dir"))
-    context = zmq.Context.instance()
+    context: zmq.Context[Any] = zmq.Context.instance()
     client = BrokerClient(run_dir, timeout=BROKER_TIMEOUT, zmq_module=zmq, context=context)
     hub = EventHub(zmq, context, f"ipc://{run_dir}/events.sock")
     hub.start()

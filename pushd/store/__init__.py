@@ -3,7 +3,7 @@
 Import what you need from here (`from pushd import store` then `store.create_job(...)`). Each
 submodule's docstring details its part; this is the whole public API.
 
-Opening (pushd.store.db)
+Opening (pushd.store.opening; connections and transactions: pushd.store.db)
     open_database(settings, *, migrate=False) -> peewee.Database
         PostgreSQL when settings.get("postgresql.enable"), else SQLite <data_dir>/pushd.sqlite3
     open_database_params(kind, params, *, pool_size=20, migrate=False) -> peewee.Database
@@ -104,8 +104,6 @@ from pushd.store.db import (
     database_proxy,
     dialect,
     get_database,
-    open_database,
-    open_database_params,
     transaction,
 )
 from pushd.store.events import (
@@ -139,6 +137,7 @@ from pushd.store.jobs import (
     store_output,
 )
 from pushd.store.migrations import LATEST_VERSION, migrate, schema_version
+from pushd.store.opening import open_database, open_database_params
 from pushd.store.principals import (
     Group,
     Organization,

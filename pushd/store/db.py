@@ -1,18 +1,20 @@
-"""Opening the database, the shared proxy, transactions and error translation.
+"""Connecting to the database, the shared proxy, transactions and error translation.
 
 Every model is bound to one process-wide `peewee.DatabaseProxy` (`database_proxy`); opening a
 database initialises it, so the query functions in the other modules need no database argument.
+open_database / open_database_params are pushd.store.opening's: opening may migrate, and
+migrations.py builds on this module, so this module imports neither (no import loop).
 
-    open_database_params(kind, params, *, pool_size=20, migrate=False) -> peewee.Database
+    bind_database(kind, params, *, pool_size=20) -> peewee.Database
         kind "sqlite": params {"path": FILE} (parent directory created, file created 0600);
         WAL journal, foreign_keys=ON, busy_timeout, synchronous=NORMAL.
         kind "postgres": params {"host", "port", "user", "password", "database"} (+ any other
         psycopg 3 connect keyword); a peewee connection pool of `pool_size` connections.
-        migrate=True also brings the schema up to date (see migrations.migrate).
-    open_database(settings, *, migrate=False) -> peewee.Database
-        the same, chosen by settings: PostgreSQL when settings.get("postgresql.enable") is true
-        (postgresql.vip / port / database_name / sql_user / sql_password, db_pool_size),
-        else SQLite at settings.get("sqlite_path") (default <data_dir>/pushd.sqlite3).
+    release_idle(database)           close a pool's idle connections (after opening)
+    database_params_from_settings(settings) -> (kind, params); pool_size_from_settings(settings)
+        PostgreSQL when settings.get("postgresql.enable") is true (postgresql.vip / port /
+        database_name / sql_user / sql_password, db_pool_size), else SQLite at
+        settings.get("sqlite_path") (default <data_dir>/pushd.sqlite3).
     close_database() -> None         close every connection of the open database (in a forked
                                      child it only forgets the parent's connections)
     get_database() -> peewee.Database  the open database (StoreError if none)
@@ -193,10 +195,11 @@ def _postgres_database(params: Mapping[str, Any], pool_size: int) -> peewee.Data
 
 
 @translate_errors
-def open_database_params(
-    kind: str, params: Mapping[str, Any], *, pool_size: int = 20, migrate: bool = False
-) -> peewee.Database:
-    """Open the database described by (kind, params), bind the models to it and return it."""
+def bind_database(kind: str, params: Mapping[str, Any], *, pool_size: int = 20) -> peewee.Database:
+    """Open the database described by (kind, params), bind the models to it and return it.
+
+    The caller (pushd.store.opening, which may migrate first) ends with release_idle()."""
+    database: peewee.Database
     if kind == "sqlite":
         database = _sqlite_database(params)
     elif kind in ("postgres", "postgresql"):
@@ -210,15 +213,14 @@ def open_database_params(
     _opened_by_pid = os.getpid()
     database.connect(reuse_if_open=True)  # fail now, with a clear error, if unreachable
     database.close()
-    if migrate:
-        from pushd.store.migrations import migrate as run_migrations
+    return database
 
-        run_migrations(database)
+
+def release_idle(database: peewee.Database) -> None:
     if isinstance(database, PooledPostgresqlDatabase):
         # Leave no idle pooled connection behind: a process that forks after opening (the
         # server's main process) must not hand a live socket to its children.
         database.close_all()
-    return database
 
 
 def _setting(settings: Any, name: str, default: Any = None) -> Any:
@@ -248,11 +250,8 @@ def database_params_from_settings(settings: Any) -> tuple[str, dict[str, Any]]:
     return "sqlite", {"path": str(Path(data_dir) / SQLITE_FILENAME)}
 
 
-def open_database(settings: Any, *, migrate: bool = False) -> peewee.Database:
-    """Open the database the settings describe (see module docstring)."""
-    kind, params = database_params_from_settings(settings)
-    pool_size = int(_setting(settings, "db_pool_size", 20))
-    return open_database_params(kind, params, pool_size=pool_size, migrate=migrate)
+def pool_size_from_settings(settings: Any) -> int:
+    return int(_setting(settings, "db_pool_size", 20))
 
 
 def close_database() -> None:

@@ -235,8 +235,10 @@ def create_job(
                       JobNode.reason, JobNode.created_at, JobNode.updated_at]
             new = int(NodeStatus.NEW)
             rows = [(job_id, org_id, name, new, None, now, now) for name in node_names]
+            # as_rowcount: no RETURNING. peewee hands back that statement's cursor unread, and
+            # SQLite refuses to COMMIT while it is alive ("SQL statements in progress").
             for chunk in chunks(rows, INSERT_CHUNK):
-                JobNode.insert_many(chunk, fields=fields).execute()
+                JobNode.insert_many(chunk, fields=fields).as_rowcount().execute()
             JobOption.insert(
                 job_id=job_id,
                 job_user=opts.job_user,
@@ -406,7 +408,8 @@ _SUMMARY_COLUMNS = (
 )
 
 
-def _summary_query() -> peewee.ModelSelect:
+def _summary_query() -> peewee.ModelSelect[Any]:
+    # Any: the rows are tuples (.tuples()), which peewee's stubs still type as Job instances.
     return (
         Job.select(*_SUMMARY_COLUMNS)
         .join(JobOption, peewee.JOIN.LEFT_OUTER, on=(JobOption.job_id == Job.id))
@@ -459,8 +462,9 @@ def _node_state(row: JobNode) -> JobNodeState:
 
 
 def _node_states_of_job(org_id: str, job_id: str) -> list[JobNodeState]:
-    # Tuples, not model instances: a job may have thousands of nodes.
-    rows = (
+    # Tuples, not model instances: a job may have thousands of nodes. (Annotated: peewee's stubs
+    # type the rows of .tuples() as model instances.)
+    rows: peewee.ModelSelect[Any] = (
         JobNode.select(JobNode.node_name, JobNode.status, JobNode.reason, JobNode.updated_at)
         .where((JobNode.org_id == org_id) & (JobNode.job_id == job_id))
         .tuples()

@@ -263,7 +263,7 @@ def update_principal(
         )
 
 
-def _org_group_ids(org_id: str) -> peewee.ModelSelect:
+def _org_group_ids(org_id: str) -> peewee.ModelSelect[GroupRow]:
     return GroupRow.select(GroupRow.id).where(GroupRow.org_id == org_id)
 
 

@@ -84,10 +84,11 @@ def touch_known_nodes(org_id: str, last_seen: Mapping[str, datetime]) -> None:
     ]
     with transaction():
         for chunk in chunks(rows, UPSERT_CHUNK):
+            # as_rowcount: no RETURNING cursor left unread in the transaction (see create_job).
             KnownNode.insert_many(chunk).on_conflict(
                 conflict_target=[KnownNode.org_id, KnownNode.node_name],
                 preserve=[KnownNode.last_seen],
-            ).execute()
+            ).as_rowcount().execute()
 
 
 @store_function

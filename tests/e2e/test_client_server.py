@@ -261,3 +261,20 @@ def test_no_leftover_processes() -> None:
     session's jobs count: other test runs on the machine use the same commands)."""
     mine = leftover_jobs(("sleep 3131", "sleep 3132"))
     assert not mine, mine
+
+
+def test_client_with_allow_unencrypted_falls_back_on_a_server_without_curve(
+    tmp_path: Path, files_root: Path
+) -> None:
+    # disable_curve_encryption: the config endpoint answers as a 1.x server does, so the client
+    # (which always sends ccpk) falls back to the 1.x protocol instead of trying Curve on a port
+    # that speaks none and looping on "No messages being received on command port".
+    with running_server(nodes=("node1",), settings={"disable_curve_encryption": True}) as srv:
+        node = Node(srv, tmp_path, files_root, "node1", allow_unencrypted=True)
+        try:
+            node.start()
+            job_id = start_job(srv, "hello", ["node1"])
+            doc = finished(srv, job_id)
+            assert doc["status"] == "complete" and doc["nodes"] == {"succeeded": ["node1"]}
+        finally:
+            node.client.stop()

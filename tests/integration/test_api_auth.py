@@ -155,7 +155,8 @@ def test_every_signing_version_with_a_30_s_old_timestamp(
     server: PushdServer, endpoint: str, version: str
 ) -> None:
     when = datetime.now(UTC) - timedelta(seconds=30)
-    resp = send(server, endpoint, version=version, timestamp=when)
+    user = "node1" if endpoint == "config" else None  # only the node gets its config
+    resp = send(server, endpoint, version=version, timestamp=when, user=user)
     # config needs the broker (200); POST creates a job (201)
     assert resp.status in (200, 201), resp.body
 
@@ -225,11 +226,12 @@ def groups(server: PushdServer) -> Iterator[PushdServer]:
 
 def test_matrix_without_groups(groups: PushdServer) -> None:
     server = groups
+    # users get no node's config (allow_user_node_config is off by default)
     assert outcome(server, server.admin_user) == {
-        "read": 200, "states": 200, "write": 201, "config": 200
+        "read": 200, "states": 200, "write": 201, "config": 403
     }
     assert outcome(server, NORMAL_USER) == {
-        "read": 200, "states": 200, "write": 403, "config": 200
+        "read": 200, "states": 200, "write": 403, "config": 403
     }
     assert outcome(server, "node1") == {"read": 200, "states": 200, "write": 403, "config": 200}
     other = server.request("GET", "config/node2", user="node1", query={"ccpk": CCPK})
@@ -244,7 +246,7 @@ def test_matrix_with_readers_and_writers_groups(groups: PushdServer) -> None:
     server.add_group("pushy_job_readers", users=[NORMAL_USER], clients=["node1"])
     server.add_group("pushy_job_writers", users=[NORMAL_USER])
     assert outcome(server, NORMAL_USER) == {
-        "read": 200, "states": 200, "write": 201, "config": 200
+        "read": 200, "states": 200, "write": 201, "config": 403
     }
     # the admin is in neither group: groups, once they exist, are the whole rule
     assert outcome(server, server.admin_user) == {
@@ -262,7 +264,7 @@ def test_matrix_with_nested_groups(groups: PushdServer) -> None:
     server.add_group("pushy_job_readers", groups=["nested_ops"])
     server.add_group("pushy_job_writers", groups=["nested_ops"])
     assert outcome(server, NORMAL_USER) == {
-        "read": 200, "states": 200, "write": 201, "config": 200
+        "read": 200, "states": 200, "write": 201, "config": 403
     }
     assert outcome(server, server.admin_user)["read"] == 403
 

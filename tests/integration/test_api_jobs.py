@@ -263,7 +263,7 @@ def test_config_document(server: PushdServer) -> None:
 
 def test_ccpk_is_admitted_only_after_authentication(server: PushdServer) -> None:
     """A Curve key sent with an unauthenticated config request must not open the command port."""
-    from tests.support.protocol_peer import ProtocolPeer
+    from pushd_bench.protocol_peer import ProtocolPeer
 
     public, secret = (k.decode() for k in zmq.curve_keypair())
     refused = server.request("GET", "config/node3", sign=False, query={"ccpk": public})

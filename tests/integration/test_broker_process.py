@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pushd_bench.protocol_peer import ProtocolPeer
 
 from pushd import store
 from pushd.broker.control_client import BrokerClient, BrokerUnavailable
@@ -20,7 +21,6 @@ from pushd.keys import load_or_create_server_keys, load_rsa_public_key
 from pushd.states import JobStatus, NodeStatus
 from tests.support.broker_runner import ORG_ID, ORG_NAME, wait_until
 from tests.support.ports import free_ports
-from tests.support.protocol_peer import ProtocolPeer
 
 
 class BrokerProcess:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import zmq
+from pushd_bench.protocol_peer import ProtocolPeer, forged_header
 
 from pushd.broker.control_client import control_path, events_path
 from pushd.protocol.frames import build_header, encode
 from pushd.protocol.timestamps import format_timestamp
 from pushd.states import JobStatus
 from tests.support.broker_runner import ORG_ID, ORG_NAME, BrokerEnv, wait_until
-from tests.support.protocol_peer import ProtocolPeer, forged_header
 
 
 def make_env(tmp_path: Path, **overrides) -> BrokerEnv:

@@ -24,7 +24,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pushd import chefauth
 from pushd.errors import AuthError
 from pushd.identity import ChefServerSource, ChefServerUnavailable, authz
-from pushd.identity.authz import CLIENT_NODE_MISMATCH, forbidden_message
+from pushd.identity.authz import (
+    CLIENT_NODE_MISMATCH,
+    forbidden_message,
+    not_a_node,
+    user_config_refused,
+)
 
 ACME_GUID = "0123456789abcdef0123456789abcdef"
 
@@ -247,8 +252,19 @@ def test_config_endpoint_rules(source: ChefServerSource) -> None:
     assert authz.can_read_config(source, org, node7, "node8") == CLIENT_NODE_MISMATCH
     assert authz.can_read_config(source, org, node7, "node8",
                                  validate_client_node_name=False) is None
-    assert authz.can_read_config(source, org, carol, "node8") is None
-    assert authz.can_read_config(source, org, dave, "node8") == forbidden_message("dave")
+    assert authz.can_read_config(source, org, node7, "ghost", validate_client_node_name=False
+                                 ) == not_a_node("acme", "ghost")  # fmt: skip
+    # Users get no node's session unless the server allows it...
+    assert authz.can_read_config(source, org, carol, "node8") == user_config_refused("carol")
+    # ...and then only readers, and only for an existing client.
+    allowed = {"allow_user_node_config": True}
+    assert authz.can_read_config(source, org, carol, "node8", **allowed) is None
+    assert authz.can_read_config(source, org, carol, "ghost", **allowed) == not_a_node(
+        "acme", "ghost")
+    assert authz.can_read_config(source, org, carol, "alice", **allowed) == not_a_node(
+        "acme", "alice")  # a user's name is not a node
+    assert authz.can_read_config(source, org, dave, "node8", **allowed) == forbidden_message(
+        "dave")
     assert forbidden_message("dave") == (
         "User or client 'dave' does not have access to that action on this server."
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -16,7 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pushd import chefauth, store
 from pushd.identity import KIND_CLIENT, KIND_USER, SourceUnavailable, authz
-from pushd.identity.authz import CLIENT_NODE_MISMATCH, MAX_GROUPS_VISITED, forbidden_message
+from pushd.identity.authz import (
+    CLIENT_NODE_MISMATCH,
+    MAX_GROUPS_VISITED,
+    forbidden_message,
+    not_a_node,
+    user_config_refused,
+)
 from pushd.identity.local import BULK_AFTER, LocalSource
 
 KEYS = {name: rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -164,11 +171,24 @@ def test_config_rules_for_clients_and_users(org_id: str) -> None:
     assert not authz.validate_client_node_name(client, "DONKEY")
     assert authz.validate_client_node_name(user, "DONKEY")
     assert authz.can_read_config(source, org, client, "DONKEY") == CLIENT_NODE_MISMATCH
-    assert authz.can_read_config(source, org, user, "DONKEY") is None
+    assert authz.can_read_config(source, org, client, "DONKEY", validate_client_node_name=False
+                                 ) == not_a_node("pedant-org", "DONKEY")  # fmt: skip
+    assert authz.can_read_config(source, org, client, "admin_client",
+                                 validate_client_node_name=False) is None  # fmt: skip
+    # A user gets no node's session (with which it could act as that node)...
+    assert authz.can_read_config(source, org, user, "admin_client") == user_config_refused(
+        "normal_user")
+    # ...unless allow_user_node_config, and then only for an existing client of the org.
+    allowed = {"allow_user_node_config": True}
+    assert authz.can_read_config(source, org, user, "admin_client", **allowed) is None
+    for not_node in ("DONKEY", "admin_user", "stray_client"):
+        assert authz.can_read_config(source, org, user, not_node, **allowed) == not_a_node(
+            "pedant-org", not_node)
     store.add_group_member(org_id, "pushy_job_readers", "user", "admin_user", create_group=True)
     # Clients skip the group checks for their own config; users need the readers group.
     assert authz.can_read_config(source, org, client, "normal_client") is None
-    assert authz.can_read_config(source, org, user, "DONKEY") == forbidden_message("normal_user")
+    assert authz.can_read_config(source, org, user, "admin_client", **allowed
+                                 ) == forbidden_message("normal_user")  # fmt: skip
 
 
 def test_changes_take_effect_on_the_next_lookup(org_id: str) -> None:
@@ -216,6 +236,28 @@ def test_with_a_cache_ttl_changes_take_effect_within_the_ttl(org_id: str) -> Non
     clock.now += 5.1
     assert source.org("pedant-org") is None
     assert source.principal("pedant-org", "normal_client") is None
+
+
+def test_a_bumped_generation_drops_the_cache_before_the_next_lookup(
+    org_id: str, tmp_path: Path
+) -> None:
+    from pushd.identity.generation import bump, generation_path
+
+    clock = FakeClock()
+    source = LocalSource(cache_ttl=300, clock=clock, generation_file=generation_path(tmp_path))
+    assert source.group("pedant-org", "pushy_job_writers") is None
+    assert source.principal("pedant-org", "normal_client") is not None
+    store.add_group_member(org_id, "pushy_job_writers", "user", "normal_user", create_group=True)
+    store.delete_principal(org_id, "normal_client", KIND_CLIENT)
+    # Without a bump the cached answers stand for the whole TTL (the clock does not move)...
+    assert source.group("pedant-org", "pushy_job_writers") is None
+    bump(tmp_path)  # ...what push-jobs-server-ctl does after its change committed
+    assert source.group("pedant-org", "pushy_job_writers") is not None
+    assert source.principal("pedant-org", "normal_client") is None
+    store.create_principal(org_id, "normal_client", KIND_CLIENT, pem("other"))
+    assert source.principal("pedant-org", "normal_client") is None  # cached again
+    bump(tmp_path)
+    assert source.principal("pedant-org", "normal_client") is not None
 
 
 def test_a_herd_of_lookups_is_answered_alike_from_one_bulk_load(org_id: str) -> None:

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pushd_bench.protocol_peer import ProtocolPeer
+
 from pushd import store
 from pushd.broker.config import BrokerConfig
 from pushd.broker.control_client import BrokerClient
@@ -31,7 +33,6 @@ from pushd.broker.service import Broker
 from pushd.keys import load_or_create_server_keys, load_rsa_public_key
 from pushd.states import TERMINAL_JOB_STATUSES, JobStatus
 from tests.support.ports import free_ports
-from tests.support.protocol_peer import ProtocolPeer
 
 ORG_ID = "0123456789abcdef0123456789abcdef"
 ORG_NAME = "acme"

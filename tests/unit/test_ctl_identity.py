@@ -141,3 +141,50 @@ def test_user_create_requires_exactly_one_key_option(ctl: Ctl) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert "--public-key" in proc.stderr
+
+
+def test_key_replacement_removal_and_group_removal(ctl: Ctl, tmp_path: Path) -> None:
+    ctl("org-create", "acme")
+    ctl("user-create", "alice", "--org", "acme", "--admin", "--key-out", str(tmp_path / "a.pem"))
+    ctl("client-create", "n1", "--org", "acme", "--key-out", str(tmp_path / "n1.pem"))
+    assert ctl("user-key", "alice", "--org", "acme", "--key-out", str(tmp_path / "a2.pem"))[0] == 0
+    _, public = generate_client_keypair()
+    (tmp_path / "n1.pub").write_text(public)
+    assert ctl("client-key", "n1", "--org", "acme",
+               "--public-key", str(tmp_path / "n1.pub"))[0] == 0  # fmt: skip
+    store = ctl.store()
+    org = store.get_organization("acme")
+    alice = store.get_principal(org.id, "alice", "user")
+    new_private = load_rsa_private_key(tmp_path / "a2.pem")
+    assert rsa_public_pem(new_private) == rsa_public_pem(load_rsa_public_key(alice.public_key))
+    assert store.get_principal(org.id, "n1", "client").public_key == public
+    store.close_database()
+
+    assert ctl("group-remove", "acme", "admins", "--user", "alice")[0] == 0
+    assert "admins  users: -" in ctl("group-list", "acme")[1]
+    code, _, err = ctl("group-remove", "acme", "admins", "--user", "alice")
+    assert code == 1 and err.strip().endswith("user alice is not in acme/admins")
+    code, _, err = ctl("group-remove", "acme", "nope", "--user", "alice")
+    assert code == 1 and "group 'nope' does not exist" in err
+    assert ctl("user-delete", "alice", "--org", "acme")[0] == 0
+    assert ctl("user-list", "--org", "acme")[1] == ""
+    code, _, err = ctl("user-delete", "alice", "--org", "acme")
+    assert code == 1 and "user 'alice' does not exist" in err
+    code, _, err = ctl("client-key", "ghost", "--org", "acme", "--key-out", str(tmp_path / "g"))
+    assert code == 1 and "client 'ghost' does not exist" in err
+    assert not (tmp_path / "g").exists()
+
+
+def test_changes_bump_the_identity_generation_and_lists_do_not(ctl: Ctl) -> None:
+    from pushd.config import load_settings
+    from pushd.identity.generation import GenerationWatch, generation_path
+
+    watch = GenerationWatch(generation_path(load_settings(ctl.config).get("run_dir")))
+    seen: list[str] = []
+    assert ctl("org-create", "acme")[0] == 0
+    assert watch.check(lambda: seen.append("org-create"))
+    assert ctl("org-list")[0] == 0 and ctl("group-list", "acme")[0] == 0
+    assert not watch.check(lambda: seen.append("lists"))
+    assert ctl("group-add", "acme", "admins", "--group", "ops")[0] == 1  # refused: no such group
+    assert watch.check(lambda: seen.append("refused"))  # harmless: a forgotten cache reloads
+    assert seen == ["org-create", "refused"]

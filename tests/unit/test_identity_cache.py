@@ -113,3 +113,20 @@ def test_concurrent_users_see_consistent_values() -> None:
         thread.join()
     assert errors == []
     assert len(cache) <= 50
+
+
+def test_a_load_overtaken_by_an_invalidation_is_not_stored() -> None:
+    cache = TTLCache(60)
+
+    def load_while_invalidated() -> str:
+        cache.invalidate()  # the ctl's change lands while this load reads the old state
+        return "old"
+
+    assert cache.get_or_load("k", load_while_invalidated) == "old"
+    assert cache.get_or_load("k", lambda: "new") == "new"
+    epoch = cache.epoch
+    cache.invalidate()
+    cache.put_many([("bulk", "old")], epoch)
+    assert cache.get_or_load("bulk", lambda: "new") == "new"
+    cache.put_many([("bulk2", "now")], cache.epoch)
+    assert cache.get_or_load("bulk2", lambda: "later") == "now"

@@ -135,6 +135,10 @@ def test_conflicting_ports_are_refused() -> None:
     assert Settings.from_values({"unencrypted_command_port": 10003})["api_port"] == 10003
     with pytest.raises(SettingsConflict):
         Settings.from_values({"unencrypted_command_port": 10003, "allow_unencrypted": True})
+    with pytest.raises(SettingsConflict):  # without Curve, nodes are sent to the legacy port
+        Settings.from_values(
+            {"unencrypted_command_port": 10003, "disable_curve_encryption": True}
+        )
     with pytest.raises(SettingsConflict, match="online_threshold"):
         Settings.from_values({"online_threshold": 4})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,32 @@ def test_unknown_job_option_is_refused_before_writing(store_db: str) -> None:
     with pytest.raises(store.InvalidValue, match="bogus"):
         store.create_job(ORG_A, job_id, "uptime", ["n1"], 1, 60, None, {"bogus": 1})
     assert store.get_job(ORG_A, job_id) is None
+
+
+def test_create_job_commits_while_every_cursor_it_made_is_still_referenced(
+    store_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under SQLite a COMMIT fails ("cannot commit transaction - SQL statements in progress")
+    while an INSERT ... RETURNING cursor is unread and still referenced. peewee hands back such a
+    cursor from insert_many; when it is freed is not create_job's to decide (references held
+    elsewhere, a tracer, a collector pass), so create_job must leave none unread. This keeps
+    every cursor the database makes alive until the job is created."""
+    database = store.get_database()
+    made_cursor = database.cursor
+    kept: list[Any] = []
+
+    def keeping_cursor(*args: Any, **kwargs: Any) -> Any:
+        kept.append(made_cursor(*args, **kwargs))
+        return kept[-1]
+
+    monkeypatch.setattr(database, "cursor", keeping_cursor)
+    job_id = new_id()
+    nodes = [f"node{i:02d}" for i in range(20)]
+    store.create_job(ORG_A, job_id, "uptime", nodes, 15, 60, "alice", {"capture": True})
+    assert kept
+    monkeypatch.undo()
+    job = store.get_job(ORG_A, job_id)
+    assert job is not None and [n.name for n in job.nodes] == nodes
 
 
 def test_create_job_is_atomic_when_a_late_node_is_a_duplicate(store_db: str) -> None:

@@ -4,9 +4,20 @@ Unlike the original, the client's Curve key (``ccpk``) is handed to the broker's
 only after the request has authenticated and passed authorization. Order of checks:
 ``ccpk`` shape (400 ``Missing ccpk`` / 401 ``Bad ccpk``, listed shape, as the original), then
 authentication, then a client must be the node itself (403 ``Client and node name must match``,
-when ``validate_client_node_name``) while a user needs read access, then admission.
-When ``allow_unencrypted`` is true a request without ``ccpk`` (a 1.x-protocol client) gets a
-configuration without ``curve_public_key`` whose ``command_addr`` is the unencrypted port.
+when ``validate_client_node_name``) while a user is refused unless ``allow_user_node_config``
+(then it needs read access and the node must be an existing client; `authz.can_read_config`),
+then admission.
+
+Which protocol the answer sets up (the stock client's rule, original-client-and-knife.md 2.3:
+a config with ``curve_public_key`` means Curve, one without it and the client's
+``allow_unencrypted`` option means the 1.x protocol):
+- ``disable_curve_encryption``: no port speaks Curve, so every request, ``ccpk`` or not, gets
+  the 1.x answer a 1.x server gives: no ``curve_public_key``, ``command_addr`` the unencrypted
+  port. (Handing a 2.x client a Curve key there made it loop on "No messages being received on
+  command port" instead of falling back.) The ``ccpk`` is not checked or admitted.
+- ``allow_unencrypted``: a request with ``ccpk`` gets Curve on ``command_port``; one without
+  (a 1.x client) gets the 1.x answer.
+- neither: ``ccpk`` is required.
 """
 
 from __future__ import annotations
@@ -38,8 +49,10 @@ class ConfigResource:
         settings = self._ctx.settings
         ccpk = req.get_param("ccpk")
         legacy = False
-        if not ccpk:
-            if settings.allow_unencrypted or settings.disable_curve_encryption:
+        if settings.disable_curve_encryption:
+            legacy = True  # as the original: the ccpk is not even checked in this mode
+        elif not ccpk:
+            if settings.allow_unencrypted:
                 legacy = True
             else:
                 raise ApiError(400, "Missing ccpk", listed=True)
@@ -48,7 +61,10 @@ class ConfigResource:
 
         requestor = authorized(self._ctx, req, org, None)
         self._ctx.authenticator.require_config(
-            requestor, node, validate_client_node_name=settings.validate_client_node_name
+            requestor,
+            node,
+            validate_client_node_name=settings.validate_client_node_name,
+            allow_user_node_config=settings.allow_user_node_config,
         )
 
         org_id = org_id_of(requestor)
@@ -86,7 +102,7 @@ class ConfigResource:
             lifetime=s.config_lifetime,
             max_message_skew=s.max_message_skew,
             max_body_size=s.max_body_size,
-            incarnation_id=admitted.get("incarnation_id"),
+            incarnation_id=admitted["incarnation_id"],
             curve_public_key=None if legacy else admitted.get("curve_public_key"),
             offline_threshold=s.offline_threshold,
             online_threshold=s.online_threshold,

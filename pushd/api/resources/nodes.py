@@ -7,6 +7,8 @@ The list shows every node the broker knows in the org with ``node_name`` and ``a
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 
 from pushd.api.context import ApiContext
@@ -41,7 +43,7 @@ class NodeStateResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response, org: str, node: str) -> None:
         requestor = authorized(self._ctx, req, org, "read")
         states = broker_call(self._ctx.broker.node_states, org_id_of(requestor), [node])
-        state = next((s for s in states if s.get("node_name") == node), {})
+        state: dict[str, Any] = next((s for s in states if s.get("node_name") == node), {})
         send_json(
             resp,
             {
