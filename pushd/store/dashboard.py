@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import peewee
 
@@ -136,7 +137,8 @@ def prune_dashboard(now: datetime | None = None) -> int:
 def node_counts(org_id: str, job_ids: Iterable[str]) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     for chunk in chunks(list(job_ids), COUNT_CHUNK):
-        rows = (
+        # Annotated: peewee's stubs type the rows of .tuples() as model instances.
+        rows: peewee.ModelSelect[Any] = (
             JobNode.select(JobNode.job_id, JobNode.status, peewee.fn.COUNT(JobNode.node_name))
             .where((JobNode.org_id == org_id) & (JobNode.job_id.in_(chunk)))
             .group_by(JobNode.job_id, JobNode.status)
