@@ -166,8 +166,6 @@ def test_job_appears_and_finishes_live_then_its_output(
     assert text_of(browser, f"{row} td.counts") == "succeeded 2"
     heading.is_displayed()  # still the same document: the page was never reloaded
     browser.save_screenshot(str(tmp_path / "jobs.png"))
-    if os.environ.get("PUSHD_DASHBOARD_PNG"):
-        browser.save_screenshot(os.environ["PUSHD_DASHBOARD_PNG"])
 
     browser.find_element(By.CSS_SELECTOR, f"{row} td.id a").click()
     wait_until(browser, lambda: browser.current_url.endswith(f"/dashboard/jobs/{job_id}"),
@@ -245,6 +243,9 @@ def test_a_script_in_a_command_shows_as_text(world: World, browser: Any, tmp_pat
     browser.refresh()
     assert text_of(browser, f"{row} td.command") == XSS
     assert_no_alert(browser)
+    browser.save_screenshot(str(tmp_path / "jobs-xss.png"))
+    if os.environ.get("PUSHD_DASHBOARD_PNG"):
+        browser.save_screenshot(os.environ["PUSHD_DASHBOARD_PNG"])
     browser.find_element(By.CSS_SELECTOR, f"{row} td.id a").click()
     wait_until(browser, lambda: text_of(browser, "#job-command") == XSS, "the XSS job page")
     assert_no_alert(browser)
