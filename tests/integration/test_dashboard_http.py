@@ -4,10 +4,15 @@ one-time login URLs, the session cookie, the security headers, and refusals."""
 from __future__ import annotations
 
 import http.client
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -301,3 +306,51 @@ def test_logout_ends_the_session(server: PushdServer) -> None:
               body=urlencode({"csrf_token": csrf_of(page)}).encode())
     assert out.status == 200
     assert get(server, "/dashboard/", cookie).status == 401
+
+
+# -- push-jobs dashboard ----------------------------------------------------------------------
+
+FAKE_BROWSER = """import sys
+with open(sys.argv[1], "w") as out:
+    out.write(sys.argv[2])
+"""
+
+
+def test_cli_opens_the_login_url_in_the_browser(server: PushdServer, tmp_path: Path) -> None:
+    chef = tmp_path / ".chef"
+    chef.mkdir()
+    (chef / "knife.rb").write_text(
+        f"node_name '{NORMAL_USER}'\n"
+        f"client_key '{server.users[NORMAL_USER]}'\n"
+        f"chef_server_url '{server.base_url}/organizations/{server.org_name}'\n"
+    )
+    # $BROWSER is how Python's webbrowser module (and so the CLI) picks the browser to run.
+    browser = tmp_path / "browser.py"
+    browser.write_text(FAKE_BROWSER)
+    opened = tmp_path / "opened-url"
+    env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "BROWSER": f"{sys.executable} {browser} {opened} %s"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pushd_knife", "dashboard", *args],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+    result = cli()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""  # the link went to the browser, not the terminal
+    assert "Opened the dashboard" in result.stderr
+    cookie = follow(server, opened.read_text()).headers["Set-Cookie"].split(";")[0]
+    assert "normal @ pushdorg (read only)" in get(server, "/dashboard/", cookie).text
+
+    printed = cli("--print-url")
+    assert printed.returncode == 0
+    assert printed.stdout.startswith(f"{server.base_url}/dashboard/login?token=")
+    as_json = json.loads(cli("--json").stdout)
+    assert as_json["expires_in"] == 60
+
+    (chef / "knife.rb").write_text(
+        (chef / "knife.rb").read_text().replace(str(server.base_url), "http://127.0.0.1:1")
+    )
+    down = cli("--print-url")
+    assert down.returncode != 0
+    assert down.stderr.startswith("ERROR: ") and down.stderr.count("\n") == 1

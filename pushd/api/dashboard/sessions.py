@@ -6,7 +6,7 @@
     mint_login(store, org_id, org_name, user_name) -> token
     open_session(store, token, ttl) -> (cookie_value, expires_at) | None
         Consumes a login token (any worker, once) and stores a new session bound to its user
-        and organization, with a fresh CSRF token.
+        and organization, with a fresh CSRF token; expired sessions are deleted on the way.
     Viewer(org_id, org_name, user_name, csrf_token, can_write)
     Sessions(store, principals, authz)
         ``viewer(req) -> Viewer``: the session of the request's cookie, with the user's rights
@@ -77,6 +77,8 @@ def open_session(store: Any, token: str, ttl: int) -> tuple[str, datetime] | Non
     grant = store.consume_login_token(hash_token(token))
     if grant is None:
         return None
+    # Logins are rare: a good moment to drop expired sessions (and logins nobody followed).
+    store.prune_dashboard()
     value = secrets.token_urlsafe(TOKEN_BYTES)
     expires = utcnow() + timedelta(seconds=ttl)
     store.add_session(
