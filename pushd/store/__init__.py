@@ -70,6 +70,7 @@ Dashboard (pushd.store.dashboard)
     add_session(token_hash, org_id, org_name, user_name, csrf_token, expires_at)
     get_session(token_hash, *, now=None) -> DashboardSessionView | None; delete_session(hash)
     prune_dashboard(now=None) -> int; node_counts(org_id, job_ids) -> {job: {status: n}}
+    job_outputs(org_id, job_id, *, limit) -> {node: ShownOutput}       one query, for display
 
 Times (pushd.store.times): utcnow(), to_naive_utc(dt), rfc1123(dt), event_timestamp(dt).
 Every stored time is a naive UTC datetime with microseconds.
@@ -85,11 +86,13 @@ from pushd.errors import StoreError
 from pushd.store.dashboard import (
     DashboardGrant,
     DashboardSessionView,
+    ShownOutput,
     add_login_token,
     add_session,
     consume_login_token,
     delete_session,
     get_session,
+    job_outputs,
     node_counts,
     prune_dashboard,
 )
@@ -189,6 +192,7 @@ __all__ = [
     "OutputRecord",
     "Principal",
     "SchemaTooNew",
+    "ShownOutput",
     "StoreError",
     "StoreUnavailable",
     "add_group_member",
@@ -227,6 +231,7 @@ __all__ = [
     "get_session_key",
     "incomplete_jobs",
     "job_events_after",
+    "job_outputs",
     "known_nodes",
     "last_event_id",
     "list_groups",

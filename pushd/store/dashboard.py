@@ -16,6 +16,9 @@ by one worker is accepted by any other.
     delete_session(token_hash) -> bool
     prune_dashboard(now=None) -> int                            expired logins and sessions
     node_counts(org_id, job_ids) -> {job_id: {node status wire name: count}}   one query
+    job_outputs(org_id, job_id, *, limit) -> {node: ShownOutput(stdout, stderr, truncated)}
+        the captured output of up to `limit` nodes (by name) in one query, decoded for display
+        (undecodable bytes become U+FFFD)
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import peewee
 
 from pushd.states import NodeStatus
 from pushd.store.db import chunks, store_function, transaction
-from pushd.store.models import DashboardLogin, DashboardSession, JobNode
+from pushd.store.models import DashboardLogin, DashboardSession, JobNode, JobOutput
 from pushd.store.times import to_naive_utc, utcnow
 
 COUNT_CHUNK = 500
@@ -50,6 +53,13 @@ class DashboardSessionView:
     user_name: str
     csrf_token: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ShownOutput:
+    stdout: str | None
+    stderr: str | None
+    truncated: bool
 
 
 def _now(now: datetime | None) -> datetime:
@@ -147,3 +157,23 @@ def node_counts(org_id: str, job_ids: Iterable[str]) -> dict[str, dict[str, int]
         for job_id, status, count in rows:
             counts[job_id][NodeStatus(status).wire] = int(count)
     return dict(counts)
+
+
+def _shown(data: bytes | None) -> str | None:
+    return None if data is None else bytes(data).decode("utf-8", "replace")
+
+
+@store_function
+def job_outputs(org_id: str, job_id: str, *, limit: int) -> dict[str, ShownOutput]:
+    rows: peewee.ModelSelect[Any] = (
+        JobOutput.select(JobOutput.node_name, JobOutput.stdout, JobOutput.stderr,
+                         JobOutput.truncated)
+        .where((JobOutput.org_id == org_id) & (JobOutput.job_id == job_id))
+        .order_by(JobOutput.node_name)
+        .limit(limit)
+        .tuples()
+    )
+    return {
+        node: ShownOutput(_shown(stdout), _shown(stderr), bool(truncated))
+        for node, stdout, stderr, truncated in rows
+    }

@@ -75,3 +75,16 @@ def test_node_counts_groups_by_job_and_status(store_db: str) -> None:
 def test_duration_text() -> None:
     assert [duration_text(s) for s in (-1, 4, 125, 3720, 273600)] == [
         "0s", "4s", "2m 05s", "1h 02m", "3d 04h"]
+
+
+def test_job_outputs_in_one_read_for_display(store_db: str) -> None:
+    store.create_job(ORG, "4" * 32, "true", ["n1", "n2", "n3"], 3, 60, "alice",
+                     {"capture": True})
+    store.store_output(ORG, "4" * 32, "n2", "two\n", None)
+    store.store_output(ORG, "4" * 32, "n1", "one\udcff\n", "err\n", truncated=True)
+    shown = store.job_outputs(ORG, "4" * 32, limit=10)
+    assert list(shown) == ["n1", "n2"]
+    assert shown["n1"] == store.ShownOutput("one\ufffd\n", "err\n", True)
+    assert shown["n2"] == store.ShownOutput("two\n", None, False)
+    assert list(store.job_outputs(ORG, "4" * 32, limit=1)) == ["n1"]
+    assert store.job_outputs("b" * 32, "4" * 32, limit=10) == {}

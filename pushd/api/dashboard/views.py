@@ -5,7 +5,8 @@
                                                 ({node status: n}), age, duration, active
     job_detail(store, org_id, job, now) -> dict job_row plus nodes [{name, status, reason}],
                                                 options and outputs {node: {stdout, stderr,
-                                                truncated}} (each channel cut to OUTPUT_SHOWN)
+                                                truncated}} (each channel cut to OUTPUT_SHOWN,
+                                                the first NODES_WITH_OUTPUT nodes by name)
     JOB_STATUSES: the status names the list filter offers
 """
 
@@ -65,11 +66,7 @@ def _options(job: Any) -> dict[str, Any]:
 
 
 def _cut(text: str | None) -> str | None:
-    if text is None:
-        return None
-    # Undecodable output bytes arrive surrogate-escaped; a page can only show them as U+FFFD.
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if len(text) <= OUTPUT_SHOWN:
+    if text is None or len(text) <= OUTPUT_SHOWN:
         return text
     return text[:OUTPUT_SHOWN] + f"\n[... {len(text) - OUTPUT_SHOWN} more characters]"
 
@@ -85,13 +82,12 @@ def job_detail(store: Any, org_id: str, job: Any, now: datetime) -> dict[str, An
     doc["options"] = _options(job)
     outputs: dict[str, dict[str, Any]] = {}
     if job.options.capture:
-        for node in job.nodes[:NODES_WITH_OUTPUT]:
-            record = store.get_output_record(org_id, job.id, node.name)
-            if record is not None:
-                outputs[node.name] = {
-                    "stdout": _cut(record.stdout),
-                    "stderr": _cut(record.stderr),
-                    "truncated": record.truncated,
-                }
+        shown = store.job_outputs(org_id, job.id, limit=NODES_WITH_OUTPUT)
+        for node, record in shown.items():
+            outputs[node] = {
+                "stdout": _cut(record.stdout),
+                "stderr": _cut(record.stderr),
+                "truncated": record.truncated,
+            }
     doc["outputs"] = outputs
     return doc
