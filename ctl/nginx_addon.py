@@ -160,11 +160,11 @@ def install(settings: Any, nginx_dir: Path) -> list[str]:
         runit.atomic_write(directory / name, wanted[name], 0o644)
     check = _check(nginx_dir)
     if check.returncode != 0:
-        for name, text in previous.items():
-            if text is None:
+        for name, before in previous.items():
+            if before is None:
                 (directory / name).unlink(missing_ok=True)
             else:
-                runit.atomic_write(directory / name, text, 0o644)
+                runit.atomic_write(directory / name, before, 0o644)
         raise CommandFailed(f"nginx add-on: nginx -t refused it (put back as it was): "
                             f"{_words(check)}")
     how = _reload(nginx_dir)

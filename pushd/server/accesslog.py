@@ -15,7 +15,7 @@ client cannot choose the address it is logged under.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, MutableMapping
 from typing import Any
 
 from gunicorn.glogging import Logger
@@ -37,7 +37,9 @@ def client_address(peer: str, forwarded_for: str | None, trusted: Collection[str
 
 
 class ProxyAwareLogger(Logger):
-    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict:
+    def atoms(
+        self, resp: Any, req: Any, environ: MutableMapping[str, Any], request_time: Any
+    ) -> Any:
         atoms = super().atoms(resp, req, environ, request_time)
         trusted = self.cfg.forwarded_allow_ips
         if isinstance(trusted, str):
