@@ -98,6 +98,7 @@ from pushd.protocol.frames import (
 from pushd.protocol.messages import heartbeat_sequence, parse_node_message, server_heartbeat
 from pushd.protocol.signing import HMAC_SHA256, hmac_sign
 from pushd.protocol.timestamps import check_skew, format_timestamp
+from pushd.rollout import resolve_concurrency, resolve_errors
 from pushd.states import JobStatus, NodeStatus
 
 log = logging.getLogger(__name__)
@@ -682,6 +683,10 @@ class Broker:
             capture=bool(options.capture),
             status=view.status,
             node_statuses={n.name: n.status for n in view.nodes},
+            max_concurrency=resolve_concurrency(
+                getattr(options, "max_concurrency", None), len(view.nodes)
+            ),
+            max_errors=resolve_errors(getattr(options, "max_errors", None), len(view.nodes)),
         )
 
     def _recover_jobs(self) -> None:
