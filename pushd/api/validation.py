@@ -8,8 +8,8 @@
         nodes) or accepted silently (negative or fractional quorum/run_timeout, over-long user).
 
     JobRequest: command, nodes, quorum, run_timeout, user, dir, env, file, capture,
-        voting_timeout, max_concurrency, max_errors (None unless given), and ``options()`` -> the dict of job options the
-        store keeps (only the keys that were set).
+        voting_timeout, max_concurrency, max_errors (None unless given), and ``options()``
+        -> the dict of job options the store keeps (only the keys that were set).
 """
 
 from __future__ import annotations
