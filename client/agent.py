@@ -76,6 +76,7 @@ from pushd.chefauth import load_private_key_file
 from pushd.errors import ConfigError, ProtocolError
 from pushd.keys import curve_keypair
 from pushd.protocol.frames import decode, encode, encode_body
+from pushd.protocol.limits import MAX_SERVER_MESSAGE_BYTES
 from pushd.protocol.messages import (
     NodeIdentity,
     ServerMessage,
@@ -90,7 +91,7 @@ log = logging.getLogger("pushd_client.agent")
 PROBE_SECONDS = 4.0
 SEND_FAILURES_BEFORE_RECONNECT = 3
 SEND_FAILURE_RECONFIGURE_DELAY = 60.0
-MAX_INBOUND_MESSAGE = 2 * 1024 * 1024
+MAX_INBOUND_MESSAGE = MAX_SERVER_MESSAGE_BYTES  # the API refuses a job whose commit is larger
 MAX_PENDING_REPLIES = 16
 STATUS_WRITE_INTERVAL = 1.0
 RESEND_FINAL_WITHIN = 120.0

@@ -3,8 +3,9 @@
 Public API:
 
     validate_job_env(env: object) -> dict[str, str]
-        The job's `env` option checked: an object of at most MAX_ENV_VARS names
-        ([A-Za-z_][A-Za-z0-9_]*) to strings without NUL; ValueError otherwise.
+        The job's `env` option checked by the rules the server's API also applies
+        (pushd.protocol.limits.env_problem: at most MAX_ENV_VARS names matching ENV_NAME, to
+        strings without NUL, MAX_ENV_BYTES in all); ValueError otherwise.
     build_job_env(base, job_env, *, user, allowed_overwritable, node_name, job_id, job_file,
                   login_cwd=None) -> dict[str, str]
         `base` (the daemon's environment) + HOME/USER/LOGNAME/SHELL of the job's user + the
@@ -28,15 +29,13 @@ Policy for the job's variables (`allowed_overwritable_env_vars` in the config):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 
 from pushd_client.process import UserSpec
 
-MAX_ENV_VARS = 256
-MAX_ENV_BYTES = 64 * 1024
+from pushd.protocol.limits import env_problem
+
 RENAME_PREFIX = "CHEF_PUSH_ENV_"
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PROTECTED_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "IFS", "ENV", "BASH_ENV"})
 _PROTECTED_PREFIXES = ("LD_", "DYLD_", "PYTHON", "PERL5", "RUBY", "GEM_", "CHEF_PUSH_")
 _CLIENT_OWNED = frozenset({"CHEF_PUSH_NODE_NAME", "CHEF_PUSH_JOB_ID", "CHEF_PUSH_JOB_FILE"})
@@ -58,22 +57,13 @@ def is_protected(name: str) -> bool:
 def validate_job_env(env: object) -> dict[str, str]:
     if env is None:
         return {}
-    if not isinstance(env, Mapping):
-        raise ValueError("env must be an object of names to strings")
-    if len(env) > MAX_ENV_VARS:
-        raise ValueError(f"env has {len(env)} variables, more than {MAX_ENV_VARS}")
-    size = 0
-    checked: dict[str, str] = {}
-    for name, value in env.items():
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ValueError(f"env name {name!r} is not a valid variable name")
-        if not isinstance(value, str) or "\x00" in value:
-            raise ValueError(f"env value of {name} must be a string without NUL")
-        size += len(name) + len(value.encode("utf-8", "surrogateescape"))
-        checked[name] = value
-    if size > MAX_ENV_BYTES:
-        raise ValueError(f"env is {size} bytes, more than {MAX_ENV_BYTES}")
-    return checked
+    if isinstance(env, Mapping):
+        env = dict(env)
+    problem = env_problem(env)
+    if problem is not None:
+        raise ValueError(problem)
+    assert isinstance(env, dict)
+    return env
 
 
 def build_job_env(

@@ -77,6 +77,8 @@ from pushd_client.process import (
 from pushd_client.statefile import JobRecord, StateDir
 from pushd_client.whitelist import ResolvedCommand, Whitelist
 
+from pushd.protocol.limits import MAX_JOB_FILE_BYTES, MAX_USER_LENGTH
+
 log = logging.getLogger("pushd_client.runner")
 
 Send = Callable[[str, "str | None", dict[str, Any]], None]
@@ -125,7 +127,7 @@ class RunnerSettings:
     kill_grace: float = 10.0
     default_run_timeout: float = 86400.0
     max_output_bytes: int = 1024 * 1024
-    max_file_bytes: int = 1024 * 1024
+    max_file_bytes: int = MAX_JOB_FILE_BYTES
     # True: the job gets a login-like environment instead of the client's (job_environment).
     login_environment: bool = False
 
@@ -306,8 +308,8 @@ class JobRunner:
         if user_name is None:
             user = UserSpec.current()
         else:
-            if not isinstance(user_name, str) or not user_name:
-                raise _Refused(NackReason.BAD_USER, f"user {user_name!r} is not a name")
+            if not isinstance(user_name, str) or not 0 < len(user_name) <= MAX_USER_LENGTH:
+                raise _Refused(NackReason.BAD_USER, f"user {user_name!r:.80} is not a name")
             try:
                 user = UserSpec.lookup(user_name)
             except KeyError:
@@ -317,8 +319,11 @@ class JobRunner:
         cwd = options.get("dir")
         if cwd is None:
             cwd = user.home if os.path.isdir(user.home) else "/"
-        elif not isinstance(cwd, str) or not os.path.isdir(cwd):
-            raise _Refused(NackReason.BAD_DIR, f"{cwd!r} is not a directory")
+        elif not isinstance(cwd, str) or not os.path.isabs(cwd):
+            # A relative dir would run relative to this daemon's own directory.
+            raise _Refused(NackReason.BAD_DIR, f"{cwd!r:.200} is not an absolute path")
+        elif not os.path.isdir(cwd):
+            raise _Refused(NackReason.BAD_DIR, f"{cwd!r:.200} is not a directory")
         file_content = None
         file_spec = options.get("file")
         if file_spec is not None:

@@ -111,7 +111,7 @@ def parse_env(text: str) -> dict[str, str]:
 
 
 def unique_nodes(names: Iterable[str]) -> list[str]:
-    """Node names in their given order without repeats (the server refuses duplicates)."""
+    """Node names in their given order without repeats (so the quorum counts each once)."""
     return list(dict.fromkeys(name for name in names if name))
 
 

@@ -67,6 +67,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pushd.protocol.limits import MAX_JOB_FILE_BYTES
 from pushd.rbconfig import Constant
 
 __all__ = [
@@ -360,7 +361,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Delete finished jobs older than this many days (0 keeps them)."),
     _s("max_request_body", 1_000_000, "int (bytes)", integer(1024, 100_000_000),
        "Largest REST request body."),
-    _s("max_job_file_size", 100_000, "int (bytes)", integer(0, 100_000_000),
+    # No larger than the node client accepts (pushd.protocol.limits).
+    _s("max_job_file_size", 100_000, "int (bytes)", integer(0, MAX_JOB_FILE_BYTES),
        "Largest data file attached to a job."),
     _s("jobs_page_limit", 1000, "int", integer(1, 100_000),
        "Most jobs returned by one GET of the job list."),

@@ -4,8 +4,15 @@
         -> JobRequest
         Raises JobValidationError(message) for every malformed body; the API answers it as
         400 ``{"error": message}``. The messages of the original are kept word for word; pushd
-        adds messages for what the original answered with a 500 (non-JSON bodies, duplicate
-        nodes) or accepted silently (negative or fractional quorum/run_timeout, over-long user).
+        adds messages for what the original answered with a 500 (non-JSON bodies, text that is
+        not valid UTF-8 such as a lone surrogate escape ``"\ud800"``) or accepted silently
+        (negative or fractional quorum, run_timeout < 1, over-long user, a relative dir, env
+        names and sizes the client refuses, a job whose commit message the client cannot read).
+        The bounds shared with the node client live in pushd.protocol.limits.
+
+    Duplicate node names are dropped (the job lists each node once). A quorum no larger than
+    the list as sent is capped at the number of distinct nodes, so knife's "100%" still means
+    every node; a larger quorum is kept (the job then ends `quorum_failed` at once).
 
     JobRequest: command, nodes, quorum, run_timeout, user, dir, env, file, capture,
         voting_timeout, max_concurrency, max_errors (None unless given), and ``options()``
@@ -20,6 +27,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pushd.protocol.frames import encode_body
+from pushd.protocol.limits import (
+    MAX_JOB_FILE_BYTES,
+    MAX_NAME_LENGTH,
+    MAX_RUN_TIMEOUT,
+    MAX_SERVER_MESSAGE_BYTES,
+    MAX_USER_LENGTH,
+    MIN_RUN_TIMEOUT,
+    env_problem,
+    is_absolute_dir,
+    text_problem,
+)
+from pushd.protocol.messages import commit_message
 from pushd.rollout import parse_limit
 
 INVALID_COMMAND = "invalid command supplied"
@@ -35,16 +55,24 @@ UNKNOWN = "an unknown validation error has occurred"
 # pushd's own messages (the original answered these with a 500 or took them silently).
 NOT_JSON = "request body is not valid JSON"
 NOT_OBJECT = "request body must be a JSON object"
-DUPLICATE_NODES = "duplicate node names supplied"
 DUPLICATE_KEY = "duplicate key supplied"
 QUORUM_RANGE = "invalid value supplied for quorum (expected a non-negative integer)"
-RUN_TIMEOUT_RANGE = "invalid value supplied for run_timeout (expected a non-negative integer)"
+RUN_TIMEOUT_RANGE = "invalid value supplied for run_timeout (expected a positive integer)"
 VOTING_TIMEOUT_TYPE = "invalid type supplied for voting_timeout (expected a number)"
 VOTING_TIMEOUT_RANGE = "invalid value supplied for voting_timeout (expected a positive integer)"
 USER_INVALID = "invalid user supplied (expected a string of at most 32 characters)"
-DIR_INVALID = "invalid dir supplied (expected a string)"
+DIR_INVALID = "invalid dir supplied (expected an absolute path)"
 ENV_INVALID = "invalid environment value (expected an object of strings)"
 NODE_NAME_INVALID = "invalid node name supplied"
+COMMIT_TOO_LARGE = (
+    f"job too large (its commit message must be <= {MAX_SERVER_MESSAGE_BYTES} bytes)"
+)
+
+
+def text_invalid(key: str) -> str:
+    """The message for a field holding a string that is not valid UTF-8 text."""
+    return f"invalid text supplied for {key} (not valid UTF-8)"
+
 
 ALLOWED_KEYS = frozenset(
     {
@@ -63,9 +91,9 @@ ALLOWED_KEYS = frozenset(
     }
 )
 # Columns are 32-bit integers; anything larger is a typo, not a plan.
-MAX_INT = 2**31 - 1
-MAX_USER_LENGTH = 32  # job_options.job_user is char(32) in the original schema
-MAX_NODE_NAME = 255
+MAX_INT = MAX_RUN_TIMEOUT
+# Room for what the broker adds to a commit: sequence, timestamp, job id and server name.
+COMMIT_ENVELOPE_BYTES = 1024
 
 
 class JobValidationError(ValueError):
@@ -138,6 +166,12 @@ def _decode(body: bytes) -> dict[str, Any]:
         raise JobValidationError(DUPLICATE_KEY)
     if any(obj is doc.get("env") for obj in with_duplicates):
         raise JobValidationError(ENV_DUPLICATE)
+    # json accepts "\ud800" escapes, but no UTF-8 encoder (store, broker, client) takes the
+    # lone surrogate they make.
+    # (Unknown keys, surrogates in a key included, are `invalid key supplied` later.)
+    for key, value in doc.items():
+        if key in ALLOWED_KEYS and text_problem(value) is not None:
+            raise JobValidationError(text_invalid(key))
     return doc
 
 
@@ -169,22 +203,24 @@ def _check_file(value: Any, max_file_size: int) -> str:
             raise JobValidationError(FILE_BASE64) from None
     else:
         raise JobValidationError(FILE_PREFIX)
+    # The setting may only lower the client's own limit.
+    max_file_size = min(max_file_size, MAX_JOB_FILE_BYTES)
     if size > max_file_size:
         raise JobValidationError(f"invalid file size (must be <= {max_file_size} bytes)")
     return value
 
 
 def _check_nodes(value: Any) -> list[str]:
+    """The distinct node names, in the order first given."""
     if not isinstance(value, list) or not value:
         raise JobValidationError(NO_NODES)
     for name in value:
         if not isinstance(name, str):
             raise JobValidationError(NO_NODES)
-        if not name or len(name) > MAX_NODE_NAME or any(ch in name for ch in "/\x00"):
+        if not name or len(name) > MAX_NAME_LENGTH or any(ch in name for ch in "/\x00"):
             raise JobValidationError(NODE_NAME_INVALID)
-    if len(set(value)) != len(value):
-        raise JobValidationError(DUPLICATE_NODES)
-    return list(value)
+    # knife-push reads any 400 as a 1.x server and falls back: duplicates run once instead.
+    return list(dict.fromkeys(value))
 
 
 def _check_env(value: Any) -> dict[str, str]:
@@ -194,7 +230,22 @@ def _check_env(value: Any) -> dict[str, str]:
         # NUL cannot reach a process environment (execve takes C strings).
         if not isinstance(item, str) or not key or "\x00" in key or "\x00" in item:
             raise JobValidationError(ENV_INVALID)
+    # The node client's own rules (names, count, size): refused here, not nacked there.
+    problem = env_problem(value)
+    if problem is not None:
+        raise JobValidationError(f"invalid environment value ({problem})")
     return dict(value)
+
+
+def _check_commit_size(job: JobRequest) -> None:
+    """The commit the broker will send must fit what the client reads (escapes included)."""
+    body = commit_message(
+        sequence=0, job_id="", server="", command=job.command, user=job.user,
+        directory=job.dir, env=job.env, file=job.file, capture=job.capture,
+        run_timeout=job.run_timeout, timestamp="",
+    )
+    if len(encode_body(body)) + COMMIT_ENVELOPE_BYTES > MAX_SERVER_MESSAGE_BYTES:
+        raise JobValidationError(COMMIT_TOO_LARGE)
 
 
 def parse_job_request(
@@ -210,9 +261,13 @@ def parse_job_request(
     quorum = len(nodes)
     if "quorum" in doc:
         quorum = _count(doc["quorum"], QUORUM_TYPE, QUORUM_RANGE)
+        if quorum <= len(doc["nodes"]):
+            quorum = min(quorum, len(nodes))
     run_timeout = default_run_timeout
     if "run_timeout" in doc:
-        run_timeout = _count(doc["run_timeout"], RUN_TIMEOUT_TYPE, RUN_TIMEOUT_RANGE)
+        run_timeout = _count(
+            doc["run_timeout"], RUN_TIMEOUT_TYPE, RUN_TIMEOUT_RANGE, minimum=MIN_RUN_TIMEOUT
+        )
     voting_timeout = None
     if "voting_timeout" in doc:
         voting_timeout = _count(
@@ -222,7 +277,10 @@ def parse_job_request(
     if user is not None and (not isinstance(user, str) or not user or len(user) > MAX_USER_LENGTH):
         raise JobValidationError(USER_INVALID)
     directory = doc.get("dir")
-    if directory is not None and not isinstance(directory, str):
+    if directory is not None and (
+        not isinstance(directory, str) or not is_absolute_dir(directory)
+    ):
+        # A relative dir would run relative to wherever the node's client was started.
         raise JobValidationError(DIR_INVALID)
     env = _check_env(doc["env"]) if doc.get("env") is not None else None
     job_file = _check_file(doc["file"], max_file_size) if doc.get("file") is not None else None
@@ -236,7 +294,7 @@ def parse_job_request(
             limits[name] = parse_limit(doc[name], name) if doc.get(name) is not None else None
         except ValueError as err:
             raise JobValidationError(str(err)) from None
-    return JobRequest(
+    job = JobRequest(
         command=command,
         nodes=nodes,
         quorum=quorum,
@@ -250,3 +308,5 @@ def parse_job_request(
         max_concurrency=limits["max_concurrency"],
         max_errors=limits["max_errors"],
     )
+    _check_commit_size(job)
+    return job

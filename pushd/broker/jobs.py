@@ -76,6 +76,11 @@ Improvements over the original (issue 3): nodes that are not available when the 
 `aborted` is stored with the node's status; `abort` ends a job on request; a node that
 heartbeats `idle` while the job counts it `running` lost its result and is `crashed` at once
 (the "other" row) instead of holding the job until run_timeout.
+
+Every started job ends (issue 12): a quorum larger than the node count ends `quorum_failed` at
+once, before any commit (nodes `unavailable`); an error while starting a job ends it `crashed`
+(active nodes `crashed` and told to abort). Both put a `reason` on the nodes and on
+`job_complete`.
 """
 
 from __future__ import annotations
@@ -232,8 +237,30 @@ class JobEngine:
         run = JobRun(spec, VOTING)
         self._adopt(run)
         log.info("job %s starting: %d nodes, quorum %d", spec.job_id, len(spec.nodes), spec.quorum)
+        try:
+            self._begin(run)
+        except Exception as err:
+            # An accepted job must end: without this it stayed `voting` with no timer (a commit
+            # the outbox could not encode raised before the voting timer was set).
+            log.exception("job %s: error while starting it; crashed", spec.job_id)
+            self._crash(run, f"internal error while starting the job ({type(err).__name__}: "
+                             f"{err})")
+
+    def _begin(self, run: JobRun) -> None:
+        spec = run.spec
+        start_event = self._start_event(spec)
+        if spec.quorum > len(spec.nodes):
+            # No node can make up for it: end now, before any node hears of the job.
+            reason = f"quorum {spec.quorum} is larger than the job's {len(spec.nodes)} node(s)"
+            t = Transition(spec.job_id, spec.org_id, events=[start_event])
+            for name in spec.nodes:
+                self._set(run, t, name, NodeStatus.UNAVAILABLE, reason)
+            log.info("job %s: %s", spec.job_id, reason)
+            self._finish(run, t, JobStatus.QUORUM_FAILED, reason)
+            self._record(t)
+            return
         self._journal.record(
-            Transition(spec.job_id, spec.org_id, JobStatus.VOTING, events=[self._start_event(spec)])
+            Transition(spec.job_id, spec.org_id, JobStatus.VOTING, events=[start_event])
         )
         spec.status = JobStatus.VOTING
         unavailable = []
@@ -637,7 +664,28 @@ class JobEngine:
         for name in spec.nodes:
             self._watching.setdefault((spec.org_id, name), set()).add(spec.job_id)
 
-    def _finish(self, run: JobRun, t: Transition, status: JobStatus) -> None:
+    def _crash(self, run: JobRun, reason: str) -> None:
+        """End a live job `crashed` after an error of its own: active nodes crashed, told to
+        abort (they may have had the commit), `reason` on each and on `job_complete`."""
+        spec = run.spec
+        if self._jobs.get(spec.job_id) is not run:
+            return  # it ended before the error
+        # Storable text whatever the error said (it may quote the very string that failed).
+        reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")[:MAX_REASON_LENGTH]
+        t = Transition(spec.job_id, spec.org_id)
+        for name, status in list(run.statuses.items()):
+            if status in ACTIVE_NODE_STATUSES:
+                self._set(run, t, name, NodeStatus.CRASHED, reason)
+                try:
+                    self._nodes.rehab((spec.org_id, name))
+                except Exception:
+                    log.exception("job %s: cannot tell %s to abort", spec.job_id, name)
+        self._finish(run, t, JobStatus.CRASHED, reason)
+        self._record(t)
+
+    def _finish(
+        self, run: JobRun, t: Transition, status: JobStatus, reason: str | None = None
+    ) -> None:
         spec = run.spec
         if run.timer is not None:
             run.timer.cancel()
@@ -645,7 +693,10 @@ class JobEngine:
         run.phase = "done"
         spec.status = status
         t.job_status = status
-        t.events.append(FeedEvent("job_complete", {"status": status.wire}))
+        data: dict[str, Any] = {"status": status.wire}
+        if reason is not None:
+            data["reason"] = reason  # pushd addition: why the job ended without its nodes
+        t.events.append(FeedEvent("job_complete", data))
         del self._jobs[spec.job_id]
         for name in spec.nodes:
             ref = (spec.org_id, name)

@@ -621,20 +621,35 @@ class Broker:
         if view.status != JobStatus.NEW:
             return "already_finished" if view.status not in (JobStatus.VOTING,
                                                                JobStatus.RUNNING) else "live"
-        spec = self._spec_of(view)
         delay = self._grace_until - self.timers.now()
         if delay > 0:
             # Just restarted: let nodes reconnect before judging who is available.
             self.timers.call_later(delay, lambda: self._start_if_new(org_id, job_id))
         else:
-            self.engine.start(spec)
+            self._start_view(view)
         return "started"
 
     def _start_if_new(self, org_id: str, job_id: str) -> None:
         if not self.engine.is_live(job_id):
             view = store.get_job(org_id, job_id)
             if view is not None and view.status == JobStatus.NEW:
-                self.engine.start(self._spec_of(view))
+                self._start_view(view)
+
+    def _start_view(self, view: Any) -> None:
+        """Start a stored `new` job; one the engine cannot even take ends `crashed` (the
+        engine ends those it took itself), so an accepted job never stays `new`."""
+        try:
+            spec = self._spec_of(view)
+        except Exception as err:
+            log.exception("job %s cannot be started; crashed", view.id)
+            reason = f"internal error while starting the job ({type(err).__name__}: {err})"
+            reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")[:1024]
+            t = Transition(view.id, view.org_id, JobStatus.CRASHED)
+            t.node_statuses = {n.name: (NodeStatus.CRASHED, reason) for n in view.nodes}
+            t.events.append(FeedEvent("job_complete", {"status": "crashed", "reason": reason}))
+            self.journal.record(t)
+            return
+        self.engine.start(spec)
 
     def abort_job(self, org_id: str, job_id: str) -> str:
         """Abort a job; returns "aborted", "not_found" or "already_finished"."""

@@ -56,11 +56,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pushd.errors import ProtocolError
+from pushd.protocol.limits import MAX_NAME_LENGTH, MAX_RUN_TIMEOUT, MIN_RUN_TIMEOUT
 from pushd.protocol.timestamps import format_timestamp
 
 PROTOCOL_VERSION = "2.0"
 MAX_JOB_ID_BYTES = 64
-MAX_NAME_LENGTH = 255
 MAX_REASON_LENGTH = 1024
 MAX_JOB_STATE_LENGTH = 32
 
@@ -246,8 +246,8 @@ def _run_timeout(body: Mapping[str, Any]) -> int | None:
     value = body.get("run_timeout")
     if value is None:
         return None
-    if type(value) is not int or not 0 < value < _INT64:
-        raise _bad("run_timeout must be a positive integer")
+    if type(value) is not int or not MIN_RUN_TIMEOUT <= value <= MAX_RUN_TIMEOUT:
+        raise _bad(f"run_timeout must be an integer from {MIN_RUN_TIMEOUT} to {MAX_RUN_TIMEOUT}")
     return value
 
 

@@ -63,13 +63,18 @@ BAD_BODIES = [
     ({**BASE, "quorum": 0.5}, v.QUORUM_RANGE),
     ({**BASE, "run_timeout": "60"}, v.RUN_TIMEOUT_TYPE),
     ({**BASE, "run_timeout": -1}, v.RUN_TIMEOUT_RANGE),
+    # The original took 0; our client then refused the commit (bad_message).
+    ({**BASE, "run_timeout": 0}, v.RUN_TIMEOUT_RANGE),
     ({**BASE, "capture_output": "true"}, v.CAPTURE_TYPE),
     ({**BASE, "file": "text"}, v.FILE_PREFIX),
     ({**BASE, "file": "base64:***"}, v.FILE_BASE64),
     ({**BASE, "file": "base64:" + base64.b64encode(b"x" * 100_001).decode()},
      "invalid file size (must be <= 100000 bytes)"),
     ({**BASE, "bogus": 1}, v.INVALID_KEY),
-    ({"command": "x", "nodes": ["a", "b", "a"]}, v.DUPLICATE_NODES),
+    ({**BASE, "dir": "client"}, v.DIR_INVALID),
+    ({**BASE, "dir": ".."}, v.DIR_INVALID),
+    ({**BASE, "env": {"NOT-A-NAME": "x"}},
+     "invalid environment value (env name 'NOT-A-NAME' is not a valid variable name)"),
     ({**BASE, "user": "u" * 33}, v.USER_INVALID),
     (b'{"command":"x","nodes":["n"],"env":{"K":"1","K":"2"}}', v.ENV_DUPLICATE),
     (b"command=x&nodes=n", v.NOT_JSON),
@@ -87,9 +92,69 @@ def test_every_validation_message(server: PushdServer, body: Any, message: str) 
 
 
 @pytest.mark.parametrize("fields", [{"command": ""}, {"quorum": 999}, {"quorum": 0},
-                                    {"run_timeout": 0}, {"run_timeout": 999}])
+                                    {"run_timeout": 1}, {"run_timeout": 999}])
 def test_values_the_original_accepts(server: PushdServer, fields: dict) -> None:
     assert server.request("POST", "jobs", {**BASE, **fields}).status == 201
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"command": "\ud800"},
+        {"nodes": ["node3", "\udfff"]},
+        {"dir": "/tmp/\ud800"},
+        {"user": "\udc80"},
+        {"file": "raw:\ud800"},
+        {"env": {"A": "\ud800"}},
+        {"env": {"\ud800": "x"}},
+    ],
+    ids=["command", "node", "dir", "user", "file", "env-value", "env-key"],
+)
+def test_lone_surrogates_are_400_json_in_every_field(server: PushdServer, fields: dict) -> None:
+    # Before: 500 for most fields, and 201 with a job stuck in `voting` for env (issue 12).
+    before = len(server.request("GET", "jobs").json())
+    resp = server.request("POST", "jobs", {**BASE, **fields})
+    assert resp.status == 400, resp.body
+    assert resp.json() == {"error": v.text_invalid(next(iter(fields)))}
+    assert len(server.request("GET", "jobs").json()) == before
+
+
+def test_duplicate_nodes_run_once(server: PushdServer) -> None:
+    peer = server.peer("node1")
+    server.wait_available("node1")
+    job_id = start_job(server, command="true", nodes=["node1", "node1", "node3", "node1"],
+                       quorum=1)
+    doc = wait_status(server, job_id, "complete")
+    assert doc["nodes"] == {"succeeded": ["node1"], "unavailable": ["node3"]}
+    assert len(peer.received("commit")) == 1 and len(peer.received("run")) == 1
+
+
+def test_quorum_above_the_node_count_fails_at_once_without_a_commit(
+    server: PushdServer,
+) -> None:
+    peer = server.peer("node1")
+    server.wait_available("node1")
+    org_feed = server.stream("job_status_feed")
+    # The job's voting timeout (60 s) is far beyond the wait: only an immediate end passes.
+    job_id = start_job(server, command="true", nodes=["node1"], quorum=2)
+    feed = server.stream(f"job_status_feed/{job_id}")
+    events = feed.events_until("job_complete", timeout=15.0)
+    feed.close()
+    try:
+        while True:
+            event = org_feed.next_event(timeout=15.0)
+            assert event is not None, "org feed ended before the job's job_complete"
+            if event.name == "job_complete" and event.data and event.data["job"] == job_id:
+                break
+    finally:
+        org_feed.close()
+    assert event.data["status"] == "quorum_failed" and "quorum 2" in event.data["reason"]
+    doc = wait_status(server, job_id, "quorum_failed", timeout=5.0)
+    assert [e.name for e in events] == ["start", "job_complete"]
+    assert events[-1].data is not None and "quorum 2" in events[-1].data["reason"]
+    assert doc["nodes"] == {"unavailable": ["node1"]}
+    assert "quorum 2" in doc["node_reasons"]["node1"]
+    assert peer.received("commit") == []
 
 
 def test_body_over_a_million_bytes_is_413(server: PushdServer) -> None:

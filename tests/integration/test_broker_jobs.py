@@ -489,3 +489,49 @@ def test_twenty_nodes_with_mixed_answers(env: BrokerEnv) -> None:
         "nacked": names[:5], "failed": names[5:8], "succeeded": names[8:]
     }
     assert env.client.status()["node_fsm_count"] == 20
+
+
+# -- every accepted job ends (issue 12) ------------------------------------------------------
+
+
+@pytest.fixture
+def env_on_each_db(tmp_path: Path, db_backend: tuple[str, dict]) -> Iterator[BrokerEnv]:
+    env = BrokerEnv(tmp_path, db_backend).start()
+    try:
+        yield env
+    finally:
+        env.close()
+
+
+def test_a_job_the_broker_cannot_start_ends_crashed_with_a_reason(
+    env_on_each_db: BrokerEnv,
+) -> None:
+    env = env_on_each_db
+    # A stored job whose commit cannot be encoded (a lone surrogate: the API refuses it now,
+    # but a row from an older server or another writer may hold one). Before, the broker
+    # raised after marking it `voting` and before setting its voting timer: voting forever.
+    peer = env.peer("n1")
+    job = env.create_job(["n1"], "true", env={"A": "\ud800"}, voting_timeout=60)
+    view = env.wait_job(job, timeout=5)
+    assert view.status == JobStatus.CRASHED
+    reasons = view.node_reasons()
+    assert "internal error while starting the job" in reasons["n1"]
+    assert view.nodes_by_status() == {"crashed": ["n1"]}
+    name, data = env.events(job)[-1]
+    assert name == "job_complete" and data["status"] == "crashed"
+    assert data["reason"] == reasons["n1"]
+    assert peer.received("commit") == []
+    # The broker keeps serving: the next job runs.
+    good = env.create_job(["n1"], "true")
+    assert env.wait_job(good, timeout=5).status == JobStatus.COMPLETE
+
+
+def test_quorum_above_node_count_ends_at_once_without_a_commit(env: BrokerEnv) -> None:
+    peer = env.peer("n1")
+    job = env.create_job(["n1"], "true", quorum=2, voting_timeout=60)
+    view = env.wait_job(job, timeout=3)
+    assert view.status == JobStatus.QUORUM_FAILED
+    assert view.nodes_by_status() == {"unavailable": ["n1"]}
+    assert env.event_names(job) == ["start", "job_complete"]
+    assert env.events(job)[-1][1]["reason"] == "quorum 2 is larger than the job's 1 node(s)"
+    assert peer.received("commit") == []

@@ -9,6 +9,7 @@ import pytest
 
 from pushd.api import validation as v
 from pushd.api.validation import JobValidationError, parse_job_request
+from pushd.protocol import limits
 
 
 def body(**fields: object) -> bytes:
@@ -70,8 +71,21 @@ def test_bad_nodes(nodes: object) -> None:
     assert refused(body(nodes=nodes)) == "at least one node must be supplied"
 
 
-def test_duplicate_nodes_are_400_not_500() -> None:
-    assert refused(body(nodes=["a", "b", "a"])) == "duplicate node names supplied"
+def test_duplicate_nodes_are_accepted_once_each() -> None:
+    # knife-push reads a 400 as a 1.x server (issue 12): duplicates run once instead.
+    job = parse_job_request(body(nodes=["a", "b", "a", "b", "c"]))
+    assert job.nodes == ["a", "b", "c"]
+    assert job.quorum == 3
+
+
+@pytest.mark.parametrize(
+    ("quorum", "expected"),
+    # Within the list as sent (knife's "100%" of ["a", "a", "b"] is 3): capped at the distinct
+    # count; beyond it: kept, and the job fails quorum at once.
+    [(3, 2), (2, 2), (1, 1), (0, 0), (4, 4)],
+)
+def test_quorum_with_duplicate_nodes(quorum: int, expected: int) -> None:
+    assert parse_job_request(body(nodes=["a", "a", "b"], quorum=quorum)).quorum == expected
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "x" * 256])
@@ -106,7 +120,7 @@ def test_run_timeout_type(value: object) -> None:
     assert refused(body(run_timeout=value)) == v.RUN_TIMEOUT_TYPE
 
 
-@pytest.mark.parametrize("value", [-5, 0.25])
+@pytest.mark.parametrize("value", [-5, 0.25, 0, 0.0, 2**31])
 def test_run_timeout_range(value: object) -> None:
     assert refused(body(run_timeout=value)) == v.RUN_TIMEOUT_RANGE
 
@@ -127,9 +141,99 @@ def test_top_level_duplicate_key() -> None:
     assert refused(b'{"command":"x","command":"y","nodes":["n"]}') == v.DUPLICATE_KEY
 
 
-@pytest.mark.parametrize("env", [["A"], {"A": 1}, {"": "x"}])
+@pytest.mark.parametrize("env", [["A"], {"A": 1}, {"": "x"}, {"A": "x\x00"}])
 def test_env_must_map_strings_to_strings(env: object) -> None:
     assert refused(body(env=env)) == v.ENV_INVALID
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"A-B": "x"},
+        {"1A": "x"},
+        {f"V{i}": "" for i in range(limits.MAX_ENV_VARS + 1)},
+        {"BIG": "x" * limits.MAX_ENV_BYTES},
+    ],
+    ids=["dash", "digit-first", "too-many", "too-big"],
+)
+def test_env_the_client_would_refuse_is_400(env: dict[str, str]) -> None:
+    from pushd_client.environment import validate_job_env
+
+    with pytest.raises(ValueError) as client_says:
+        validate_job_env(env)
+    assert refused(body(env=env)) == f"invalid environment value ({client_says.value})"
+
+
+def test_env_at_the_client_limits_is_accepted() -> None:
+    from pushd_client.environment import validate_job_env
+
+    env = {f"V{i}": "" for i in range(limits.MAX_ENV_VARS - 1)}
+    env["BIG"] = "x" * (limits.MAX_ENV_BYTES - sum(map(len, env)) - 3)
+    assert validate_job_env(env) == env
+    assert parse_job_request(body(env=env)).env == env
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"command": "\ud800"},
+        {"nodes": ["ok", "x\udfff"]},
+        {"dir": "/tmp/\ud800"},
+        {"user": "\udc80"},
+        {"file": "raw:\ud800"},
+        {"env": {"A": "\ud800"}},
+        {"env": {"\ud800": "x"}},
+    ],
+    ids=["command", "node", "dir", "user", "file", "env-value", "env-key"],
+)
+def test_lone_surrogates_are_400_in_every_field(fields: dict[str, object]) -> None:
+    raw = json.dumps({"command": "x", "nodes": ["n1"], **fields}).encode()
+    assert b"\\u" in raw  # sent as JSON escapes, as a hostile client would
+    assert refused(raw) == v.text_invalid(next(iter(fields)))
+
+
+@pytest.mark.parametrize("raw", [b'{"command": "x", "nodes": ["n"], "\\ud800": 1}',
+                                 b'{"command": "x", "nodes": ["n"], "bogus": "\\ud800"}'])
+def test_unknown_keys_stay_invalid_keys(raw: bytes) -> None:
+    assert refused(raw) == v.INVALID_KEY
+
+
+def test_surrogate_pairs_are_text() -> None:
+    raw = b'{"command": "echo \\ud83d\\ude00", "nodes": ["n1"]}'
+    assert parse_job_request(raw).command == "echo \U0001f600"
+
+
+@pytest.mark.parametrize("directory", ["client", "..", "", "./x", "tmp/"])
+def test_relative_dir_is_refused(directory: str) -> None:
+    assert refused(body(dir=directory)) == v.DIR_INVALID
+
+
+@pytest.mark.parametrize("directory", ["/", "/var/tmp", "C:\\chef", "c:/chef", "\\\\srv\\share"])
+def test_absolute_dirs_are_accepted(directory: str) -> None:
+    assert parse_job_request(body(dir=directory)).dir == directory
+
+
+def test_file_limit_is_never_above_the_clients() -> None:
+    limit = limits.MAX_JOB_FILE_BYTES
+    at = "base64:" + base64.b64encode(b"x" * limit).decode()
+    assert parse_job_request(body(file=at), max_file_size=10 * limit).file == at
+    over = "base64:" + base64.b64encode(b"x" * (limit + 1)).decode()
+    assert refused_with(body(file=over), max_file_size=10 * limit) == (
+        f"invalid file size (must be <= {limit} bytes)"
+    )
+
+
+def test_a_commit_the_client_cannot_read_is_refused() -> None:
+    # Control characters are 6 bytes each once JSON-escaped in the commit.
+    command = "\x01" * (limits.MAX_SERVER_MESSAGE_BYTES // 6 + 1)
+    assert refused(body(command=command)) == v.COMMIT_TOO_LARGE
+    assert parse_job_request(body(command="\x01" * 1000)).command == "\x01" * 1000
+
+
+def refused_with(raw: bytes, **kwargs: int) -> str:
+    with pytest.raises(JobValidationError) as info:
+        parse_job_request(raw, **kwargs)
+    return info.value.message
 
 
 @pytest.mark.parametrize("value", ["plain", "hex:00", 5])

@@ -135,6 +135,12 @@ def test_not_whitelisted_is_nacked_with_reason(tmp_path: Path) -> None:
     [
         ({"user": "no-such-user-here"}, "bad_user"),
         ({"dir": "/no/such/dir"}, "bad_dir"),
+        # Relative dirs would run relative to the client's own directory (issue 12); "client"
+        # and ".." both exist relative to where the tests run.
+        ({"dir": "client"}, "bad_dir"),
+        ({"dir": ".."}, "bad_dir"),
+        ({"dir": ""}, "bad_dir"),
+        ({"user": "u" * 33}, "bad_user"),
         ({"file": "text:hello"}, "bad_file"),
         ({"file": "base64:!!!"}, "bad_file"),
         ({"env": {"BAD NAME": "x"}}, "bad_env"),

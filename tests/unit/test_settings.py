@@ -120,6 +120,8 @@ def test_unknown_name_suggests_the_closest() -> None:
         ("log_rotation", {"num_to_kep": 1}, "did you mean 'num_to_keep'"),
         ("log_rotation", {"num_to_keep": 0}, "at least 1"),
         ("postgresql.port", "5432", "expected an integer"),
+        # Never above what the node client accepts (issue 12).
+        ("max_job_file_size", 1_048_577, "at most 1048576"),
     ],
 )
 def test_validators_reject_with_a_reason(name: str, value: object, reason: str) -> None:
