@@ -368,9 +368,10 @@ class JobEngine:
             return False
         run.recovering.discard(name)
         transition = Transition(run.spec.job_id, run.spec.org_id)
-        if state == "running" and run.statuses[name] == NodeStatus.READY:
-            self._set(run, transition, name, NodeStatus.RUNNING)
-            transition.events.append(FeedEvent("run_start", {"node": name}))
+        if state == "running":
+            if run.statuses[name] == NodeStatus.READY:
+                self._set(run, transition, name, NodeStatus.RUNNING)
+                transition.events.append(FeedEvent("run_start", {"node": name}))
             if run.staged:
                 # Its start time died with the old broker: a full run_timeout from now.
                 self._add_deadline(run, name)

@@ -231,3 +231,50 @@ def test_node_status_ref_is_of_the_harness_org() -> None:
     job = h.start_job(["a"], max_concurrency=1)
     h.send("a", "ack_commit", job)
     assert [ref for ref, _, m in h.outbox.messages if m["type"] == "run"] == [(ORG, "a")]
+
+
+def test_after_a_broker_restart_waiting_nodes_wait_their_turn_again() -> None:
+    from pushd.broker.contracts import JobSpec
+
+    h = EngineHarness()
+    statuses = {"a": NodeStatus.RUNNING, "b": NodeStatus.READY, "c": NodeStatus.READY}
+    spec = JobSpec(
+        job_id="a" * 32, org_id=ORG, command="sleep 5", nodes=list(statuses), quorum=3,
+        status=JobStatus.RUNNING, node_statuses=dict(statuses), run_timeout=10,
+        max_concurrency=1,
+    )
+    h.engine.recover(spec, run_left=100, grace=3.0)
+    job = spec.job_id
+    h.heartbeat("a", job, "running")
+    h.heartbeat("b", job, "committed")
+    h.heartbeat("c", job, "committed")
+    assert runs_sent(h, job) == []  # a holds the only slot
+    h.send("a", "succeeded", job)
+    assert runs_sent(h, job) == ["b"]
+    h.advance(11)  # b's own run_timeout (it never acked): timed out, c's turn
+    assert h.node_status(job, "b") == NodeStatus.TIMED_OUT
+    assert runs_sent(h, job) == ["b", "c"]
+    finish(h, job, "c")
+    assert h.job_status(job) == JobStatus.COMPLETE
+
+
+def test_a_reattached_running_node_gets_a_deadline() -> None:
+    from pushd.broker.contracts import JobSpec
+
+    h = EngineHarness()
+    statuses = {"a": NodeStatus.RUNNING, "b": NodeStatus.READY}
+    spec = JobSpec(
+        job_id="b" * 32, org_id=ORG, command="sleep 5", nodes=list(statuses), quorum=2,
+        status=JobStatus.RUNNING, node_statuses=dict(statuses), run_timeout=5,
+        max_concurrency=1,
+    )
+    h.engine.recover(spec, run_left=100, grace=30.0)
+    job = spec.job_id
+    h.heartbeat("a", job, "running")
+    h.heartbeat("b", job, "committed")
+    for _ in range(3):
+        h.advance(2)
+        h.heartbeat("a", job, "running")
+        h.heartbeat("b", job, "committed")
+    assert h.node_status(job, "a") == NodeStatus.TIMED_OUT
+    assert runs_sent(h, job) == ["b"]
