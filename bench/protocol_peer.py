@@ -23,7 +23,9 @@ Stock behaviour: `abort` -> `aborted` (job_id of the job it had, else null) and 
 ignored. Scripted commands: "true"/"succeed" exit 0, "false"/"fail" exit 1, "sleep N" exits 0
 after N seconds, "hang" never finishes. Misbehaviour switches (attributes): `answer_commit`
 ("ack" | "nack" | None = ignore), `answer_run` ("ack" | "nack" | None), `answer_abort` (bool),
-`send_heartbeats` (bool), `nack_reason` (str | None: pushd's optional reason field).
+`send_heartbeats` (bool), `nack_reason` (str | None: pushd's optional reason field),
+`output` ((stdout, stderr) | None: what a finished job with capture sends instead of the
+default "<node> says hi").
 
 `stock_liveness` (bool, default False; `peer.online` tells the state): the stock heartbeater's
 online/offline rule (2.7): after more than `offline_threshold` (3) of its own heartbeat ticks
@@ -113,6 +115,7 @@ class ProtocolPeer:
         self.answer_abort = True
         self.send_heartbeats = True
         self.nack_reason: str | None = None
+        self.output: tuple[str, str] | None = None
         # the stock heartbeater's online/offline rule (off unless asked for)
         self.stock_liveness = False
         self.offline_threshold = 3
@@ -396,7 +399,9 @@ class ProtocolPeer:
         job, result = self.job_id, self._job_result or "succeeded"
         self.state, self.job_id, self._job_finish_at = "idle", None, None
         extra = {}
-        if self._capture:
+        if self._capture and self.output is not None:
+            extra = {"stdout": self.output[0], "stderr": self.output[1]}
+        elif self._capture:
             extra = {"stdout": f"{self.node} says hi\n", "stderr": "" if result == "succeeded"
                      else "it failed\n"}
         self.send(result, job, **extra)

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-TRUNCATION_MARKER = "[push-jobs-client: output truncated, {dropped} of {total} bytes dropped]\n"
+# The marker is shared with the server, which cuts stored output the same way (output_max_bytes).
+from pushd.protocol.output import TRUNCATION_MARKER, tail_bytes
+
+__all__ = ["TRUNCATION_MARKER", "TailBuffer", "fit_output"]
 
 
 class TailBuffer:
@@ -57,13 +60,7 @@ def _text(data: bytes) -> str:
 
 def _tail_text(buffer: TailBuffer, keep: int) -> str:
     """At most `keep` bytes from the end of `buffer`, with a marker when anything is missing."""
-    data = buffer.data
-    tail = data[len(data) - keep :] if keep < len(data) else data
-    # Do not start in the middle of a UTF-8 sequence: skip continuation bytes.
-    start = 0
-    while start < len(tail) and start < 3 and (tail[start] & 0xC0) == 0x80:
-        start += 1
-    tail = tail[start:]
+    tail = tail_bytes(buffer.data, keep)
     text = _text(tail)
     if len(tail) < buffer.total:
         dropped = buffer.total - len(tail)

@@ -16,6 +16,11 @@ Public API
 ``load_settings_from_text(text, filename="<string>") -> Settings``
     Parse with :mod:`pushd.rbconfig` and apply the statements to the registry.
 
+``setting_lines(path) -> {name: (filename, line)}``
+    Where the file at `path` sets each setting (its last assignment), for messages that point
+    at the file (reconfigure's warning about settings without effect). The file must be valid:
+    load it first.
+
 Every problem raises :class:`pushd.errors.ConfigError` with the file, line and column, the
 offending text and the reason: an unknown namespace or key names the closest known one
 (difflib); a value its validator refuses gives the validator's reason.
@@ -49,6 +54,7 @@ __all__ = [
     "find_config_file",
     "load_settings",
     "load_settings_from_text",
+    "setting_lines",
 ]
 
 CONFIG_ENV_VAR = "PUSH_JOBS_SERVER_CONFIG"
@@ -125,6 +131,17 @@ def load_settings_from_text(text: str, filename: str = "<string>") -> Settings:
         if last is None:
             raise ConfigError(str(exc), filename=filename) from None
         raise _error(str(exc), last, last.value_line, last.value_column) from None
+
+
+def setting_lines(path: str | os.PathLike[str]) -> dict[str, tuple[str, int]]:
+    """{setting name: (filename, line)} of the last assignment of each setting in the file."""
+    found: dict[str, tuple[str, int]] = {}
+    scratch: dict[str, Any] = {}
+    for statement in parse(_read(Path(path)), str(path)):
+        name = _apply(statement, scratch)
+        if name is not None:
+            found[name] = (statement.filename, statement.line)
+    return found
 
 
 def _error(message: str, statement: Statement, line: int, column: int) -> ConfigError:

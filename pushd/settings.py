@@ -15,7 +15,12 @@ Public API
 ----------
 ``Setting``            frozen dataclass: ``namespace, key, default, type, validator, doc``, plus
                        ``derive`` (callable computing the default from other resolved values, or
-                       None), ``secret`` (redacted by ``as_dict(redact=True)``), ``name`` property.
+                       None), ``secret`` (redacted by ``as_dict(redact=True)``), ``name`` property,
+                       ``no_effect`` (why pushd accepts the setting but nothing reads it; "" for
+                       a setting that has an effect) and ``label`` (``ns['key']``).
+``NO_EFFECT``          ``{name: reason}``: the settings "accepted for compatibility, no effect"
+                       (an original file loads unchanged); show-config, the example and the docs
+                       say so, and reconfigure warns when the file sets one.
 ``SETTINGS``           tuple of every ``Setting`` in declaration (= documentation) order.
 ``NAMESPACES``         ``("opscode_pushy_server", "postgresql")``.
 ``IGNORED_NAMESPACES`` ``("bootstrap", "oc_chef_pedant")``: namespaces of the original file that
@@ -64,7 +69,7 @@ import posixpath
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pushd.protocol.limits import MAX_JOB_FILE_BYTES
@@ -73,6 +78,7 @@ from pushd.rbconfig import Constant
 __all__ = [
     "IGNORED_NAMESPACES",
     "NAMESPACES",
+    "NO_EFFECT",
     "SETTINGS",
     "Setting",
     "Settings",
@@ -147,6 +153,7 @@ def number(minimum: float | None = None, maximum: float | None = None) -> Valida
 
 
 port = integer(1, 65535)
+port_or_zero = integer(0, 65535)  # 0 turns the listener off
 positive = integer(1)
 non_negative = integer(0)
 
@@ -249,10 +256,16 @@ class Setting:
     derive: Callable[[Mapping[str, Any]], Any] | None = None
     derive_doc: str = ""
     secret: bool = False
+    no_effect: str = ""
 
     @property
     def name(self) -> str:
         return self.key if self.namespace == PUSHY else f"{self.namespace}.{self.key}"
+
+    @property
+    def label(self) -> str:
+        """How the config file names it: ``opscode_pushy_server['key']``."""
+        return f"{self.namespace}['{self.key}']"
 
     @property
     def is_hash(self) -> bool:
@@ -309,6 +322,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("server_heartbeat_port", 10000, "port", port, "PUB socket for server heartbeats."),
     _s("command_port", 10002, "port", port, "ROUTER socket for the Curve command channel."),
     _s("api_port", 10003, "port", port, "REST API port."),
+    _s("metrics_listen", "127.0.0.1", "host", host,
+       "Bind address of the Prometheus /metrics listener (served by the broker)."),
+    _s("metrics_port", 10004, "port", port_or_zero,
+       "Port of the Prometheus /metrics listener; 0 disables metrics."),
     _s("allow_unencrypted", False, "bool", boolean,
        "Also accept 1.x-protocol clients without Curve on unencrypted_command_port."),
     _s("unencrypted_command_port", 10001, "port", port,
@@ -367,7 +384,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("jobs_page_limit", 1000, "int", integer(1, 100_000),
        "Most jobs returned by one GET of the job list."),
     _s("output_max_bytes", 1_048_576, "int (bytes)", integer(0, 1_073_741_824),
-       "Output stored per node per stream (stdout, stderr)."),
+       "Output stored per node per stream (stdout, stderr); a longer stream keeps its end "
+       "behind the truncation marker nodes use."),
     # Principals.
     _s("principal_source", "local", "'local' | 'chef_server'", choice("local", "chef_server"),
        "Where users, clients, groups and keys come from."),
@@ -406,6 +424,31 @@ SETTINGS: tuple[Setting, ...] = (
     _pg("db_superuser_password", None, "string", optional(string), "Password of db_superuser.",
         secret=True),
 )  # fmt: skip
+
+# Settings of the original that pushd accepts, so an existing file loads unchanged, but that
+# nothing in pushd reads. tests/unit/test_settings_effect.py fails on a setting that nothing
+# reads and is not listed here, and on a listed one that something reads.
+NO_EFFECT: dict[str, str] = {
+    "ha": "pushd has no high-availability topology of its own",
+    "listen": "pushd binds api_listen and zeromq_listen_address",
+    "down_threshold": "node liveness counts heartbeats (offline_threshold, online_threshold)",
+    "decay_window": "node liveness counts heartbeats (offline_threshold, online_threshold)",
+    "wait_complete_time": "results are recorded as they arrive; a finished job waits for none",
+    "org_feed_expiration": "organization feeds keep no state in memory (see org_feed_retention)",
+    "ibrowse_max_sessions": "a setting of the original's Erlang HTTP client",
+    "ibrowse_max_pipeline_size": "a setting of the original's Erlang HTTP client",
+    "enable_graphite": "pushd sends no graphite metrics",
+    "graphite_host": "pushd sends no graphite metrics",
+    "graphite_port": "pushd sends no graphite metrics",
+    "postgresql.sql_ro_user": "pushd connects only as sql_user",
+    "postgresql.sql_ro_password": "pushd connects only as sql_user",
+    "postgresql.username": "pushd does not run PostgreSQL",
+}
+SETTINGS = tuple(
+    replace(setting, no_effect=NO_EFFECT[setting.name]) if setting.name in NO_EFFECT else setting
+    for setting in SETTINGS
+)
+NO_EFFECT_NOTE = "Accepted for compatibility, no effect"
 
 _BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 _PORT_NAMES = ("server_heartbeat_port", "command_port", "api_port", "unencrypted_command_port")
@@ -474,6 +517,8 @@ class Settings:
         legacy_port = self["allow_unencrypted"] or self["disable_curve_encryption"]
         used = [name for name in _PORT_NAMES
                 if name != "unencrypted_command_port" or legacy_port]  # fmt: skip
+        if self["metrics_port"]:
+            used.append("metrics_port")
         seen: dict[int, str] = {}
         for name in used:
             if self[name] in seen:
@@ -591,6 +636,8 @@ def render_example() -> str:
             namespace = setting.namespace
             lines.append(f"\n## {namespace}\n")
         lines.append(f"\n# {setting.doc}")
+        if setting.no_effect:
+            lines.append(f"# {NO_EFFECT_NOTE}: {setting.no_effect}.")
         if setting.derive is not None:
             lines.append(f"# Default: {setting.derive_doc}.")
             value = Settings.defaults()[setting.name]
@@ -623,9 +670,11 @@ def render_markdown() -> str:
     for setting in SETTINGS:
         default = (f"`{setting.derive_doc}`" if setting.derive is not None
                    else f"`{to_ruby(setting.default)}`")  # fmt: skip
+        doc = setting.doc
+        if setting.no_effect:
+            doc += f" **{NO_EFFECT_NOTE}:** {setting.no_effect}."
         rows.append(
-            f"| `{setting.namespace}['{setting.key}']` | {setting.type} | {default} | "
-            f"{setting.doc} |"
+            f"| `{setting.namespace}['{setting.key}']` | {setting.type} | {default} | {doc} |"
         )
     return "\n".join(rows) + "\n"
 

@@ -1,12 +1,17 @@
 """Apply opscode-push-jobs-server.rb: validate, provision, write services, (re)start what changed.
 
 Steps, in order; a configuration error stops before anything is touched:
-  1. load and validate the file (errors name the file, line and column);
+  1. load and validate the file (errors name the file, line and column); warn, one line each
+     with its file and line, about settings the file sets that pushd accepts for
+     compatibility but that have no effect;
   2. show what changed against opscode-push-jobs-server-running.json (secrets masked);
   3. create the service account (root only), the directories, the server's RSA and Curve keys
      and the database schema (or migrate it);
   4. write opscode-push-jobs-server-running.json (0600);
-  5. write the runit service directories (run, log/run, svlogd's rotation config);
+  5. write the runit service directories (run, log/run, svlogd's rotation config); as root,
+     hand the service's state to the service account and check, as that account, that it can
+     read the config file and write its directories (pushd_ctl.access), else fail with one line
+     naming the account and the path before anything starts;
   6. start runsvdir for service_dir when none runs; restart only services whose rendered files
      changed, start services that are down;
   7. wait until the API answers /_status, or fail showing the service's last log lines.
@@ -24,10 +29,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pushd_ctl import health, layout, logs, provision, remembered, runit, supervision
+from pushd_ctl import access, health, layout, logs, provision, remembered, runit, supervision
 from pushd_ctl.context import EXIT_FAILURE, EXIT_OK, Context
 
 from pushd import settings as registry
+from pushd.config import setting_lines
 from pushd.settings import Settings
 
 DEFAULT_TIMEOUT = 90.0
@@ -86,6 +92,21 @@ def _report_changes(ctx: Context, previous: Settings | None, current: Settings) 
     return len(changes)
 
 
+def _warn_no_effect(ctx: Context, settings: Settings, config_path: Path | None) -> None:
+    """One line per setting the file sets that is accepted for compatibility, no effect."""
+    unused = [s for s in registry.SETTINGS if s.no_effect and settings.is_set(s.name)]
+    if not unused or config_path is None:
+        return
+    lines = setting_lines(config_path)
+    for setting in unused:
+        filename, line = lines.get(setting.name, (str(config_path), 0))
+        where = f"{filename}:{line}" if line else filename
+        ctx.warn(
+            f"push-jobs-server-ctl: reconfigure: warning: {where}: {setting.label} is "
+            f"{registry.NO_EFFECT_NOTE.lower()} ({setting.no_effect})"
+        )
+
+
 def run(ctx: Context, args: Any) -> int:
     settings = ctx.settings  # a bad file raises ConfigError here, before anything is touched
     etc_dir = Path(settings.get("etc_dir"))
@@ -102,6 +123,7 @@ def run(ctx: Context, args: Any) -> int:
 def _reconfigure(ctx: Context, settings: Settings, args: Any) -> int:
     config_path = ctx.config_path
     ctx.say(f"Config file: {config_path if config_path else '(none, defaults)'}")
+    _warn_no_effect(ctx, settings, config_path)
     running_path = layout.running_json_path(settings)
     changed_settings = _report_changes(ctx, read_running(running_path), settings)
 
@@ -137,6 +159,9 @@ def _reconfigure(ctx: Context, settings: Settings, args: Any) -> int:
         if written[service].service_changed or written[service].log_changed:
             actions.append(f"wrote service {layout.service_path(settings, service)}")
     provision.hand_over(settings, user)
+    # Before anything starts: a service that cannot read its config or write its state would
+    # only crash-loop under runsv, its reason buried in its log.
+    access.check_service_access(settings, user, config_path=config_path, python=sys.executable)
 
     pid, started = supervision.ensure_runsvdir(settings)
     if started:

@@ -1,7 +1,9 @@
 """Show the configuration reconfigure would apply (resolved, as JSON; secrets masked).
 
-Every setting appears with its value from the file, else its derived or default value. With
---diff, only the settings that differ from the running config are shown.
+Every setting appears with its value from the file, else its derived or default value; the
+"no_effect" section lists the settings accepted for compatibility that have no effect in pushd,
+each with the reason. With --diff, only the settings that differ from the running config are
+shown (one without effect says so).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 from pushd_ctl import layout
 from pushd_ctl.commands.reconfigure import read_running
 from pushd_ctl.context import EXIT_OK, Context
+
+from pushd import settings as registry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,10 +37,19 @@ def run(ctx: Context, args: Any) -> int:
         for name, _old, _new in previous.diff(settings):
             namespace, _, key = name.rpartition(".")
             section = namespace or "opscode_pushy_server"
+            note = _note(name)
             ctx.say(
                 f"{name}: {json.dumps(masked_old[section][key])} -> "
-                f"{json.dumps(masked_new[section][key])}"
+                f"{json.dumps(masked_new[section][key])}" + (f" ({note})" if note else "")
             )
         return EXIT_OK
-    ctx.say(json.dumps(settings.as_dict(redact=True), indent=2, default=str))
+    document: dict[str, Any] = settings.as_dict(redact=True)
+    document["no_effect"] = {name: _note(name) for name in registry.NO_EFFECT}
+    ctx.say(json.dumps(document, indent=2, default=str))
     return EXIT_OK
+
+
+def _note(name: str) -> str:
+    """"Accepted for compatibility, no effect: why" for such a setting, else ""."""
+    reason = registry.lookup(name).no_effect
+    return f"{registry.NO_EFFECT_NOTE.lower()}: {reason}" if reason else ""

@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from pushd.broker.contracts import (
@@ -123,8 +124,8 @@ class JobRun:
     """The live state of one job."""
 
     __slots__ = (
-        "deadlines", "halted", "pending", "phase", "recovering", "spec", "statuses", "tally",
-        "timer", "waiting",
+        "deadlines", "halted", "pending", "phase", "recovering", "spec", "started",
+        "statuses", "tally", "timer", "waiting",
     )
 
     def __init__(self, spec: JobSpec, phase: str) -> None:
@@ -136,6 +137,7 @@ class JobRun:
         self.tally: Counter[NodeStatus] = Counter(self.statuses.values())
         self.timer: Timer | None = None
         self.recovering: set[str] = set()
+        self.started: float | None = None  # scheduler time it began voting (None: re-attached)
         # Rollout control: ready nodes not yet sent `run`, in turn order. `pending` says which
         # entries of `waiting` still wait (a node leaving `ready` is dropped from it only: the
         # deque entry is skipped when popped), so both stay O(1) per node.
@@ -218,6 +220,11 @@ class JobEngine:
         self._jobs: dict[str, JobRun] = {}
         # (org_id, node) -> ids of live jobs naming that node: whom to tell when it goes down.
         self._watching: dict[NodeRef, set[str]] = {}
+        # Told of every finished job: (org_id, status, nodes per final status, seconds since it
+        # began voting or None). The broker's metrics.
+        self.on_finished: Callable[[str, str, Mapping[NodeStatus, int], float | None], None] = (
+            lambda org_id, status, tally, duration: None
+        )
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -227,6 +234,9 @@ class JobEngine:
     def is_live(self, job_id: str) -> bool:
         return job_id in self._jobs
 
+    def live_jobs_by_org(self) -> dict[str, int]:
+        return dict(Counter(run.spec.org_id for run in self._jobs.values()))
+
     def org_of(self, job_id: str) -> str | None:
         run = self._jobs.get(job_id)
         return None if run is None else run.spec.org_id
@@ -235,6 +245,7 @@ class JobEngine:
         if spec.job_id in self._jobs:
             return  # a repeated start_job request for a job already running
         run = JobRun(spec, VOTING)
+        run.started = self._scheduler.now()
         self._adopt(run)
         log.info("job %s starting: %d nodes, quorum %d", spec.job_id, len(spec.nodes), spec.quorum)
         try:
@@ -707,6 +718,8 @@ class JobEngine:
                 if not watchers:
                     del self._watching[ref]
         log.info("job %s finished: %s", spec.job_id, status.wire)
+        duration = None if run.started is None else self._scheduler.now() - run.started
+        self.on_finished(spec.org_id, status.wire, run.tally, duration)
 
     def _record(self, t: Transition) -> None:
         if not t.is_empty():

@@ -1,6 +1,6 @@
 """Persist job transitions and feed events, then publish the events (implements contracts.Journal).
 
-    journal = StoreJournal(store, publish)
+    journal = StoreJournal(store, publish, *, output_max_bytes=None, housekeeping=None)
     journal.record(transition)     buffer one Transition (called by the job engine, loop thread)
     journal.start()                start the writer thread (the broker does, as its loop starts)
     journal.flush() -> int         hand the buffered transitions to the writer without waiting;
@@ -39,6 +39,16 @@ that cannot keep up) the oldest are dropped and an error logged, so memory stays
 (MAX_RETAINED transitions of a few hundred bytes each). `record` hands off early at
 MAX_BUFFERED transitions.
 
+`output_max_bytes` (the setting of that name; None: no cap) bounds each stored stream of a
+node's output: a longer one keeps its last `output_max_bytes` bytes behind the truncation marker
+nodes use (pushd.protocol.output), its row keeps the original size and `truncated`. The cut is
+made here, in the writer thread, not in the broker's loop.
+
+`housekeeping` (a callable returning the seconds until its next call, e.g.
+pushd.broker.retention.JobRetention) runs in the writer thread when it is due and nothing waits
+to be written: first when the writer is first idle, then as it asks. Its errors are logged and
+it is called again after HOUSEKEEPING_RETRY seconds.
+
 Job-level events are logged at INFO, per-node ones (those whose data names a `node`) at DEBUG.
 """
 
@@ -47,10 +57,12 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pushd.broker.contracts import NodeOutput, Transition
+from pushd.protocol.output import cap_text
 from pushd.states import JobStatus, NodeStatus
 from pushd.store.times import event_timestamp, utcnow
 
@@ -60,6 +72,7 @@ MAX_BUFFERED = 2000
 MAX_BATCH = 20_000
 MAX_RETAINED = 200_000
 RETRY_DELAY = 0.5  # seconds between attempts while the database is unavailable
+HOUSEKEEPING_RETRY = 60.0  # seconds before housekeeping that failed runs again
 ORG_FEED_EVENTS = frozenset({"start", "job_complete"})
 
 _Event = tuple[str, str, str, dict[str, Any]]  # org_id, job_id, name, data
@@ -72,10 +85,15 @@ class StoreJournal:
         publish: Callable[[str, dict[str, Any]], None],
         *,
         max_retained: int = MAX_RETAINED,
+        output_max_bytes: int | None = None,
+        housekeeping: Callable[[], float] | None = None,
     ) -> None:
         self._store = store
         self._publish = publish
         self._max_retained = max_retained
+        self._output_max_bytes = output_max_bytes
+        self._housekeeping = housekeeping
+        self._housekeeping_due = 0.0  # time.monotonic(); 0: when the writer is first idle
         self._pending: list[Transition] = []  # loop side: recorded since the last flush
         self._recorded = 0
         # Shared with the writer, under _cond: the queue (FIFO; a failed batch goes back to its
@@ -202,12 +220,32 @@ class StoreJournal:
         while True:
             with self._cond:
                 while not self._queue and not self._stopping:
-                    self._cond.wait()
-                if not self._queue:
+                    idle = self._idle_time()
+                    if idle is not None and idle <= 0:
+                        break
+                    self._cond.wait(idle)
+                if not self._queue and self._stopping:
                     return True
-                batch = self._take()
-            if not self._finish(batch, self._write_batch(batch)):
+                batch = self._take() if self._queue else None
+            if batch is None:
+                self._run_housekeeping()  # nothing waits to be written: its turn
+            elif not self._finish(batch, self._write_batch(batch)):
                 return False
+
+    def _idle_time(self) -> float | None:
+        """Seconds until housekeeping is due (None: never)."""
+        if self._housekeeping is None:
+            return None
+        return self._housekeeping_due - time.monotonic()
+
+    def _run_housekeeping(self) -> None:
+        assert self._housekeeping is not None
+        try:
+            delay = float(self._housekeeping())
+        except Exception:
+            log.exception("housekeeping failed; trying again in %.0f s", HOUSEKEEPING_RETRY)
+            delay = HOUSEKEEPING_RETRY
+        self._housekeeping_due = time.monotonic() + max(delay, 0.0)
 
     def _drain_inline(self) -> None:
         # No writer thread: the caller writes, one attempt per queued batch.
@@ -286,16 +324,26 @@ class StoreJournal:
                 if changes.node_statuses:
                     store.set_node_statuses(org_id, job_id, changes.node_statuses)
                 for node, output in changes.outputs.items():
+                    stdout, stdout_size, stdout_cut = self._capped(
+                        output.stdout, output.stdout_dropped)
+                    stderr, stderr_size, stderr_cut = self._capped(
+                        output.stderr, output.stderr_dropped)
                     store.store_output(
-                        org_id, job_id, node, output.stdout, output.stderr,
-                        _size(output.stdout, output.stdout_dropped),
-                        _size(output.stderr, output.stderr_dropped),
-                        output.truncated,
+                        org_id, job_id, node, stdout, stderr, stdout_size, stderr_size,
+                        output.truncated or stdout_cut or stderr_cut,
                     )
                 if changes.job_status is not None:
                     store.set_job_status(org_id, job_id, changes.job_status)
             ids = store.append_events(events) if events else []
         return ids, events
+
+    def _capped(self, text: str | None, dropped: int) -> tuple[str | None, int | None, bool]:
+        """(text to store, its original size or None to let the store measure, cut here)."""
+        size = _size(text, dropped)
+        if text is None or self._output_max_bytes is None:
+            return text, size, False
+        capped, cut, total = cap_text(text, self._output_max_bytes, size)
+        return (capped, total, True) if cut else (text, size, False)
 
     def _announce(self, ids: list[int], events: list[_Event]) -> None:
         # Outside _write_batch's try: the rows are committed, a failing publish must not make

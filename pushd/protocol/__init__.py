@@ -42,6 +42,10 @@ Config document (pushd.protocol.config)
     new_session_key() -> bytes; encrypt_session_key(client_public_key, key) -> str;
     decrypt_session_key(client_private_key, text) -> bytes
 
+Output (pushd.protocol.output)
+    TRUNCATION_MARKER; tail_bytes(data, keep); cap_text(text, max_bytes, total=None) -> (text,
+    dropped): a cut stream looks the same whether the node or the server cut it
+
 Typical use, broker side::
 
     body = decode(frames, key=lambda b: session_keys.get(sender_of(b)),

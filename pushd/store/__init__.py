@@ -34,7 +34,7 @@ Jobs (pushd.store.jobs)
                  truncated=False)
     get_output(org_id, job_id, node, channel) -> str | None
     get_output_bytes(...) -> bytes | None; get_output_record(org_id, job_id, node)
-    prune_jobs(older_than) -> int
+    prune_jobs(older_than, *, limit=None) -> int   oldest first, at most `limit`
     JobOptions, JobNodeState, JobSummary, JobView, OutputRecord, InvalidCursor
 
 Events (pushd.store.events)

@@ -35,9 +35,10 @@ Writes (the API creates jobs; the broker is the only writer of job and node stat
                  truncated=False) -> None         insert or replace. Text is kept as UTF-8
         bytes; U+DC80..U+DCFF (surrogateescape) become the raw bytes they stand for, so a
         client's undecodable output comes back byte-exact; other lone surrogates become '?'.
-    prune_jobs(older_than) -> int
+    prune_jobs(older_than, *, limit=None) -> int
         delete finished jobs not updated since then (all orgs; cascades to nodes, options,
-        output and events)
+        output and events); with `limit`, at most that many, oldest first (one small batch:
+        the broker's retention, pushd.broker.retention, calls it repeatedly)
 
 Reads:
 
@@ -395,15 +396,23 @@ def _len(data: bytes | None) -> int | None:
 
 
 @store_function
-def prune_jobs(older_than: datetime) -> int:
-    """Delete finished jobs (of every org) whose last status change is before `older_than`."""
+def prune_jobs(older_than: datetime, *, limit: int | None = None) -> int:
+    """Delete finished jobs (of every org) whose last status change is before `older_than`,
+    at most `limit` of them (the oldest first), in one transaction; returns how many."""
     active = [int(status) for status in ACTIVE_JOB_STATUSES]
+    old = (Job.updated_at < to_naive_utc(older_than)) & (Job.status.not_in(active))
+    if limit is None:
+        with transaction():
+            return Job.delete().where(old).execute()
+    # Ids first, outside the write transaction (the scan holds no write lock), then delete by
+    # id: SQLite has no DELETE ... LIMIT in every build, and a small batch keeps SQLite's one
+    # write lock short for the journal writer that shares it. The delete checks `old` again.
+    ids = [row.id for row in Job.select(Job.id).where(old).order_by(Job.updated_at)
+           .limit(max(0, limit))]  # fmt: skip
+    if not ids:
+        return 0
     with transaction():
-        return (
-            Job.delete()
-            .where((Job.updated_at < to_naive_utc(older_than)) & (Job.status.not_in(active)))
-            .execute()
-        )
+        return Job.delete().where(Job.id.in_(ids) & old).execute()
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 class Appliance:
     def __init__(self, root: Path) -> None:
         self.root = root
-        ports = free_ports(4)
+        ports = free_ports(5)
         self.api_port = ports[0]
         self.config = root / "opscode-push-jobs-server.rb"
         overrides = {
@@ -44,6 +44,7 @@ class Appliance:
             "server_heartbeat_port": ports[1],
             "command_port": ports[2],
             "unencrypted_command_port": ports[3],
+            "metrics_port": ports[4],
             "zeromq_listen_address": "tcp://127.0.0.1",
             "heartbeat_interval": 500,
         }
@@ -320,6 +321,30 @@ def test_changed_setting_is_shown_and_restarts_the_service(appliance: Appliance)
     assert appliance.main_pid() != pid
     running = json.loads(appliance.running_json.read_text())
     assert running["opscode_pushy_server"]["heartbeat_interval"] == 700
+
+
+def test_settings_without_effect_are_applied_with_one_warning_each(appliance: Appliance) -> None:
+    text = appliance.config.read_text()
+    appliance.config.write_text(
+        text + "opscode_pushy_server['ha'] = true\n"
+        "postgresql['sql_ro_user'] = 'reader'\n"
+    )
+    line = len(text.splitlines()) + 1
+    result = appliance.ctl("reconfigure")
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = [w for w in result.stderr.splitlines() if "warning" in w]
+    assert warnings == [
+        f"push-jobs-server-ctl: reconfigure: warning: {appliance.config}:{line}: "
+        "opscode_pushy_server['ha'] is accepted for compatibility, no effect "
+        "(pushd has no high-availability topology of its own)",
+        f"push-jobs-server-ctl: reconfigure: warning: {appliance.config}:{line + 1}: "
+        "postgresql['sql_ro_user'] is accepted for compatibility, no effect "
+        "(pushd connects only as sql_user)",
+    ]
+    assert "ha: false -> true" in result.stdout
+    diff = appliance.ctl("show-config", "--diff")
+    assert diff.stdout == ""  # applied: the running config has them
+    wait_for(lambda: appliance.api_status() == 200, timeout=60)
 
 
 def test_restart_and_graceful_kill(appliance: Appliance) -> None:
