@@ -11,6 +11,8 @@ returns the exit code):
     job_watch(args, io, connect) -> int      one job's events; without a job, the org feed
     job_rerun(args, io, connect) -> int      a new job on the failed/all/named nodes, followed
     node_status(args, io, connect) -> int
+    dashboard(args, io, connect) -> int      a one-time dashboard login URL: printed
+                                             (`--print-url`) or opened in the browser
     search_nodes(http, query) -> list[str]   Chef search (`GET search/node?q=...`), paged
 
 `connect()` returns a ChefHTTP for the configured server; it is only called once the command
@@ -84,13 +86,21 @@ def _dump_json(stream: TextIO, document: Any) -> None:
 # -- search -----------------------------------------------------------------------------------
 
 def search_nodes(http: ChefHTTP, query: str) -> list[str]:
-    """Node names matching a Chef search query, all pages."""
+    """Node names matching a Chef search query, all pages.
+
+    A single-tenant Chef server (Chef 11 API, e.g. goiardi) answers paths under
+    /organizations/NAME it does not route with an empty 200; its search lives at the root."""
     names: list[str] = []
     start = 0
     while True:
+        params = {"q": query, "start": start, "rows": SEARCH_PAGE}
         try:
-            result = http.get_json("search/node", {"q": query, "start": start,
-                                                   "rows": SEARCH_PAGE})
+            response = http.request("GET", "search/node", params=params)
+            root = http.server_root()
+            if start == 0 and not response.body.strip() and root is not None:
+                http = root
+                response = http.request("GET", "search/node", params=params)
+            result = response.json()
         except ApiError as exc:
             raise CliError(f"search for nodes failed ({exc.status}): {exc.message}") from None
         rows = result.get("rows") if isinstance(result, dict) else None
@@ -518,4 +528,36 @@ def node_status(args: Any, io: Io, connect: Connect) -> int:
     for row in rows:
         if isinstance(row, dict):
             _print(io.stdout, f"{row.get('node_name')}\t{row.get('availability')}")
+    return exitcodes.OK
+
+
+def dashboard(
+    args: Any, io: Io, connect: Connect, *, opener: Callable[[str], bool] | None = None
+) -> int:
+    """Ask the server for a one-time login URL (valid 60 s, single use) and open or print it."""
+    http = connect()
+    try:
+        answer = http.post_json("pushy/dashboard/login", {})
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CliError("this server has no dashboard (login URL endpoint: 404)") from None
+        raise CliError(f"cannot get a dashboard login URL: {exc.message}") from None
+    url = answer.get("url") if isinstance(answer, dict) else None
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise CliError(f"the server answered no login URL: {answer!r}")
+    if args.json:
+        _dump_json(io.stdout, answer)
+        return exitcodes.OK
+    if args.print_url:
+        _print(io.stdout, url)
+        return exitcodes.OK
+    if opener is None:
+        import webbrowser
+
+        opener = webbrowser.open
+    if opener(url):
+        _print(io.stderr, "Opened the dashboard in your browser (the link works once, for 60 s).")
+    else:
+        _print(io.stderr, "Could not start a browser; open this link (once, within 60 s):")
+        _print(io.stdout, url)
     return exitcodes.OK

@@ -1,5 +1,5 @@
 """Rollout control in the store (issue 17), on SQLite and PostgreSQL: the options round-trip,
-`halted` and `skipped` persist, and a version-2 database gains them through migration 3."""
+`halted` and `skipped` persist, and a version-2 database gains them through migration 4."""
 
 from __future__ import annotations
 
