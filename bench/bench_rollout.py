@@ -88,6 +88,12 @@ def run_job(server: Any, feed: FeedWatcher, size: int, concurrency: int,
     job_id = created.json()["uri"].rsplit("/", 1)[-1]
     completed_at = feed.wait(job_id, timeout)
     status = feed.completed[job_id][1].get("status")
+    if status != "complete":
+        # E.g. quorum_failed: a node judged offline on a loaded machine. Say so, measure nothing.
+        doc = server.request("GET", f"jobs/{job_id}", timeout=60).json()
+        counts = {name: len(nodes) for name, nodes in doc.get("nodes", {}).items()}
+        note(f"{size} nodes: job {job_id} ended {status} {counts}; not measured")
+        return {"status": status}
     figures: dict[str, Any] = analyse(job_feed(server, job_id), size)
     figures.update(total=completed_at - t0, status=status)
     return figures
@@ -120,9 +126,14 @@ def main() -> int:
             time.sleep(1)
             for size in sizes:
                 ideal = math.ceil(size / args.concurrency) * args.delay
-                for _ in range(args.runs):
+                attempts = 0
+                while len(figures.get(size, [])) < args.runs and attempts < args.runs + 2:
+                    attempts += 1
                     figure = run_job(server, feed, size, args.concurrency,
                                      timeout=120 + size / 20)
+                    if "running" not in figure:
+                        time.sleep(args.pause)
+                        continue
                     figures.setdefault(size, []).append(figure)
                     note(f"{size} nodes, max_concurrency {args.concurrency}: running phase "
                          f"{figure['running']:.2f} s (ideal {ideal:.1f} s), voting "
