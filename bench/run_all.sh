@@ -28,3 +28,4 @@ run zmqmem bench/bench_zmq_memory.py --nodes 2000 --messages 600 --spacing 0.05 
 run dispatch8000 bench/bench_dispatch.py --nodes 8000 --sizes 8000 --runs 5 --pause 5
 run storm5000 bench/bench_storm.py --nodes 5000 --runs 3
 run bigjob bench/bench_dispatch.py --nodes 100 --sizes '' --big-job 100000 --sqlite
+run rollout8000 bench/bench_rollout.py --nodes 8000 --sizes 1000,8000 --concurrency 500 --delay 0.2 --runs 2

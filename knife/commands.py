@@ -9,6 +9,7 @@ returns the exit code):
     job_output(args, io, connect) -> int     one node as is; all/several under headers
     job_abort(args, io, connect) -> int
     job_watch(args, io, connect) -> int      one job's events; without a job, the org feed
+    job_rerun(args, io, connect) -> int      a new job on the failed/all/named nodes, followed
     node_status(args, io, connect) -> int
     dashboard(args, io, connect) -> int      a one-time dashboard login URL: printed
                                              (`--print-url`) or opened in the browser
@@ -33,7 +34,14 @@ from pushd_knife.chefhttp import ApiError, ChefHTTP, segment
 from pushd_knife.exitcodes import CliError
 from pushd_knife.follow import Follower, JobTracker, job_path
 from pushd_knife.jobspec import build_job_body, encode_file, parse_env, unique_nodes
-from pushd_knife.render import Progress, event_line, node_table, summary
+from pushd_knife.render import (
+    Progress,
+    event_line,
+    node_table,
+    progress_line,
+    rollout_budget,
+    summary,
+)
 from pushd_knife.sse import (
     FEED_CONNECTED,
     FEED_ENDED,
@@ -51,6 +59,7 @@ NO_NODES = ("No nodes to run job on. Specify nodes as arguments or use -s to spe
             " query.")
 V2_ONLY_FLAGS = (("env", "--with-env"), ("file", "--file"), ("dir", "--in-dir"),
                  ("user", "--as-user"), ("capture_output", "--capture"))
+ROLLOUT_FLAGS = (("max_concurrency", "--max-concurrency"), ("max_errors", "--max-errors"))
 
 
 @dataclass
@@ -120,6 +129,13 @@ def _post_job(http: ChefHTTP, body: dict[str, Any], io: Io) -> dict[str, Any]:
         # fell back on any 400, which hid real validation errors (#50, #51): not here.
         if exc.status != 400 or exc.message != "invalid key supplied":
             raise CliError(f"the server refused the job: {exc.message}") from None
+    rollout = [flag for key, flag in ROLLOUT_FLAGS if key in body]
+    if rollout:
+        # A server without rollout control: dropping the limits would run on every node at once.
+        raise CliError(
+            f"the server refused the job: invalid key supplied; {', '.join(rollout)} need a"
+            " pushd server with rollout control"
+        )
     used = [flag for key, flag in V2_ONLY_FLAGS if body.get(key)]
     if used:
         raise CliError(
@@ -173,8 +189,18 @@ def job_start(args: Any, io: Io, connect: Connect) -> int:
         raise CliError(NO_NODES)
     body = build_job_body(args.command, nodes, quorum=args.quorum, run_timeout=args.timeout,
                           file=file_value, capture=args.capture, env=env,
-                          directory=args.in_dir, user=args.as_user)
+                          directory=args.in_dir, user=args.as_user,
+                          max_concurrency=args.max_concurrency, max_errors=args.max_errors)
     answer = _post_job(http, body, io)
+    rollout = rollout_budget({**body, "nodes": {"new": nodes}})
+    return _started(args, io, http, answer, rollout)
+
+
+def _started(
+    args: Any, io: Io, http: Any, answer: dict[str, Any],
+    rollout: tuple[bool, int | None] = (False, None),
+) -> int:
+    """After a job was created: print its id, then follow it unless --nowait."""
     job_id = job_id_from(answer)
     progress_stream = io.stderr if args.json else io.stdout
     _print(progress_stream, f"Started.  Job ID: {job_id}")
@@ -184,14 +210,17 @@ def job_start(args: Any, io: Io, connect: Connect) -> int:
             _dump_json(io.stdout, {"id": job_id, "uri": uri})
         return exitcodes.OK
     try:
-        return _follow_started_job(args, io, http, job_id, progress_stream)
+        return _follow_started_job(args, io, http, job_id, progress_stream, rollout)
     except KeyboardInterrupt:
         # Ctrl-C between "Started." and the follower (a busy machine makes that window real).
         return _interrupted(io, job_id)
 
 
-def _follow_started_job(args: Any, io: Io, http: Any, job_id: str, progress_stream: Any) -> int:
-    progress = Progress(progress_stream)
+def _follow_started_job(
+    args: Any, io: Io, http: Any, job_id: str, progress_stream: Any,
+    rollout: tuple[bool, int | None] = (False, None),
+) -> int:
+    progress = Progress(progress_stream, rollout=rollout[0], budget=rollout[1])
     follower = Follower(
         http, job_id,
         poll_interval=args.poll_interval,
@@ -276,8 +305,33 @@ def _get_job(http: ChefHTTP, job_id: str, params: dict[str, Any] | None = None) 
 def job_status(args: Any, io: Io, connect: Connect) -> int:
     params = {"include_file": "true"} if args.include_file else None
     job = _get_job(connect(), args.job_id, params)
+    rollout, budget = rollout_budget(job)
+    if rollout and not args.json:
+        # Rollout jobs lead with the progress line; other jobs print exactly as knife does.
+        _print(io.stdout, progress_line(_node_statuses(job), budget))
     _show(io, job, as_json=args.json)
     return exitcodes.OK
+
+
+def _node_statuses(job: dict[str, Any]) -> dict[str, str]:
+    return {name: str(status) for status, names in (job.get("nodes") or {}).items()
+            for name in names or ()}
+
+
+def job_rerun(args: Any, io: Io, connect: Connect) -> int:
+    if args.nodes and (args.failed or args.all):
+        raise CliError("give either --failed, --all or node names, not both", exitcodes.USAGE)
+    selection: Any = unique_nodes(args.nodes) if args.nodes else ("all" if args.all else "failed")
+    http = connect()
+    try:
+        answer = http.post_json(f"{job_path(args.job_id)}/rerun", {"nodes": selection})
+    except ApiError as exc:
+        if exc.status == 404 and "not found" in exc.message and args.job_id in exc.message:
+            raise CliError(f"job {args.job_id} not found") from None
+        raise CliError(f"cannot re-run job {args.job_id}: {exc.message}") from None
+    new_id = job_id_from(answer)
+    rollout = rollout_budget(_get_job(http, new_id)) if not args.nowait else (False, None)
+    return _started(args, io, http, answer, rollout)
 
 
 def _fetch_output(http: ChefHTTP, job_id: str, node: str, channel: str) -> bytes:
@@ -418,6 +472,7 @@ def job_watch(args: Any, io: Io, connect: Connect) -> int:
     job = _get_job(http, args.job_id)
     show = _event_printer(io, args.json)
     tracker = JobTracker(job)
+    rollout, budget = rollout_budget(job)
     if tracker.finished:
         _replay_finished(http, args.job_id, show, timeout=30.0)
         final = job
@@ -427,6 +482,9 @@ def job_watch(args: Any, io: Io, connect: Connect) -> int:
             if not follower.feed_active:
                 nodes = ", ".join(f"{n} {s}" for n, s in sorted(current.nodes.items()))
                 _print(io.stdout, f"{time.strftime('%H:%M:%S')}  {current.status}: {nodes}")
+            elif rollout and not args.json and current.status not in ("new", "voting"):
+                # A rollout job: where it stands after each event of its running phase.
+                _print(io.stdout, "  " + progress_line(current.nodes, budget))
 
         follower = Follower(http, args.job_id, poll_interval=args.poll_interval,
                             wait_timeout=args.wait_timeout, use_feed=True,
@@ -438,6 +496,8 @@ def job_watch(args: Any, io: Io, connect: Connect) -> int:
     if not args.json:
         table = node_table(final.get("nodes") or {}, final.get("node_reasons"))
         _print(io.stdout, f"Job {args.job_id}: {final.get('status')}")
+        if rollout:
+            _print(io.stdout, progress_line(_node_statuses(final), budget))
         if table:
             io.stdout.write(table)
             io.stdout.flush()

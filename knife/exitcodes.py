@@ -20,7 +20,7 @@ from typing import Any
 OK = 0
 ERROR = 1  # configuration, connection, HTTP or server-side validation error
 USAGE = 2  # bad command line (argparse's own code)
-NODES_FAILED = 3  # job complete, but a node failed, crashed, timed out or was aborted
+NODES_FAILED = 3  # job complete (or halted), but a node failed, crashed, timed out ...
 QUORUM_FAILED = 4  # not enough nodes committed; nothing ran
 TIMED_OUT = 5  # the job hit its run_timeout on the server
 ABORTED = 6  # the job was aborted (push-jobs job abort)
@@ -38,6 +38,9 @@ _JOB_STATUS_CODES = {
     "timed_out": TIMED_OUT,
     "aborted": ABORTED,
     "crashed": CRASHED,
+    # Rollout control: the error budget ran out. Nodes failed, so it exits like a completed
+    # job with failed nodes (docs/cli.md).
+    "halted": NODES_FAILED,
 }
 
 
@@ -73,7 +76,8 @@ class CliError(Exception):
 def job_exit_code(job: Mapping[str, Any], *, strict: bool = False) -> int:
     """Exit code for a finished job document (`GET .../pushy/jobs/ID`).
 
-    A job whose status is `complete` exits OK when every node key of `nodes` is acceptable
+    A `halted` job (error budget exceeded) exits NODES_FAILED. A job whose status is
+    `complete` exits OK when every node key of `nodes` is acceptable
     (knife's rule), else NODES_FAILED; the other terminal statuses have their own codes.
     """
     status = str(job.get("status", ""))

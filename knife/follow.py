@@ -27,7 +27,9 @@ from pushd_knife.chefhttp import ApiError, ChefHTTP, segment
 from pushd_knife.exitcodes import WAIT_TIMEOUT, CliError
 from pushd_knife.sse import FEED_ENDED, FEED_UNAVAILABLE, Event, FeedReader, wait_for
 
-TERMINAL_JOB_STATUSES = frozenset({"complete", "quorum_failed", "timed_out", "aborted", "crashed"})
+TERMINAL_JOB_STATUSES = frozenset(
+    {"complete", "quorum_failed", "timed_out", "aborted", "crashed", "halted"}
+)
 
 # quorum_vote statuses -> the node's new status (section 4.3 of the server reference).
 _VOTE_RESULT = {
@@ -115,6 +117,13 @@ class JobTracker:
             return changed
         if name == "run_complete":
             return self._set_node(data.get("node"), _RUN_RESULT.get(str(data.get("status"))))
+        if name == "halted":
+            # Error budget exceeded: every node still waiting its turn is skipped (a node sent
+            # `run` a moment ago may look skipped until the final GET says otherwise).
+            for node, node_status in self.nodes.items():
+                if node_status == "ready":
+                    self.nodes[node] = "skipped"
+            return True
         if name == "job_complete":
             status = str(data.get("status") or "complete")
             if status == "success":

@@ -6,7 +6,10 @@ Public API:
     parse_env(text) -> dict[str, str]          --with-env JSON object, clear CliError otherwise
     unique_nodes(names) -> list[str]           order kept, duplicates dropped
     build_job_body(command, nodes, *, quorum="100%", run_timeout=None, file=None,
-                   capture=False, env=None, directory=None, user=None) -> dict
+                   capture=False, env=None, directory=None, user=None,
+                   max_concurrency=None, max_errors=None) -> dict
+    parse_rollout_flag(text, name) -> int | str   --max-concurrency / --max-errors: "N" or "N%"
+                                               (pushd/rollout.py rules), else a USAGE CliError
 
 Unlike knife, `--file` sends anything that is not UTF-8 text as `base64:` (knife always sent
 `raw:` and mangled binaries), and a bad `--with-env` is an error instead of being dropped.
@@ -23,6 +26,8 @@ from typing import Any
 
 from pushd_knife.exitcodes import USAGE, CliError
 
+from pushd.rollout import parse_limit
+
 QUORUM_PATTERN = re.compile(r"^(\d+)(%?)$")
 # The server refuses a request body over 1,000,000 bytes; reading more than that is pointless.
 MAX_FILE_READ = 1_000_000
@@ -38,6 +43,15 @@ def parse_quorum(text: str, node_count: int) -> int:
         # ceil(number / 100 * node_count) in integer arithmetic: no float rounding surprises.
         return -(-(number * node_count) // 100)
     return number
+
+
+def parse_rollout_flag(text: str, name: str) -> int | str:
+    """`--max-concurrency` / `--max-errors`: an integer or "N%", checked as the server does."""
+    try:
+        return parse_limit(text.strip(), name)
+    except ValueError as err:
+        flag = "--" + name.replace("_", "-")
+        raise CliError(f"{flag} {text}: {err}", USAGE) from None
 
 
 def encode_file(path: str | Path, max_bytes: int = MAX_FILE_READ) -> str:
@@ -112,6 +126,8 @@ def build_job_body(
     env: dict[str, str] | None = None,
     directory: str | None = None,
     user: str | None = None,
+    max_concurrency: str | None = None,
+    max_errors: str | None = None,
 ) -> dict[str, Any]:
     """The v2 POST body, keys as knife-push sends them (`env` and `capture_output` always)."""
     body: dict[str, Any] = {
@@ -129,4 +145,9 @@ def build_job_body(
         body["user"] = user
     if run_timeout is not None:
         body["run_timeout"] = run_timeout
+    # Rollout control (pushd): only when asked for, so a stock server sees knife's body.
+    if max_concurrency is not None:
+        body["max_concurrency"] = parse_rollout_flag(max_concurrency, "max_concurrency")
+    if max_errors is not None:
+        body["max_errors"] = parse_rollout_flag(max_errors, "max_errors")
     return body

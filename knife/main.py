@@ -11,6 +11,7 @@ Grammar (knife's, plus `job abort` and `job watch`; docs/cli.md has every flag a
     push-jobs job output [--channel stdout|stderr] JOB [NODE ...]
     push-jobs job abort JOB
     push-jobs job watch [JOB]
+    push-jobs job rerun JOB [--failed|--all|NODE ...]
     push-jobs node status [NODE | QUERY ...] [--search QUERY]
     push-jobs dashboard [--print-url]
 Configuration options (`-c`, `-s/--server-url` (only `--server-url` on `job start`, where `-s` is
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     job = areas.add_parser("job", help="start, list, inspect, abort and watch jobs")
     job_commands = job.add_subparsers(
-        dest="action", metavar="{start,list,status,output,abort,watch}", parser_class=_Parser
+        dest="action", metavar="{start,list,status,output,abort,watch,rerun}",
+        parser_class=_Parser
     )
 
     start = job_commands.add_parser("start", help="start a job on nodes",
@@ -118,8 +120,30 @@ def build_parser() -> argparse.ArgumentParser:
                        help="send this file; the command finds it in $CHEF_PUSH_JOB_FILE")
     start.add_argument("--no-feed", action="store_true",
                        help="poll the job instead of following its event feed")
+    start.add_argument("--max-concurrency", default=None, metavar="N|N%",
+                       help="run on at most this many nodes at once (a number or a percentage"
+                            " of the nodes, rounded up)")
+    start.add_argument("--max-errors", default=None, metavar="N|N%",
+                       help="halt once more than this many nodes failed (a number or a"
+                            " percentage of the nodes, rounded down)")
     _add_wait_options(start)
     _add_common(start, top=False, short_server=False)
+
+    rerun = job_commands.add_parser(
+        "rerun", help="run a job again on its failed (default), all or the named nodes",
+        usage="%(prog)s JOB [--failed|--all|NODE ...]")
+    rerun.add_argument("job_id", metavar="JOB")
+    rerun.add_argument("nodes", nargs="*", metavar="NODE", help="re-run on these nodes")
+    which = rerun.add_mutually_exclusive_group()
+    which.add_argument("--failed", action="store_true",
+                       help="every node that did not succeed (the default)")
+    which.add_argument("--all", action="store_true", help="every node of the job")
+    rerun.add_argument("-b", "--nowait", action="store_true",
+                       help="print the new job's id and exit without waiting")
+    rerun.add_argument("--no-feed", action="store_true",
+                       help="poll the job instead of following its event feed")
+    _add_wait_options(rerun)
+    _add_common(rerun, top=False)
 
     listing = job_commands.add_parser("list", help="list jobs")
     listing.add_argument("--status", default=None, help="only jobs with this status")
@@ -172,6 +196,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("job", "output"): commands.job_output,
     ("job", "abort"): commands.job_abort,
     ("job", "watch"): commands.job_watch,
+    ("job", "rerun"): commands.job_rerun,
     ("node", "status"): commands.node_status,
     ("dashboard", ""): commands.dashboard,
 }

@@ -7,8 +7,14 @@ Public API:
                                           sorted by node name
     state_text(status, node_statuses) -> str   knife's progress text: "Voting.",
                                           "Running (X/Y in progress) ...", "Complete." ...
-    Progress(stream, live=None)           the `job start` progress: knife's dots and state lines,
-                                          plus a live per-node count line when `live` (a TTY)
+    progress_line(node_statuses, budget=None) -> str   rollout progress, e.g.
+                                          "12/200 done, 10 running, 3 failed (budget 5)"
+    rollout_budget(job) -> (is_rollout, budget)   from a job document: whether it uses
+                                          max_concurrency/max_errors, and max_errors resolved
+    Progress(stream, live=None, rollout=False, budget=None)   the `job start` progress: knife's
+                                          dots and state lines, plus a live per-node count line
+                                          when `live` (a TTY); a rollout job's running state is
+                                          "Running: " + progress_line
         .update(status, node_statuses, tick=False) ; .finish(status, node_statuses) ; .close()
     event_line(event_name, data, with_job=False) -> str   one human line for `job watch`
 
@@ -23,7 +29,11 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from pushd.rollout import resolve_errors
+
 IN_PROGRESS_NODE_STATUSES = frozenset({"new", "ready", "running"})
+# What uses up a rollout's error budget (docs/cli.md, pushd/broker/jobs.py).
+FAILURE_NODE_STATUSES = frozenset({"failed", "crashed", "timed_out"})
 
 
 def _is_singleton(value: Any) -> bool:
@@ -101,10 +111,33 @@ def state_text(status: str, node_statuses: Mapping[str, str]) -> str:
     return status.capitalize() + "."
 
 
+def progress_line(node_statuses: Mapping[str, str], budget: int | None = None) -> str:
+    """`12/200 done, 10 running, 3 failed (budget 5)`: done = nodes that ended (any way),
+    failed = failed + crashed + timed_out, budget = the job's max_errors (when it has one)."""
+    counts = Counter(node_statuses.values())
+    done = len(node_statuses) - sum(counts[s] for s in IN_PROGRESS_NODE_STATUSES)
+    failed = sum(counts[s] for s in FAILURE_NODE_STATUSES)
+    text = f"{done}/{len(node_statuses)} done, {counts['running']} running, {failed} failed"
+    return text if budget is None else f"{text} (budget {budget})"
+
+
+def rollout_budget(job: Mapping[str, Any]) -> tuple[bool, int | None]:
+    """(the job uses rollout control, its max_errors as a node count or None)."""
+    rollout = job.get("max_concurrency") is not None or job.get("max_errors") is not None
+    max_errors = job.get("max_errors")
+    if not isinstance(max_errors, int | str) or isinstance(max_errors, bool):
+        return rollout, None
+    total = sum(len(names or ()) for names in (job.get("nodes") or {}).values())
+    try:
+        return rollout, resolve_errors(max_errors, total)
+    except ValueError:
+        return rollout, None
+
+
 def _counts_text(node_statuses: Mapping[str, str]) -> str:
     counts = Counter(node_statuses.values())
     order = ["new", "ready", "running", "succeeded", "failed", "nacked", "unavailable",
-             "was_ready", "crashed", "timed_out", "aborted"]
+             "was_ready", "crashed", "timed_out", "aborted", "skipped"]
     parts = [f"{counts[name]} {name}" for name in order if counts.get(name)]
     parts.extend(f"{n} {name}" for name, n in sorted(counts.items()) if name not in order)
     return ", ".join(parts)
@@ -119,8 +152,13 @@ class Progress:
     rewritten in place with the per-node counts and elapsed time.
     """
 
-    def __init__(self, stream: TextIO, live: bool | None = None) -> None:
+    def __init__(
+        self, stream: TextIO, live: bool | None = None, *, rollout: bool = False,
+        budget: int | None = None,
+    ) -> None:
         self.stream = stream
+        self.rollout = rollout
+        self.budget = budget
         if live is None:
             isatty = getattr(stream, "isatty", None)
             live = bool(isatty and isatty())
@@ -143,7 +181,7 @@ class Progress:
         if self.live:
             self._update_live(status, node_statuses)
             return
-        text = state_text(status, node_statuses)
+        text = self._text(status, node_statuses)
         changed = text != self._last_text
         if tick:
             self._write(".")
@@ -157,13 +195,18 @@ class Progress:
             self._update_live(status, node_statuses)
             self._clear_live()
             return
-        text = state_text(status, node_statuses)
+        text = self._text(status, node_statuses)
         self._write(".")
         if text != self._last_text:
             self._write(text + "\n")
             self._last_text = text
         else:
             self._write("\n")
+
+    def _text(self, status: str, node_statuses: Mapping[str, str]) -> str:
+        if self.rollout and status == "running":
+            return "Running: " + progress_line(node_statuses, self.budget)
+        return state_text(status, node_statuses)
 
     def close(self) -> None:
         """Leave the cursor on a fresh line (after Ctrl-C or an error)."""
@@ -183,8 +226,10 @@ class Progress:
             self._last_phase = phase
         if status in ("new", "voting", "running"):
             elapsed = int(time.monotonic() - self.started)
-            self._write(f"\r\x1b[K  [{elapsed}s] {len(node_statuses)} nodes: "
-                        f"{_counts_text(node_statuses)}")
+            counts = _counts_text(node_statuses)
+            if self.rollout:
+                counts = progress_line(node_statuses, self.budget) + "; " + counts
+            self._write(f"\r\x1b[K  [{elapsed}s] {len(node_statuses)} nodes: {counts}")
             self._live_shown = True
 
 

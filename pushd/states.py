@@ -19,6 +19,8 @@ class JobStatus(IntEnum):
     NEW = 5
     TIMED_OUT = 6
     CRASHED = 7
+    # pushd: the error budget (`max_errors`) was exceeded; nodes not yet started were skipped.
+    HALTED = 8
 
     @property
     def wire(self) -> str:
@@ -45,6 +47,8 @@ class NodeStatus(IntEnum):
     WAS_READY = 9
     CRASHED = 10
     TIMED_OUT = 11
+    # pushd: never started because the job's error budget ran out first.
+    SKIPPED = 12
 
     @property
     def wire(self) -> str:
@@ -62,6 +66,7 @@ TERMINAL_JOB_STATUSES = frozenset(
         JobStatus.ABORTED,
         JobStatus.TIMED_OUT,
         JobStatus.CRASHED,
+        JobStatus.HALTED,
     }
 )
 ACTIVE_JOB_STATUSES = frozenset({JobStatus.NEW, JobStatus.VOTING, JobStatus.RUNNING})

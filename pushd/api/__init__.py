@@ -12,8 +12,8 @@ Public API:
 
 Modules: app (routes), context (settings the API reads), auth (X-Ops authentication and group
 authorization), body (bounded body reads, 413), errors (JSON error bodies), documents (job
-JSON), feeds (SSE streams over persisted events), events (wake-ups), resources/ (one module
-per endpoint group).
+JSON), feeds (SSE streams over persisted events), events (wake-ups), rerun (the body and plan
+of ``POST .../jobs/ID/rerun``), resources/ (one module per endpoint group).
 
 Error bodies are always JSON with a reason: authentication/authorization refusals use the
 original's ``{"error": ["message"]}``, everything else ``{"error": "message"}``.

@@ -19,6 +19,7 @@ character names nothing the store can hold and answers 404 JSON before anything 
     GET  /organizations/{org}/pushy/jobs               POST (create)
     GET  /organizations/{org}/pushy/jobs/{job_id}
     POST /organizations/{org}/pushy/jobs/{job_id}/abort
+    POST /organizations/{org}/pushy/jobs/{job_id}/rerun
     GET  /organizations/{org}/pushy/jobs/{job_id}/output/{node}/{channel}
     GET  /organizations/{org}/pushy/node_states
     GET  /organizations/{org}/pushy/node_states/{node}
@@ -46,6 +47,7 @@ from pushd.api.resources.feeds import JobFeedResource, OrgFeedResource
 from pushd.api.resources.jobs import (
     JobAbortResource,
     JobOutputResource,
+    JobRerunResource,
     JobResource,
     JobsResource,
 )
@@ -112,6 +114,7 @@ def create_app(
     app.add_route(f"{ORG}/jobs", JobsResource(ctx))
     app.add_route(f"{ORG}/jobs/{{job_id}}", JobResource(ctx))
     app.add_route(f"{ORG}/jobs/{{job_id}}/abort", JobAbortResource(ctx))
+    app.add_route(f"{ORG}/jobs/{{job_id}}/rerun", JobRerunResource(ctx))
     app.add_route(f"{ORG}/jobs/{{job_id}}/output/{{node}}/{{channel}}", JobOutputResource(ctx))
     app.add_route(f"{ORG}/node_states", NodeStatesResource(ctx))
     app.add_route(f"{ORG}/node_states/{{node}}", NodeStateResource(ctx))

@@ -8,6 +8,13 @@
                                   [names]}, only statuses that have nodes), ``node_reasons``
                                   ({node: reason}) when any node gave a reason, and with
                                   `include_file` the file itself instead of ``file_specified``.
+
+Rollout control (issue 17), only in jobs that use it, so other documents keep their shape:
+the summary carries ``max_concurrency`` / ``max_errors`` as given (int or "N%") and
+``rerun_of``; the document adds ``node_counts``: {status: n} for every node status (``skipped``
+included, zeros kept) plus ``waiting``: the nodes `ready` while the job is `running`, i.e.
+voted yes and not started: with `max_concurrency` those waiting their turn (and, for the
+moment between `run` and `ack_run`, a node just started).
 `job` is the store's job view.
 """
 
@@ -33,6 +40,9 @@ def _options(job: Any) -> dict[str, Any]:
         "env": options.env,
         "capture": options.capture,
         "job_file": options.job_file,
+        "max_concurrency": getattr(options, "max_concurrency", None),
+        "max_errors": getattr(options, "max_errors", None),
+        "rerun_of": getattr(options, "rerun_of", None),
     }
 
 
@@ -56,6 +66,9 @@ def job_summary(job: Any) -> dict[str, Any]:
         doc["capture_output"] = True
     if options.get("job_file") is not None:
         doc["file_specified"] = True
+    for key in ("max_concurrency", "max_errors", "rerun_of"):
+        if options.get(key) is not None:
+            doc[key] = options[key]
     return doc
 
 
@@ -67,7 +80,15 @@ def job_document(job: Any, *, include_file: bool = False) -> dict[str, Any]:
         doc["node_reasons"] = reasons
     if include_file and doc.pop("file_specified", False):
         doc["file"] = _options(job)["job_file"]
+    if "max_concurrency" in doc or "max_errors" in doc:
+        doc["node_counts"] = _node_counts(doc["nodes"], doc["status"])
     return doc
+
+
+def _node_counts(nodes: dict[str, list[str]], status: str) -> dict[str, int]:
+    counts = {state.wire: len(nodes.get(state.wire, ())) for state in NodeStatus}
+    counts["waiting"] = counts["ready"] if status == JobStatus.RUNNING.wire else 0
+    return counts
 
 
 def _nodes_by_status(job: Any) -> dict[str, list[str]]:

@@ -15,8 +15,8 @@
     every node; a larger quorum is kept (the job then ends `quorum_failed` at once).
 
     JobRequest: command, nodes, quorum, run_timeout, user, dir, env, file, capture,
-        voting_timeout (None unless given), and ``options()`` -> the dict of job options the
-        store keeps (only the keys that were set).
+        voting_timeout, max_concurrency, max_errors (None unless given), and ``options()``
+        -> the dict of job options the store keeps (only the keys that were set).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from pushd.protocol.limits import (
     text_problem,
 )
 from pushd.protocol.messages import commit_message
+from pushd.rollout import parse_limit
 
 INVALID_COMMAND = "invalid command supplied"
 NO_NODES = "at least one node must be supplied"
@@ -85,6 +86,8 @@ ALLOWED_KEYS = frozenset(
         "file",
         "capture_output",
         "voting_timeout",
+        "max_concurrency",
+        "max_errors",
     }
 )
 # Columns are 32-bit integers; anything larger is a typo, not a plan.
@@ -113,6 +116,8 @@ class JobRequest:
     file: str | None = None
     capture: bool = False
     voting_timeout: int | None = None
+    max_concurrency: int | str | None = None
+    max_errors: int | str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def options(self) -> dict[str, Any]:
@@ -130,6 +135,10 @@ class JobRequest:
             out["capture"] = True
         if self.voting_timeout is not None:
             out["voting_timeout"] = self.voting_timeout
+        if self.max_concurrency is not None:
+            out["max_concurrency"] = self.max_concurrency
+        if self.max_errors is not None:
+            out["max_errors"] = self.max_errors
         return out
 
 
@@ -278,6 +287,13 @@ def parse_job_request(
     capture = doc.get("capture_output", False)
     if not isinstance(capture, bool):
         raise JobValidationError(CAPTURE_TYPE)
+    limits: dict[str, int | str | None] = {}
+    for name in ("max_concurrency", "max_errors"):
+        # Rollout control (issue 17): an int or "N%"; absent (or null) means no limit.
+        try:
+            limits[name] = parse_limit(doc[name], name) if doc.get(name) is not None else None
+        except ValueError as err:
+            raise JobValidationError(str(err)) from None
     job = JobRequest(
         command=command,
         nodes=nodes,
@@ -289,6 +305,8 @@ def parse_job_request(
         file=job_file,
         capture=capture,
         voting_timeout=voting_timeout,
+        max_concurrency=limits["max_concurrency"],
+        max_errors=limits["max_errors"],
     )
     _check_commit_size(job)
     return job

@@ -106,6 +106,8 @@ class JobSpec:
     `node_statuses` holds the persisted status of every node (all `NEW` for a fresh job);
     `requestor` is the user or client that created the job (shown as `user` in the start event).
     `run_started_at` is the wall-clock time the job entered `running` (re-attach after restart).
+    `max_concurrency` / `max_errors` are the job's rollout limits resolved to node counts
+    (pushd/rollout.py); None: no limit.
     """
 
     job_id: str
@@ -124,6 +126,8 @@ class JobSpec:
     status: JobStatus = JobStatus.NEW
     node_statuses: dict[str, NodeStatus] = field(default_factory=dict)
     run_started_at: float | None = None
+    max_concurrency: int | None = None
+    max_errors: int | None = None
 
     def __post_init__(self) -> None:
         if not self.node_statuses:  # a fresh job: one C-level pass (100,000 nodes: ~10 ms)

@@ -54,6 +54,26 @@ Running (table 4.4), events after the arrow are `run_complete` statuses:
 
 When no node is `ready` or `running` the job ends `complete`.
 
+Rollout control (issue 17), only for jobs that set `max_concurrency` / `max_errors` (JobSpec
+holds them resolved to node counts); a job with neither runs exactly as above.
+
+- Voting is unchanged: every node gets `commit` at once and the quorum covers all nodes before
+  any run starts. Ready nodes then wait their turn in a FIFO (`JobRun.waiting`, in job order):
+  at most `max_concurrency` nodes have been sent `run` and not finished; each finished node
+  starts the next. Starting the next node is O(1) (a deque pop and a tally read, no scan).
+- A waiting node stays `ready` and hears nothing: a stock 2.x/3.x client (and pushd's) stays
+  `committed` until `run` or `abort` (it has no commit timeout; it heartbeats `committed` with
+  the job id, which the tracker accepts, and `node_idle` only concerns `running` nodes), so it
+  neither times out nor looks lost. Its `run_timeout` starts when it is sent `run`: with
+  `max_concurrency` the job has no job-wide run timer; each started node has its own deadline
+  (started order = deadline order, so one timer on the oldest suffices). A node past it is
+  `timed_out` (abort sent, `run_complete` `timed_out`), counted as a failure, and the job goes
+  on.
+- Failures are nodes that ended `failed`, `crashed` or `timed_out` while running (`nack_run`
+  is `failed`). Once they exceed `max_errors` no node is started any more: waiting nodes end
+  `skipped` (abort sent; a `halted` feed event gives the counts), running nodes finish, and the
+  job ends `halted` instead of `complete`.
+
 Improvements over the original (issue 3): nodes that are not available when the job starts
 (offline or in rehab) get no `commit` and vote `down` at once; the voting timeout is per job;
 `commit` and `run` carry `run_timeout`; a `reason` given with `nack_commit`, `nack_run` or
@@ -70,7 +90,7 @@ once, before any commit (nodes `unavailable`); an error while starting a job end
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -115,7 +135,10 @@ class NodeView(Protocol):
 class JobRun:
     """The live state of one job."""
 
-    __slots__ = ("phase", "recovering", "spec", "started", "statuses", "tally", "timer")
+    __slots__ = (
+        "deadlines", "halted", "pending", "phase", "recovering", "spec", "started",
+        "statuses", "tally", "timer", "waiting",
+    )
 
     def __init__(self, spec: JobSpec, phase: str) -> None:
         self.spec = spec
@@ -127,11 +150,41 @@ class JobRun:
         self.timer: Timer | None = None
         self.recovering: set[str] = set()
         self.started: float | None = None  # scheduler time it began voting (None: re-attached)
+        # Rollout control: ready nodes not yet sent `run`, in turn order. `pending` says which
+        # entries of `waiting` still wait (a node leaving `ready` is dropped from it only: the
+        # deque entry is skipped when popped), so both stay O(1) per node.
+        self.waiting: deque[str] = deque()
+        self.pending: set[str] = set()
+        # (deadline, node) of started nodes, oldest first (staged jobs: per-node run_timeout).
+        self.deadlines: deque[tuple[float, str]] = deque()
+        self.halted = False
+
+    @property
+    def staged(self) -> bool:
+        """True when nodes start in turns (max_concurrency) rather than all at once."""
+        return self.spec.max_concurrency is not None
 
     def set(self, name: str, status: NodeStatus) -> None:
         self.tally[self.statuses[name]] -= 1
         self.statuses[name] = status
         self.tally[status] += 1
+        if status != NodeStatus.READY and self.pending:
+            self.pending.discard(name)
+
+    def in_flight(self) -> int:
+        """Nodes sent `run` (or re-attaching) that have not finished."""
+        return self.tally[NodeStatus.READY] + self.tally[NodeStatus.RUNNING] - len(self.pending)
+
+    def failures(self) -> int:
+        return (
+            self.tally[NodeStatus.FAILED]
+            + self.tally[NodeStatus.CRASHED]
+            + self.tally[NodeStatus.TIMED_OUT]
+        )
+
+    def over_budget(self) -> bool:
+        budget = self.spec.max_errors
+        return budget is not None and self.failures() > budget
 
     def count(self, *statuses: NodeStatus) -> int:
         return sum(self.tally[status] for status in statuses)
@@ -285,9 +338,10 @@ class JobEngine:
         }
         self._adopt(run)
         log.info("job %s re-attaching %d nodes", spec.job_id, len(run.recovering))
-        run.timer = self._scheduler.call_later(
-            max(0.0, run_left), lambda: self._running_timeout(spec.job_id)
-        )
+        if not run.staged:
+            run.timer = self._scheduler.call_later(
+                max(0.0, run_left), lambda: self._running_timeout(spec.job_id)
+            )
         self._scheduler.call_later(grace, lambda: self._recovery_grace_over(spec.job_id))
         if not run.recovering:
             self._maybe_finished_running(run, Transition(spec.job_id, spec.org_id))
@@ -363,16 +417,26 @@ class JobEngine:
             return False
         run.recovering.discard(name)
         transition = Transition(run.spec.job_id, run.spec.org_id)
-        if state == "running" and run.statuses[name] == NodeStatus.READY:
-            self._set(run, transition, name, NodeStatus.RUNNING)
-            transition.events.append(FeedEvent("run_start", {"node": name}))
+        if state == "running":
+            if run.statuses[name] == NodeStatus.READY:
+                self._set(run, transition, name, NodeStatus.RUNNING)
+                transition.events.append(FeedEvent("run_start", {"node": name}))
+            if run.staged:
+                # Its start time died with the old broker: a full run_timeout from now.
+                self._add_deadline(run, name)
         elif state == "committed":
             if run.statuses[name] != NodeStatus.READY:
                 return False
-            # It never received `run` before the restart: send it now.
-            address = self._nodes.address(ref)
-            if address is not None:
-                self._outbox.send(ref, address, self._run_message(run.spec))
+            if run.staged:
+                # It waits its turn again (it may not have had one before the restart).
+                run.waiting.append(name)
+                run.pending.add(name)
+                self._fill(run, transition)
+            else:
+                # It never received `run` before the restart: send it now.
+                address = self._nodes.address(ref)
+                if address is not None:
+                    self._outbox.send(ref, address, self._run_message(run.spec))
         self._record(transition)
         return True
 
@@ -385,6 +449,7 @@ class JobEngine:
             self._maybe_finished_voting(run, transition)
         else:
             self._running_event(run, transition, name, kind, body)
+            self._after_node_finished(run, transition)
             self._maybe_finished_running(run, transition)
         self._record(transition)
 
@@ -477,6 +542,19 @@ class JobEngine:
         t.job_status = JobStatus.RUNNING
         if run.timer is not None:
             run.timer.cancel()
+            run.timer = None
+        if run.staged:
+            for name, status in run.statuses.items():
+                if status == NodeStatus.READY:
+                    run.waiting.append(name)
+                    run.pending.add(name)
+            log.info(
+                "job %s running on %d nodes, at most %d at once",
+                spec.job_id, len(run.pending), spec.max_concurrency,
+            )
+            self._fill(run, t)
+            self._maybe_finished_running(run, t)
+            return
         ready = [name for name, status in run.statuses.items() if status == NodeStatus.READY]
         log.info("job %s running on %d nodes", spec.job_id, len(ready))
         run.timer = self._scheduler.call_later(
@@ -518,9 +596,97 @@ class JobEngine:
             log.exception("job %s: error during its fan-out; crashed", run.spec.job_id)
             self._crash(run, f"internal error during the fan-out ({type(err).__name__}: {err})")
 
+    # -- rollout control -----------------------------------------------------------------------
+
+    def _fill(self, run: JobRun, t: Transition) -> None:
+        """Start waiting nodes while there is room; O(1) per node started."""
+        limit = run.spec.max_concurrency
+        if limit is None or run.halted or run.phase != RUNNING:
+            return
+        spec = run.spec
+        room = limit - run.in_flight()
+        message: dict[str, Any] | None = None
+        while room > 0 and run.pending:
+            name = run.waiting.popleft()
+            if name not in run.pending:
+                continue  # left `ready` while waiting (down, crashed): already accounted for
+            run.pending.discard(name)
+            room -= 1
+            ref = (spec.org_id, name)
+            address = self._nodes.address(ref)
+            if address is not None:
+                if message is None:
+                    message = self._run_message(spec)
+                self._outbox.send(ref, address, message)
+            self._add_deadline(run, name)
+
+    def _add_deadline(self, run: JobRun, name: str) -> None:
+        run.deadlines.append((self._scheduler.now() + run.spec.run_timeout, name))
+        if run.timer is None:
+            self._arm_deadline_timer(run)
+
+    def _arm_deadline_timer(self, run: JobRun) -> None:
+        if not run.deadlines:
+            run.timer = None
+            return
+        job_id = run.spec.job_id
+        delay = max(0.0, run.deadlines[0][0] - self._scheduler.now())
+        run.timer = self._scheduler.call_later(delay, lambda: self._node_deadlines(job_id))
+
+    def _node_deadlines(self, job_id: str) -> None:
+        """Staged jobs: started nodes past their own run_timeout are timed out."""
+        run = self._jobs.get(job_id)
+        if run is None or run.phase != RUNNING:
+            return
+        run.timer = None
+        t = Transition(job_id, run.spec.org_id)
+        now = self._scheduler.now()
+        while run.deadlines and run.deadlines[0][0] <= now:
+            _, name = run.deadlines.popleft()
+            if run.statuses[name] in (NodeStatus.READY, NodeStatus.RUNNING):
+                log.info("job %s: node %s timed out", job_id, name)
+                self._set(run, t, name, NodeStatus.TIMED_OUT)
+                self._rehab(run, t, name)
+                self._run_complete(t, name, "timed_out")
+        self._after_node_finished(run, t)
+        if run.timer is None and run.phase == RUNNING:
+            self._arm_deadline_timer(run)
+        self._maybe_finished_running(run, t)
+        self._record(t)
+
+    def _after_node_finished(self, run: JobRun, t: Transition) -> None:
+        """After a running-phase event: halt on an exhausted error budget, else start more."""
+        if run.phase != RUNNING:
+            return
+        if not run.halted and run.over_budget():
+            self._halt(run, t)
+        self._fill(run, t)
+
+    def _halt(self, run: JobRun, t: Transition) -> None:
+        spec = run.spec
+        run.halted = True
+        skipped = list(run.pending)
+        run.pending.clear()
+        run.waiting.clear()
+        for name in skipped:
+            # Committed and waiting: `abort` returns it to idle (it never ran anything).
+            self._set(run, t, name, NodeStatus.SKIPPED)
+            self._nodes.rehab((spec.org_id, name))
+        log.info(
+            "job %s halted: %d failures over the budget of %d; %d nodes skipped",
+            spec.job_id, run.failures(), spec.max_errors, len(skipped),
+        )
+        t.events.append(
+            FeedEvent(
+                "halted",
+                {"failed": run.failures(), "max_errors": spec.max_errors,
+                 "skipped": len(skipped)},
+            )
+        )
+
     def _maybe_finished_running(self, run: JobRun, t: Transition) -> None:
         if run.phase == RUNNING and not run.count(NodeStatus.READY, NodeStatus.RUNNING):
-            self._finish(run, t, JobStatus.COMPLETE)
+            self._finish(run, t, JobStatus.HALTED if run.over_budget() else JobStatus.COMPLETE)
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -564,6 +730,7 @@ class JobEngine:
             self._rehab(run, t, name)
             self._run_complete(t, name, "crashed")
         run.recovering.clear()
+        self._after_node_finished(run, t)
         self._maybe_finished_running(run, t)
         self._record(t)
 
@@ -661,6 +828,11 @@ class JobEngine:
         if spec.file is not None:
             data["file_specified"] = True
         data["capture"] = spec.capture
+        # Rollout limits (resolved node counts) only when set: other start events keep shape.
+        if spec.max_concurrency is not None:
+            data["max_concurrency"] = spec.max_concurrency
+        if spec.max_errors is not None:
+            data["max_errors"] = spec.max_errors
         return FeedEvent("start", data)
 
     def _commit_message(self, spec: JobSpec) -> dict[str, Any]:

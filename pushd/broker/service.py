@@ -105,6 +105,7 @@ from pushd.protocol.frames import (
 from pushd.protocol.messages import heartbeat_sequence, parse_node_message, server_heartbeat
 from pushd.protocol.signing import HMAC_SHA256, hmac_sign
 from pushd.protocol.timestamps import check_skew, format_timestamp
+from pushd.rollout import resolve_concurrency, resolve_errors
 from pushd.states import JobStatus, NodeStatus
 
 log = logging.getLogger(__name__)
@@ -733,6 +734,10 @@ class Broker:
             capture=bool(options.capture),
             status=view.status,
             node_statuses=dict(statuses) if statuses is not None else {},
+            max_concurrency=resolve_concurrency(
+                getattr(options, "max_concurrency", None), len(names)
+            ),
+            max_errors=resolve_errors(getattr(options, "max_errors", None), len(names)),
         )
 
     def _recover_jobs(self) -> None:

@@ -3,7 +3,9 @@
 Views returned (frozen dataclasses):
 
     JobOptions(job_user=None, dir=None, env=None, capture=False, job_file=None,
-               voting_timeout=None)
+               voting_timeout=None, max_concurrency=None, max_errors=None, rerun_of=None)
+        max_concurrency / max_errors: an int or "N%" as the request gave it (pushd/rollout.py);
+        rerun_of: the id of the job this one re-runs
     JobNodeState(name, status: NodeStatus, reason: str | None, updated_at)
     JobSummary(id, org_id, command, status: JobStatus, run_timeout, quorum, requested_by,
                last_updated_by, created_at, updated_at, options: JobOptions)
@@ -68,6 +70,7 @@ from typing import Any
 
 import peewee
 
+from pushd.rollout import from_stored, to_stored
 from pushd.states import ACTIVE_JOB_STATUSES, JobStatus, NodeStatus
 from pushd.store.db import (
     ConflictError,
@@ -97,6 +100,9 @@ class JobOptions:
     capture: bool = False
     job_file: str | None = None
     voting_timeout: int | None = None
+    max_concurrency: int | str | None = None
+    max_errors: int | str | None = None
+    rerun_of: str | None = None
 
     @classmethod
     def coerce(cls, value: JobOptions | Mapping[str, Any] | None) -> JobOptions:
@@ -104,10 +110,13 @@ class JobOptions:
             return cls()
         if isinstance(value, JobOptions):
             return value
-        unknown = set(value) - {"job_user", "dir", "env", "capture", "job_file", "voting_timeout"}
+        unknown = set(value) - _OPTION_FIELDS
         if unknown:
             raise InvalidValue(f"unknown job options: {', '.join(sorted(unknown))}")
         return cls(**value)
+
+
+_OPTION_FIELDS = frozenset(JobOptions.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -190,7 +199,7 @@ def _check_job_values(
         if not name:
             raise InvalidValue("node names must not be empty")
         _check_text("node name", name)
-    for what in ("job_user", "dir", "job_file"):
+    for what in ("job_user", "dir", "job_file", "rerun_of"):
         _check_text(what, getattr(opts, what))
     if opts.env is not None:
         if not isinstance(opts.env, Mapping):
@@ -241,6 +250,9 @@ def create_job(
                 capture=bool(opts.capture),
                 job_file=opts.job_file,
                 voting_timeout=opts.voting_timeout,
+                max_concurrency=to_stored(opts.max_concurrency),
+                max_errors=to_stored(opts.max_errors),
+                rerun_of=opts.rerun_of,
             ).execute()
     except peewee.IntegrityError as exc:
         duplicates = sorted(name for name, n in Counter(node_names).items() if n > 1)
@@ -435,7 +447,8 @@ _SUMMARY_COLUMNS = (
     Job.id, Job.org_id, Job.command, Job.status, Job.run_timeout, Job.quorum,
     Job.requested_by, Job.last_updated_by, Job.created_at, Job.updated_at,
     JobOption.job_id, JobOption.job_user, JobOption.dir, JobOption.env, JobOption.capture,
-    JobOption.job_file, JobOption.voting_timeout,
+    JobOption.job_file, JobOption.voting_timeout, JobOption.max_concurrency,
+    JobOption.max_errors, JobOption.rerun_of,
 )
 
 
@@ -451,7 +464,7 @@ def _summary_query() -> peewee.ModelSelect[Any]:
 def _summary_of(row: tuple[Any, ...]) -> JobSummary:
     (job_id, org_id, command, status, run_timeout, quorum, requested_by, last_updated_by,
      created_at, updated_at, options_job_id, job_user, dir_, env, capture, job_file,
-     voting_timeout) = row
+     voting_timeout, max_concurrency, max_errors, rerun_of) = row
     options = JobOptions() if options_job_id is None else JobOptions(
         job_user=job_user,
         dir=dir_,
@@ -459,6 +472,9 @@ def _summary_of(row: tuple[Any, ...]) -> JobSummary:
         capture=bool(capture),
         job_file=job_file,
         voting_timeout=voting_timeout,
+        max_concurrency=from_stored(max_concurrency),
+        max_errors=from_stored(max_errors),
+        rerun_of=rerun_of,
     )
     return JobSummary(
         id=job_id,

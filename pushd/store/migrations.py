@@ -163,13 +163,19 @@ def _run_script(database: peewee.Database, script: str) -> None:
 def _migration_1(database: peewee.Database) -> None:
     """The initial schema: the original's job tables plus events, keys and principals."""
     _run_script(database, _V1_DDL)
+    # The original's statuses only (ids 0..7): later statuses come with their migration.
     for status in JobStatus:
-        database.execute_sql(
-            "INSERT INTO job_status (id, description) VALUES (%s, %s)"
-            if _dialect_of(database) == "postgres"
-            else "INSERT INTO job_status (id, description) VALUES (?, ?)",
-            (int(status), status.wire),
-        )
+        if status <= JobStatus.CRASHED:
+            _insert_status(database, status)
+
+
+def _insert_status(database: peewee.Database, status: JobStatus) -> None:
+    database.execute_sql(
+        "INSERT INTO job_status (id, description) VALUES (%s, %s)"
+        if _dialect_of(database) == "postgres"
+        else "INSERT INTO job_status (id, description) VALUES (?, ?)",
+        (int(status), status.wire),
+    )
 
 
 def _migration_2(database: peewee.Database) -> None:
@@ -202,10 +208,24 @@ def _migration_3(database: peewee.Database) -> None:
     _run_script(database, _V3_DDL)
 
 
+def _migration_4(database: peewee.Database) -> None:
+    """Rollout control (issue 17): the job status `halted`; per-job `max_concurrency` and
+    `max_errors` as given (an integer or "N%", as text; NULL = no limit); `rerun_of`, the job a
+    re-run was made from."""
+    _insert_status(database, JobStatus.HALTED)
+    _run_script(
+        database,
+        "ALTER TABLE job_options ADD COLUMN max_concurrency TEXT;"
+        "ALTER TABLE job_options ADD COLUMN max_errors TEXT;"
+        "ALTER TABLE job_options ADD COLUMN rerun_of VARCHAR(32)",
+    )
+
+
 MIGRATIONS: tuple[Callable[[peewee.Database], None], ...] = (
     _migration_1,
     _migration_2,
     _migration_3,
+    _migration_4,
 )
 LATEST_VERSION = len(MIGRATIONS)
 

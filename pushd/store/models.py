@@ -138,6 +138,9 @@ class JobOption(BaseModel):
     capture = peewee.BooleanField(default=False)
     job_file = peewee.TextField(null=True)
     voting_timeout = peewee.IntegerField(null=True)
+    max_concurrency = peewee.TextField(null=True)  # "5" or "10%" as given (pushd/rollout.py)
+    max_errors = peewee.TextField(null=True)
+    rerun_of = peewee.CharField(max_length=32, null=True)
 
     class Meta:
         table_name = "job_options"

@@ -5,6 +5,9 @@
     JobAbortResource    POST ``.../pushy/jobs/ID/abort`` (pushd addition): 200
                         ``{"id", "status": "aborted"}``; 404 unknown job; 409 already finished;
                         writer access, like creating a job
+    JobRerunResource    POST ``.../pushy/jobs/ID/rerun`` (issue 17) ``{"nodes": "failed" | "all" |
+                        [names]}``: 201 ``{"uri", "id", "rerun_of"}`` of a new job (api/rerun.py);
+                        400 bad selection, 404 unknown job, 409 "failed" of an unfinished job
     JobOutputResource   GET ``.../pushy/jobs/ID/output/NODE/stdout|stderr``
 
 Listing: the body stays a JSON array (knife parses that). ``?limit=N`` (default and maximum
@@ -26,6 +29,7 @@ from pushd.api.context import ApiContext
 from pushd.api.documents import job_document, job_summary
 from pushd.api.errors import ApiError
 from pushd.api.formats import new_job_id
+from pushd.api.rerun import RerunConflict, parse_rerun_request, rerun_plan
 from pushd.api.resources.common import (
     authorized,
     broker_call,
@@ -53,6 +57,39 @@ def job_uri(req: falcon.Request, org: str, job_id: str) -> str:
     return f"{scheme}://{host}/organizations/{org}/pushy/jobs/{job_id}"
 
 
+def create_and_start(
+    ctx: ApiContext,
+    org_id: str,
+    requestor: str,
+    command: str,
+    nodes: list[str],
+    quorum: int,
+    run_timeout: int,
+    options: dict[str, Any],
+) -> str:
+    """Write a new job (status `new`) and ask the broker to start it; return its id."""
+    job_id = new_job_id(org_id)
+    try:
+        ctx.store.create_job(
+            org_id, job_id, command, nodes, quorum, run_timeout, requestor, options
+        )
+    except InvalidValue as err:
+        # Input every rule of the original admits but the store cannot hold (a NUL
+        # character: PostgreSQL text has none). Nothing was written.
+        raise ApiError(400, UNKNOWN, reason=str(err)) from None
+    try:
+        ctx.broker.start_job(org_id, job_id)
+    except BrokerDown as err:
+        # No answer in time is not proof the broker is down: a busy broker reads the
+        # request later, a restarting one finds the row (status `new`) when it starts.
+        # Either way the job starts; say so without calling a running broker unavailable.
+        log.warning("no answer yet from the broker about job %s (%s); it is stored and "
+                    "starts when the broker reads the request or (re)starts", job_id, err)
+    except BrokerRefused as err:
+        log.warning("broker refused to start job %s: %s", job_id, err)
+    return job_id
+
+
 class JobsResource:
     def __init__(self, ctx: ApiContext) -> None:
         self._ctx = ctx
@@ -70,32 +107,10 @@ class JobsResource:
         except JobValidationError as err:
             raise ApiError(400, err.message) from None
         org_id = org_id_of(requestor)
-        job_id = new_job_id(org_id)
-        try:
-            self._ctx.store.create_job(
-                org_id,
-                job_id,
-                job.command,
-                job.nodes,
-                job.quorum,
-                job.run_timeout,
-                requestor.name,
-                job.options(),
-            )
-        except InvalidValue as err:
-            # Input every rule of the original admits but the store cannot hold (a NUL
-            # character: PostgreSQL text has none). Nothing was written.
-            raise ApiError(400, UNKNOWN, reason=str(err)) from None
-        try:
-            self._ctx.broker.start_job(org_id, job_id)
-        except BrokerDown as err:
-            # No answer in time is not proof the broker is down: a busy broker reads the
-            # request later, a restarting one finds the row (status `new`) when it starts.
-            # Either way the job starts; say so without calling a running broker unavailable.
-            log.warning("no answer yet from the broker about job %s (%s); it is stored and "
-                        "starts when the broker reads the request or (re)starts", job_id, err)
-        except BrokerRefused as err:
-            log.warning("broker refused to start job %s: %s", job_id, err)
+        job_id = create_and_start(
+            self._ctx, org_id, requestor.name, job.command, job.nodes, job.quorum,
+            job.run_timeout, job.options(),
+        )
         uri = job_uri(req, org, job_id)
         resp.set_header("Location", uri)
         send_json(resp, {"uri": uri}, 201)
@@ -168,6 +183,30 @@ class JobAbortResource:
             raise ApiError(409, err.message or err.code) from None
         # The broker records the transition on its own loop; the job reads `aborted` shortly.
         send_json(resp, {"id": job_id, "status": "aborted"}, 200)
+
+
+class JobRerunResource:
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, org: str, job_id: str) -> None:
+        body = read_body(req, self._ctx.settings.max_request_body)
+        requestor = authorized(self._ctx, req, org, "write", body)
+        org_id = org_id_of(requestor)
+        job = find_job(self._ctx, org_id, job_id)
+        try:
+            nodes, quorum, options = rerun_plan(job, parse_rerun_request(body))
+        except JobValidationError as err:
+            raise ApiError(400, err.message) from None
+        except RerunConflict as err:
+            raise ApiError(409, str(err)) from None
+        new_id = create_and_start(
+            self._ctx, org_id, requestor.name, job.command, nodes, quorum, job.run_timeout,
+            options,
+        )
+        uri = job_uri(req, org, new_id)
+        resp.set_header("Location", uri)
+        send_json(resp, {"uri": uri, "id": new_id, "rerun_of": job_id}, 201)
 
 
 class JobOutputResource:
