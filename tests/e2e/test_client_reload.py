@@ -25,6 +25,18 @@ def server() -> Iterator[PushdServer]:
         yield srv
 
 
+def _signal_and_wait_reconnected(node: Node, signum: int, logged: str) -> None:
+    """Send `signum` and wait until the client has logged `logged` once more and has then
+    fetched its config and reconnected (the reload also reconfigures): a job offered while the
+    old connection is being replaced could lose its `run` message to the closing socket."""
+    log = node.client.log
+    before, connects = log().count(logged), log().count("connected to ")
+    node.client.signal(signum)
+    wait_until(lambda: log().count(logged) > before and log().count("connected to ") > connects,
+               20)
+    node.wait_available()
+
+
 def _edit_config(node: Node, **changes: object) -> None:
     path = node.client.config_path
     document = yaml.safe_load(path.read_text())
@@ -47,10 +59,7 @@ def test_a_whitelist_entry_added_to_the_file_applies_after_a_signal(
         assert refused["node_reasons"] == {"node1": "not_whitelisted"}
 
         _edit_config(node, whitelist={"greet": "echo hello after reload"})
-        reloads = node.client.log().count("whitelist entries")
-        node.client.signal(signum)
-        wait_until(lambda: node.client.log().count("whitelist entries") > reloads, 20)
-        node.wait_available()
+        _signal_and_wait_reconnected(node, signum, "whitelist entries")
 
         doc = finished(server, start_job(server, "greet", ["node1"], capture_output=True))
         assert doc["nodes"] == {"succeeded": ["node1"]}
@@ -69,10 +78,8 @@ def test_a_file_that_no_longer_loads_keeps_the_previous_whitelist(
         node.client.config_path.write_text(
             node.client.config_path.read_text() + "kill_grace: -3\n"
         )
-        node.client.signal(signal.SIGUSR1)
-        wait_until(lambda: "config not reloaded" in node.client.log(), 20)
+        _signal_and_wait_reconnected(node, signal.SIGUSR1, "config not reloaded")
         assert "kill_grace" in node.client.log().split("config not reloaded", 1)[1]
-        node.wait_available()
         doc = finished(server, start_job(server, "hello", ["node1"], capture_output=True))
         assert doc["nodes"] == {"succeeded": ["node1"]}
     finally:
@@ -100,9 +107,7 @@ def test_inherit_passes_the_clients_environment_and_login_gives_a_clean_one(
         assert inherited["HOME"] != "/root" and inherited["USER"] == "daemon"
 
         _edit_config(node, job_environment="login")
-        node.client.signal(signal.SIGUSR1)
-        wait_until(lambda: "whitelist entries" in node.client.log(), 20)
-        node.wait_available()
+        _signal_and_wait_reconnected(node, signal.SIGUSR1, "whitelist entries")
         login = _job_env(server, node)
         assert "PUSHD_CLIENT_ONLY_VARIABLE" not in login
         assert login["PATH"] == "/usr/local/bin:/usr/bin:/bin"
