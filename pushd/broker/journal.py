@@ -42,7 +42,11 @@ MAX_BUFFERED transitions.
 `output_max_bytes` (the setting of that name; None: no cap) bounds each stored stream of a
 node's output: a longer one keeps its last `output_max_bytes` bytes behind the truncation marker
 nodes use (pushd.protocol.output), its row keeps the original size and `truncated`. The cut is
-made here, in the writer thread, not in the broker's loop.
+made here, in the writer thread, not in the broker's loop. Live output chunks (`LiveChunk`,
+pushd clients' `output` messages) are appended to the running node's stored output with the
+same cap (`store.append_output`), the chunks of one stream in a batch in one read and write,
+before any result in the same batch replaces them; their `output` events are ordinary job
+events (stored, then published; the org feed never gets them).
 
 `housekeeping` (a callable returning the seconds until its next call, e.g.
 pushd.broker.retention.JobRetention) runs in the writer thread when it is due and nothing waits
@@ -313,6 +317,9 @@ class StoreJournal:
             if changes is None:
                 changes = jobs[(t.org_id, t.job_id)] = _JobChanges()
             changes.node_statuses.update(t.node_statuses)
+            for chunk in t.live_output:
+                changes.live.setdefault((chunk.node, chunk.channel), []).append(
+                    (chunk.offset, chunk.data))
             if t.outputs:
                 changes.outputs.update(t.outputs)
             if t.job_status is not None:
@@ -323,6 +330,10 @@ class StoreJournal:
             for (org_id, job_id), changes in jobs.items():
                 if changes.node_statuses:
                     store.set_node_statuses(org_id, job_id, changes.node_statuses)
+                for (node, channel), pieces in changes.live.items():
+                    if node not in changes.outputs:  # a result in this batch replaces them
+                        store.append_output(org_id, job_id, node, channel, pieces,
+                                            self._output_max_bytes)
                 for node, output in changes.outputs.items():
                     stdout, stdout_size, stdout_cut = self._capped(
                         output.stdout, output.stdout_dropped)
@@ -366,12 +377,13 @@ class StoreJournal:
 
 
 class _JobChanges:
-    __slots__ = ("job_status", "node_statuses", "outputs")
+    __slots__ = ("job_status", "live", "node_statuses", "outputs")
 
     def __init__(self) -> None:
         self.job_status: JobStatus | None = None
         self.node_statuses: dict[str, tuple[NodeStatus, str | None]] = {}
         self.outputs: dict[str, NodeOutput] = {}
+        self.live: dict[tuple[str, str], list[tuple[int, str]]] = {}
 
 
 def _size(text: str | None, dropped: int) -> int | None:

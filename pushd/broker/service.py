@@ -198,6 +198,7 @@ class Broker:
             self, self.timers, self.journal, self.tracker, server_name=config.server_name
         )
         self.tracker.attach(self.engine)
+        self.engine.output_gate.max_bytes = config.output_max_bytes
         self.control = ControlHandler(self)
         self._context = zmq.Context(io_threads=max(1, config.zmq_io_threads))
         self._sockets: dict[str, zmq.Socket] = {}

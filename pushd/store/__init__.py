@@ -34,6 +34,8 @@ Jobs (pushd.store.jobs)
                  truncated=False)
     get_output(org_id, job_id, node, channel) -> str | None
     get_output_bytes(...) -> bytes | None; get_output_record(org_id, job_id, node)
+    append_output(org_id, job_id, node, channel, pieces, max_bytes=None) -> int   live output
+    get_output_from(org_id, job_id, node, channel, offset) -> (bytes, size) | None
     prune_jobs(older_than, *, limit=None) -> int   oldest first, at most `limit`
     JobOptions, JobNodeState, JobSummary, JobView, OutputRecord, InvalidCursor
 
@@ -105,11 +107,13 @@ from pushd.store.jobs import (
     JobSummary,
     JobView,
     OutputRecord,
+    append_output,
     create_job,
     get_job,
     get_job_summary,
     get_output,
     get_output_bytes,
+    get_output_from,
     get_output_record,
     incomplete_jobs,
     list_jobs,
@@ -173,6 +177,7 @@ __all__ = [
     "StoreUnavailable",
     "add_group_member",
     "append_events",
+    "append_output",
     "close_database",
     "connection",
     "create_group",
@@ -197,6 +202,7 @@ __all__ = [
     "get_organization_by_id",
     "get_output",
     "get_output_bytes",
+    "get_output_from",
     "get_output_record",
     "get_principal",
     "get_session_key",
