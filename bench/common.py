@@ -121,6 +121,9 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memprobe", action="store_true",
                         help="run the broker with bench/memprobe/sitecustomize.py (tracemalloc "
                         "and malloc arena reports; inflates RSS: not for the headline figure)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="serve Prometheus /metrics (metrics_port on a free port); off by "
+                        "default so figures compare with earlier sittings")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the server's processes, e.g. "
                         "MALLOC_ARENA_MAX=2 (repeatable)")
@@ -147,7 +150,12 @@ def bench_server(args: argparse.Namespace,
         os.environ[name] = value
         note(f"server environment: {name}={value}")
     values: dict[str, Any] = {"heartbeat_interval": 1000, "principal_cache_ttl": 60,
-                              "api_workers": 2}
+                              "api_workers": 2, "metrics_port": 0}
+    if getattr(args, "metrics", False):
+        from pushd_bench.ports import free_port
+
+        values["metrics_port"] = free_port()
+        note(f"metrics on: http://127.0.0.1:{values['metrics_port']}/metrics")
     values.update(settings or {})
     with contextlib.ExitStack() as stack:
         backend = None

@@ -357,6 +357,7 @@ class PushdServer:
             "keep_alive_time": 1,
             "api_workers": 2,
             "principal_cache_ttl": 0,
+            "metrics_port": 0,  # tests that scrape set a free port
             **self.ports,
         }
         if db_backend is not None and db_backend[0] == "postgres":

@@ -378,7 +378,8 @@ def _parse_sign_description(description: str) -> tuple[str, str]:
     expected = _ALGORITHM_FOR_VERSION.get(version)
     algorithm = pairs.get("algorithm", expected)
     if expected is None or algorithm != expected:
-        raise AuthError(400, "Unsupported authentication protocol version")
+        raise AuthError(400, "Unsupported authentication protocol version",
+                        reason="unsupported_version")
     return algorithm, version
 
 
@@ -449,7 +450,8 @@ def authenticate_request(
     missing = [name for name in _REQUIRED_HEADERS if get(name) is None]
     if missing:
         listed = ", ".join(f"'{name}'" for name in missing)
-        raise AuthError(400, f"missing required authentication header(s) {listed}")
+        raise AuthError(400, f"missing required authentication header(s) {listed}",
+                        reason="missing_headers")
     user_id = get("X-Ops-UserId") or ""
     stamp = get("X-Ops-Timestamp") or ""
     sent_hash = get("X-Ops-Content-Hash") or ""
@@ -459,15 +461,17 @@ def authenticate_request(
             raise ValueError("timestamp too long")
         signed_at = parse_timestamp(stamp).timestamp()
     except (ValueError, OverflowError) as exc:
-        raise AuthError(401, "bad header(s) 'X-Ops-Timestamp'") from exc
+        raise AuthError(401, "bad header(s) 'X-Ops-Timestamp'", reason="bad_timestamp") from exc
     if abs(_as_epoch(now) - signed_at) >= max_skew:
         raise AuthError(
-            401, f"Failed to authenticate as {user_id}. Synchronize the clock on your host."
+            401, f"Failed to authenticate as {user_id}. Synchronize the clock on your host.",
+            reason="clock_skew",
         )
 
     sign_description = get("X-Ops-Sign") or ""
     if len(sign_description) > _MAX_HEADER_CHARS:
-        raise AuthError(400, "Unsupported authentication protocol version")
+        raise AuthError(400, "Unsupported authentication protocol version",
+                        reason="unsupported_version")
     algorithm, version = _parse_sign_description(sign_description)
 
     unknown = AuthError(
@@ -475,6 +479,7 @@ def authenticate_request(
         f"Failed to authenticate as '{user_id}'. "
         "Ensure that your node_name and client key are correct.",
         {"WWW-Authenticate": WWW_AUTHENTICATE},
+        reason="unknown_principal",
     )
     if len(user_id) > _MAX_USER_ID_CHARS:
         raise unknown

@@ -58,11 +58,20 @@ class ProtocolError(PushdError):
 class AuthError(PushdError):
     """A REST request that must be refused with `status` and the original's `message`."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        reason: str = "bad_signature",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        # A short stable code for metrics (pushd_auth_failures_total{reason}).
+        self.reason = reason
 
 
 class StoreError(PushdError):

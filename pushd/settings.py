@@ -153,6 +153,7 @@ def number(minimum: float | None = None, maximum: float | None = None) -> Valida
 
 
 port = integer(1, 65535)
+port_or_zero = integer(0, 65535)  # 0 turns the listener off
 positive = integer(1)
 non_negative = integer(0)
 
@@ -321,6 +322,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("server_heartbeat_port", 10000, "port", port, "PUB socket for server heartbeats."),
     _s("command_port", 10002, "port", port, "ROUTER socket for the Curve command channel."),
     _s("api_port", 10003, "port", port, "REST API port."),
+    _s("metrics_listen", "127.0.0.1", "host", host,
+       "Bind address of the Prometheus /metrics listener (served by the broker)."),
+    _s("metrics_port", 10004, "port", port_or_zero,
+       "Port of the Prometheus /metrics listener; 0 disables metrics."),
     _s("allow_unencrypted", False, "bool", boolean,
        "Also accept 1.x-protocol clients without Curve on unencrypted_command_port."),
     _s("unencrypted_command_port", 10001, "port", port,
@@ -512,6 +517,8 @@ class Settings:
         legacy_port = self["allow_unencrypted"] or self["disable_curve_encryption"]
         used = [name for name in _PORT_NAMES
                 if name != "unencrypted_command_port" or legacy_port]  # fmt: skip
+        if self["metrics_port"]:
+            used.append("metrics_port")
         seen: dict[int, str] = {}
         for name in used:
             if self[name] in seen:

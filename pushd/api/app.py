@@ -38,6 +38,7 @@ from pushd.api.documents import job_document
 from pushd.api.errors import ApiError, install_error_handlers
 from pushd.api.events import EventHub
 from pushd.api.feeds import FeedStreams
+from pushd.api.metrics import RequestMetrics
 from pushd.api.resources.config import ConfigResource
 from pushd.api.resources.feeds import JobFeedResource, OrgFeedResource
 from pushd.api.resources.jobs import (
@@ -96,7 +97,7 @@ def create_app(
         feeds=feeds,
         server_public_key_pem=server_public_key_pem,
     )
-    app = falcon.App(middleware=[RefuseNulPaths(), *(middleware or [])])
+    app = falcon.App(middleware=[RequestMetrics(), RefuseNulPaths(), *(middleware or [])])
     app.req_options.strip_url_path_trailing_slash = True
     # Bodies are read (and bounded) by the resources themselves; no media auto-parsing.
     app.req_options.auto_parse_form_urlencoded = False

@@ -25,6 +25,7 @@ import falcon
 
 from pushd import chefauth
 from pushd.api.errors import ApiError, auth_failure
+from pushd.api.metrics import count_auth_failure
 from pushd.errors import AuthError
 from pushd.identity.base import Org, Principal, PrincipalSource, SourceUnavailable
 from pushd.store.db import StoreUnavailable
@@ -94,8 +95,10 @@ class Authenticator:
                 max_skew=self._max_skew,
             )
         except _OrgMissing:
+            count_auth_failure("unknown_org")
             raise org_missing(org_name) from None
         except AuthError as err:
+            count_auth_failure(err.reason)
             raise auth_failure(err) from None
         principal = found["principal"]
         requestor = Requestor(
@@ -106,6 +109,7 @@ class Authenticator:
             public_key=verified.public_key,
         )
         if not principal.org_member:
+            count_auth_failure("not_member")
             raise ApiError(
                 403,
                 f"'{requestor.name}' is not associated with organization '{org_name}'",
@@ -117,6 +121,7 @@ class Authenticator:
         check = self._authz.can_write if access == "write" else self._authz.can_read
         allowed = self._call(check, self._principals, requestor.org, requestor.principal)
         if not allowed:
+            count_auth_failure("forbidden")
             raise forbidden(requestor.name)
 
     def require_config(
@@ -139,6 +144,7 @@ class Authenticator:
             allow_user_node_config=allow_user_node_config,
         )
         if refusal:
+            count_auth_failure("forbidden")
             raise ApiError(403, refusal, listed=True)
 
     def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:

@@ -54,6 +54,8 @@ class BrokerConfig:
     session_key_reload_interval: float = 60.0  # how soon a deleted key stops working
     zmq_io_threads: int = 1
     disable_curve_encryption: bool = False
+    metrics_listen: str = "127.0.0.1"
+    metrics_port: int = 0  # 0: no /metrics listener (the settings' default is 10004)
     database: tuple[str, dict[str, Any]] | None = None  # tests: (kind, params); else settings
     job_retention_days: int = 0  # 0: keep finished jobs (pushd.broker.retention)
     retention_batch: int = 100  # jobs purged per transaction
@@ -106,7 +108,8 @@ class BrokerConfig:
             "server_heartbeat_port", "command_port", "unencrypted_command_port",
             "allow_unencrypted", "zeromq_listen_address", "max_body_size", "max_message_skew",
             "offline_threshold", "online_threshold", "voting_timeout", "default_running_timeout",
-            "recovery_grace_intervals", "disable_curve_encryption",
+            "recovery_grace_intervals", "disable_curve_encryption", "metrics_listen",
+            "metrics_port",
         ):
             value = get(name)
             if value is not None and name in known:

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from pushd.broker.contracts import (
@@ -108,7 +109,7 @@ class NodeView(Protocol):
 class JobRun:
     """The live state of one job."""
 
-    __slots__ = ("phase", "recovering", "spec", "statuses", "tally", "timer")
+    __slots__ = ("phase", "recovering", "spec", "started", "statuses", "tally", "timer")
 
     def __init__(self, spec: JobSpec, phase: str) -> None:
         self.spec = spec
@@ -119,6 +120,7 @@ class JobRun:
         self.tally: Counter[NodeStatus] = Counter(self.statuses.values())
         self.timer: Timer | None = None
         self.recovering: set[str] = set()
+        self.started: float | None = None  # scheduler time it began voting (None: re-attached)
 
     def set(self, name: str, status: NodeStatus) -> None:
         self.tally[self.statuses[name]] -= 1
@@ -173,6 +175,11 @@ class JobEngine:
         self._watching: dict[NodeRef, set[str]] = {}
         # Bounds on live output; the service sets output_max_bytes (issue 18).
         self.output_gate = OutputGate()
+        # Told of every finished job: (org_id, status, nodes per final status, seconds since it
+        # began voting or None). The broker's metrics.
+        self.on_finished: Callable[[str, str, Mapping[NodeStatus, int], float | None], None] = (
+            lambda org_id, status, tally, duration: None
+        )
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -182,6 +189,9 @@ class JobEngine:
     def is_live(self, job_id: str) -> bool:
         return job_id in self._jobs
 
+    def live_jobs_by_org(self) -> dict[str, int]:
+        return dict(Counter(run.spec.org_id for run in self._jobs.values()))
+
     def org_of(self, job_id: str) -> str | None:
         run = self._jobs.get(job_id)
         return None if run is None else run.spec.org_id
@@ -190,6 +200,7 @@ class JobEngine:
         if spec.job_id in self._jobs:
             return  # a repeated start_job request for a job already running
         run = JobRun(spec, VOTING)
+        run.started = self._scheduler.now()
         self._adopt(run)
         log.info("job %s starting: %d nodes, quorum %d", spec.job_id, len(spec.nodes), spec.quorum)
         try:
@@ -569,6 +580,8 @@ class JobEngine:
                 if not watchers:
                     del self._watching[ref]
         log.info("job %s finished: %s", spec.job_id, status.wire)
+        duration = None if run.started is None else self._scheduler.now() - run.started
+        self.on_finished(spec.org_id, status.wire, run.tally, duration)
 
     def _record(self, t: Transition) -> None:
         if not t.is_empty():

@@ -252,6 +252,16 @@ class NodeTracker:
         session = self._sessions.get(ref)
         return None if session is None else session.address
 
+    def availability_counts(self) -> dict[tuple[str, str], int]:
+        """(org_id, "available" | "unavailable") -> nodes known (connected or seen before)."""
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        sessions = self._sessions
+        for ref in self._last_seen_wall.keys() | sessions.keys():
+            session = sessions.get(ref)
+            idle = session is not None and session.state == IDLE
+            counts[(ref[0], "available" if idle else "unavailable")] += 1
+        return dict(counts)
+
     def known(self, org_id: str) -> list[NodeRef]:
         return [ref for ref in self._last_seen_wall if ref[0] == org_id]
 

@@ -83,6 +83,7 @@ from pushd.broker.control_client import (
 )
 from pushd.broker.jobs import JobEngine
 from pushd.broker.journal import StoreJournal
+from pushd.broker.metrics import BrokerMetrics
 from pushd.broker.nodes import NodeTracker
 from pushd.broker.retention import JobRetention
 from pushd.broker.timers import TimerQueue
@@ -144,6 +145,8 @@ class Broker:
         self.config = config
         self.incarnation_id = str(uuid.uuid4())
         self.counters: collections.Counter[str] = collections.Counter()
+        self.drops: collections.Counter[str] = collections.Counter()  # by reason, for metrics
+        self._org_names: dict[str, str] = {}  # org id -> name, for metric labels
         self._stopping = threading.Event()
         self._drop_log_at = 0.0
         self._heartbeat_sequence = 0
@@ -199,6 +202,12 @@ class Broker:
         )
         self.tracker.attach(self.engine)
         self.engine.output_gate.max_bytes = config.output_max_bytes
+        self.metrics = BrokerMetrics(
+            org_names=self._org_names, drops=self.drops, counters=self.counters,
+            node_counts=self.tracker.availability_counts,
+            running_jobs=self.engine.live_jobs_by_org,
+        )
+        self.engine.on_finished = self.metrics.job_finished
         self.control = ControlHandler(self)
         self._context = zmq.Context(io_threads=max(1, config.zmq_io_threads))
         self._sockets: dict[str, zmq.Socket] = {}
@@ -304,6 +313,8 @@ class Broker:
             cfg.server_heartbeat_port, cfg.command_port,
             f", unencrypted {cfg.unencrypted_command_port}" if cfg.allow_unencrypted else "",
         )
+        self._every(1.0, self.metrics.refresh)
+        self.metrics.serve(cfg.metrics_listen, cfg.metrics_port)
         self.journal.start()  # its writer thread owns the events socket from now on
         try:
             while not self._stopping.is_set():
@@ -357,6 +368,7 @@ class Broker:
         self.tracker.shutdown()
         self.engine.shutdown()
         self._close_sockets()
+        self.metrics.close()
         store.close_database()
         log.info("broker stopped")
 
@@ -368,6 +380,7 @@ class Broker:
 
         def tick() -> None:
             nonlocal due
+            self.metrics.loop_lag(self.timers.now() - due)
             try:
                 fn()
             finally:
@@ -454,10 +467,8 @@ class Broker:
             raise ProtocolError("bad_message", "no timestamp")
         check_skew(timestamp, max_skew=self.config.max_message_skew)
         # Heartbeats are nearly all the traffic: check just the fields the broker reads.
-        sequence = (
-            heartbeat_sequence(body) if body.get("type") == "heartbeat"
-            else parse_node_message(body).sequence
-        )
+        heartbeat = body.get("type") == "heartbeat"
+        sequence = heartbeat_sequence(body) if heartbeat else parse_node_message(body).sequence
         if kind == CURVE and not self.config.disable_curve_encryption:
             user_id = cast(str, frame.get("User-Id"))  # a metadata property is text
             if user_id_ref(user_id or "") != (org_id, node):
@@ -472,11 +483,14 @@ class Broker:
         if previous is not None and previous != address:
             self._in_sequence.pop(previous, None)
         self.counters["accepted"] += 1
+        if heartbeat:
+            self.counters["heartbeats"] += 1
         self._seen_since_flush.add(ref)
         self.tracker.on_message(ref, address, body)
 
     def _drop(self, reason: str, detail: str) -> None:
         self.counters[reason] += 1
+        self.drops[reason] += 1
         self.counters["dropped"] += 1
         now = time.monotonic()
         if now >= self._drop_log_at:
@@ -487,7 +501,8 @@ class Broker:
             log.debug("dropped a command message (%s: %s)", reason, detail[:200])
 
     def drop_counts(self) -> dict[str, int]:
-        return {k: v for k, v in self.counters.items() if k not in ("accepted", "sent")}
+        return {k: v for k, v in self.counters.items()
+                if k not in ("accepted", "sent", "heartbeats")}
 
     # -- outbound (Outbox for the tracker and the engine) ----------------------------------------
 
@@ -613,6 +628,7 @@ class Broker:
 
     def remember_session_key(self, org_name: str, org_id: str, node: str, key: bytes) -> None:
         self._keys_by_name[(org_name, node)] = (org_id, key)
+        self._org_names[org_id] = org_name
         self._keys_by_ref[(org_id, node)] = key
 
     def start_job_from_store(self, org_id: str, job_id: str) -> str:

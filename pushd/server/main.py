@@ -25,6 +25,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,15 @@ class PushdApplication(BaseApplication):
         def on_exit(server: Any) -> None:
             supervisor.stop()
 
+        def child_exit(server: Any, worker: Any) -> None:
+            # A worker's live gauges (open SSE streams) leave the sums with it; its counters stay.
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                from pushd.metrics.exposition import process_exited
+
+                process_exited(worker.pid)
+
         self.cfg.set("on_exit", on_exit)
+        self.cfg.set("child_exit", child_exit)
 
     def load(self) -> Any:
         # Runs in the worker, after the gevent worker class has called monkey.patch_all().
@@ -123,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PushdError, OSError) as err:
         print(f"pushd: {err}", file=sys.stderr)
         return 2
+    on_broker_exit = _start_metrics(settings)
     supervisor = BrokerSupervisor(
         _broker_command(config_path),
         env=_broker_env(config_path),
         started_file=started_file_path(settings.get("run_dir")),
+        on_exit=on_broker_exit,
     )
     supervisor.start()
     try:
@@ -139,6 +150,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         supervisor.stop()  # a no-op after a clean stop (on_exit); else the broker goes too
     return 0
+
+
+def _start_metrics(settings: Any) -> Callable[[int], None] | None:
+    """Multiprocess metrics for this process and everything it starts (pushd.metrics), before
+    anything imports prometheus_client; returns the supervisor's broker-exit hook."""
+    if not settings.get("metrics_port"):
+        return None
+    from pushd.metrics import prepare_directory
+
+    prepare_directory(settings.get("run_dir"))
+    from pushd.metrics import exposition, families
+
+    def broker_exited(pid: int) -> None:
+        families.BROKER_RESTARTS.inc()
+        exposition.process_exited(pid)
+
+    return broker_exited
 
 
 def _broker_command(config_path: Path | None) -> list[str]:

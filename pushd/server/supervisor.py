@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,12 @@ class BrokerSupervisor:
         max_delay: float = 30.0,
         stable_after: float = 30.0,
         started_file: str | os.PathLike[str] | None = None,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
         self._command = list(command)
+        # Told the pid of a broker that exited on its own (not stopped by us) before its
+        # restart: the service's metrics count restarts and drop the dead broker's gauges.
+        self._on_exit = on_exit
         self._started_file = Path(started_file) if started_file is not None else None
         self._env = env
         self._restart_delay = restart_delay
@@ -129,6 +133,11 @@ class BrokerSupervisor:
             log.warning(
                 "broker exited with %s after %.1f s; restarting in %.1f s", code, lived, delay
             )
+            if self._on_exit is not None:
+                try:
+                    self._on_exit(process.pid)
+                except Exception:  # metrics must never keep the broker down
+                    log.exception("broker exit hook failed")
             if self._stopping.wait(delay):
                 return
             self.restarts += 1

@@ -34,6 +34,7 @@ class BrokerProcess:
             f"opscode_pushy_server['command_port'] = {ports[1]}",
             f"opscode_pushy_server['api_port'] = {ports[2]}",
             f"opscode_pushy_server['unencrypted_command_port'] = {ports[3]}",
+            "opscode_pushy_server['metrics_port'] = 0",
             "opscode_pushy_server['zeromq_listen_address'] = 'tcp://127.0.0.1'",
             "opscode_pushy_server['heartbeat_interval'] = 100",
             "opscode_pushy_server['rehab_timer'] = 200",

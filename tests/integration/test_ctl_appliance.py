@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 class Appliance:
     def __init__(self, root: Path) -> None:
         self.root = root
-        ports = free_ports(4)
+        ports = free_ports(5)
         self.api_port = ports[0]
         self.config = root / "opscode-push-jobs-server.rb"
         overrides = {
@@ -44,6 +44,7 @@ class Appliance:
             "server_heartbeat_port": ports[1],
             "command_port": ports[2],
             "unencrypted_command_port": ports[3],
+            "metrics_port": ports[4],
             "zeromq_listen_address": "tcp://127.0.0.1",
             "heartbeat_interval": 500,
         }

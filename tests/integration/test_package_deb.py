@@ -142,12 +142,12 @@ def test_installed_ctl_reconfigures_and_passes_its_smoke_test(built: Built, mode
 
     root = Path(tempfile.mkdtemp(prefix="pushd-pkg-"))
     root.chmod(0o755)
-    ports = free_ports(4)
+    ports = free_ports(5)
     config = root / "opscode-push-jobs-server.rb"
     values = {"dir": str(root / "srv"), "log_directory": str(root / "log"),
               "etc_dir": str(root / "etc"), "api_port": ports[0],
               "server_heartbeat_port": ports[1], "command_port": ports[2],
-              "unencrypted_command_port": ports[3],
+              "unencrypted_command_port": ports[3], "metrics_port": ports[4],
               "zeromq_listen_address": "tcp://127.0.0.1"}  # fmt: skip
     config.write_text("".join(f"opscode_pushy_server['{k}'] = {json.dumps(v)}\n"
                               for k, v in values.items()))  # fmt: skip

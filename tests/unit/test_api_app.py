@@ -322,6 +322,9 @@ def test_config_checks_ccpk_and_node_name_before_admission(api: Api) -> None:
     assert api.call("GET", "config/node1", user="node1").json == {"error": ["Missing ccpk"]}
     bad = api.call("GET", "config/node1", user="node1", query="ccpk=short")
     assert (bad.status_code, bad.json) == (401, {"error": ["Bad ccpk"]})
+    # 40 characters of the Z85 alphabet whose groups are worth more than 2**32: no key.
+    overflow = api.call("GET", "config/node1", user="node1", query="ccpk=" + "#" * 40)
+    assert (overflow.status_code, overflow.json) == (401, {"error": ["Bad ccpk"]})
     other = api.call("GET", "config/node2", user="node1", query="ccpk=" + "a" * 40)
     assert (other.status_code, other.json) == (403, {"error": ["Client and node name must match"]})
 

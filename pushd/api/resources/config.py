@@ -2,7 +2,8 @@
 
 Unlike the original, the client's Curve key (``ccpk``) is handed to the broker's ZAP whitelist
 only after the request has authenticated and passed authorization. Order of checks:
-``ccpk`` shape (400 ``Missing ccpk`` / 401 ``Bad ccpk``, listed shape, as the original), then
+``ccpk`` shape (400 ``Missing ccpk`` / 401 ``Bad ccpk``, listed shape, as the original; a key
+that is 40 Z85 characters but does not decode is also ``Bad ccpk``, not a 500), then
 authentication, then a client must be the node itself (403 ``Client and node name must match``,
 when ``validate_client_node_name``) while a user is refused unless ``allow_user_node_config``
 (then it needs read access and the node must be an existing client; `authz.can_read_config`),
@@ -32,6 +33,7 @@ from pushd import chefauth
 from pushd.api.context import ApiContext
 from pushd.api.errors import ApiError
 from pushd.api.resources.common import authorized, broker_call, org_id_of, send_json
+from pushd.keys import z85_decode
 from pushd.protocol.config import (
     _Z85_ALPHABET,
     OutputCapability,
@@ -44,6 +46,18 @@ from pushd.protocol.config import (
 # pushd.protocol.config is not this module's to change, so it is borrowed rather than copied.)
 Z85_ALPHABET = _Z85_ALPHABET
 CCPK_LENGTH = 40  # a 32-byte Curve public key in Z85
+
+
+def is_curve_key(ccpk: str) -> bool:
+    """40 Z85 characters that decode: a 5-character group worth 2**32 or more (``#####``) is
+    in the alphabet but is no key, and the broker refuses it."""
+    if len(ccpk) != CCPK_LENGTH or not set(ccpk) <= Z85_ALPHABET:
+        return False
+    try:
+        z85_decode(ccpk)
+    except ValueError:
+        return False
+    return True
 
 
 class ConfigResource:
@@ -61,7 +75,7 @@ class ConfigResource:
                 legacy = True
             else:
                 raise ApiError(400, "Missing ccpk", listed=True)
-        elif len(ccpk) != CCPK_LENGTH or not set(ccpk) <= Z85_ALPHABET:
+        elif not is_curve_key(ccpk):
             raise ApiError(401, "Bad ccpk", listed=True)
 
         requestor = authorized(self._ctx, req, org, None)
