@@ -34,7 +34,7 @@ class ApiSettings:
     max_message_skew: int
     max_body_size: int
     jobs_page_limit: int
-    # Live output bound advertised to pushd clients (None: the setting is absent, e.g. tests).
+    # The live-output bound advertised to pushd clients in their config (issue 18).
     output_max_bytes: int = 1_048_576
 
     @classmethod

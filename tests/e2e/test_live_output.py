@@ -116,6 +116,9 @@ def test_first_line_is_on_the_feed_before_the_job_ends(
     names = [e.name for e in events]
     assert names.index("run_complete") > names.index("output")
     assert output(server, job_id, "node1").body == b"first line\nsecond line\n"
+    for bad in ("-1", "x", "1.5", "9" * 19):
+        refused = output(server, job_id, "node1", query={"offset": bad})
+        assert refused.status == 400 and "offset" in refused.json()["error"]
 
 
 def test_follow_prints_the_first_line_before_the_job_ends(
