@@ -10,12 +10,29 @@ on an org feed (SSE) opened before the first job. Prints, per size (medians over
 
     RESULT name=dispatch_post_to_all_acked_run value=.. unit=ms nodes=SIZE
     RESULT name=dispatch_post_to_job_complete value=.. unit=ms nodes=SIZE
+
+With ``--big-job N`` (and ``--sizes ''`` to skip the above), one job of N node names (the
+`--nodes` emulated ones, the rest names the server never saw) with quorum 1, while `--pollers`
+threads GET ``node_states`` back to back (signed, a new connection each, 30 s timeout); first
+the same polling for `--floor-seconds` with no job (the floor, same sitting). Prints:
+
+    RESULT name=big_job_node_states_floor_p99 value=.. unit=ms requests=.. errors=..
+    RESULT name=big_job_node_states_fanout_p99 value=.. unit=ms nodes=N requests=.. errors=..
+        the GETs started between the POST's answer (the broker took the job) and the job's end
+    RESULT name=big_job_node_states_post_p99 value=.. unit=ms nodes=N requests=.. errors=..
+        the GETs started while the POST was in flight (the API worker parses the body and
+        writes N job rows; the broker is asked to start it at the end)
+    RESULT name=big_job_post value=.. unit=ms nodes=N
+    RESULT name=big_job_post_to_end value=.. unit=ms nodes=N status=..
+errors counts answers other than 200 (a 503 is the broker not answering the API in 3 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import re
 import shutil
 import subprocess
 import threading
@@ -100,6 +117,97 @@ def run_job(server: Any, emulator: EmulatorProcess, feed: FeedWatcher, size: int
     return (record["last_ack_run"] - t0) * 1000, (completed_at - t0) * 1000, status
 
 
+class NodeStatesPoller:
+    """`threads` threads GET node_states back to back; each answer is (start, seconds, status)."""
+
+    def __init__(self, server: Any, threads: int) -> None:
+        self.server = server
+        self.samples: list[tuple[float, float, int]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                status = self.server.request("GET", "node_states", timeout=30).status
+            except OSError:
+                status = 0
+            self.samples.append((started, time.monotonic() - started, status))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def window(self, start: float, end: float) -> tuple[float, int, str]:
+        """p99 in ms, request count and the non-200 answers (``503x2``; 0 = no HTTP answer)
+        of the GETs started in [start, end)."""
+        inside = [(secs, status) for t, secs, status in self.samples if start <= t < end]
+        if not inside:
+            return float("nan"), 0, "-"
+        ordered = sorted(secs for secs, _ in inside)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        bad = collections.Counter(status for _, status in inside if status != 200)
+        return p99 * 1000, len(inside), ",".join(f"{s}x{n}" for s, n in sorted(bad.items())) or "0"
+
+
+def big_job(server: Any, online: int, total: int, pollers: int, floor_seconds: float) -> None:
+    """One `total`-node job (the first `online` emulated, the rest never seen) with node_states
+    polled throughout; the floor is the same polling with no job, just before."""
+    poller = NodeStatesPoller(server, pollers)
+    try:
+        floor_start = time.monotonic()
+        time.sleep(floor_seconds)
+        floor_end = time.monotonic()
+        nodes = [node_name("emu-", i) for i in range(online)]
+        nodes += [f"never-seen-{i:06d}" for i in range(total - online)]
+        posted = time.monotonic()
+        created = server.request("POST", "jobs", {"command": "true", "nodes": nodes,
+                                                  "quorum": 1}, timeout=300)
+        answered = time.monotonic()
+        if created.status != 201:
+            raise RuntimeError(f"POST jobs: {created.status} {created.body[:300]!r}")
+        job_id = created.json()["uri"].rsplit("/", 1)[-1]
+        deadline = answered + 600
+        while True:
+            # The job list's first page (summaries): GET jobs/ID would render 100,000 nodes
+            # per poll, and that work in an API worker would be measured as node_states delay.
+            listed = server.request("GET", "jobs", query={"limit": "1"}, timeout=60).json()
+            if listed[0]["id"] != job_id:
+                raise RuntimeError(f"newest job is {listed[0]['id']}, not {job_id}")
+            status = listed[0]["status"]
+            if status not in ("new", "voting", "running"):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"job {job_id} still {status} after 600 s")
+            time.sleep(0.2)
+        ended = time.monotonic()
+    finally:
+        poller.stop()
+    p99, count, errors = poller.window(floor_start, floor_end)
+    result("big_job_node_states_floor_p99", p99, "ms", requests=count, errors=errors,
+           pollers=pollers)
+    p99, count, errors = poller.window(answered, ended)
+    result("big_job_node_states_fanout_p99", p99, "ms", nodes=total, requests=count,
+           errors=errors, pollers=pollers)
+    p99, count, errors = poller.window(posted, answered)
+    result("big_job_node_states_post_p99", p99, "ms", nodes=total, requests=count,
+           errors=errors, pollers=pollers)
+    result("big_job_post", (answered - posted) * 1000, "ms", nodes=total)
+    result("big_job_post_to_end", (ended - posted) * 1000, "ms", nodes=total, status=status)
+    log_text = server.log_text()
+    note(f"API lines 'no answer yet from the broker': "
+         f"{log_text.count('no answer yet from the broker')}")
+    turns = [float(m) for m in re.findall(r"loop turn took ([0-9.]+) s", log_text)]
+    note(f"broker turns over half an interval: {len(turns)}, longest {max(turns, default=0):.2f} s")
+    for line in log_text.splitlines():
+        if job_id in line and ("starting" in line or "running on" in line or "finished" in line):
+            note(line)
+
+
 def start_profile(server: Any, seconds: float) -> tuple[subprocess.Popen[bytes], Path] | None:
     if shutil.which("py-spy") is None:
         print("# py-spy not installed (pip install 'pushd[bench]'): no profile", flush=True)
@@ -123,14 +231,22 @@ def main() -> int:
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between jobs")
     parser.add_argument("--profile", type=float, default=0.0,
                         help="py-spy the broker for this many seconds during the largest size")
+    parser.add_argument("--big-job", type=int, default=0, metavar="N",
+                        help="also run one N-node job (mostly never-seen nodes) and measure "
+                        "concurrent node_states GETs")
+    parser.add_argument("--pollers", type=int, default=4, help="node_states threads (--big-job)")
+    parser.add_argument("--floor-seconds", type=float, default=10.0,
+                        help="node_states polling with no job first (--big-job)")
     common_arguments(parser)
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    if max(sizes) > args.nodes:
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if sizes and max(sizes) > args.nodes:
         parser.error("a size is larger than --nodes")
     note(f"machine: {machine()}")
     figures: dict[int, list[tuple[float, float, str]]] = {}
-    with bench_server(args) as server:
+    # A 100,000-name body is ~2 MB: above the default max_request_body (1 MB).
+    settings = {"max_request_body": 64 * args.big_job + 100_000} if args.big_job else None
+    with bench_server(args, settings) as server:
         emulator = EmulatorProcess(server, args.nodes, args.state_dir)
         feed = None
         try:
@@ -152,6 +268,9 @@ def main() -> int:
                     time.sleep(args.pause)
                 if spy is not None:
                     print(finish_profile(*spy), flush=True)
+            if args.big_job:
+                big_job(server, min(args.nodes, args.big_job), args.big_job, args.pollers,
+                        args.floor_seconds)
         finally:
             if feed is not None:
                 with contextlib.suppress(Exception):

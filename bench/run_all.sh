@@ -27,3 +27,4 @@ run floor_http bench/bench_floor_http.py --runs 5
 run zmqmem bench/bench_zmq_memory.py --nodes 2000 --messages 600 --spacing 0.05 --variants base,router,pub,arena2
 run dispatch8000 bench/bench_dispatch.py --nodes 8000 --sizes 8000 --runs 5 --pause 5
 run storm5000 bench/bench_storm.py --nodes 5000 --runs 3
+run bigjob bench/bench_dispatch.py --nodes 100 --sizes '' --big-job 100000 --sqlite

@@ -4,6 +4,8 @@ Public API:
 
     Agent(config: ClientConfig, client_key: RSAPrivateKey, *, rng=None, hostname=None,
           reload_config=None)
+        raises proctree.ContainmentError when `job_containment` cannot be had on this host
+        (it also makes this process a child subreaper when that is the mechanism)
         .run() -> int          blocks until SIGTERM/SIGINT/SIGQUIT (or .stop()); returns 0
         .stop()                ask the loop to end (safe from a signal handler: sets a flag)
         .reconfigure_soon()    what SIGUSR1 does
@@ -69,6 +71,7 @@ from pushd_client.config import ClientConfig
 from pushd_client.configfetch import FetchedConfig, FetchError, fetch_config
 from pushd_client.environment import login_base
 from pushd_client.jobfile import remove_stale_job_files
+from pushd_client.proctree import Containment
 from pushd_client.runner import JobRunner, RunnerSettings
 from pushd_client.statefile import StateDir, recover_orphan
 
@@ -209,6 +212,9 @@ class Agent:
         hostname: str | None = None,
         reload_config: Callable[[], ClientConfig] | None = None,
     ) -> None:
+        # First (nothing to undo): ContainmentError when job_containment asks for what this
+        # host cannot give.
+        self.containment = Containment.select(config.job_containment, config.job_cgroup)
         self.config = config
         # Reads the config file again (with the command line's overrides) on SIGUSR1/SIGHUP.
         self._reload_config = reload_config
@@ -230,6 +236,7 @@ class Agent:
             state_dir=self.state_dir,
             measure=self._measure,
             base_env=job_base_env(config),
+            containment=self.containment,
         )
         self.runner.on_change = self._status_changed
         self.backoff = Backoff(base=1.0, cap=config.max_reconnect_delay, rng=self.rng)
@@ -289,6 +296,7 @@ class Agent:
                 self.config.node_name, self.config.organization, self.config.chef_server_url,
                 self.identity.incarnation_id,
             )
+            log.info("job processes are contained by %s", self.containment.describe())
             self.reconfigure_at.bring_forward(time.monotonic())
             while not self._stopping:
                 self._iterate()
@@ -397,6 +405,10 @@ class Agent:
             return
         # Connection settings (server URL, node name, key) are read at each fetch from
         # self.config; the runner's settings take effect for the next job it is offered.
+        if (fresh.job_containment, fresh.job_cgroup) != (self.config.job_containment,
+                                                         self.config.job_cgroup):
+            # The subreaper flag and the cgroup parent are chosen once, before any job runs.
+            log.warning("job_containment and job_cgroup take effect at the next start")
         self.config = fresh
         self.runner.reconfigure(runner_settings(fresh), job_base_env(fresh))
         log.info("reloaded %s: %d whitelist entries", fresh.source, len(fresh.whitelist))
@@ -845,6 +857,7 @@ class Agent:
             "last_server_heartbeat": self._last_server_heartbeat,
             "server_incarnation": self._server_incarnation,
             "reconnects": self._reconnects,
+            "containment": self.containment.mechanism,
             "last_error": self._last_error,
             "job": self.runner.describe(),
             "updated_at": time.time(),

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pushd_client.proctree import MODES as CONTAINMENT_MODES
 from pushd_client.whitelist import DEFAULT_WHITELIST, Whitelist
 
 from pushd import rbconfig
@@ -139,6 +140,22 @@ def _whitelist(value: Any) -> dict[Any, Any]:
     return dict(value)
 
 
+def _containment(value: Any) -> str:
+    mode = str(value).lstrip(":")
+    if mode not in CONTAINMENT_MODES:
+        raise ValueError(f"must be one of {', '.join(CONTAINMENT_MODES)}")
+    return mode
+
+
+def _optional_abs_path(value: Any) -> str | None:
+    if value is None:
+        return None
+    path = _text(value)
+    if not os.path.isabs(path):
+        raise ValueError("must be an absolute path")
+    return path
+
+
 def _job_environment(value: Any) -> str:
     text = str(value).lstrip(":")  # a Ruby symbol (:login) or a string
     if text not in ("inherit", "login"):
@@ -181,7 +198,13 @@ SETTINGS: tuple[Setting, ...] = (
             "the job user's HOME, SHELL, USER, a standard PATH and the locale only "
             "(pushd addition)"),
     Setting("kill_grace", 10.0, _positive_float,
-            "seconds between SIGTERM and SIGKILL of a job's group (pushd addition)"),
+            "seconds between SIGTERM and SIGKILL of a job's processes (pushd addition)"),
+    Setting("job_containment", "auto", _containment,
+            "how a job's process tree is held and ended: cgroup, subreaper or auto "
+            "(cgroup when possible; pushd addition)"),
+    Setting("job_cgroup", None, _optional_abs_path,
+            "delegated cgroup v2 directory for per-job cgroups; default: the client's own "
+            "(pushd addition)"),
     Setting("default_run_timeout", 86400.0, _positive_float,
             "local run limit when the server sends none (pushd addition)"),
     Setting("max_reconnect_delay", 60.0, _positive_float,
@@ -213,6 +236,8 @@ class ClientConfig:
     state_dir: str
     job_environment: str
     kill_grace: float
+    job_containment: str
+    job_cgroup: str | None
     default_run_timeout: float
     max_reconnect_delay: float
     ssl_verify_mode: str

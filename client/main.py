@@ -195,8 +195,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_CONFIG
     from pushd_client.agent import Agent
+    from pushd_client.proctree import ContainmentError
 
-    return Agent(config, client_key, reload_config=lambda: _config(args)).run()
+    try:
+        agent = Agent(config, client_key, reload_config=lambda: _config(args))
+    except ContainmentError as err:
+        print(f"push-jobs-client: {config.source}: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    return agent.run()
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ Public API:
 
     UserSpec.lookup(name) -> UserSpec             raises KeyError for an unknown user
         .name .uid .gid .groups .home .shell
-    spawn(argv, *, user, cwd, env, capture) -> JobProcess      raises OSError when exec fails
+    spawn(argv, *, user, cwd, env, capture, preexec=None) -> JobProcess
         Runs `argv` (no shell unless argv is ["/bin/sh", "-c", ...]) in a new session, so its
         pid is also its process group id. As `user` (uid, gid, supplementary groups of that
         user as initgroups would set them; needs root unless it is the daemon's own user), in
         `cwd`, with exactly `env`. stdout/stderr are pipes when `capture`, else /dev/null;
-        stdin is always /dev/null.
+        stdin is always /dev/null. `preexec` runs in the child, after the user switch, just
+        before exec (pushd_client.proctree: join the job's cgroup). Raises OSError when exec
+        fails, subprocess.SubprocessError when `preexec` fails.
     JobProcess
         .pid / .pgid      int
         .stdout_fd / .stderr_fd   int | None (non-blocking pipes; None once closed)
@@ -35,7 +37,7 @@ import pwd
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 READ_CHUNK = 65536
@@ -155,6 +157,7 @@ def spawn(
     cwd: str,
     env: Mapping[str, str],
     capture: bool,
+    preexec: Callable[[], None] | None = None,
 ) -> JobProcess:
     """Start `argv` in a new session (see module docstring)."""
     switching = user.uid != os.geteuid()
@@ -171,6 +174,7 @@ def spawn(
         user=user.uid if switching else None,
         group=user.gid if switching else None,
         extra_groups=list(user.groups) if switching else None,
+        preexec_fn=preexec,
     )
     return JobProcess(popen)
 

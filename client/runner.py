@@ -3,7 +3,11 @@
 Public API:
 
     JobRunner(settings: RunnerSettings, send: Send, *, state_dir: StateDir | None = None,
-              measure: Measure | None = None, clock=time.monotonic)
+              measure: Measure | None = None, clock=time.monotonic,
+              containment: Containment | None = None)
+        containment: how each job's process tree is held (pushd_client.proctree); default
+        Containment.select("auto"), which makes this process a child subreaper when it
+        cannot create cgroups.
         send(type, job_id, fields) is called for every reply (`ack_commit`, `nack_commit`,
         `ack_run`, `nack_run`, `succeeded`, `failed`, `aborted`); the caller adds the common
         fields, signs and sends. `fields` holds `reason` on nacks and `aborted`, and
@@ -14,8 +18,8 @@ Public API:
                                         capture, run_timeout (seconds)
     .run(job_id, run_timeout=None)      run_timeout (seconds) from the run message, if any,
                                         replaces the commit's
-    .abort(reason="abort_requested")    server `abort`; the reply comes once the group is gone
-    .shutdown()                         blocking: kill the job's group, report `aborted`
+    .abort(reason="abort_requested")    server `abort`; the reply comes once the tree is gone
+    .shutdown()                         blocking: kill the job's tree, report `aborted`
     .adopt_orphan(record)               a job a previous client process left behind: the next
                                         server `abort` while idle is answered with its job id
     .job_state -> "idle" | "committed" | "running"      for heartbeats
@@ -40,10 +44,13 @@ Public API:
 
 The commit decision follows the stock order (busy, lock, whitelist, user, dir, file), adds a
 `reason`, and never touches the pending job when a commit is refused. The lock of a whitelist
-entry is taken at commit and held until the job's group is gone. The command runs in its own
-session; abort, run_timeout and shutdown TERM the whole group, wait `kill_grace` seconds, then
-KILL it, and `aborted` is sent only once nothing in the group runs. When the command exits on
-its own, processes it left in its group are ended the same way before the result is sent.
+entry is taken at commit and held until the job's tree is gone. The command runs in its own
+session and in its own process tree (a cgroup, or below the subreaper client: proctree), which
+also holds what it starts in other sessions or by double forks. Abort, run_timeout and shutdown
+TERM the whole tree, wait `kill_grace` seconds, then KILL it, and `aborted` is sent only once
+nothing in the tree runs. When the command exits on its own, processes it left behind are ended
+the same way before the result is sent. The job record (statefile) names the tree, so that a
+client started after a crash can end it.
 """
 
 from __future__ import annotations
@@ -71,14 +78,8 @@ from pushd_client.jobfile import (
     write_job_file,
 )
 from pushd_client.output import LiveStream, TailBuffer, fit_output
-from pushd_client.process import (
-    JobProcess,
-    UserSpec,
-    group_alive,
-    kill_group_blocking,
-    process_start_time,
-    spawn,
-)
+from pushd_client.process import JobProcess, UserSpec, process_start_time, spawn
+from pushd_client.proctree import Containment, ContainmentError, JobTree, kill_tree_blocking
 from pushd_client.statefile import JobRecord, StateDir
 from pushd_client.whitelist import ResolvedCommand, Whitelist
 
@@ -91,8 +92,11 @@ Send = Callable[[str, "str | None", dict[str, Any]], None]
 Measure = Callable[[str, "str | None", dict[str, Any]], int]
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-KILL_WAIT = 5.0  # after SIGKILL, how long before we log that the group refuses to die
+KILL_WAIT = 5.0  # after SIGKILL, how long before we log that the tree refuses to die
 TICK_WHILE_BUSY = 0.1
+# How often a running job's record is refreshed (a subreaper tree's members; walking a large
+# tree every tick would cost more than the gap it closes: recovery also finds the job's token).
+RECORD_INTERVAL = 1.0
 
 
 class NackReason:
@@ -152,11 +156,14 @@ class _Job:
     lock_fd: int | None
     file_path: str | None = None
     process: JobProcess | None = None
+    tree: JobTree | None = None
+    record: JobRecord | None = None  # as last saved in the state dir
+    recorded_at: float = 0.0
     started: float = 0.0
     deadline: float = 0.0
     stdout: TailBuffer = field(default_factory=lambda: TailBuffer(0))
     stderr: TailBuffer = field(default_factory=lambda: TailBuffer(0))
-    # Set once the job is being ended: the message to send when the group is gone.
+    # Set once the job is being ended: the message to send when the tree is gone.
     final: tuple[str, dict[str, Any]] | None = None
     kill_stage: str = ""  # "", "term", "kill"
     kill_deadline: float = 0.0
@@ -188,8 +195,10 @@ class JobRunner:
         measure: Measure | None = None,
         clock: Callable[[], float] = time.monotonic,
         base_env: Mapping[str, str] | None = None,
+        containment: Containment | None = None,
     ) -> None:
         self.settings = settings
+        self.containment = containment or Containment.select("auto")
         self._send = send
         self._state_dir = state_dir
         self._measure = measure or _default_measure
@@ -413,33 +422,55 @@ class JobRunner:
             now = self._clock()
             job.live = {c: LiveStream(self.live_output, now) for c in ("stdout", "stderr")}
         try:
+            tree = self.containment.new_tree(job.job_id)
+        except ContainmentError as err:
+            raise _Refused(NackReason.INTERNAL_ERROR, f"cannot contain the job: {err}") from None
+        env.update(tree.env)  # after the job's own variables: the client's, never the job's
+        try:
             job.process = spawn(
-                job.resolved.argv, user=job.user, cwd=job.cwd, env=env, capture=job.capture
+                job.resolved.argv, user=job.user, cwd=job.cwd, env=env, capture=job.capture,
+                preexec=tree.preexec,
             )
         except (OSError, subprocess.SubprocessError) as err:
-            raise _Refused(
-                NackReason.EXEC_FAILED, f"cannot start {job.resolved.argv[0]}: {err}"
-            ) from None
+            tree.release()
+            detail = f"cannot start {job.resolved.argv[0]}: {err}"
+            if not isinstance(err, OSError):  # only the pre-exec hook raises anything else
+                detail += f" (joining its {tree.mechanism})"
+            raise _Refused(NackReason.EXEC_FAILED, detail) from None
+        job.tree = tree
+        tree.started(job.process.pid)
         job.started = self._clock()
         job.deadline = job.started + job.run_timeout
-        if self._state_dir is not None:
-            record = JobRecord(
-                job_id=job.job_id,
-                pid=job.process.pid,
-                pgid=job.process.pgid,
-                start_time=process_start_time(job.process.pid),
-                command=job.command,
-                started_at=time.time(),
-            )
-            try:
-                self._state_dir.save_job(record)
-            except OSError as err:
-                # The job runs anyway; only recovery after a client crash is lost.
-                log.error("job=%s cannot record the job in %s: %s", job.job_id,
-                          self._state_dir.job_path, err)
+        job.recorded_at = job.started
+        self._save_record(job)
         log.info(
-            "job=%s started pid %d: %s", job.job_id, job.process.pid, job.resolved.command_line
+            "job=%s started pid %d (%s): %s", job.job_id, job.process.pid, tree.mechanism,
+            job.resolved.command_line,
         )
+
+    def _save_record(self, job: _Job) -> None:
+        """Write the job record when what it says changed (a subreaper tree grows)."""
+        if self._state_dir is None or job.process is None or job.tree is None:
+            return
+        previous = job.record
+        record = JobRecord(
+            job_id=job.job_id,
+            pid=job.process.pid,
+            pgid=job.process.pgid,
+            start_time=previous.start_time if previous else process_start_time(job.process.pid),
+            command=job.command,
+            started_at=previous.started_at if previous else time.time(),
+            tree=job.tree.record(),
+        )
+        if record == previous:
+            return
+        job.record = record
+        try:
+            self._state_dir.save_job(record)
+        except OSError as err:
+            # The job runs anyway; only recovery after a client crash is lost.
+            log.error("job=%s cannot record the job in %s: %s", job.job_id,
+                      self._state_dir.job_path, err)
 
     # ----------------------------------------------------------------- abort
     def abort(self, reason: str = AbortReason.REQUESTED) -> None:
@@ -460,9 +491,9 @@ class JobRunner:
             self.on_change()
             return
         if job.final is not None and job.final[0] == "aborted":
-            return  # already ending; the reply follows when the group is gone
-        log.info("job=%s aborting (%s): ending process group %d", job.job_id, reason,
-                 job.process.pgid)
+            return  # already ending; the reply follows when the tree is gone
+        log.info("job=%s aborting (%s): ending its process tree (pid %d)", job.job_id, reason,
+                 job.process.pid)
         self._stop(job, ("aborted", {"reason": reason}))
 
     def shutdown(self) -> None:
@@ -473,12 +504,12 @@ class JobRunner:
         if job.process is None:
             self.abort(AbortReason.SHUTDOWN)
             return
-        log.info("job=%s client shutting down: ending process group %d", job.job_id,
-                 job.process.pgid)
+        assert job.tree is not None
+        log.info("job=%s client shutting down: ending its process tree (pid %d)", job.job_id,
+                 job.process.pid)
         job.final = ("aborted", {"reason": AbortReason.SHUTDOWN})
-        gone = kill_group_blocking(job.process.pgid, self.settings.kill_grace, job.process)
-        if not gone:
-            log.error("job=%s process group %d survived SIGKILL", job.job_id, job.process.pgid)
+        if not kill_tree_blocking(job.tree, self.settings.kill_grace, job.process):
+            log.error("job=%s processes %s survived SIGKILL", job.job_id, job.tree.members())
         self._finish(job)
 
     # --------------------------------------------------------- event loop glue
@@ -526,16 +557,19 @@ class JobRunner:
         job = self._job
         if job is None or job.process is None:
             return
+        tree = job.tree
+        assert tree is not None
         now = self._clock()
         status = job.process.reap()
+        tree.reap()
         if job.live and job.final is None:
             self._send_live(job, final=False)
         if job.final is None:
             if status is not None:
                 self._drain(job)
                 job.final = self._result(job, status)
-                if group_alive(job.process.pgid):
-                    log.info("job=%s exited %d; ending what it left in its group", job.job_id,
+                if tree.alive():
+                    log.info("job=%s exited %d; ending what it left running", job.job_id,
                              status)
                     self._stop(job, job.final)
                     return
@@ -544,26 +578,31 @@ class JobRunner:
             if now >= job.deadline:
                 log.warning("job=%s run_timeout of %gs reached", job.job_id, job.run_timeout)
                 self._stop(job, ("aborted", {"reason": AbortReason.RUN_TIMEOUT}))
+                return
+            if now - job.recorded_at >= RECORD_INTERVAL:
+                job.recorded_at = now
+                self._save_record(job)
             return
-        if not group_alive(job.process.pgid):
+        if not tree.alive():
             self._finish(job)
             return
         if job.kill_stage == "term" and now >= job.kill_deadline:
-            log.warning("job=%s group %d still running after %gs: SIGKILL", job.job_id,
-                        job.process.pgid, self.settings.kill_grace)
-            job.process.signal_group(signal.SIGKILL)
+            log.warning("job=%s processes %s still running after %gs: SIGKILL", job.job_id,
+                        tree.members(), self.settings.kill_grace)
             job.kill_stage, job.kill_deadline = "kill", now + KILL_WAIT
-        elif job.kill_stage == "kill" and now >= job.kill_deadline:
-            log.error("job=%s group %d survives SIGKILL", job.job_id, job.process.pgid)
-            job.process.signal_group(signal.SIGKILL)
-            job.kill_deadline = now + KILL_WAIT
+        if job.kill_stage == "kill":
+            # Every tick: a process forked since the last round is killed too.
+            tree.signal(signal.SIGKILL)
+            if now >= job.kill_deadline:
+                log.error("job=%s processes %s survive SIGKILL", job.job_id, tree.members())
+                job.kill_deadline = now + KILL_WAIT
 
     # --------------------------------------------------------------- internal
     def _stop(self, job: _Job, final: tuple[str, dict[str, Any]]) -> None:
-        assert job.process is not None
+        assert job.process is not None and job.tree is not None
         job.final = final
         if job.kill_stage == "":
-            job.process.signal_group(signal.SIGTERM)
+            job.tree.signal(signal.SIGTERM)
             job.kill_stage = "term"
             job.kill_deadline = self._clock() + self.settings.kill_grace
         self.on_change()
@@ -608,7 +647,7 @@ class JobRunner:
         self._cleanup(job)
         self._job = None
         if msg_type == "aborted":
-            log.info("job=%s process group gone; reporting aborted (%s)", job.job_id,
+            log.info("job=%s process tree gone; reporting aborted (%s)", job.job_id,
                      fields.get("reason"))
         self._send(msg_type, job.job_id, fields)
         self.on_change()
@@ -616,6 +655,8 @@ class JobRunner:
     def _cleanup(self, job: _Job) -> None:
         if job.process is not None:
             job.process.close()
+        if job.tree is not None:
+            job.tree.release()  # before the record goes: a crash here still finds the cgroup
         if job.file_path is not None:
             remove_job_file(job.file_path)
             job.file_path = None

@@ -3,25 +3,28 @@
 Public API:
 
     StateDir(path)                         creates the directory (0700) on first write
-        .save_job(record: JobRecord)       atomically, 0600; called when a job's process starts
-        .clear_job()                       when the job's process group is gone
+        .save_job(record: JobRecord)       atomically, 0600; when a job's process starts, and
+                                           again when its recorded tree changes
+        .clear_job()                       when the job's process tree is gone
         .load_job() -> JobRecord | None    what a previous client process left behind
         .write_status(status: dict)        status.json, atomically (read by --status)
         .read_status() -> dict | None
         .job_path / .status_path
-    JobRecord(job_id, pid, pgid, start_time, command, started_at)
+    JobRecord(job_id, pid, pgid, start_time, command, started_at, tree=None)
         start_time: the leader's start time from /proc (clock ticks), so a pid reused by an
-        unrelated process is not mistaken for the job.
+        unrelated process is not mistaken for the job. tree: JobTree.record() (proctree): the
+        job's cgroup, or its subreaper members and token.
     recover_orphan(state_dir, grace) -> JobRecord | None
-        Called at start-up: if the previous client left a job record, kill that job's process
-        group (TERM, grace, KILL) when it still runs, clear the record, and return it so the
-        caller can report the job as aborted.
+        Called at start-up: if the previous client left a job record, end what still runs of
+        that job (its recorded tree, then its process group: TERM, grace, KILL), clear the
+        record, and return it so the caller can report the job as aborted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -29,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from pushd_client.process import group_alive, kill_group_blocking, process_start_time
+from pushd_client.proctree import kill_tree_blocking, recovered_tree
 
 MAX_STATE_FILE = 64 * 1024
+log = logging.getLogger("pushd_client.statefile")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class JobRecord:
     start_time: int | None
     command: str
     started_at: float
+    tree: dict[str, Any] | None = None
 
 
 class StateDir:
@@ -106,6 +112,7 @@ class StateDir:
                 else int(document["start_time"]),
                 command=str(document.get("command", "")),
                 started_at=float(document.get("started_at", 0.0)),
+                tree=document["tree"] if isinstance(document.get("tree"), dict) else None,
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -124,12 +131,18 @@ def recover_orphan(state_dir: StateDir, grace: float) -> JobRecord | None:
         with contextlib.suppress(OSError):
             state_dir.clear_job()  # absent or unreadable: nothing we can safely kill
         return None
+    tree = None if record.tree is None else recovered_tree(record.tree)
+    if tree is not None:
+        if not kill_tree_blocking(tree, grace):
+            log.error("job=%s processes %s survived SIGKILL", record.job_id, tree.members())
+        tree.release()
     leader_is_ours = (
         record.start_time is None or process_start_time(record.pid) == record.start_time
     )
     # The leader may be gone while its children live on in the group; a reused pid with a
     # different start time in the same group number is not ours, so leave that alone.
-    if group_alive(record.pgid) and (leader_is_ours or process_start_time(record.pid) is None):
+    ours = leader_is_ours or process_start_time(record.pid) is None
+    if record.pgid > 1 and ours and group_alive(record.pgid):  # never group 0: our own
         kill_group_blocking(record.pgid, grace)
     with contextlib.suppress(OSError):
         state_dir.clear_job()

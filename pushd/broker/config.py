@@ -13,8 +13,9 @@ seconds here. Derived values:
     recovery_grace     = max(recovery_grace_intervals, offline_threshold + online_threshold + 2)
                          * heartbeat_interval (after a restart, how long running jobs wait for
                          their nodes, how long a node re-attached to one is not judged offline,
-                         and when found `new` jobs start). The floor is what a stock client needs
-                         once it has judged the server offline: it heartbeats again only after
+                         and the longest a `new` job waits for its returning nodes:
+                         starts.py). The floor is what a stock client needs once it has
+                         judged the server offline: it heartbeats again only after
                          more than `online_threshold` server heartbeats, and meanwhile its DEALER
                          may deliver stale queued heartbeats that open a session at once.
 """

@@ -139,5 +139,8 @@ class JobSpec:
     run_started_at: float | None = None
 
     def __post_init__(self) -> None:
+        if not self.node_statuses:  # a fresh job: one C-level pass (100,000 nodes: ~10 ms)
+            self.node_statuses = dict.fromkeys(self.nodes, NodeStatus.NEW)
+            return
         for name in self.nodes:
             self.node_statuses.setdefault(name, NodeStatus.NEW)

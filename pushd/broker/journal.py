@@ -23,7 +23,8 @@ payload: dict)` sends on the events PUB socket. While the writer thread runs, `p
 called from it (a ZeroMQ socket must be used by one thread at a time): the loop hands the
 socket over with `start` and gets it back after `close`.
 
-The writer takes everything queued (up to MAX_BATCH transitions), merges it per job and writes
+The writer takes everything queued (up to MAX_BATCH transitions and about MAX_BATCH_ROWS node
+statuses and events, whole transitions), merges it per job and writes
 it in ONE database transaction: node statuses grouped per (status, reason), events in one
 multi-row insert. Each event's row id (`store.append_events`) is its stable id; only after the
 transaction commits is it published as topic ``job.<job_id>`` (every event) and
@@ -78,6 +79,11 @@ log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 2000
 MAX_BATCH = 20_000
+# Rows (node statuses + events) one transaction takes at most, whole transitions at a time: a
+# big job's fan-out records 2,000 nodes (and 4,000 events) per transition, and one transaction
+# of them all held SQLite's write lock for seconds, stalling every other writer (an API worker
+# creating a job, the broker's known-nodes flush).
+MAX_BATCH_ROWS = 20_000
 MAX_RETAINED = 200_000
 RETRY_DELAY = 0.5  # seconds between attempts while the database is unavailable
 HOUSEKEEPING_RETRY = 60.0  # seconds before housekeeping that failed runs again
@@ -306,8 +312,14 @@ class StoreJournal:
                 return
 
     def _take(self) -> list[Transition]:
-        count = min(len(self._queue), MAX_BATCH)
-        return [self._queue.popleft() for _ in range(count)]
+        batch: list[Transition] = []
+        rows = 0
+        queue = self._queue
+        while queue and len(batch) < MAX_BATCH and rows < MAX_BATCH_ROWS:
+            transition = queue.popleft()
+            batch.append(transition)
+            rows += 1 + len(transition.node_statuses) + len(transition.events)
+        return batch
 
     def _finish(self, batch: list[Transition], unwritten: list[Transition]) -> bool:
         """Account for a written batch; requeue its unwritten tail. False if anything was."""

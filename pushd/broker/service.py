@@ -24,6 +24,8 @@ Sockets (addresses from the config):
 Each command ROUTER queues at most COMMAND_RCVHWM messages per connection: an overloaded broker
 pushes back through TCP instead of growing its memory. A turn handles command messages for at
 most TURN_BUDGET seconds before due timers (the server heartbeat) and the control socket run.
+A big job's fan-out is one such timer per turn (a slice of at most jobs.FANOUT_SLICE nodes and
+FANOUT_BUDGET seconds), so control requests are answered between slices.
 
 Liveness is judged fairly (see _check_liveness and _account_turn): before judging, the broker
 reads what waits in the command sockets (bounded by LIVENESS_DRAIN_BUDGET; if it cannot catch up
@@ -51,13 +53,15 @@ turn their transitions go to the journal's writer thread, which commits them bef
 the events (control requests wait for it before answering). At start the broker
 marks `voting` jobs crashed, re-attaches `running` jobs (nodes get `recovery_grace` to show up
 still running them, and a node that did is not judged offline before the grace is over) and
-starts `new` jobs (after the grace when it is a restart, so nodes have reconnected first).
+starts `new` jobs (starts.py: during the grace of a restart, once those of their nodes that were
+online when the broker stopped are available again; nodes never waited for start at once).
+A `start_job` request is answered at once; the job's nodes are read and its commits sent over
+the following turns, a bounded slice per turn (starts.py, jobs.py).
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 import json
 import logging
 import os
@@ -81,11 +85,12 @@ from pushd.broker.control_client import (
     events_address,
     events_path,
 )
-from pushd.broker.jobs import JobEngine
+from pushd.broker.jobs import FANOUT_BUDGET, JobEngine
 from pushd.broker.journal import StoreJournal
 from pushd.broker.metrics import BrokerMetrics
 from pushd.broker.nodes import NodeTracker
 from pushd.broker.retention import JobRetention
+from pushd.broker.starts import JobStarts
 from pushd.broker.timers import TimerQueue
 from pushd.broker.zap import ZAP_ENDPOINT, CurveGrants, answer_zap, user_id_ref
 from pushd.errors import ProtocolError
@@ -183,6 +188,7 @@ class Broker:
         self._in_sequence: dict[Address, int] = {}
         # Nodes heard from since the last known-nodes flush; their times are the tracker's.
         self._seen_since_flush: set[NodeRef] = set()
+        self._known_writer: threading.Thread | None = None
 
         self.timers = TimerQueue()
         self.grants = CurveGrants(
@@ -198,7 +204,8 @@ class Broker:
             liveness_clock=self._liveness_now,
         )
         self.engine = JobEngine(
-            self, self.timers, self.journal, self.tracker, server_name=config.server_name
+            self, self.timers, self.journal, self.tracker, server_name=config.server_name,
+            fanout_budget=min(FANOUT_BUDGET, self._turn_budget),  # a slice per turn, bounded
         )
         self.tracker.attach(self.engine)
         self.engine.output_gate.max_bytes = config.output_max_bytes
@@ -216,6 +223,14 @@ class Broker:
             self._restarted = self.grants.restore(config.zap_window + config.recovery_grace) > 0
             self._grace_until = (
                 self.timers.now() + config.recovery_grace if self._restarted else 0.0
+            )
+            # Nodes last seen this long before the newest last-seen time of their org were
+            # online when the broker stopped: `new` jobs wait for them during the grace.
+            self.starts = JobStarts(
+                self.timers, store, self.tracker, self._start_new,
+                grace_until=self._grace_until,
+                window=config.offline_after + config.known_nodes_flush_interval
+                + config.heartbeat_interval,
             )
             self._recover_jobs()
         except BaseException:
@@ -361,7 +376,7 @@ class Broker:
         log.info("broker stopping")
         try:
             self.journal.close(JOURNAL_CLOSE_TIMEOUT)
-            self._flush_known_nodes()
+            self._flush_known_nodes(wait=True)
             self.grants.save(force=True)
         except Exception:
             log.exception("error while saving state at shutdown")
@@ -632,40 +647,36 @@ class Broker:
         self._keys_by_ref[(org_id, node)] = key
 
     def start_job_from_store(self, org_id: str, job_id: str) -> str:
-        """Start a `new` job; returns "started", "live", "not_found" or "already_finished"."""
+        """Start a `new` job; returns "started", "live", "not_found" or "already_finished".
+
+        Answers without waiting: the job's nodes are loaded and its commits fanned out over
+        the next loop turns (starts.py, the engine's slices), so a 100,000-node job does not
+        keep the control socket (node_states, admit) waiting."""
         if self.engine.is_live(job_id):
             return "live" if self.engine.org_of(job_id) == org_id else "not_found"
-        view = store.get_job(org_id, job_id)
-        if view is None:
+        starting = self.starts.org_of(job_id)
+        if starting is not None:
+            return "live" if starting == org_id else "not_found"
+        summary = store.get_job_summary(org_id, job_id)
+        if summary is None:
             return "not_found"
-        if view.status != JobStatus.NEW:
-            return "already_finished" if view.status not in (JobStatus.VOTING,
-                                                               JobStatus.RUNNING) else "live"
-        delay = self._grace_until - self.timers.now()
-        if delay > 0:
-            # Just restarted: let nodes reconnect before judging who is available.
-            self.timers.call_later(delay, lambda: self._start_if_new(org_id, job_id))
-        else:
-            self._start_view(view)
+        if summary.status != JobStatus.NEW:
+            return "already_finished" if summary.status not in (JobStatus.VOTING,
+                                                                  JobStatus.RUNNING) else "live"
+        self.starts.begin(summary)
         return "started"
 
-    def _start_if_new(self, org_id: str, job_id: str) -> None:
-        if not self.engine.is_live(job_id):
-            view = store.get_job(org_id, job_id)
-            if view is not None and view.status == JobStatus.NEW:
-                self._start_view(view)
-
-    def _start_view(self, view: Any) -> None:
+    def _start_new(self, summary: Any, names: list[str]) -> None:
         """Start a stored `new` job; one the engine cannot even take ends `crashed` (the
         engine ends those it took itself), so an accepted job never stays `new`."""
         try:
-            spec = self._spec_of(view)
+            spec = self._spec_of(summary, names)
         except Exception as err:
-            log.exception("job %s cannot be started; crashed", view.id)
+            log.exception("job %s cannot be started; crashed", summary.id)
             reason = f"internal error while starting the job ({type(err).__name__}: {err})"
             reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")[:1024]
-            t = Transition(view.id, view.org_id, JobStatus.CRASHED)
-            t.node_statuses = {n.name: (NodeStatus.CRASHED, reason) for n in view.nodes}
+            t = Transition(summary.id, summary.org_id, JobStatus.CRASHED)
+            t.node_statuses = {name: (NodeStatus.CRASHED, reason) for name in names}
             t.events.append(FeedEvent("job_complete", {"status": "crashed", "reason": reason}))
             self.journal.record(t)
             return
@@ -678,6 +689,8 @@ class Broker:
                 return "not_found"
             self.engine.abort(job_id)
             return "aborted"
+        if self.starts.org_of(job_id) == org_id:
+            self.starts.cancel(job_id)  # still loading or held after a restart
         view = store.get_job(org_id, job_id)
         if view is None:
             return "not_found"
@@ -698,15 +711,18 @@ class Broker:
 
     # -- startup recovery ------------------------------------------------------------------------
 
-    def _spec_of(self, view: Any) -> JobSpec:
+    def _spec_of(
+        self, view: Any, names: list[str], statuses: dict[str, NodeStatus] | None = None
+    ) -> JobSpec:
+        """The JobSpec of a store JobSummary/JobView; `statuses` None: every node `new`."""
         options = view.options
         voting_timeout = getattr(options, "voting_timeout", None) or self.config.voting_timeout
         return JobSpec(
             job_id=view.id,
             org_id=view.org_id,
             command=view.command,
-            nodes=[n.name for n in view.nodes],
-            quorum=view.quorum if view.quorum is not None else len(view.nodes),
+            nodes=names,
+            quorum=view.quorum if view.quorum is not None else len(names),
             run_timeout=view.run_timeout if view.run_timeout is not None
             else self.config.default_running_timeout,
             voting_timeout=float(voting_timeout),
@@ -717,7 +733,7 @@ class Broker:
             file=options.job_file,
             capture=bool(options.capture),
             status=view.status,
-            node_statuses={n.name: n.status for n in view.nodes},
+            node_statuses=dict(statuses) if statuses is not None else {},
         )
 
     def _recover_jobs(self) -> None:
@@ -725,9 +741,8 @@ class Broker:
         now_utc = datetime.now(UTC).replace(tzinfo=None)
         for view in store.incomplete_jobs():
             if view.status == JobStatus.NEW:
-                delay = max(0.0, self._grace_until - self.timers.now())
-                org_id, job_id = view.org_id, view.id
-                self.timers.call_later(delay, functools.partial(self._start_if_new, org_id, job_id))
+                # Started now, or once its returning nodes are back (starts.py).
+                self.starts.begin(view, [n.name for n in view.nodes])
             elif view.status == JobStatus.VOTING:
                 log.info("job %s was voting when the broker stopped: crashed", view.id)
                 t = Transition(view.id, view.org_id, JobStatus.CRASHED)
@@ -739,7 +754,9 @@ class Broker:
                 t.events.append(FeedEvent("job_complete", {"status": "crashed"}))
                 self.journal.record(t)
             else:
-                spec = self._spec_of(view)
+                spec = self._spec_of(
+                    view, [n.name for n in view.nodes], {n.name: n.status for n in view.nodes}
+                )
                 elapsed = (now_utc - view.updated_at).total_seconds()
                 self.engine.recover(spec, spec.run_timeout - elapsed, grace)
         self.journal.sync()  # no writer thread yet: written here, before the loop starts
@@ -817,7 +834,18 @@ class Broker:
                      ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
                      self.tracker.session_count)
 
-    def _flush_known_nodes(self) -> None:
+    def _flush_known_nodes(self, *, wait: bool = False) -> None:
+        """Record the last-seen times of the nodes heard from since the last flush.
+
+        The write runs on a thread of its own (or inline with `wait`, at shutdown): on SQLite
+        it waits for the database's write lock, up to busy_timeout (15 s) while an API worker
+        writes a 100,000-node job, and the loop must answer control requests meanwhile. A
+        flush still writing when the next is due is left alone; the next tick takes it all."""
+        writer = self._known_writer
+        if writer is not None and writer.is_alive():
+            if not wait:
+                return
+            writer.join()
         if not self._seen_since_flush:
             return
         seen, self._seen_since_flush = self._seen_since_flush, set()
@@ -830,11 +858,22 @@ class Broker:
             by_org.setdefault(org_id, {})[node] = datetime.fromtimestamp(when, UTC).replace(
                 tzinfo=None
             )
+        if wait:
+            self._write_known_nodes(by_org, len(seen))
+            return
+        self._known_writer = threading.Thread(
+            target=self._write_known_nodes, args=(by_org, len(seen)), name="known-nodes",
+            daemon=True,
+        )
+        self._known_writer.start()
+
+    @staticmethod
+    def _write_known_nodes(by_org: dict[str, dict[str, datetime]], count: int) -> None:
         try:
             for org_id, nodes in by_org.items():
                 store.touch_known_nodes(org_id, nodes)
         except Exception:
-            log.exception("could not record last-seen times of %d nodes", len(seen))
+            log.exception("could not record last-seen times of %d nodes", count)
 
 
 def _retention(config: BrokerConfig) -> JobRetention | None:

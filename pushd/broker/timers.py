@@ -4,7 +4,10 @@
     timer = queue.call_later(delay, callback)   # -> ScheduledTimer; timer.cancel()
     queue.now() -> float
     queue.next_delay(default) -> float          seconds until the earliest live timer (>= 0)
-    queue.run_due() -> int                      run every timer due by now; returns how many ran
+    queue.run_due() -> int                      run every timer due by now; returns how many ran.
+                                                A timer a callback schedules while it runs waits
+                                                for the next call (the next loop turn), even
+                                                with no delay: that is how work is sliced
 
     ManualClock()                                a settable clock for tests: clock.advance(seconds)
 
@@ -60,7 +63,9 @@ class TimerQueue:
     def run_due(self) -> int:
         ran = 0
         now = self._clock()
-        while self._heap and self._heap[0][0] <= now:
+        # Timers added from here on (by the callbacks below) are numbered above `limit`.
+        limit = next(self._order)
+        while self._heap and self._heap[0][0] <= now and self._heap[0][1] < limit:
             _, _, timer = heapq.heappop(self._heap)
             if timer.cancelled:
                 continue

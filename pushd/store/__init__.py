@@ -26,6 +26,7 @@ Jobs (pushd.store.jobs)
                options=None, *, created_at=None) -> None           one transaction
     get_job(org_id, job_id) -> JobView | None
     get_job_summary(org_id, job_id) -> JobSummary | None
+    job_node_names(org_id, job_id, *, after=None, limit=5000) -> list[str]   a page, by name
     list_jobs(org_id, *, limit=None, status=None, before=None) -> (list[JobSummary], cursor|None)
     set_job_status(org_id, job_id, status, updated_by=None) -> bool
     set_node_statuses(org_id, job_id, {node: status | (status, reason)}) -> int
@@ -116,6 +117,7 @@ from pushd.store.jobs import (
     get_output_from,
     get_output_record,
     incomplete_jobs,
+    job_node_names,
     list_jobs,
     prune_jobs,
     set_job_status,
@@ -208,6 +210,7 @@ __all__ = [
     "get_session_key",
     "incomplete_jobs",
     "job_events_after",
+    "job_node_names",
     "known_nodes",
     "last_event_id",
     "list_groups",

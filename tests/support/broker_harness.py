@@ -9,6 +9,8 @@ socket layer (RecordingOutbox) and the database (RecordingJournal), on a manual 
     h.node_status(job, "n1") -> NodeStatus, h.job_status(job) -> JobStatus
     h.events(job) -> list[(name, data)] feed events recorded for the job, in order
     h.advance(seconds)                 move the clock and fire due timers
+    h.turn() -> int                    fire the timers due now, as one loop turn does (a job's
+                                       next fan-out slice); returns how many ran
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class RecordingJournal:
 
 
 class EngineHarness:
-    def __init__(self, *, rehab_interval: float = 1.0, offline_after: float = 3.0) -> None:
+    def __init__(self, *, rehab_interval: float = 1.0, offline_after: float = 3.0,
+                 fanout_slice: int | None = None) -> None:
         self.clock = ManualClock()
         self.timers = TimerQueue(self.clock)
         self.outbox = RecordingOutbox()
@@ -59,7 +62,8 @@ class EngineHarness:
             wall_clock=self.clock,
         )
         self.engine = JobEngine(
-            self.outbox, self.timers, self.journal, self.tracker, server_name="pushd.test"
+            self.outbox, self.timers, self.journal, self.tracker, server_name="pushd.test",
+            **({} if fanout_slice is None else {"fanout_slice": fanout_slice}),
         )
         self.tracker.attach(self.engine)
         self._job_ids = itertools.count(1)
@@ -105,6 +109,9 @@ class EngineHarness:
         )
         self.engine.start(spec)
         return job_id
+
+    def turn(self) -> int:
+        return self.timers.run_due()
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)

@@ -91,9 +91,12 @@ class JobsResource:
             raise ApiError(400, UNKNOWN, reason=str(err)) from None
         try:
             self._ctx.broker.start_job(org_id, job_id)
-        except BrokerDown:
-            # The row is committed in status `new`; the broker starts it when it is back.
-            log.warning("broker unavailable; job %s will start when it returns", job_id)
+        except BrokerDown as err:
+            # No answer in time is not proof the broker is down: a busy broker reads the
+            # request later, a restarting one finds the row (status `new`) when it starts.
+            # Either way the job starts; say so without calling a running broker unavailable.
+            log.warning("no answer yet from the broker about job %s (%s); it is stored and "
+                        "starts when the broker reads the request or (re)starts", job_id, err)
         except BrokerRefused as err:
             log.warning("broker refused to start job %s: %s", job_id, err)
         uri = job_uri(req, org, job_id)

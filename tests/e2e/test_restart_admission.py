@@ -1,0 +1,74 @@
+"""After a server restart, a job posted once its nodes show `available` starts at once (issue 12
+item 3): the real pushd server, real push-jobs-client processes.
+
+The recovery grace is made 60 s long (`offline_threshold` 300 x 200 ms heartbeats); before the
+change every job started during the grace waited it out, so these tests could not pass.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.client_process import ClientProcess, wait_until
+from tests.support.server import PushdServer, running_server
+
+SOON = 15.0  # seconds a job may take here; the grace is 60 s
+ACTIVE = ("new", "voting", "running")
+
+
+def client(server: PushdServer, tmp_path: Path, name: str) -> ClientProcess:
+    url = f"{server.base_url}/organizations/{server.org_name}"
+    return ClientProcess(tmp_path / name, server.node_key_paths[name], url, node=name,
+                         file_dir=str(tmp_path / name / "files"))
+
+
+def wait_available(server: PushdServer, proc: ClientProcess, name: str, timeout: float) -> None:
+    def available() -> bool:
+        if proc.status().get("connection") != "online":
+            return False
+        resp = server.request("GET", f"node_states/{name}")
+        return resp.status == 200 and resp.json().get("availability") == "available"
+
+    wait_until(available, timeout)
+
+
+def post_job(server: PushdServer, command: str, nodes: list[str]) -> str:
+    resp = server.request("POST", "jobs", {"command": command, "nodes": nodes})
+    assert resp.status == 201, resp.body
+    return str(resp.json()["uri"]).rsplit("/", 1)[-1]
+
+
+def finished(server: PushdServer, job_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = server.request("GET", f"jobs/{job_id}")
+        assert resp.status == 200, resp.body
+        doc = dict(resp.json())
+        if doc["status"] not in ACTIVE:
+            return doc
+        assert time.monotonic() < deadline, f"job still {doc['status']} after {timeout} s"
+        time.sleep(0.1)
+
+
+def test_job_after_a_server_restart_starts_at_once(tmp_path: Path) -> None:
+    with running_server(nodes=("node1", "node2"), settings={"offline_threshold": 300}) as srv:
+        busy, idle = client(srv, tmp_path, "node1"), client(srv, tmp_path, "node2")
+        try:
+            for proc, name in ((busy, "node1"), (idle, "node2")):
+                proc.start()
+                wait_available(srv, proc, name, 40)
+            running = post_job(srv, "sleep 8", ["node1"])
+            busy.job_pid(timeout=20)  # its command runs
+            srv.restart()
+            wait_available(srv, idle, "node2", SOON)
+            job = post_job(srv, "hello", ["node2"])
+            doc = finished(srv, job, SOON)
+            assert doc["status"] == "complete" and doc["nodes"] == {"succeeded": ["node2"]}
+            # The node that was running a job across the restart keeps it (re-attached).
+            doc = finished(srv, running, SOON)
+            assert doc["status"] == "complete" and doc["nodes"] == {"succeeded": ["node1"]}
+        finally:
+            busy.stop()
+            idle.stop()
