@@ -13,6 +13,8 @@ returns the exit code):
     job_watch(args, io, connect) -> int      one job's events (for `output`: each node's
                                              last line); without a job, the org feed
     node_status(args, io, connect) -> int
+    dashboard(args, io, connect) -> int      a one-time dashboard login URL: printed
+                                             (`--print-url`) or opened in the browser
     search_nodes(http, query) -> list[str]   Chef search (`GET search/node?q=...`), paged
 
 `connect()` returns a ChefHTTP for the configured server; it is only called once the command
@@ -517,4 +519,36 @@ def node_status(args: Any, io: Io, connect: Connect) -> int:
     for row in rows:
         if isinstance(row, dict):
             _print(io.stdout, f"{row.get('node_name')}\t{row.get('availability')}")
+    return exitcodes.OK
+
+
+def dashboard(
+    args: Any, io: Io, connect: Connect, *, opener: Callable[[str], bool] | None = None
+) -> int:
+    """Ask the server for a one-time login URL (valid 60 s, single use) and open or print it."""
+    http = connect()
+    try:
+        answer = http.post_json("pushy/dashboard/login", {})
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CliError("this server has no dashboard (login URL endpoint: 404)") from None
+        raise CliError(f"cannot get a dashboard login URL: {exc.message}") from None
+    url = answer.get("url") if isinstance(answer, dict) else None
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise CliError(f"the server answered no login URL: {answer!r}")
+    if args.json:
+        _dump_json(io.stdout, answer)
+        return exitcodes.OK
+    if args.print_url:
+        _print(io.stdout, url)
+        return exitcodes.OK
+    if opener is None:
+        import webbrowser
+
+        opener = webbrowser.open
+    if opener(url):
+        _print(io.stderr, "Opened the dashboard in your browser (the link works once, for 60 s).")
+    else:
+        _print(io.stderr, "Could not start a browser; open this link (once, within 60 s):")
+        _print(io.stdout, url)
     return exitcodes.OK

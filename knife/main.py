@@ -12,6 +12,7 @@ Grammar (knife's, plus `job abort` and `job watch`; docs/cli.md has every flag a
     push-jobs job abort JOB
     push-jobs job watch [JOB]
     push-jobs node status [NODE | QUERY ...] [--search QUERY]
+    push-jobs dashboard [--print-url]
 Configuration options (`-c`, `-s/--server-url` (only `--server-url` on `job start`, where `-s` is
 knife's `--search`), `-u`, `-k`, `--profile`, `--ssl-verify-mode`) and `--json` are accepted
 before or after the subcommand. Errors are one line on stderr starting `ERROR:`.
@@ -88,7 +89,8 @@ def _add_wait_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Run and inspect Chef push jobs (knife's grammar).")
     _add_common(parser, top=True)
-    areas = parser.add_subparsers(dest="area", metavar="{job,node}", parser_class=_Parser)
+    areas = parser.add_subparsers(dest="area", metavar="{job,node,dashboard}",
+                                  parser_class=_Parser)
 
     job = areas.add_parser("job", help="start, list, inspect, abort and watch jobs")
     job_commands = job.add_subparsers(
@@ -162,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     node_status.add_argument("--search", default=None, metavar="QUERY",
                              help="the nodes matching this Chef search query")
     _add_common(node_status, top=False)
+
+    board = areas.add_parser("dashboard", help="log in to the web dashboard (one-time link)")
+    board.add_argument("--print-url", action="store_true",
+                       help="print the login URL instead of opening a browser")
+    _add_common(board, top=False)
     return parser
 
 
@@ -174,6 +181,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("job", "abort"): commands.job_abort,
     ("job", "watch"): commands.job_watch,
     ("node", "status"): commands.node_status,
+    ("dashboard", ""): commands.dashboard,
 }
 
 
@@ -224,7 +232,7 @@ def main(
         if handler is None:
             io.stderr.write(parser.format_usage())
             raise CliError("give a subcommand: job start|list|status|output|abort|watch or"
-                           " node status", exitcodes.USAGE)
+                           " node status or dashboard", exitcodes.USAGE)
         args.json = args.format == "json"
         return handler(args, io, _connector(args, environ))
     except CliError as exc:

@@ -383,6 +383,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Largest data file attached to a job."),
     _s("jobs_page_limit", 1000, "int", integer(1, 100_000),
        "Most jobs returned by one GET of the job list."),
+    _s("dashboard_session_ttl", 28800, "int (s)", integer(60, 31_536_000),
+       "Seconds a web dashboard login (cookie session) lasts."),
     _s("output_max_bytes", 1_048_576, "int (bytes)", integer(0, 1_073_741_824),
        "Output stored per node per stream (stdout, stderr); a longer stream keeps its end "
        "behind the truncation marker nodes use. Also the most live output a pushd client "

@@ -24,6 +24,7 @@ character names nothing the store can hold and answers 404 JSON before anything 
     GET  /organizations/{org}/pushy/node_states/{node}
     GET  /organizations/{org}/pushy/job_status_feed
     GET  /organizations/{org}/pushy/job_status_feed/{job_id}
+    POST /organizations/{org}/pushy/dashboard/login, and /dashboard/... (pushd.api.dashboard)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import falcon
 
 from pushd.api.auth import Authenticator
 from pushd.api.context import ApiContext, ApiSettings
+from pushd.api.dashboard import install_dashboard
 from pushd.api.documents import job_document
 from pushd.api.errors import ApiError, install_error_handlers
 from pushd.api.events import EventHub
@@ -115,4 +117,7 @@ def create_app(
     app.add_route(f"{ORG}/node_states/{{node}}", NodeStateResource(ctx))
     app.add_route(f"{ORG}/job_status_feed", OrgFeedResource(ctx))
     app.add_route(f"{ORG}/job_status_feed/{{job_id}}", JobFeedResource(ctx))
+    install_dashboard(
+        app, ctx, authz=authz, session_ttl=int(settings.get("dashboard_session_ttl"))
+    )
     return app

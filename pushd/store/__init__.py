@@ -67,6 +67,14 @@ Local principals (pushd.store.principals)
     remove_group_member(org_id, group, member_kind, member_name) -> bool
     Organization, Principal, Group
 
+Dashboard (pushd.store.dashboard)
+    add_login_token(token_hash, org_id, org_name, user_name, expires_at)
+    consume_login_token(token_hash, *, now=None) -> DashboardGrant | None   single use
+    add_session(token_hash, org_id, org_name, user_name, csrf_token, expires_at)
+    get_session(token_hash, *, now=None) -> DashboardSessionView | None; delete_session(hash)
+    prune_dashboard(now=None) -> int; node_counts(org_id, job_ids) -> {job: {status: n}}
+    job_outputs(org_id, job_id, *, limit) -> {node: ShownOutput}       one query, for display
+
 Times (pushd.store.times): utcnow(), to_naive_utc(dt), rfc1123(dt), event_timestamp(dt).
 Every stored time is a naive UTC datetime with microseconds.
 
@@ -78,6 +86,19 @@ node, existing job id, taken name), StoreUnavailable (cannot connect / locked), 
 from __future__ import annotations
 
 from pushd.errors import StoreError
+from pushd.store.dashboard import (
+    DashboardGrant,
+    DashboardSessionView,
+    ShownOutput,
+    add_login_token,
+    add_session,
+    consume_login_token,
+    delete_session,
+    get_session,
+    job_outputs,
+    node_counts,
+    prune_dashboard,
+)
 from pushd.store.db import (
     ConflictError,
     InvalidValue,
@@ -162,6 +183,8 @@ __all__ = [
     "LATEST_VERSION",
     "ORG_FEED_EVENTS",
     "ConflictError",
+    "DashboardGrant",
+    "DashboardSessionView",
     "Event",
     "Group",
     "InvalidCursor",
@@ -175,13 +198,17 @@ __all__ = [
     "OutputRecord",
     "Principal",
     "SchemaTooNew",
+    "ShownOutput",
     "StoreError",
     "StoreUnavailable",
     "add_group_member",
+    "add_login_token",
+    "add_session",
     "append_events",
     "append_output",
     "close_database",
     "connection",
+    "consume_login_token",
     "create_group",
     "create_job",
     "create_organization",
@@ -191,6 +218,7 @@ __all__ = [
     "delete_group",
     "delete_organization",
     "delete_principal",
+    "delete_session",
     "delete_session_key",
     "dialect",
     "event_timestamp",
@@ -207,10 +235,12 @@ __all__ = [
     "get_output_from",
     "get_output_record",
     "get_principal",
+    "get_session",
     "get_session_key",
     "incomplete_jobs",
     "job_events_after",
     "job_node_names",
+    "job_outputs",
     "known_nodes",
     "last_event_id",
     "list_groups",
@@ -219,9 +249,11 @@ __all__ = [
     "list_principals",
     "load_session_keys",
     "migrate",
+    "node_counts",
     "open_database",
     "open_database_params",
     "org_events_after",
+    "prune_dashboard",
     "prune_jobs",
     "prune_org_events",
     "remove_group_member",

@@ -177,7 +177,36 @@ def _migration_2(database: peewee.Database) -> None:
     _run_script(database, "ALTER TABLE job_options ADD COLUMN voting_timeout INTEGER")
 
 
-MIGRATIONS: tuple[Callable[[peewee.Database], None], ...] = (_migration_1, _migration_2)
+_V3_DDL = """
+CREATE TABLE dashboard_logins (
+    token_hash VARCHAR(64) PRIMARY KEY,
+    org_id VARCHAR(32) NOT NULL,
+    org_name TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    expires_at {timestamp} NOT NULL
+);
+CREATE TABLE dashboard_sessions (
+    token_hash VARCHAR(64) PRIMARY KEY,
+    org_id VARCHAR(32) NOT NULL,
+    org_name TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    csrf_token VARCHAR(64) NOT NULL,
+    expires_at {timestamp} NOT NULL
+);
+CREATE INDEX dashboard_sessions_expires ON dashboard_sessions (expires_at);
+"""
+
+
+def _migration_3(database: peewee.Database) -> None:
+    """Dashboard one-time login tokens and browser sessions (hashes only, never the tokens)."""
+    _run_script(database, _V3_DDL)
+
+
+MIGRATIONS: tuple[Callable[[peewee.Database], None], ...] = (
+    _migration_1,
+    _migration_2,
+    _migration_3,
+)
 LATEST_VERSION = len(MIGRATIONS)
 
 

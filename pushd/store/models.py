@@ -19,6 +19,9 @@ the models directly: those keep every query scoped by organization and translate
     GroupRow        groups(id, org_id, name, created_at)
     GroupMember     group_members(group_id, member_kind, member_name)
     SchemaVersion   schema_version(version)
+    DashboardLogin  dashboard_logins(token_hash, org_id, org_name, user_name, expires_at)
+    DashboardSession dashboard_sessions(token_hash, org_id, org_name, user_name, csrf_token,
+                               expires_at)
 
 Custom fields: `UtcDateTimeField` (naive UTC with microseconds; on SQLite a fixed-width text so
 that text order is time order), `JSONTextField` (JSON in a TEXT column, ASCII-only so any string
@@ -257,3 +260,26 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     GroupMember,
     SchemaVersion,
 )
+
+
+class DashboardLogin(BaseModel):
+    token_hash = peewee.CharField(max_length=64, primary_key=True)
+    org_id = peewee.CharField(max_length=32)
+    org_name = peewee.TextField()
+    user_name = peewee.TextField()
+    expires_at = UtcDateTimeField()
+
+    class Meta:
+        table_name = "dashboard_logins"
+
+
+class DashboardSession(BaseModel):
+    token_hash = peewee.CharField(max_length=64, primary_key=True)
+    org_id = peewee.CharField(max_length=32)
+    org_name = peewee.TextField()
+    user_name = peewee.TextField()
+    csrf_token = peewee.CharField(max_length=64)
+    expires_at = UtcDateTimeField()
+
+    class Meta:
+        table_name = "dashboard_sessions"

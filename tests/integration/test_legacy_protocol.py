@@ -4,7 +4,7 @@ The stock 2.x/3.x client always sends ``ccpk`` and decides from the answer
 (original-client-and-knife.md 2.3): a config with ``curve_public_key`` means Curve on
 ``command_addr``; one without it, with the client's ``allow_unencrypted`` option, means the 1.x
 protocol (no Curve) on ``command_addr``. A 1.x client sends no ``ccpk`` at all. Each test
-configures the stock-protocol peer (tests/support/protocol_peer.py) through the real REST
+configures the stock-protocol peer (bench/protocol_peer.py) through the real REST
 config endpoint by that rule, then runs a job on it through the real server.
 """
 
@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 import zmq
+from pushd_bench.protocol_peer import ProtocolPeer
 
 from pushd.protocol.config import decrypt_session_key
-from tests.support.protocol_peer import ProtocolPeer
 from tests.support.server import PushdServer, load_private_key_cached, running_server
 
 
