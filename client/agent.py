@@ -661,10 +661,11 @@ class Agent:
     def _measure(self, msg_type: str, job_id: str | None, fields: dict[str, Any]) -> int:
         return len(encode_body(self._body(msg_type, job_id, fields, 2**31)))
 
-    def _send_reply(self, msg_type: str, job_id: str | None, fields: dict[str, Any]) -> None:
+    def _send_reply(
+        self, msg_type: str, job_id: str | None, fields: dict[str, Any]
+    ) -> bool | None:
         if msg_type == "output":
-            self._send_output(job_id, fields)
-            return
+            return self._send_output(job_id, fields)
         link = self.link
         if link is None:
             log.info("job=%s not connected: %s kept until the connection is up", job_id,
@@ -694,16 +695,17 @@ class Agent:
             self._keep_refused(link, message)
         return sent
 
-    def _send_output(self, job_id: str | None, fields: dict[str, Any]) -> None:
-        """A live chunk: best effort. Never kept or resent (the result carries the output),
-        never sent to a server that did not advertise `output`, never counted as a failed send
-        (a slow broker must not make the client reconnect over output), and never ahead of a
-        refused result."""
+    def _send_output(self, job_id: str | None, fields: dict[str, Any]) -> bool:
+        """A live chunk: best effort. False when it was not sent (no connection, a refused
+        result waiting, a full queue): the runner keeps its bytes and sends them later (the
+        result carries the output anyway). Never sent to a server that did not advertise
+        `output`, never counted as a failed send (a slow broker must not make the client
+        reconnect over output), never ahead of a refused result."""
         link = self.link
         if (link is None or job_id is None or link.config.output is None
                 or link.refused_finals):
             self.output_chunks_dropped += 1
-            return
+            return False
         link.sequence += 1
         body = node_output(self.identity, sequence=link.sequence, job_id=job_id,
                            channel=fields["channel"], offset=fields["offset"],
@@ -712,11 +714,14 @@ class Agent:
             frames = encode(body, hmac_key=link.session_key,
                             max_body_size=link.config.max_body_size or 65536)
             link.dealer.send_multipart(frames, zmq.NOBLOCK)
-        except (ProtocolError, zmq.Again) as err:
+        except ProtocolError as err:
+            log.warning("job=%s output chunk not sent: %s", job_id, err)
+            return True  # the same chunk would fail again
+        except zmq.Again:
             self.output_chunks_dropped += 1
-            log.debug("job=%s output chunk dropped: %s", job_id, err or "queue full")
-            return
+            return False
         self.output_chunks_sent += 1
+        return True
 
     @staticmethod
     def _keep_refused(link: _Link, message: tuple[str, str | None, dict[str, Any]]) -> None:

@@ -18,6 +18,7 @@ Public API:
         .take(buffer, now, final=False) -> (offset, text) | None
                                    the next chunk of `buffer` that is due, within the bounds
         .next_due(buffer, now) -> float | None   seconds until a chunk is due (None: nothing)
+        .undo(offset, text)        the chunk just taken was not sent: take it again later
 
 The stock client dropped both streams when stdout + stderr exceeded its limit; here the tail of
 each stream is kept (the end of a log is where the error is), the smaller stream is kept whole if
@@ -157,11 +158,22 @@ class LiveStream:
         self.last = now - capability.interval  # a first line goes out at once
         self._tokens = float(max(capability.rate_bytes, capability.chunk_bytes))
         self._refilled = now
+        self._size = 0  # bytes of the chunk taken last (for undo)
 
     def _refill(self, now: float) -> None:
         burst = max(self.cap.rate_bytes, self.cap.chunk_bytes)
         self._tokens = min(burst, self._tokens + (now - self._refilled) * self.cap.rate_bytes)
         self._refilled = now
+
+    def undo(self, offset: int, text: str) -> None:
+        """The chunk `take` just returned (at `offset`) was not sent: it is due again at the
+        next interval, from the same offset."""
+        if self.sent_to - self._size != offset:
+            return  # not the last chunk taken
+        self.sent_to = offset
+        self.sent_bytes -= self._size
+        self._tokens += self._size
+        self._size = 0
 
     def exhausted(self) -> bool:
         return self.sent_bytes >= self.cap.max_bytes
@@ -207,6 +219,7 @@ class LiveStream:
                 if len(data) - lead < need:
                     data = data[:lead]
         offset = self.sent_to
+        self._size = len(data)
         self.sent_to += len(data)
         self.sent_bytes += len(data)
         self._tokens -= len(data)

@@ -34,7 +34,9 @@ Public API:
                                         set, a job that captures output also reports it while
                                         it runs, as send("output", job_id, {"channel",
                                         "offset", "data"}) within the advertised bounds
-                                        (pushd_client.output.LiveStream); None: only the result
+                                        (pushd_client.output.LiveStream); None: only the result.
+                                        A chunk send() could not send (it returned False) is
+                                        taken again later, from the same offset
     RunnerSettings(node_name, whitelist, file_dir, allowed_overwritable_env_vars,
                    max_body_size, lockfile, kill_grace, default_run_timeout,
                    max_output_bytes, max_file_bytes)
@@ -88,7 +90,9 @@ from pushd.protocol.limits import MAX_JOB_FILE_BYTES, MAX_USER_LENGTH
 
 log = logging.getLogger("pushd_client.runner")
 
-Send = Callable[[str, "str | None", dict[str, Any]], None]
+# Returns False only for an `output` chunk that was not sent (no connection, queue full): the
+# stream then resumes from that chunk later. Anything else's return value is ignored.
+Send = Callable[[str, "str | None", dict[str, Any]], "bool | None"]
 Measure = Callable[[str, "str | None", dict[str, Any]], int]
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -550,8 +554,13 @@ class JobRunner:
                 chunk = stream.take(buffer, now, final=final)
                 if chunk is None:
                     break
-                self._send("output", job.job_id,
-                           {"channel": channel, "offset": chunk[0], "data": chunk[1]})
+                sent = self._send("output", job.job_id,
+                                  {"channel": channel, "offset": chunk[0], "data": chunk[1]})
+                if sent is False:
+                    # Not connected or the queue is full: the bytes stay in the capture buffer
+                    # and go with a later chunk (a gap only if the buffer no longer holds them).
+                    stream.undo(chunk[0], chunk[1])
+                    return
 
     def tick(self) -> None:
         job = self._job

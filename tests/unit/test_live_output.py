@@ -257,3 +257,16 @@ def test_the_printer_without_prefix_writes_bytes_as_they_come() -> None:
     printer.on_event(_event("n2", 0, "other\n"))
     printer.on_event(_event("n1", 3, "tial\n"))
     assert out.getvalue() == b"partial\n"
+
+
+def test_a_chunk_not_sent_is_taken_again_from_the_same_offset() -> None:
+    buffer = TailBuffer(1 << 20)
+    live = LiveStream(cap(), now=0.0)
+    buffer.feed(b"one\n")
+    chunk = live.take(buffer, 0.0)
+    assert chunk == (0, "one\n")
+    live.undo(*chunk)  # no connection
+    assert live.take(buffer, 0.1) is None  # not before the interval: no busy loop
+    buffer.feed(b"two\n")
+    assert live.take(buffer, 0.25) == (0, "one\ntwo\n")
+    assert live.sent_bytes == 8
