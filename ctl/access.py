@@ -4,7 +4,8 @@
         As root, for a service account other than root: a child process takes the account's
         uid and gid (and only that group, as ``chpst -u`` does) and checks that it can read the
         config file, write and enter dir, data_dir, run_dir, log_directory and each service's
-        log directory, read and write the SQLite file (when used) and execute `python`.
+        log directory, read and write the SQLite file (when used), read chef-server-running.json
+        (on a Chef Server host) and execute `python`.
         The first problem raises CommandFailed naming the account and the path in one line,
         with the first directory on the way the account cannot enter. Otherwise (not root, or
         the account is root) there is nothing to check: the service runs as the caller.
@@ -46,6 +47,11 @@ def _needs(settings: Any, config_path: Path | None, python: str) -> list[_Need]:
         sqlite = Path(settings.get("sqlite_path"))
         if sqlite.exists():
             needs.append(("write the SQLite database", str(sqlite), os.R_OK | os.W_OK))
+    running = Path(settings.get("chef_server_running_json"))
+    if running.exists():
+        # On a Chef Server host the service loads it at every start (its secrets file, root's,
+        # is handed over as an open descriptor by the run script instead).
+        needs.append(("read the Chef Server's running JSON", str(running), os.R_OK))
     needs.append(("run the Python interpreter", python, os.X_OK))
     return needs
 

@@ -10,7 +10,7 @@
     keys_dir(settings) -> Path                   <data_dir>/keys (the server's RSA + Curve keys)
     status_url(settings) -> str                  http://HOST:api_port/_status (loopback when the
                                                  API listens on every address)
-    service_user() -> str                        the account the service runs as (see below)
+    service_user(package_user=None) -> str       the account the service runs as (see below)
     EMBEDDED_PREFIX                              "/opt/opscode-push-jobs-server" (the package)
 
 The service runs as the invoking user when the ctl runs unprivileged. As root it runs as
@@ -81,12 +81,13 @@ def status_url(settings: Any) -> str:
     return f"http://{host}:{settings.get('api_port')}/_status"
 
 
-def service_user() -> str:
+def service_user(package_user: str | None = None) -> str:
+    """`package_user` replaces ``opscode`` (a Chef Server host's ``user.username``)."""
     if os.geteuid() != 0:
         return pwd.getpwuid(os.geteuid()).pw_name
     chosen = os.environ.get(SERVICE_USER_ENV, "").strip()
     if chosen:
         return chosen
     if sys.prefix.startswith(EMBEDDED_PREFIX):
-        return PACKAGE_SERVICE_USER
+        return package_user or PACKAGE_SERVICE_USER
     return "root"

@@ -100,6 +100,12 @@ def render_service(
     env = ""
     if config_path:
         env = f"export PUSH_JOBS_SERVER_CONFIG={shlex.quote(config_path)}\n"
+    secrets = settings.get("chef_server_secrets_json")
+    if _as_user(user) and any(settings.origin(name) for name in settings) \
+            and os.path.exists(secrets):
+        # A Chef Server host: its secrets file stays root's; the service account reads it
+        # through this descriptor, opened before chpst drops privileges (pushd.chefserver).
+        env += f"exec 3< {shlex.quote(secrets)}\nexport PUSHD_CHEF_SECRETS_FD=3\n"
     # Kept in the service dir, which stays root's when the service runs as another account:
     # these scripts run before chpst drops privileges and must not trust a file it can write.
     pgid_file = shlex.quote(str(layout.service_path(settings, service) / "pgid"))

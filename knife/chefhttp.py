@@ -14,6 +14,9 @@ Public API:
         .open_stream(path, headers=None, timeout=None) -> (HTTPConnection, HTTPResponse)
             a signed GET left open for reading (SSE); the caller closes the connection
         .url(path) -> str
+        .server_root() -> ChefHTTP | None
+            the same client at the server's root, without the ``/organizations/NAME`` suffix
+            (None when the URL has none): single-tenant Chef servers serve search there
 
 `path` is relative to the organization URL (`chef_server_url`, e.g.
 `https://chef.example/organizations/acme`), like knife's `rest` calls: `pushy/jobs`.
@@ -24,8 +27,10 @@ certificates in knife's `trusted_certs` directory; `ssl_verify=False` is knife's
 
 from __future__ import annotations
 
+import copy
 import http.client
 import json
+import re
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -39,6 +44,7 @@ from pushd.chefauth import load_private_key, sign_request
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 USER_AGENT = "push-jobs (pushd CLI)"
+_ORG_SUFFIX = re.compile(r"/organizations/[^/]+$")
 
 
 @dataclass
@@ -142,6 +148,15 @@ class ChefHTTP:
         self._ssl = (
             _ssl_context(ssl_verify, ca_file, trusted_certs_dir) if self.scheme == "https" else None
         )
+
+    def server_root(self) -> ChefHTTP | None:
+        match = _ORG_SUFFIX.search(self.base_path)
+        if match is None:
+            return None
+        root = copy.copy(self)
+        root.base_path = self.base_path[: match.start()]
+        root.server_url = self.server_url[: len(self.server_url) - len(match.group(0))]
+        return root
 
     def url(self, path: str) -> str:
         return f"{self.server_url}/{path.lstrip('/')}"

@@ -87,13 +87,21 @@ def _dump_json(stream: TextIO, document: Any) -> None:
 # -- search -----------------------------------------------------------------------------------
 
 def search_nodes(http: ChefHTTP, query: str) -> list[str]:
-    """Node names matching a Chef search query, all pages."""
+    """Node names matching a Chef search query, all pages.
+
+    A single-tenant Chef server (Chef 11 API, e.g. goiardi) answers paths under
+    /organizations/NAME it does not route with an empty 200; its search lives at the root."""
     names: list[str] = []
     start = 0
     while True:
+        params = {"q": query, "start": start, "rows": SEARCH_PAGE}
         try:
-            result = http.get_json("search/node", {"q": query, "start": start,
-                                                   "rows": SEARCH_PAGE})
+            response = http.request("GET", "search/node", params=params)
+            root = http.server_root()
+            if start == 0 and not response.body.strip() and root is not None:
+                http = root
+                response = http.request("GET", "search/node", params=params)
+            result = response.json()
         except ApiError as exc:
             raise CliError(f"search for nodes failed ({exc.status}): {exc.message}") from None
         rows = result.get("rows") if isinstance(result, dict) else None

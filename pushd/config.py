@@ -11,7 +11,9 @@ Public API
 
 ``load_settings(path=None, environ=os.environ, search_paths=DEFAULT_CONFIG_PATHS) -> Settings``
     Find the file as above (`path` plays ``--config``), read it (UTF-8, at most
-    ``MAX_CONFIG_BYTES``) and apply it; defaults when there is no file.
+    ``MAX_CONFIG_BYTES``) and apply it; defaults when there is no file. On a Chef Server host
+    (``chef_server_running_json`` exists) the Chef Server's values fill what the file leaves
+    unset (`pushd.chefserver.apply_chef_server`; ``settings.origin(name) == "chef_server"``).
 
 ``load_settings_from_text(text, filename="<string>") -> Settings``
     Parse with :mod:`pushd.rbconfig` and apply the statements to the registry.
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from pushd import settings as registry
+from pushd.chefserver import apply_chef_server
 from pushd.errors import ConfigError
 from pushd.files import read_bounded
 from pushd.rbconfig import Statement, StatementKind, parse
@@ -99,8 +102,8 @@ def load_settings(
     """Settings from the config file found by `find_config_file`, or the defaults."""
     found = find_config_file(path, environ, search_paths)
     if found is None:
-        return Settings.defaults()
-    return load_settings_from_text(_read(found), str(found))
+        return apply_chef_server(Settings.defaults())
+    return apply_chef_server(load_settings_from_text(_read(found), str(found)))
 
 
 def _read(path: Path) -> str:

@@ -36,7 +36,10 @@ Public API
                                               unknown name -> KeyError.
     ``s.is_set(name)``                        given explicitly.
     ``s.explicit``                            ``{name: value}`` of the explicit values.
-    ``s.replace(values) -> Settings``         a copy with more explicit values (validated).
+    ``s.replace(values, origin=None) -> Settings``  a copy with more explicit values
+                                              (validated); `origin` labels them.
+    ``s.origin(name) -> str | None``          that label ("chef_server" for values taken from
+                                              a Chef Server host by `pushd.chefserver`).
     ``s.as_dict(redact=False)``               ``{"opscode_pushy_server": {...},
                                               "postgresql": {...}}`` (what reconfigure writes as
                                               the running JSON; redact masks secrets).
@@ -398,6 +401,14 @@ SETTINGS: tuple[Setting, ...] = (
        "Superuser that signs requests to the Chef Server."),
     _s("chef_server_superuser_key", "/etc/opscode/pivotal.pem", "path", absolute_path,
        "Private key of chef_server_superuser_name."),
+    _s("chef_server_running_json", "/etc/opscode/chef-server-running.json", "path", absolute_path,
+       "Chef Server's running attributes; when the file exists, reconfigure takes the Chef "
+       "Server's address, account, PostgreSQL and superuser from it (this file's values win) "
+       "and plugs into its nginx. Absent: standalone."),
+    _s("chef_server_secrets_json", "/etc/opscode/private-chef-secrets.json", "path",
+       absolute_path,
+       "Chef Server's secrets; on a Chef Server host the superuser key is read from here "
+       "(chef-server.superuser_key), never copied."),
     _s("principal_cache_ttl", 5, "int (s)", non_negative,
        "Seconds each API worker caches an organization, principal or group answer (local "
        "database or Chef Server); a change made with push-jobs-server-ctl applies to the next "
@@ -481,11 +492,12 @@ def validate(name: str, value: Any) -> Any:
 class Settings:
     """Immutable resolved settings (see the module docstring)."""
 
-    __slots__ = ("_explicit", "_resolved")
+    __slots__ = ("_explicit", "_origins", "_resolved")
 
     def __init__(self, explicit: Mapping[str, Any] | None = None) -> None:
         """Prefer ``defaults()`` / ``from_values()``; `explicit` must already be validated."""
         self._explicit: dict[str, Any] = dict(explicit or {})
+        self._origins: dict[str, str] = {}
         self._resolved = self._resolve()
 
     def _resolve(self) -> dict[str, Any]:
@@ -536,10 +548,23 @@ class Settings:
                 ("online_threshold", "offline_threshold"),
             )
 
-    def replace(self, values: Mapping[str, Any]) -> Settings:
+    def replace(self, values: Mapping[str, Any], origin: str | None = None) -> Settings:
+        """A copy with more explicit values; `origin` (e.g. "chef_server") labels where they
+        came from (see `origin`)."""
         merged = dict(self._explicit)
         merged.update(values)
-        return Settings.from_values(merged)
+        copy = Settings.from_values(merged)
+        copy._origins = {name: label for name, label in self._origins.items()
+                         if name not in values}  # fmt: skip
+        if origin is not None:
+            copy._origins.update({name: origin for name in values})
+        return copy
+
+    def origin(self, name: str) -> str | None:
+        """Where an explicit value came from when not from the config file (set by `replace`
+        with an origin), else None."""
+        lookup(name)
+        return self._origins.get(name)
 
     def get(self, name: str) -> Any:
         if name not in self._resolved:

@@ -14,7 +14,10 @@ Steps, in order; a configuration error stops before anything is touched:
      naming the account and the path before anything starts;
   6. start runsvdir for service_dir when none runs; restart only services whose rendered files
      changed, start services that are down;
-  7. wait until the API answers /_status, or fail showing the service's last log lines.
+  7. on a Chef Server host (``chef_server_running_json`` exists): write the nginx add-on files
+     into the Chef Server's nginx addon.d, check them with ``nginx -t`` and reload nginx (only
+     when they changed; see pushd_ctl.nginx_addon);
+  8. wait until the API answers /_status, or fail showing the service's last log lines.
 Run twice in a row, the second run changes nothing. Concurrent runs take turns (a lock file in
 etc_dir).
 """
@@ -29,10 +32,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pushd_ctl import access, health, layout, logs, provision, remembered, runit, supervision
+from pushd_ctl import (
+    access,
+    health,
+    layout,
+    logs,
+    nginx_addon,
+    provision,
+    remembered,
+    runit,
+    supervision,
+)
 from pushd_ctl.context import EXIT_FAILURE, EXIT_OK, Context
 
 from pushd import settings as registry
+from pushd.chefserver import ORIGIN, ChefServerHost
 from pushd.config import setting_lines
 from pushd.settings import Settings
 
@@ -70,6 +84,16 @@ def read_running(path: Path) -> Settings | None:
         return Settings.from_values(_flatten(json.loads(path.read_text())))
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _running_document(settings: Settings) -> dict[str, Any]:
+    """The running JSON: secrets read from the Chef Server's secrets file stay there."""
+    document = settings.as_dict()
+    where = f"(in {settings.get('chef_server_secrets_json')})"
+    for setting in registry.SETTINGS:
+        if setting.secret and settings.origin(setting.name) == ORIGIN:
+            document[setting.namespace][setting.key] = where
+    return document
 
 
 def _shown(name: str, value: Any) -> str:
@@ -125,9 +149,16 @@ def _reconfigure(ctx: Context, settings: Settings, args: Any) -> int:
     ctx.say(f"Config file: {config_path if config_path else '(none, defaults)'}")
     _warn_no_effect(ctx, settings, config_path)
     running_path = layout.running_json_path(settings)
-    changed_settings = _report_changes(ctx, read_running(running_path), settings)
+    chef = ChefServerHost.read(settings.get("chef_server_running_json"))
+    if chef is not None:
+        taken = [name for name in settings if settings.origin(name) == ORIGIN]
+        ctx.say(f"Chef Server host ({chef.path}); taken from it: {', '.join(taken) or 'nothing'}")
+    running_values = _running_document(settings)
+    changed_settings = _report_changes(
+        ctx, read_running(running_path), Settings.from_values(_flatten(running_values))
+    )
 
-    user = layout.service_user()
+    user = layout.service_user(chef.service_user if chef is not None else None)
     actions: list[str] = []
     if os.geteuid() == 0 and user != "root" and provision.ensure_service_user(user):
         actions.append(f"created user {user}")
@@ -137,7 +168,7 @@ def _reconfigure(ctx: Context, settings: Settings, args: Any) -> int:
     before, after = provision.ensure_database(settings)
     if before != after:
         actions.append(f"database schema {before if before is not None else 'none'} -> {after}")
-    document = json.dumps(settings.as_dict(), indent=2, sort_keys=True, default=str) + "\n"
+    document = json.dumps(running_values, indent=2, sort_keys=True, default=str) + "\n"
     if runit.atomic_write(running_path, document, 0o600):
         actions.append(f"wrote {running_path}")
     if config_path is not None:
@@ -168,6 +199,8 @@ def _reconfigure(ctx: Context, settings: Settings, args: Any) -> int:
         actions.append(f"started runsvdir (pid {pid}) for {settings.get('service_dir')}")
     for service in layout.SERVICES:
         actions += _converge(ctx, settings, service, written[service], enabled, started)
+    if chef is not None and chef.nginx_dir is not None:
+        actions += nginx_addon.install(settings, chef.nginx_dir)
 
     for action in actions:
         ctx.say(f"  {action}")

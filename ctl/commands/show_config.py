@@ -3,7 +3,8 @@
 Every setting appears with its value from the file, else its derived or default value; the
 "no_effect" section lists the settings accepted for compatibility that have no effect in pushd,
 each with the reason. With --diff, only the settings that differ from the running config are
-shown (one without effect says so).
+shown (one without effect says so). On a Chef Server host, the settings taken from the Chef Server
+(those the file leaves unset) are listed on stderr, so stdout stays JSON.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pushd_ctl.commands.reconfigure import read_running
 from pushd_ctl.context import EXIT_OK, Context
 
 from pushd import settings as registry
+from pushd.chefserver import ORIGIN
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(ctx: Context, args: Any) -> int:
     settings = ctx.settings
+    taken = [name for name in settings if settings.origin(name) == ORIGIN]
+    if taken:
+        ctx.warn(f"From the Chef Server ({settings.get('chef_server_running_json')}): "
+                 + ", ".join(taken))
     if args.diff:
         previous = read_running(layout.running_json_path(settings))
         if previous is None:

@@ -9,7 +9,8 @@
         `url` is the server root (e.g. ``https://chef.example.com``); a trailing
         ``/organizations/NAME`` (knife style) is ignored.
     ChefServerSource.from_settings(settings) reads `chef_server_url`,
-        `chef_server_superuser_name`, `chef_server_superuser_key` (a key file path),
+        `chef_server_superuser_name`, `chef_server_superuser_key` (a key file path; when it
+        names `chef_server_secrets_json`, the key is that file's ``chef-server.superuser_key``),
         `principal_cache_ttl` and `chef_api_version` (sent as X-Chef-Version) through
         ``settings.get(name)``; ValueError naming the setting when the key file is unusable.
     ChefServerUnavailable(SourceUnavailable)
@@ -53,7 +54,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from pushd import chefauth
+from pushd import chefauth, chefserver
 from pushd.identity.base import (
     KIND_CLIENT,
     KIND_USER,
@@ -129,7 +130,11 @@ class ChefServerSource:
     def from_settings(cls, settings: Any) -> ChefServerSource:
         key_path = settings.get("chef_server_superuser_key")
         try:
-            key = chefauth.load_private_key_file(key_path)
+            if key_path == settings.get("chef_server_secrets_json"):
+                # A Chef Server host: the superuser key stays in the Chef Server's secrets.
+                key = chefauth.load_private_key(chefserver.superuser_key_pem(key_path))
+            else:
+                key = chefauth.load_private_key_file(key_path)
         except OSError as exc:
             raise ValueError(f"chef_server_superuser_key {key_path}: {exc.strerror}") from exc
         except ValueError as exc:

@@ -32,6 +32,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from pushd.errors import ConfigError, PushdError
+from pushd.server.accesslog import ACCESS_LOG_FORMAT
 from pushd.server.supervisor import BrokerSupervisor, broker_command, started_file_path
 
 log = logging.getLogger("pushd.server")
@@ -54,7 +55,11 @@ def gunicorn_options(settings: Any) -> dict[str, Any]:
         "proc_name": "pushd-api",
         "errorlog": "-",
         "loglevel": "info",
-        "accesslog": None,
+        # One line per request on stdout (svlogd), the client's address taken from
+        # X-Forwarded-For when the peer is a trusted proxy (the Chef Server's nginx).
+        "accesslog": "-",
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": "pushd.server.accesslog.ProxyAwareLogger",
         # The control socket would default to a path shared by every gunicorn of the user.
         "control_socket_disable": True,
         "preload_app": False,

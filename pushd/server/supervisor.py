@@ -112,8 +112,12 @@ class BrokerSupervisor:
             # long as the process (PR_SET_PDEATHSIG fires when the spawning *thread* exits).
             if self._started_file is not None:
                 _write_started_file(self._started_file, time.time())
+            # The Chef Server's secrets descriptor (see pushd.chefserver), when the run script
+            # opened one: the broker reads the database passwords through it too.
+            descriptor = (self._env or os.environ).get("PUSHD_CHEF_SECRETS_FD", "")
             self._process = subprocess.Popen(
-                guarded_command(self._command, os.getpid()), env=self._env
+                guarded_command(self._command, os.getpid()), env=self._env,
+                pass_fds=(int(descriptor),) if descriptor.isdigit() else (),
             )
             log.info("broker started (pid %d)", self._process.pid)
 
