@@ -92,6 +92,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--exit-code", type=int, default=0)
     parser.add_argument("--output-bytes", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds a command runs")
+    parser.add_argument("--lines-per-second", type=float, default=0.0,
+                        help="lines a running command prints (capture jobs; sent live when "
+                             "the server takes `output`)")
     parser.add_argument("--no-provision", action="store_true")
     parser.add_argument("--admin-user", help="also provision this admin user")
     parser.add_argument("--status-file")
@@ -188,7 +191,8 @@ class Emulator:
         url = base_url(args)
         count = math.ceil(args.nodes / args.nodes_per_worker)
         per = math.ceil(args.nodes / count)
-        behaviour = Behaviour(args.exit_code, args.output_bytes, args.delay)
+        behaviour = Behaviour(args.exit_code, args.output_bytes, args.delay,
+                              args.lines_per_second)
         context = multiprocessing.get_context("fork")  # the parent holds no ZeroMQ context
         for worker in range(count):
             indices = tuple(range(worker * per, min(args.nodes, (worker + 1) * per)))

@@ -1,10 +1,14 @@
 """One emulated node: protocol state, its two sockets and its answers to the server.
 
-    Behaviour(exit_code=0, output_bytes=0, delay=0.0)
+    Behaviour(exit_code=0, output_bytes=0, delay=0.0, lines_per_second=0.0)
         what every emulated command does: finishes after `delay` seconds with `exit_code`
         (0 -> ``succeeded``, else ``failed``) and, when the job asked for capture, `output_bytes`
         bytes of stdout (cut to the server's max_body_size, the cut reported as the real client
-        does in ``truncated``).
+        does in ``truncated``). With `lines_per_second` (and capture) it also prints that many
+        lines a second while it runs, each ``NAME N WALL`` (WALL: time.time() when printed),
+        sent live the way pushd's client does (pushd_client.output: TailBuffer + LiveStream, as
+        `output` messages) when the server advertises live output; the result then carries
+        what was printed.
     EmulatedNode(index, name, org, key, behaviour)
         .identity                 NodeIdentity (a fresh incarnation id per emulator run)
         .configure(config, session_key, dealer, sub)   after a config fetch; resets sequence
@@ -12,6 +16,10 @@
         .heartbeat_frames(timestamps) -> [header, body]
         .on_command(frames, now, wall) -> list[list[bytes]]   the frames to send back
         .finish_job(wall) -> list[bytes] | None                the result, when running
+        .next_print: float | None  monotonic time the running job prints its next line
+        .print_line(now, wall) -> list[list[bytes]]   print it; the live chunks now due
+        .flush_due(now) -> float | None               when the next live chunk is due
+        .live_chunks(now, final=False) -> list[list[bytes]]
         .online(now) -> bool      command channel answered and server heartbeats fresh
         .job_stats: JobStats      shared per worker; updated as commits/runs/results go by
 
@@ -31,11 +39,18 @@ from typing import Any
 import zmq
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pushd_bench.wire import HeartbeatEncoder, TimestampCache
+from pushd_client.output import LiveStream, TailBuffer
 
 from pushd.errors import ProtocolError
 from pushd.protocol.config import NodeConfig
 from pushd.protocol.frames import decode, encode
-from pushd.protocol.messages import NodeIdentity, node_reply, node_result, parse_server_message
+from pushd.protocol.messages import (
+    NodeIdentity,
+    node_output,
+    node_reply,
+    node_result,
+    parse_server_message,
+)
 
 RESULT_HEADROOM = 2048  # body bytes kept free for the result's other fields
 
@@ -45,6 +60,7 @@ class Behaviour:
     exit_code: int = 0
     output_bytes: int = 0
     delay: float = 0.0
+    lines_per_second: float = 0.0
 
 
 @dataclass
@@ -104,8 +120,11 @@ class JobStats:
 
 class EmulatedNode:
     __slots__ = (
+        "_buffer",
         "_capture",
         "_encoder",
+        "_lines",
+        "_live",
         "answered",
         "behaviour",
         "config",
@@ -121,6 +140,7 @@ class EmulatedNode:
         "key",
         "last_server_beat",
         "name",
+        "next_print",
         "reconfigure_at",
         "sequence",
         "session_key",
@@ -158,6 +178,10 @@ class EmulatedNode:
         self.reconfigure_at: float | None = None
         self.fetching = False
         self.fetch_failures = 0
+        self._buffer: TailBuffer | None = None
+        self._live: LiveStream | None = None
+        self._lines = 0
+        self.next_print: float | None = None
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -229,6 +253,12 @@ class EmulatedNode:
             record.acked_runs += 1
             record.last_ack_run = _max(record.last_ack_run, wall)
             self.finish_at = now + self.behaviour.delay
+            if self._capture and self.behaviour.lines_per_second > 0:
+                self._buffer = TailBuffer(1 << 20)
+                self._lines = 0
+                self.next_print = now
+                output = self.config.output if self.config is not None else None
+                self._live = LiveStream(output, now) if output is not None else None
             if self.behaviour.delay <= 0:
                 result = self.finish_job(wall)
                 if result is not None:
@@ -240,13 +270,48 @@ class EmulatedNode:
             return [self._reply("aborted", job)]
         return []  # ack: nothing to do
 
+    def print_line(self, now: float, wall: float) -> list[list[bytes]]:
+        if self._buffer is None or self.next_print is None or self.job_state != "running":
+            return []
+        self._lines += 1
+        self._buffer.feed(f"{self.name} {self._lines} {wall:.6f}\n".encode())
+        self.next_print += 1.0 / self.behaviour.lines_per_second
+        return self.live_chunks(now)
+
+    def flush_due(self, now: float) -> float | None:
+        if self._live is None or self._buffer is None:
+            return None
+        due = self._live.next_due(self._buffer, now)
+        return None if due is None else now + due
+
+    def live_chunks(self, now: float, final: bool = False) -> list[list[bytes]]:
+        live, buffer, job_id = self._live, self._buffer, self.job_id
+        out: list[list[bytes]] = []
+        while live is not None and buffer is not None and job_id is not None:
+            chunk = live.take(buffer, now, final=final)
+            if chunk is None:
+                break
+            body = node_output(self.identity, sequence=self._next_sequence(), job_id=job_id,
+                               channel="stdout", offset=chunk[0], data=chunk[1])
+            out.append(encode(body, hmac_key=self.session_key))
+        return out
+
     def finish_job(self, wall: float) -> list[bytes] | None:
         if self.job_state != "running" or self.job_id is None:
             return None
         job_id = self.job_id
         self.job_state, self.job_id, self.finish_at = "idle", None, None
+        self.next_print = None
         fields: dict[str, Any] = {}
-        if self._capture:
+        if self._capture and self._buffer is not None:
+            limit = (self.config.max_body_size if self.config and self.config.max_body_size
+                     else 65536) - RESULT_HEADROOM
+            data = self._buffer.data
+            kept = data[-limit:] if len(data) > limit else data
+            fields = {"stdout": kept.decode(), "stderr": "",
+                      "stdout_dropped": self._buffer.total - len(kept)}
+            self._buffer = self._live = None
+        elif self._capture:
             wanted = self.behaviour.output_bytes
             limit = (self.config.max_body_size if self.config and self.config.max_body_size
                      else 65536) - RESULT_HEADROOM

@@ -143,6 +143,8 @@ class Worker:
         self.beats: list[tuple[float, int, int]] = []  # (due, seq, slot)
         self.reconfigures: list[tuple[float, int, int]] = []
         self.finishes: list[tuple[float, int, int]] = []
+        self.prints: list[tuple[float, int, int]] = []  # running jobs printing lines
+        self.flushes: list[tuple[float, int, int]] = []  # live output chunks coming due
         self.counter = itertools.count()
         self.beat_cache: dict[bytes, str | None] = {}
         self.fetches = self.configs = self.fetch_errors = self.dropped = self.heartbeats = 0
@@ -157,6 +159,11 @@ class Worker:
             return
         node.reconfigure_at = at
         heapq.heappush(self.reconfigures, (at, next(self.counter), self._slot(node)))
+
+    def _schedule_flush(self, node: EmulatedNode, now: float, slot: int) -> None:
+        due = node.flush_due(now)
+        if due is not None and due > now:
+            heapq.heappush(self.flushes, (due, next(self.counter), slot))
 
     def _slot(self, node: EmulatedNode) -> int:
         return node.index - self.spec.indices[0]
@@ -260,6 +267,9 @@ class Worker:
                     if node.finish_at is not None and node.job_state == "running":
                         heapq.heappush(self.finishes,
                                        (node.finish_at, next(self.counter), self._slot(node)))
+                        if node.next_print is not None:
+                            heapq.heappush(self.prints, (node.next_print, next(self.counter),
+                                                         self._slot(node)))
                 else:
                     return
         except zmq.ZMQError:
@@ -322,13 +332,30 @@ class Worker:
             if now - node.last_server_beat > (config.offline_threshold + 1) * config.interval \
                     and not node.fetching:
                 self._schedule_reconfigure(node, now)  # server gone quiet: fetch again
+        for slot in self._due(self.prints, now):
+            node = self.nodes[slot]
+            if node.next_print is None or node.next_print > now:
+                continue  # a stale or repeated entry: the node's own is still queued
+            for frames in node.print_line(now, wall):
+                self._send(node, frames)
+            if node.next_print is not None:
+                heapq.heappush(self.prints, (node.next_print, next(self.counter), slot))
+            self._schedule_flush(node, now, slot)
+        for slot in self._due(self.flushes, now):
+            node = self.nodes[slot]
+            for frames in node.live_chunks(now):
+                self._send(node, frames)
+            self._schedule_flush(node, now, slot)
         for slot in self._due(self.finishes, now):
             node = self.nodes[slot]
             if node.finish_at is not None and node.finish_at <= now:
+                for frames in node.live_chunks(now, final=True):
+                    self._send(node, frames)
                 result = node.finish_job(wall)
                 if result is not None:
                     self._send(node, result)
-        timers = [h[0][0] for h in (self.beats, self.reconfigures, self.finishes) if h]
+        timers = [h[0][0] for h in (self.beats, self.reconfigures, self.finishes, self.prints,
+                                    self.flushes) if h]
         wait = min([MAX_TURN_WAIT, *(t - now for t in timers)])
         for fd, _mask in self.epoll.poll(max(0.0, wait)):
             found = self.by_fd.get(fd)

@@ -84,6 +84,7 @@ from pushd.protocol.messages import (
     NodeIdentity,
     ServerMessage,
     node_heartbeat,
+    node_output,
     node_reply,
     node_result,
     parse_server_message,
@@ -250,6 +251,8 @@ class Agent:
         self._next_heartbeat = 0.0
         self._probe_deadline = 0.0
         self._send_failures = 0
+        self.output_chunks_sent = 0
+        self.output_chunks_dropped = 0
         self._last_server_heartbeat: float | None = None
         self._server_incarnation: str | None = None
         self._reconnects = 0
@@ -458,6 +461,8 @@ class Agent:
         curve = self.curve if cfg.curve_public_key is not None else None
         self.link = _Link(self.context, fetched, curve)
         self.runner.body_limit = min(self.config.max_body_size, cfg.max_body_size or 65536)
+        # Live output only to a server that said it takes `output` messages.
+        self.runner.live_output = cfg.output
         now = time.monotonic()
         self._online = True  # the REST call just worked
         self._offline_counter = self._online_counter = 0
@@ -656,13 +661,17 @@ class Agent:
     def _measure(self, msg_type: str, job_id: str | None, fields: dict[str, Any]) -> int:
         return len(encode_body(self._body(msg_type, job_id, fields, 2**31)))
 
-    def _send_reply(self, msg_type: str, job_id: str | None, fields: dict[str, Any]) -> None:
+    def _send_reply(
+        self, msg_type: str, job_id: str | None, fields: dict[str, Any]
+    ) -> bool | None:
+        if msg_type == "output":
+            return self._send_output(job_id, fields)
         link = self.link
         if link is None:
             log.info("job=%s not connected: %s kept until the connection is up", job_id,
                      msg_type)
             self.pending.append((msg_type, job_id, fields))
-            return
+            return None
         message = (msg_type, job_id, fields)
         if link.refused_finals and not self._send_refused_finals(link):
             # The queue is still full: this one would be refused as well.
@@ -670,8 +679,9 @@ class Agent:
                 self._keep_refused(link, message)
             else:
                 log.warning("job=%s %s not sent: command socket queue full", job_id, msg_type)
-            return
+            return None
         self._send_now(link, message)
+        return None
 
     def _send_now(self, link: _Link, message: tuple[str, str | None, dict[str, Any]]) -> bool:
         msg_type, job_id, fields = message
@@ -685,6 +695,34 @@ class Agent:
         if not sent and msg_type in FINAL_TYPES:
             self._keep_refused(link, message)
         return sent
+
+    def _send_output(self, job_id: str | None, fields: dict[str, Any]) -> bool:
+        """A live chunk: best effort. False when it was not sent (no connection, a refused
+        result waiting, a full queue): the runner keeps its bytes and sends them later (the
+        result carries the output anyway). Never sent to a server that did not advertise
+        `output`, never counted as a failed send (a slow broker must not make the client
+        reconnect over output), never ahead of a refused result."""
+        link = self.link
+        if (link is None or job_id is None or link.config.output is None
+                or link.refused_finals):
+            self.output_chunks_dropped += 1
+            return False
+        link.sequence += 1
+        body = node_output(self.identity, sequence=link.sequence, job_id=job_id,
+                           channel=fields["channel"], offset=fields["offset"],
+                           data=fields["data"])
+        try:
+            frames = encode(body, hmac_key=link.session_key,
+                            max_body_size=link.config.max_body_size or 65536)
+            link.dealer.send_multipart(frames, zmq.NOBLOCK)
+        except ProtocolError as err:
+            log.warning("job=%s output chunk not sent: %s", job_id, err)
+            return True  # the same chunk would fail again
+        except zmq.Again:
+            self.output_chunks_dropped += 1
+            return False
+        self.output_chunks_sent += 1
+        return True
 
     @staticmethod
     def _keep_refused(link: _Link, message: tuple[str, str | None, dict[str, Any]]) -> None:

@@ -30,6 +30,13 @@ Public API:
     .poll_timeout() -> float | None     how soon tick() needs to run again (seconds)
     .describe() -> dict                 for the status file
     .body_limit -> int                  result body budget (settings.max_body_size at first)
+    .live_output -> OutputCapability | None   set by the agent from the server's config: when
+                                        set, a job that captures output also reports it while
+                                        it runs, as send("output", job_id, {"channel",
+                                        "offset", "data"}) within the advertised bounds
+                                        (pushd_client.output.LiveStream); None: only the result.
+                                        A chunk send() could not send (it returned False) is
+                                        taken again later, from the same offset
     RunnerSettings(node_name, whitelist, file_dir, allowed_overwritable_env_vars,
                    max_body_size, lockfile, kill_grace, default_run_timeout,
                    max_output_bytes, max_file_bytes)
@@ -72,17 +79,20 @@ from pushd_client.jobfile import (
     remove_job_file,
     write_job_file,
 )
-from pushd_client.output import TailBuffer, fit_output
+from pushd_client.output import LiveStream, TailBuffer, fit_output
 from pushd_client.process import JobProcess, UserSpec, process_start_time, spawn
 from pushd_client.proctree import Containment, ContainmentError, JobTree, kill_tree_blocking
 from pushd_client.statefile import JobRecord, StateDir
 from pushd_client.whitelist import ResolvedCommand, Whitelist
 
+from pushd.protocol.config import OutputCapability
 from pushd.protocol.limits import MAX_JOB_FILE_BYTES, MAX_USER_LENGTH
 
 log = logging.getLogger("pushd_client.runner")
 
-Send = Callable[[str, "str | None", dict[str, Any]], None]
+# Returns False only for an `output` chunk that was not sent (no connection, queue full): the
+# stream then resumes from that chunk later. Anything else's return value is ignored.
+Send = Callable[[str, "str | None", dict[str, Any]], "bool | None"]
 Measure = Callable[[str, "str | None", dict[str, Any]], int]
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -161,6 +171,8 @@ class _Job:
     final: tuple[str, dict[str, Any]] | None = None
     kill_stage: str = ""  # "", "term", "kill"
     kill_deadline: float = 0.0
+    # Live output per channel (only when capturing and the server takes `output`).
+    live: dict[str, LiveStream] = field(default_factory=dict)
 
 
 class _Refused(Exception):
@@ -200,6 +212,7 @@ class JobRunner:
         self._orphan: JobRecord | None = None
         # Largest result body; the agent lowers it to the server's max_body_size when smaller.
         self.body_limit = settings.max_body_size
+        self.live_output: OutputCapability | None = None
         self.on_change: Callable[[], None] = lambda: None
 
     def reconfigure(self, settings: RunnerSettings, base_env: Mapping[str, str]) -> None:
@@ -409,6 +422,9 @@ class JobRunner:
         )
         limit = self.settings.max_output_bytes
         job.stdout, job.stderr = TailBuffer(limit), TailBuffer(limit)
+        if job.capture and self.live_output is not None:
+            now = self._clock()
+            job.live = {c: LiveStream(self.live_output, now) for c in ("stdout", "stderr")}
         try:
             tree = self.containment.new_tree(job.job_id)
         except ContainmentError as err:
@@ -514,11 +530,37 @@ class JobRunner:
         data = job.process.read(fd)
         if data:
             (job.stdout if fd == job.process.stdout_fd else job.stderr).feed(data)
+            if job.live and job.final is None:
+                self._send_live(job, final=False)
 
     def poll_timeout(self) -> float | None:
-        if self._job is None or self._job.process is None:
+        job = self._job
+        if job is None or job.process is None:
             return None
+        if job.live and job.final is None:
+            now = self._clock()
+            dues = [d for d in (job.live["stdout"].next_due(job.stdout, now),
+                                job.live["stderr"].next_due(job.stderr, now)) if d is not None]
+            if dues:
+                return min(TICK_WHILE_BUSY, *dues)
         return TICK_WHILE_BUSY
+
+    def _send_live(self, job: _Job, *, final: bool) -> None:
+        """Send the live chunks that are due (all that is left within the bounds if `final`)."""
+        now = self._clock()
+        for channel, buffer in (("stdout", job.stdout), ("stderr", job.stderr)):
+            stream = job.live[channel]
+            for _ in range(4 if final else 1):
+                chunk = stream.take(buffer, now, final=final)
+                if chunk is None:
+                    break
+                sent = self._send("output", job.job_id,
+                                  {"channel": channel, "offset": chunk[0], "data": chunk[1]})
+                if sent is False:
+                    # Not connected or the queue is full: the bytes stay in the capture buffer
+                    # and go with a later chunk (a gap only if the buffer no longer holds them).
+                    stream.undo(chunk[0], chunk[1])
+                    return
 
     def tick(self) -> None:
         job = self._job
@@ -529,6 +571,8 @@ class JobRunner:
         now = self._clock()
         status = job.process.reap()
         tree.reap()
+        if job.live and job.final is None:
+            self._send_live(job, final=False)
         if job.final is None:
             if status is not None:
                 self._drain(job)
@@ -594,6 +638,9 @@ class JobRunner:
         job.process.reap()
         self._drain(job)
         msg_type, fields = job.final
+        if job.live and msg_type in ("succeeded", "failed"):
+            # What is left goes live too (bounded), so a follower has it before the end.
+            self._send_live(job, final=True)
         if job.capture and msg_type in ("succeeded", "failed"):
             budget = self.body_limit
 

@@ -3,12 +3,15 @@
 Public API (each takes the parsed argparse namespace, an `Io` and a ChefHTTP factory, and
 returns the exit code):
     Io(stdout, stderr)                       where output goes (tests pass StringIO/BytesIO)
-    job_start(args, io, connect) -> int
+    job_start(args, io, connect) -> int      --follow-output: the output as it comes
     job_list(args, io, connect) -> int
     job_status(args, io, connect) -> int
-    job_output(args, io, connect) -> int     one node as is; all/several under headers
+    job_output(args, io, connect) -> int     one node as is; all/several under headers;
+                                             --follow: lines as they come (`node1: line`
+                                             when several nodes show), the job's exit rule
     job_abort(args, io, connect) -> int
-    job_watch(args, io, connect) -> int      one job's events; without a job, the org feed
+    job_watch(args, io, connect) -> int      one job's events (for `output`: each node's
+                                             last line); without a job, the org feed
     job_rerun(args, io, connect) -> int      a new job on the failed/all/named nodes, followed
     node_status(args, io, connect) -> int
     dashboard(args, io, connect) -> int      a one-time dashboard login URL: printed
@@ -34,6 +37,7 @@ from pushd_knife.chefhttp import ApiError, ChefHTTP, segment
 from pushd_knife.exitcodes import CliError
 from pushd_knife.follow import Follower, JobTracker, job_path
 from pushd_knife.jobspec import build_job_body, encode_file, parse_env, unique_nodes
+from pushd_knife.liveoutput import OutputPrinter
 from pushd_knife.render import (
     Progress,
     event_line,
@@ -71,6 +75,12 @@ class Io:
         buffer = getattr(self.stdout, "buffer", None)
         if buffer is None:
             raise CliError("stdout has no binary buffer")
+        return buffer
+
+    def binary_stderr(self) -> IO[bytes]:
+        buffer = getattr(self.stderr, "buffer", None)
+        if buffer is None:
+            raise CliError("stderr has no binary buffer")
         return buffer
 
 
@@ -187,8 +197,9 @@ def job_start(args: Any, io: Io, connect: Connect) -> int:
     nodes = unique_nodes(nodes)
     if not nodes:
         raise CliError(NO_NODES)
+    follow_output = getattr(args, "follow_output", False)
     body = build_job_body(args.command, nodes, quorum=args.quorum, run_timeout=args.timeout,
-                          file=file_value, capture=args.capture, env=env,
+                          file=file_value, capture=args.capture or follow_output, env=env,
                           directory=args.in_dir, user=args.as_user,
                           max_concurrency=args.max_concurrency, max_errors=args.max_errors)
     answer = _post_job(http, body, io)
@@ -210,6 +221,8 @@ def _started(
             _dump_json(io.stdout, {"id": job_id, "uri": uri})
         return exitcodes.OK
     try:
+        if getattr(args, "follow_output", False):
+            return _follow_output(args, io, http, job_id, [], ("stdout", "stderr"))
         return _follow_started_job(args, io, http, job_id, progress_stream, rollout)
     except KeyboardInterrupt:
         # Ctrl-C between "Started." and the follower (a busy machine makes that window real).
@@ -364,6 +377,9 @@ def job_output(args: Any, io: Io, connect: Connect) -> int:
     if args.channel not in ("stdout", "stderr"):
         raise CliError("Invalid Format please enter stdout or stderr", exitcodes.USAGE)
     http = connect()
+    if getattr(args, "follow", False):
+        return _follow_output(args, io, http, args.job_id, unique_nodes(args.nodes),
+                              (args.channel,))
     out = io.binary_stdout()
     if len(args.nodes) == 1:
         out.write(_fetch_output(http, args.job_id, args.nodes[0], args.channel))
@@ -389,6 +405,31 @@ def job_output(args: Any, io: Io, connect: Connect) -> int:
     return exitcodes.ERROR if missing else exitcodes.OK
 
 
+def _job_nodes(job: dict[str, Any]) -> list[str]:
+    return sorted(name for names in (job.get("nodes") or {}).values() for name in names)
+
+
+def _follow_output(args: Any, io: Io, http: Any, job_id: str, nodes: list[str],
+                   channels: tuple[str, ...]) -> int:
+    """Print the job's output as it comes (the feed's `output` events), then what the feed did
+    not carry, and exit with the job's exit rule. `node1: ` prefixes when several nodes show."""
+    job = _get_job(http, job_id)
+    shown = nodes or _job_nodes(job)
+    out = io.binary_stdout()
+    err = io.binary_stderr() if "stderr" in channels and "stdout" in channels else out
+    printer = OutputPrinter(out, err, nodes=nodes or None, channels=channels,
+                            prefix=len(shown) > 1)
+    follower = Follower(http, job_id, poll_interval=args.poll_interval,
+                        wait_timeout=args.wait_timeout, use_feed=True,
+                        on_event=printer.on_event)
+    try:
+        final = follower.run()
+    except KeyboardInterrupt:
+        return _interrupted(io, job_id)
+    printer.finish(http, job_id, nodes or _job_nodes(final))
+    return _exit_for(final, io, strict=args.strict)
+
+
 def job_abort(args: Any, io: Io, connect: Connect) -> int:
     http = connect()
     try:
@@ -407,14 +448,32 @@ def job_abort(args: Any, io: Io, connect: Connect) -> int:
 
 
 def _event_printer(io: Io, as_json: bool) -> Callable[[Event], None]:
+    last_lines: dict[str, str] = {}
+
     def show(event: Event) -> None:
         data = event.json()
         if as_json:
             _print(io.stdout, json.dumps({"id": event.id, "event": event.name, "data": data},
                                          sort_keys=True))
+        elif event.name == "output":
+            # Each running node's last line, not its whole output (`job output --follow`).
+            line = last_line(data.get("data"))
+            node = str(data.get("node"))
+            if line is not None and last_lines.get(node) != line:
+                last_lines[node] = line
+                _print(io.stdout, event_line("output", {
+                    "timestamp": data.get("timestamp"), "node": node, "last_line": line}))
         else:
             _print(io.stdout, event_line(event.name, data))
     return show
+
+
+def last_line(text: Any) -> str | None:
+    """The last non-blank line of an output chunk (at most 200 characters), else None."""
+    if not isinstance(text, str):
+        return None
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:200] if lines else None
 
 
 def _replay_finished(http: ChefHTTP, job_id: str, show: Callable[[Event], None],

@@ -8,7 +8,7 @@ Grammar (knife's, plus `job abort` and `job watch`; docs/cli.md has every flag a
     push-jobs job start [options] COMMAND [NODE ...]
     push-jobs job list [--status S] [--limit N]
     push-jobs job status JOB [--include-file]
-    push-jobs job output [--channel stdout|stderr] JOB [NODE ...]
+    push-jobs job output [--channel stdout|stderr] [--follow] JOB [NODE ...]
     push-jobs job abort JOB
     push-jobs job watch [JOB]
     push-jobs job rerun JOB [--failed|--all|NODE ...]
@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--max-errors", default=None, metavar="N|N%",
                        help="halt once more than this many nodes failed (a number or a"
                             " percentage of the nodes, rounded down)")
+    start.add_argument("--follow-output", action="store_true",
+                       help="capture and print the nodes' output as it comes (stdout and "
+                            "stderr, `node1: line` when several nodes), like `job output "
+                            "--follow`")
     _add_wait_options(start)
     _add_common(start, top=False, short_server=False)
 
@@ -160,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("nodes", nargs="*", metavar="NODE",
                         help="one node: its output as is; none or several: each under a header")
     output.add_argument("--channel", default="stdout", help="stdout (default) or stderr")
+    output.add_argument("--follow", action="store_true",
+                        help="print the output as the job runs (`node1: line` when several "
+                             "nodes show) until it ends; exit with the job's exit rule")
+    _add_wait_options(output)
     _add_common(output, top=False)
 
     abort = job_commands.add_parser("abort", help="abort a job")

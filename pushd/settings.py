@@ -390,7 +390,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Seconds a web dashboard login (cookie session) lasts."),
     _s("output_max_bytes", 1_048_576, "int (bytes)", integer(0, 1_073_741_824),
        "Output stored per node per stream (stdout, stderr); a longer stream keeps its end "
-       "behind the truncation marker nodes use."),
+       "behind the truncation marker nodes use. Also the most live output a pushd client "
+       "sends per stream of a job while it runs."),
     # Principals.
     _s("principal_source", "local", "'local' | 'chef_server'", choice("local", "chef_server"),
        "Where users, clients, groups and keys come from."),

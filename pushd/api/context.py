@@ -34,6 +34,8 @@ class ApiSettings:
     max_message_skew: int
     max_body_size: int
     jobs_page_limit: int
+    # The live-output bound advertised to pushd clients in their config (issue 18).
+    output_max_bytes: int = 1_048_576
 
     @classmethod
     def from_settings(cls, settings: Any) -> ApiSettings:
@@ -59,6 +61,7 @@ class ApiSettings:
             max_message_skew=int(get("max_message_skew")),
             max_body_size=int(get("max_body_size")),
             jobs_page_limit=int(get("jobs_page_limit")),
+            output_max_bytes=int(get("output_max_bytes")),
         )
 
 

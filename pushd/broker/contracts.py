@@ -21,6 +21,8 @@ collaborators, described here as Protocols so unit tests can drive them with rec
     Transition                            one batch of changes produced by one job event
     FeedEvent(name, data)                 one job-feed event (names and fields as the original)
     NodeOutput(stdout, stderr, stdout_dropped, stderr_dropped)   captured output of one node
+    LiveChunk(node, channel, offset, data)   a live `output` chunk to append to a running node's
+                                          stored output (the result replaces it at the end)
 """
 
 from __future__ import annotations
@@ -75,6 +77,16 @@ class NodeOutput:
         return bool(self.stdout_dropped or self.stderr_dropped)
 
 
+@dataclass(slots=True, frozen=True)
+class LiveChunk:
+    """A live output chunk: `offset` is the stream's bytes before `data` (see live_output.py)."""
+
+    node: str
+    channel: str
+    offset: int
+    data: str
+
+
 @dataclass(slots=True)
 class Transition:
     """Everything one job event changed, persisted together before any event is published.
@@ -89,10 +101,11 @@ class Transition:
     node_statuses: dict[str, tuple[NodeStatus, str | None]] = field(default_factory=dict)
     outputs: dict[str, NodeOutput] = field(default_factory=dict)
     events: list[FeedEvent] = field(default_factory=list)
+    live_output: list[LiveChunk] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not (self.job_status is not None or self.node_statuses or self.outputs
-                    or self.events)
+                    or self.events or self.live_output)
 
 
 class Journal(Protocol):

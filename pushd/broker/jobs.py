@@ -22,6 +22,10 @@
     engine.knows(ref, job_id) -> bool
     engine.reattach(ref, job_id, body) -> bool
     engine.node_idle(ref)                                 heartbeat: idle, no job
+    engine.output_chunk(ref, job_id, body) -> bool        a live `output` chunk (pushd
+        clients) of a node the job counts `running`, with capture: within `output_gate`'s
+        bounds (live_output.py) it becomes an `output` feed event {node, channel, offset,
+        data} and is appended to the node's stored output; never changes a status
 
 `nodes` (NodeView) is the tracker: `is_available`, `address`, `rehab`.
 
@@ -99,6 +103,7 @@ from pushd.broker.contracts import (
     FeedEvent,
     JobSpec,
     Journal,
+    LiveChunk,
     NodeOutput,
     NodeRef,
     Outbox,
@@ -106,6 +111,7 @@ from pushd.broker.contracts import (
     Timer,
     Transition,
 )
+from pushd.broker.live_output import OutputGate
 from pushd.states import ACTIVE_NODE_STATUSES, JobStatus, NodeStatus
 
 log = logging.getLogger(__name__)
@@ -236,6 +242,8 @@ class JobEngine:
         self._jobs: dict[str, JobRun] = {}
         # (org_id, node) -> ids of live jobs naming that node: whom to tell when it goes down.
         self._watching: dict[NodeRef, set[str]] = {}
+        # Bounds on live output; the service sets output_max_bytes (issue 18).
+        self.output_gate = OutputGate()
         # Told of every finished job: (org_id, status, nodes per final status, seconds since it
         # began voting or None). The broker's metrics.
         self.on_finished: Callable[[str, str, Mapping[NodeStatus, int], float | None], None] = (
@@ -379,6 +387,25 @@ class JobEngine:
         self._on_event(run, ref[1], kind, body)
         return True
 
+    def output_chunk(self, ref: NodeRef, job_id: str, body: dict[str, Any]) -> bool:
+        run = self._jobs.get(job_id)
+        name = ref[1]
+        if (
+            run is None or run.spec.org_id != ref[0] or not run.spec.capture
+            or run.statuses.get(name) != NodeStatus.RUNNING
+        ):
+            return False
+        channel, offset, data = body["channel"], body["offset"], body["data"]
+        if not self.output_gate.admit(job_id, name, channel, offset, data,
+                                      self._scheduler.now()):
+            return False
+        t = Transition(run.spec.job_id, run.spec.org_id)
+        t.live_output.append(LiveChunk(name, channel, offset, data))
+        t.events.append(FeedEvent(
+            "output", {"node": name, "channel": channel, "offset": offset, "data": data}))
+        self._record(t)
+        return True
+
     def node_down(self, ref: NodeRef) -> None:
         for job_id in list(self._watching.get(ref, ())):
             run = self._jobs.get(job_id)
@@ -411,8 +438,9 @@ class JobEngine:
             return False
         kind = body.get("type")
         state = body.get("job_state")
-        if kind in ("succeeded", "failed"):
-            return True  # the result itself follows as a job message
+        if kind in ("succeeded", "failed", "output"):
+            # The result itself follows as a job message; live output means it is running.
+            return True
         if kind != "heartbeat" or state not in ("running", "committed"):
             return False
         run.recovering.discard(name)
@@ -778,6 +806,7 @@ class JobEngine:
             data["reason"] = reason  # pushd addition: why the job ended without its nodes
         t.events.append(FeedEvent("job_complete", data))
         del self._jobs[spec.job_id]
+        self.output_gate.forget(spec.job_id)
         for name in spec.nodes:
             ref = (spec.org_id, name)
             watchers = self._watching.get(ref)

@@ -43,7 +43,15 @@ MAX_BUFFERED transitions.
 `output_max_bytes` (the setting of that name; None: no cap) bounds each stored stream of a
 node's output: a longer one keeps its last `output_max_bytes` bytes behind the truncation marker
 nodes use (pushd.protocol.output), its row keeps the original size and `truncated`. The cut is
-made here, in the writer thread, not in the broker's loop.
+made here, in the writer thread, not in the broker's loop. Live output chunks (`LiveChunk`,
+pushd clients' `output` messages) are appended to the running node's stored output with the
+same cap (`store.append_output`). Their `output` events are ordinary job events (stored in the
+batch's transaction, then published; the org feed never gets them), so the feed has every chunk
+at once; the stored copy of a stream (what `GET .../output?offset=N` reads) is written at most
+every LIVE_ROW_INTERVAL seconds, the chunks that came meanwhile in one read and write (they
+wait in the writer thread, at most that long, or until the writer is next idle), because a
+read-modify-write per chunk was most of the broker's cost per line. A result for the node
+drops its pending chunks (the result replaces the live copy).
 
 `housekeeping` (a callable returning the seconds until its next call, e.g.
 pushd.broker.retention.JobRetention) runs in the writer thread when it is due and nothing waits
@@ -79,6 +87,7 @@ MAX_BATCH_ROWS = 20_000
 MAX_RETAINED = 200_000
 RETRY_DELAY = 0.5  # seconds between attempts while the database is unavailable
 HOUSEKEEPING_RETRY = 60.0  # seconds before housekeeping that failed runs again
+LIVE_ROW_INTERVAL = 1.0  # seconds between writes of one stream's stored live output
 ORG_FEED_EVENTS = frozenset({"start", "job_complete"})
 
 _Event = tuple[str, str, str, dict[str, Any]]  # org_id, job_id, name, data
@@ -113,6 +122,9 @@ class StoreJournal:
         self._unavailable = False  # the last attempt found the database unavailable
         self._stopping = False
         self._thread: threading.Thread | None = None
+        # Writer side: live output waiting for its stream's next write, and when that is due.
+        self._live: dict[tuple[str, str, str, str], list[tuple[int, str]]] = {}
+        self._live_due: dict[tuple[str, str, str, str], float] = {}
 
     # -- loop side ------------------------------------------------------------------------------
 
@@ -231,18 +243,54 @@ class StoreJournal:
                         break
                     self._cond.wait(idle)
                 if not self._queue and self._stopping:
+                    self._write_live_now(everything=True)
                     return True
                 batch = self._take() if self._queue else None
             if batch is None:
-                self._run_housekeeping()  # nothing waits to be written: its turn
+                if not self._write_live_now():
+                    return False
+                if self._housekeeping is not None and self._housekeeping_due <= time.monotonic():
+                    self._run_housekeeping()  # nothing waits to be written: its turn
             elif not self._finish(batch, self._write_batch(batch)):
                 return False
 
     def _idle_time(self) -> float | None:
-        """Seconds until housekeeping is due (None: never)."""
-        if self._housekeeping is None:
+        """Seconds until housekeeping or a live output write is due (None: never)."""
+        dues = list(self._live_due.values())
+        if self._housekeeping is not None:
+            dues.append(self._housekeeping_due)
+        if not dues:
             return None
-        return self._housekeeping_due - time.monotonic()
+        return min(dues) - time.monotonic()
+
+    def _write_live_now(self, *, everything: bool = False) -> bool:
+        """Write the live output that is due (all of it with `everything`), in its own
+        transaction; False when the database is unavailable (it stays pending)."""
+        now = time.monotonic()
+        due = [key for key, at in self._live_due.items() if everything or at <= now]
+        if not due:
+            return True
+        try:
+            with self._store.transaction():
+                for key in due:
+                    self._append_live(key)
+        except self._store.StoreUnavailable as err:
+            log.warning("database unavailable (%s)", err)
+            return False
+        except Exception:
+            log.exception("live output of %d streams could not be stored (dropped: the "
+                          "results carry the output)", len(due))
+        for key in due:
+            self._live.pop(key, None)
+            self._live_due.pop(key, None)
+        return True
+
+    def _append_live(self, key: tuple[str, str, str, str]) -> None:
+        pieces = self._live.get(key)
+        if pieces:
+            org_id, job_id, node, channel = key
+            self._store.append_output(org_id, job_id, node, channel, pieces,
+                                      self._output_max_bytes)
 
     def _run_housekeeping(self) -> None:
         assert self._housekeeping is not None
@@ -325,16 +373,24 @@ class StoreJournal:
             if changes is None:
                 changes = jobs[(t.org_id, t.job_id)] = _JobChanges()
             changes.node_statuses.update(t.node_statuses)
+            for chunk in t.live_output:
+                changes.live.setdefault((chunk.node, chunk.channel), []).append(
+                    (chunk.offset, chunk.data))
             if t.outputs:
                 changes.outputs.update(t.outputs)
             if t.job_status is not None:
                 changes.job_status = t.job_status
             for event in t.events:
                 events.append((t.org_id, t.job_id, event.name, {"timestamp": stamp, **event.data}))
+        live_now_all: list[tuple[str, str, str, str]] = []
         with store.transaction():
             for (org_id, job_id), changes in jobs.items():
                 if changes.node_statuses:
                     store.set_node_statuses(org_id, job_id, changes.node_statuses)
+                live_now = self._queue_live(org_id, job_id, changes)
+                for key in live_now:
+                    self._append_live(key)
+                live_now_all.extend(live_now)
                 for node, output in changes.outputs.items():
                     stdout, stdout_size, stdout_cut = self._capped(
                         output.stdout, output.stdout_dropped)
@@ -347,7 +403,30 @@ class StoreJournal:
                 if changes.job_status is not None:
                     store.set_job_status(org_id, job_id, changes.job_status)
             ids = store.append_events(events) if events else []
+        for key in live_now_all:
+            self._live.pop(key, None)
+            self._live_due[key] = time.monotonic() + LIVE_ROW_INTERVAL
         return ids, events
+
+    def _queue_live(
+        self, org_id: str, job_id: str, changes: _JobChanges
+    ) -> list[tuple[str, str, str, str]]:
+        """Add the batch's live chunks to their streams' pending pieces; the streams whose
+        write is due now. A result in the batch drops its node's pending pieces."""
+        now = time.monotonic()
+        for node in changes.outputs:
+            for channel in ("stdout", "stderr"):
+                self._live.pop((org_id, job_id, node, channel), None)
+                self._live_due.pop((org_id, job_id, node, channel), None)
+        due = []
+        for (node, channel), pieces in changes.live.items():
+            if node in changes.outputs:
+                continue
+            key = (org_id, job_id, node, channel)
+            self._live.setdefault(key, []).extend(pieces)
+            if self._live_due.setdefault(key, now) <= now:
+                due.append(key)
+        return due
 
     def _capped(self, text: str | None, dropped: int) -> tuple[str | None, int | None, bool]:
         """(text to store, its original size or None to let the store measure, cut here)."""
@@ -378,12 +457,13 @@ class StoreJournal:
 
 
 class _JobChanges:
-    __slots__ = ("job_status", "node_statuses", "outputs")
+    __slots__ = ("job_status", "live", "node_statuses", "outputs")
 
     def __init__(self) -> None:
         self.job_status: JobStatus | None = None
         self.node_statuses: dict[str, tuple[NodeStatus, str | None]] = {}
         self.outputs: dict[str, NodeOutput] = {}
+        self.live: dict[tuple[str, str], list[tuple[int, str]]] = {}
 
 
 def _size(text: str | None, dropped: int) -> int | None:

@@ -80,6 +80,8 @@ class JobHooks(Protocol):
 
     def node_idle(self, ref: NodeRef) -> None: ...
 
+    def output_chunk(self, ref: NodeRef, job_id: str, body: dict[str, Any]) -> bool: ...
+
 
 @dataclass(slots=True, frozen=True)
 class NodeState:
@@ -167,6 +169,11 @@ class NodeTracker:
             elif session.state == IDLE and (jobs is None or not jobs.knows(ref, job_id)):
                 log.info("node %s/%s heartbeats for unknown job %s; rehab", *ref, job_id)
                 self.rehab(ref)
+        elif kind == "output":
+            # Live output (pushd clients): a chunk for a job that is over or unknown is only
+            # late, never a reason for rehab.
+            if job_id is not None and jobs is not None:
+                jobs.output_chunk(ref, job_id, body)
         elif kind == "aborted":
             if session.state == REHAB:
                 self._become_idle(session)

@@ -209,6 +209,7 @@ class Broker:
             fanout_budget=min(FANOUT_BUDGET, self._turn_budget),  # a slice per turn, bounded
         )
         self.tracker.attach(self.engine)
+        self.engine.output_gate.max_bytes = config.output_max_bytes
         self.metrics = BrokerMetrics(
             org_names=self._org_names, drops=self.drops, counters=self.counters,
             node_counts=self.tracker.availability_counts,

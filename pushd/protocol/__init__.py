@@ -66,6 +66,7 @@ from __future__ import annotations
 
 from pushd.protocol.config import (
     NodeConfig,
+    OutputCapability,
     build_config,
     decrypt_session_key,
     encrypt_session_key,
@@ -103,6 +104,7 @@ from pushd.protocol.messages import (
     commit_message,
     heartbeat_sequence,
     node_heartbeat,
+    node_output,
     node_reply,
     node_result,
     parse_node_message,
@@ -155,6 +157,7 @@ __all__ = [
     "NodeConfig",
     "NodeIdentity",
     "NodeMessage",
+    "OutputCapability",
     "ServerMessage",
     "abort_message",
     "ack_message",
@@ -173,6 +176,7 @@ __all__ = [
     "hmac_verify",
     "new_session_key",
     "node_heartbeat",
+    "node_output",
     "node_reply",
     "node_result",
     "open_frames",

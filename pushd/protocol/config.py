@@ -3,11 +3,14 @@
     build_config(*, host, heartbeat_port, command_port, interval, node, organization,
                  public_key_pem, encoded_session_key, lifetime, max_message_skew,
                  max_body_size, incarnation_id, curve_public_key=None,
-                 offline_threshold=3, online_threshold=2) -> dict
+                 offline_threshold=3, online_threshold=2, output=None) -> dict
         The response body with the original's key names, nesting and order. `interval` is in
         seconds (float: heartbeat_interval ms / 1000). `curve_public_key` (40-char Z85) is
         omitted when None (for 1.x-protocol clients). An IPv6 `host` is bracketed in the
-        ``tcp://`` addresses.
+        ``tcp://`` addresses. `output` (an OutputCapability; pushd servers, never for 1.x
+        clients) adds ``"capabilities": {"output": {"interval", "chunk_bytes", "max_bytes",
+        "rate_bytes"}}``: this server takes live `output` messages, within these bounds. Stock
+        clients ignore the key; pushd's client sends `output` only when it is there.
     parse_config(document: Mapping | bytes | str) -> NodeConfig
         Client side: validates every field (types, ranges, RSA public key PEM, Z85 curve key,
         session key method) and raises ProtocolError("bad_config", detail) on anything wrong.
@@ -20,6 +23,11 @@
         (OpenSSL's implicit rejection turns a wrong key into random bytes of random length,
         so a wrong key is caught by the length check with overwhelming probability.)
     new_session_key() -> bytes                             32 random bytes
+    OutputCapability(interval=0.25, chunk_bytes=16384, max_bytes, rate_bytes)
+        the live-output bounds a server advertises: a chunk at most every `interval` seconds
+        or when `chunk_bytes` are waiting, at most `max_bytes` sent per stream of a job
+        (output_max_bytes) and at most `rate_bytes` per second per stream (a backlog beyond it
+        is coalesced: the oldest unsent bytes are skipped, the chunk's offset says how many).
 """
 
 from __future__ import annotations
@@ -49,6 +57,20 @@ _MAX_TEXT = 255
 
 
 @dataclass(frozen=True, slots=True)
+class OutputCapability:
+    """Live-output bounds advertised in the config document (see the module doc)."""
+
+    max_bytes: int
+    interval: float = 0.25
+    chunk_bytes: int = 16 * 1024
+    rate_bytes: int = 64 * 1024
+
+    def document(self) -> dict[str, Any]:
+        return {"interval": self.interval, "chunk_bytes": self.chunk_bytes,
+                "max_bytes": self.max_bytes, "rate_bytes": self.rate_bytes}
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A validated config document as the node client uses it."""
 
@@ -69,6 +91,7 @@ class NodeConfig:
     max_message_skew: int
     max_body_size: int | None  # None: not sent by the server (older than 2.2.10)
     incarnation_id: str
+    output: OutputCapability | None = None  # None: the server takes no `output` messages
 
 
 def _tcp_address(host: str, port: int) -> str:
@@ -92,6 +115,7 @@ def build_config(
     curve_public_key: str | None = None,
     offline_threshold: int = 3,
     online_threshold: int = 2,
+    output: OutputCapability | None = None,
 ) -> dict[str, Any]:
     """The config response body, keys in the original's order."""
     document: dict[str, Any] = {
@@ -117,6 +141,8 @@ def build_config(
     document["max_message_skew"] = max_message_skew
     document["max_body_size"] = max_body_size
     document["incarnation_id"] = incarnation_id
+    if output is not None:
+        document["capabilities"] = {"output": output.document()}
     return document
 
 
@@ -230,7 +256,29 @@ def parse_config(document: Mapping[str, Any] | bytes | str) -> NodeConfig:
         max_message_skew=_int(doc, "max_message_skew"),
         max_body_size=_int(doc, "max_body_size", minimum=1024, required=False),
         incarnation_id=_text(doc, "incarnation_id"),
+        output=_output_capability(doc),
     )
+
+
+def _output_capability(doc: Mapping[str, Any]) -> OutputCapability | None:
+    """The server's live-output bounds; None when it advertises none (or nothing usable:
+    a capability this client cannot read is treated as absent, never as a broken config)."""
+    capabilities = doc.get("capabilities")
+    if not isinstance(capabilities, dict) or not isinstance(capabilities.get("output"), dict):
+        return None
+    spec = capabilities["output"]
+    interval = spec.get("interval", 0.25)
+    numbers = [spec.get(k) for k in ("max_bytes", "chunk_bytes", "rate_bytes")]
+    if (
+        isinstance(interval, bool) or not isinstance(interval, (int, float))
+        or not math.isfinite(interval) or not 0.05 <= interval <= 60
+        or any(type(n) is not int or not 0 <= n < 2**63 for n in numbers)
+    ):
+        return None
+    max_bytes, chunk_bytes, rate_bytes = numbers
+    return OutputCapability(max_bytes=max_bytes, interval=float(interval),
+                            chunk_bytes=max(1024, min(chunk_bytes, 16 * 1024)),
+                            rate_bytes=rate_bytes)
 
 
 # --------------------------------------------------------------------------- session keys

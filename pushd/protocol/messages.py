@@ -26,6 +26,11 @@ protocol_version, org, type, sequence, timestamp, incarnation_id, then job_id):
         ``succeeded`` / ``failed``. stdout/stderr are sent only when given. When output was cut
         to fit the body limit the numbers of bytes left out of each stream are sent as
         ``"truncated": {"stdout": N, "stderr": M}`` (pushd addition, only when non-zero).
+    node_output(who, *, sequence, job_id, channel, offset, data, timestamp=None) -> dict
+        ``output`` (pushd addition, sent only to a server whose config document advertises
+        OUTPUT_CAPABILITY): `data` is what the job printed on `channel` ("stdout" | "stderr")
+        starting `offset` bytes into that stream (bytes before it; a gap after the previous
+        chunk means bytes were left out). At most MAX_OUTPUT_CHUNK_BYTES bytes of UTF-8.
     parse_node_message(body: Mapping) -> NodeMessage
     heartbeat_sequence(body: Mapping) -> int
         The broker's per-heartbeat fast path: checks only the fields it reads (sequence,
@@ -67,7 +72,12 @@ MAX_JOB_STATE_LENGTH = 32
 SERVER_MESSAGE_TYPES = frozenset({"heartbeat", "abort", "ack", "commit", "run"})
 REPLY_TYPES = frozenset({"ack_commit", "nack_commit", "ack_run", "nack_run", "aborted"})
 RESULT_TYPES = frozenset({"succeeded", "failed"})
-NODE_MESSAGE_TYPES = frozenset({"heartbeat"}) | REPLY_TYPES | RESULT_TYPES
+# `output` is a pushd addition: live chunks of a running job's output (never sent to a
+# server that does not advertise OUTPUT_CAPABILITY in its config document).
+NODE_MESSAGE_TYPES = frozenset({"heartbeat", "output"}) | REPLY_TYPES | RESULT_TYPES
+OUTPUT_CHANNELS = ("stdout", "stderr")
+# One chunk's text, in UTF-8 bytes: 16 KiB of output plus room for a split multi-byte sequence.
+MAX_OUTPUT_CHUNK_BYTES = 16 * 1024 + 4
 # Node messages that carry an explanation when pushd clients send them.
 REASON_TYPES = frozenset({"nack_commit", "nack_run", "aborted"})
 # Node messages the original forwards to the job by job_id (`aborted` also goes to the node).
@@ -352,6 +362,9 @@ class NodeMessage:
     stderr: str | None = None  # succeeded, failed
     stdout_dropped: int = 0  # succeeded, failed: bytes of output left out (pushd addition)
     stderr_dropped: int = 0
+    channel: str | None = None  # output (pushd addition)
+    offset: int = 0  # output: bytes of the stream before this chunk
+    data: str | None = None  # output
 
 
 def _node_common(
@@ -427,6 +440,26 @@ def node_result(
         body["stderr"] = stderr
     if stdout_dropped or stderr_dropped:
         body["truncated"] = {"stdout": stdout_dropped, "stderr": stderr_dropped}
+    return body
+
+
+def node_output(
+    who: NodeIdentity,
+    *,
+    sequence: int,
+    job_id: str,
+    channel: str,
+    offset: int,
+    data: str,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
+    """One live chunk of a running job's output (pushd addition; see the module doc)."""
+    if channel not in OUTPUT_CHANNELS:
+        raise ValueError(f"not an output channel: {channel!r}")
+    body = _node_common(who, "output", sequence, timestamp, job_id)
+    body["channel"] = channel
+    body["offset"] = offset
+    body["data"] = data
     return body
 
 
@@ -510,6 +543,25 @@ def parse_node_message(body: Mapping[str, Any]) -> NodeMessage:
             stdout_dropped=stdout_dropped,
             stderr_dropped=stderr_dropped,
         )
+    if type_ == "output":
+        return _output_message(body, common)
     if type_ in REASON_TYPES:
         return NodeMessage(**common, reason=_optional_str(body, "reason", MAX_REASON_LENGTH))
     return NodeMessage(**common)
+
+
+def _output_message(body: Mapping[str, Any], common: dict[str, Any]) -> NodeMessage:
+    if common["job_id"] is None:
+        raise _bad("output needs a job_id")
+    channel = body.get("channel")
+    if channel not in OUTPUT_CHANNELS:
+        raise _bad("channel must be 'stdout' or 'stderr'")
+    offset = body.get("offset")
+    if type(offset) is not int or not 0 <= offset < _INT64:
+        raise _bad("offset must be a non-negative integer")
+    data = _required_str(body, "data", None)
+    if len(data) * 4 > MAX_OUTPUT_CHUNK_BYTES and len(data.encode("utf-8")) > (
+        MAX_OUTPUT_CHUNK_BYTES
+    ):
+        raise _bad(f"data longer than {MAX_OUTPUT_CHUNK_BYTES} bytes")
+    return NodeMessage(**common, channel=channel, offset=offset, data=data)

@@ -11,12 +11,17 @@
         already cut it; at least the text's own size), the bytes dropped and that total.
         U+DC80..U+DCFF (surrogateescape: undecodable bytes a node sent) count as the one byte
         they stand for.
+    split_marker(data: bytes) -> (marker_length, dropped)
+        a stored stream that starts with TRUNCATION_MARKER: the marker's length in bytes and
+        the bytes it says were dropped; (0, 0) when it does not start with one
 
 The client (`pushd_client.output`) keeps the tail of each stream for the same reason the server
 does: the end of a log is where the error is. No server-only import here: nodes load this.
 """
 
 from __future__ import annotations
+
+import re
 
 TRUNCATION_MARKER = "[push-jobs-client: output truncated, {dropped} of {total} bytes dropped]\n"
 
@@ -49,3 +54,17 @@ def cap_text(text: str, max_bytes: int, total: int | None = None) -> tuple[str, 
     dropped = whole - len(kept)
     marker = TRUNCATION_MARKER.format(dropped=dropped, total=whole)
     return marker + kept.decode("utf-8", "surrogateescape"), dropped, whole
+
+
+_MARKER_RE = re.compile(
+    re.escape(TRUNCATION_MARKER).replace(r"\{dropped\}", r"(\d+)").replace(r"\{total\}", r"(\d+)")
+    .encode("ascii")
+)
+
+
+def split_marker(data: bytes) -> tuple[int, int]:
+    """(length of a leading truncation marker, bytes it says were dropped), else (0, 0)."""
+    match = _MARKER_RE.match(data)
+    if match is None:
+        return 0, 0
+    return match.end(), int(match.group(1))

@@ -35,6 +35,8 @@ Jobs (pushd.store.jobs)
                  truncated=False)
     get_output(org_id, job_id, node, channel) -> str | None
     get_output_bytes(...) -> bytes | None; get_output_record(org_id, job_id, node)
+    append_output(org_id, job_id, node, channel, pieces, max_bytes=None) -> int   live output
+    get_output_from(org_id, job_id, node, channel, offset) -> (bytes, size) | None
     prune_jobs(older_than, *, limit=None) -> int   oldest first, at most `limit`
     JobOptions, JobNodeState, JobSummary, JobView, OutputRecord, InvalidCursor
 
@@ -127,11 +129,13 @@ from pushd.store.jobs import (
     JobSummary,
     JobView,
     OutputRecord,
+    append_output,
     create_job,
     get_job,
     get_job_summary,
     get_output,
     get_output_bytes,
+    get_output_from,
     get_output_record,
     incomplete_jobs,
     job_node_names,
@@ -201,6 +205,7 @@ __all__ = [
     "add_login_token",
     "add_session",
     "append_events",
+    "append_output",
     "close_database",
     "connection",
     "consume_login_token",
@@ -227,6 +232,7 @@ __all__ = [
     "get_organization_by_id",
     "get_output",
     "get_output_bytes",
+    "get_output_from",
     "get_output_record",
     "get_principal",
     "get_session",

@@ -35,6 +35,14 @@ Writes (the API creates jobs; the broker is the only writer of job and node stat
                  truncated=False) -> None         insert or replace. Text is kept as UTF-8
         bytes; U+DC80..U+DCFF (surrogateescape) become the raw bytes they stand for, so a
         client's undecodable output comes back byte-exact; other lone surrogates become '?'.
+    append_output(org_id, job_id, node, channel, pieces, max_bytes=None) -> int
+        live output (the broker, while a node runs): `pieces` [(offset, text)] of one channel
+        in stream order, offset = the stream's bytes before the piece. The stored channel stays
+        "[TRUNCATION_MARKER +] the stream's bytes from some point up to its size": a piece
+        overlapping what is stored keeps only its new bytes, a gap (a chunk that never came)
+        drops what was kept (the marker then names everything before the piece), and with
+        `max_bytes` only the last max_bytes bytes are kept. The row's `<channel>_bytes` is the
+        stream's size so far. Returns that size. A later store_output (the result) replaces all.
     prune_jobs(older_than, *, limit=None) -> int
         delete finished jobs not updated since then (all orgs; cascades to nodes, options,
         output and events); with `limit`, at most that many, oldest first (one small batch:
@@ -56,6 +64,10 @@ Reads:
     get_output(org_id, job_id, node, channel) -> str | None      channel "stdout" | "stderr"
     get_output_bytes(org_id, job_id, node, channel) -> bytes | None  (what the REST body sends)
     get_output_record(org_id, job_id, node) -> OutputRecord | None
+    get_output_from(org_id, job_id, node, channel, offset) -> (bytes, size) | None
+        the stored bytes from stream offset `offset` on, and the stream's size (the offset to
+        ask for next). When `offset` lies in what was dropped, the whole stored text (marker
+        first) comes back.
 """
 
 from __future__ import annotations
@@ -70,6 +82,7 @@ from typing import Any
 
 import peewee
 
+from pushd.protocol.output import TRUNCATION_MARKER, split_marker, tail_bytes
 from pushd.rollout import from_stored, to_stored
 from pushd.states import ACTIVE_JOB_STATUSES, JobStatus, NodeStatus
 from pushd.store.db import (
@@ -413,6 +426,55 @@ def store_output(
         ).execute()
 
 
+@store_function
+def append_output(
+    org_id: str,
+    job_id: str,
+    node: str,
+    channel: str,
+    pieces: list[tuple[int, str]],
+    max_bytes: int | None = None,
+) -> int:
+    """Append live output to one channel of a node's stored output (module docstring)."""
+    _check_channel(channel)
+    size_field = f"{channel}_bytes"
+    with transaction():
+        row = _output_row(org_id, job_id, node)
+        if row is None:
+            if not Job.select().where((Job.org_id == org_id) & (Job.id == job_id)).exists():
+                raise ConflictError(f"no job {job_id} in this organization")
+            stored, size = b"", 0
+        else:
+            stored = bytes(getattr(row, channel) or b"")
+            size = getattr(row, size_field) or len(stored)
+        marker_length, _dropped = split_marker(stored)
+        kept = bytearray(stored[marker_length:])
+        for offset, text in pieces:
+            data = _encode_output(text) or b""
+            if offset > size:  # a gap: what is kept no longer joins up with what follows
+                kept.clear()
+                size = offset
+            new = data[size - offset:]
+            kept += new
+            size += len(new)
+        if max_bytes is not None and len(kept) > max_bytes:
+            kept = bytearray(tail_bytes(bytes(kept), max_bytes))
+        dropped = size - len(kept)
+        value = bytes(kept)
+        if dropped:
+            value = TRUNCATION_MARKER.format(dropped=dropped, total=size).encode() + value
+        fields = {channel: value, size_field: size}
+        if row is None:
+            JobOutput.insert(job_id=job_id, org_id=org_id, node_name=node, created_at=utcnow(),
+                             truncated=bool(dropped), **fields).on_conflict_ignore().execute()
+        else:
+            JobOutput.update(truncated=row.truncated or bool(dropped), **fields).where(
+                (JobOutput.org_id == org_id) & (JobOutput.job_id == job_id)
+                & (JobOutput.node_name == node)
+            ).execute()
+    return size
+
+
 def _len(data: bytes | None) -> int | None:
     return None if data is None else len(data)
 
@@ -648,6 +710,26 @@ def get_output_bytes(org_id: str, job_id: str, node: str, channel: str) -> bytes
 def get_output(org_id: str, job_id: str, node: str, channel: str) -> str | None:
     """The stored text of one channel (raw bytes surrogate-escaped), or None."""
     return _decode_output(get_output_bytes(org_id, job_id, node, channel))
+
+
+@store_function
+def get_output_from(
+    org_id: str, job_id: str, node: str, channel: str, offset: int
+) -> tuple[bytes, int] | None:
+    """Stored bytes of one channel from stream offset `offset` on, and its size (docstring)."""
+    _check_channel(channel)
+    row = _output_row(org_id, job_id, node)
+    stored = None if row is None else getattr(row, channel)
+    if stored is None:
+        return None
+    stored = bytes(stored)
+    marker_length, _dropped = split_marker(stored)
+    kept = len(stored) - marker_length
+    size = max(getattr(row, f"{channel}_bytes") or 0, kept)
+    first = size - kept  # stream offset of the first kept byte
+    if offset < first:
+        return stored, size
+    return stored[marker_length + min(offset, size) - first:], size
 
 
 @store_function

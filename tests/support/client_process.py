@@ -15,7 +15,8 @@ then sees only this session's jobs, not those of another engineer's test run on 
 The config is YAML with a short kill grace and backoff cap, and a whitelist used by the tests:
 "hello", "both" (writes to stdout and stderr), "sleepy" (a shell with two background sleeps),
 "/sleep ([0-9]+)/", "probe" (prints user, dir, env and the data file), "big" (more output than
-a message may carry) and "locked" (takes a lock file).
+a message may carry), "locked" (takes a lock file), "twolines" (a line, 2 s of sleep, another
+line) and "flood" (50 MB of output as fast as it can).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ PROBE = (
     ' echo "FILE=$(cat "$CHEF_PUSH_JOB_FILE")"; echo "NODE=$CHEF_PUSH_NODE_NAME";'
     ' echo "JOB=$CHEF_PUSH_JOB_ID"; echo "PATHFILE=$CHEF_PUSH_JOB_FILE"'
 )
+TWO_LINES = "echo first line; sleep 2; echo second line"
+FLOOD = "yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | " \
+    "head -c 52428800"
 BIG = "i=0; while [ $i -lt 20000 ]; do echo out line $i; echo err line $i >&2; i=$((i+1)); done"
 
 
@@ -70,6 +74,8 @@ class ClientProcess:
                 "probe": {"command_line": PROBE, "shell": True},
                 "big": {"command_line": BIG, "shell": True},
                 "locked": {"command_line": "true", "lock": str(tmp_path / "job.lock")},
+                "twolines": {"command_line": TWO_LINES, "shell": True},
+                "flood": {"command_line": FLOOD, "shell": True},
             },
             **settings,
         }

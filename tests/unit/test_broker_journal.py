@@ -190,3 +190,39 @@ def test_a_failing_publish_does_not_write_the_events_twice(db: None) -> None:
     journal.record(Transition(JOB, ORG, JobStatus.VOTING, events=[FeedEvent("start", {})]))
     assert journal.sync()
     assert [e.name for e in store.job_events_after(ORG, JOB)] == ["start"]
+
+
+def _chunk(node: str, offset: int, data: str) -> Transition:
+    from pushd.broker.contracts import LiveChunk
+
+    return Transition(JOB, ORG, live_output=[LiveChunk(node, "stdout", offset, data)], events=[
+        FeedEvent("output", {"node": node, "channel": "stdout", "offset": offset, "data": data})])
+
+
+def test_live_output_is_published_per_chunk_and_stored_at_most_once_a_second(db: None) -> None:
+    published = Published()
+    journal = StoreJournal(store, published, output_max_bytes=1000)
+    journal.start()
+    try:
+        journal.record(_chunk("a", 0, "one\n"))
+        assert journal.sync(10)
+        # The first chunk of a stream is stored with its event.
+        assert store.get_output_bytes(ORG, JOB, "a", "stdout") == b"one\n"
+        journal.record(_chunk("a", 4, "two\n"))
+        journal.record(_chunk("a", 8, "three\n"))
+        assert journal.sync(10)
+        assert [p["data"]["data"] for _, p in published.items] == ["one\n", "two\n", "three\n"]
+        # The others wait for the stream's next write (LIVE_ROW_INTERVAL), then come together.
+        deadline = threading.Event()
+        for _ in range(100):
+            if store.get_output_bytes(ORG, JOB, "a", "stdout") == b"one\ntwo\nthree\n":
+                break
+            deadline.wait(0.05)
+        assert store.get_output_bytes(ORG, JOB, "a", "stdout") == b"one\ntwo\nthree\n"
+        # A result replaces the live copy, and drops what was still pending.
+        journal.record(_chunk("a", 14, "four\n"))
+        journal.record(Transition(JOB, ORG, outputs={"a": NodeOutput("all\n", None)}))
+        assert journal.sync(10)
+    finally:
+        journal.close()
+    assert store.get_output_bytes(ORG, JOB, "a", "stdout") == b"all\n"

@@ -34,7 +34,12 @@ from pushd.api.context import ApiContext
 from pushd.api.errors import ApiError
 from pushd.api.resources.common import authorized, broker_call, org_id_of, send_json
 from pushd.keys import z85_decode
-from pushd.protocol.config import _Z85_ALPHABET, build_config, encrypt_session_key
+from pushd.protocol.config import (
+    _Z85_ALPHABET,
+    OutputCapability,
+    build_config,
+    encrypt_session_key,
+)
 
 # The alphabet is the protocol module's, which the client checks the server's curve key
 # against: one definition of a Curve key's shape on both sides. (It is private there, and
@@ -120,4 +125,6 @@ class ConfigResource:
             curve_public_key=None if legacy else admitted.get("curve_public_key"),
             offline_threshold=s.offline_threshold,
             online_threshold=s.online_threshold,
+            # Live output (pushd clients only): a 1.x-protocol client is never told of it.
+            output=None if legacy else OutputCapability(max_bytes=s.output_max_bytes),
         )

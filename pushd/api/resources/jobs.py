@@ -8,7 +8,10 @@
     JobRerunResource    POST ``.../pushy/jobs/ID/rerun`` (issue 17) ``{"nodes": "failed" | "all" |
                         [names]}``: 201 ``{"uri", "id", "rerun_of"}`` of a new job (api/rerun.py);
                         400 bad selection, 404 unknown job, 409 "failed" of an unfinished job
-    JobOutputResource   GET ``.../pushy/jobs/ID/output/NODE/stdout|stderr``
+    JobOutputResource   GET ``.../pushy/jobs/ID/output/NODE/stdout|stderr[?offset=N]``
+                        (with offset: the bytes from stream offset N on, and X-Output-Size,
+                        the offset to ask for next; the output of a running node grows as its
+                        live chunks arrive)
 
 Listing: the body stays a JSON array (knife parses that). ``?limit=N`` (default and maximum
 ``jobs_page_limit``), ``?status=NAME`` and ``?cursor=C`` page through it; when there is more, the
@@ -229,9 +232,29 @@ class JobOutputResource:
         find_job(self._ctx, org_id, job_id)
         if not req.client_accepts("application/octet-stream"):
             raise ApiError(406, "this resource serves application/octet-stream")
-        output = self._ctx.store.get_output_bytes(org_id, job_id, node, channel)
+        offset = _offset(req)
+        if offset is None:
+            output = self._ctx.store.get_output_bytes(org_id, job_id, node, channel)
+            size = None
+        else:
+            found = self._ctx.store.get_output_from(org_id, job_id, node, channel, offset)
+            output, size = (None, None) if found is None else found
         if output is None:
             raise ApiError(404, f"no {channel} captured for node '{node}' in job '{job_id}'")
         resp.status = 200
         resp.content_type = "application/octet-stream"
+        if size is not None:
+            # Where the stored stream ends: the offset to ask for next (pushd addition).
+            resp.set_header("X-Output-Size", str(size))
         resp.data = bytes(output)
+
+
+def _offset(req: falcon.Request) -> int | None:
+    """`?offset=N` (bytes of the stream already read; pushd addition) or None when absent."""
+    raw = req.get_param("offset")
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise ApiError(400, f"offset must be a non-negative integer number of bytes, not "
+                            f"{raw[:40]!r}")
+    return int(raw)
