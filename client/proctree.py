@@ -441,11 +441,19 @@ def recovered_tree(record: Mapping[str, Any]) -> JobTree | None:
 
 
 def kill_tree_blocking(tree: JobTree, grace: float, leader: JobProcess | None = None) -> bool:
-    def gone() -> bool:
+    def reap() -> None:
         if leader is not None:
             leader.reap()
         tree.reap()
-        return not tree.alive()
+
+    def gone() -> bool:
+        reap()
+        if tree.alive():
+            return False
+        # A member that died between the reap and the check is a zombie now (and its orphans
+        # were handed to us before it died): collect those too, or they stay until the next job.
+        reap()
+        return True
 
     tree.signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
