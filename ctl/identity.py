@@ -152,6 +152,25 @@ def write_private_key(path: str, pem: str) -> None:
         handle.write(pem)
 
 
+def add_membership_arguments(parser: argparse.ArgumentParser) -> None:
+    """ORG GROUP and exactly one of --user/--client/--group (group-add, group-remove)."""
+    parser.add_argument("org", metavar="ORG")
+    parser.add_argument("group", metavar="GROUP")
+    member = parser.add_mutually_exclusive_group(required=True)
+    member.add_argument("--user", metavar="USER")
+    member.add_argument("--client", metavar="CLIENT")
+    member.add_argument("--group", dest="member_group", metavar="GROUP")
+
+
+def chosen_member(args: Any) -> tuple[str, str]:
+    """(kind, name) of the member named by add_membership_arguments' flags."""
+    if args.user:
+        return "user", args.user
+    if args.client:
+        return "client", args.client
+    return "group", args.member_group
+
+
 def add_key_arguments(parser: argparse.ArgumentParser, public_help: str) -> None:
     keys = parser.add_mutually_exclusive_group(required=True)
     keys.add_argument("--public-key", metavar="FILE", help=public_help)

@@ -14,22 +14,12 @@ from pushd_ctl.context import EXIT_OK, CommandFailed, Context
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("org", metavar="ORG")
-    parser.add_argument("group", metavar="GROUP")
-    member = parser.add_mutually_exclusive_group(required=True)
-    member.add_argument("--user", metavar="USER")
-    member.add_argument("--client", metavar="CLIENT")
-    member.add_argument("--group", dest="member_group", metavar="GROUP")
+    identity.add_membership_arguments(parser)
 
 
 def run(ctx: Context, args: Any) -> int:
     group = identity.check_name("group", args.group)
-    if args.user:
-        kind, member = "user", args.user
-    elif args.client:
-        kind, member = "client", args.client
-    else:
-        kind, member = "group", args.member_group
+    kind, member = identity.chosen_member(args)
     if kind == "group" and member == group:
         raise CommandFailed(f"a group cannot contain itself ({group})")
     with identity.open_store(ctx, changes=True) as store:

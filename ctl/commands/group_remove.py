@@ -14,21 +14,11 @@ from pushd_ctl.context import EXIT_OK, CommandFailed, Context
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("org", metavar="ORG")
-    parser.add_argument("group", metavar="GROUP")
-    member = parser.add_mutually_exclusive_group(required=True)
-    member.add_argument("--user", metavar="USER")
-    member.add_argument("--client", metavar="CLIENT")
-    member.add_argument("--group", dest="member_group", metavar="GROUP")
+    identity.add_membership_arguments(parser)
 
 
 def run(ctx: Context, args: Any) -> int:
-    if args.user:
-        kind, member = "user", args.user
-    elif args.client:
-        kind, member = "client", args.client
-    else:
-        kind, member = "group", args.member_group
+    kind, member = identity.chosen_member(args)
     with identity.open_store(ctx, changes=True) as store:
         org = identity.require_org(store, args.org)
         if store.get_group(org.id, args.group) is None:
