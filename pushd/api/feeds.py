@@ -48,6 +48,7 @@ from typing import Any
 
 from pushd.api.events import EventHub
 from pushd.api.formats import SSE_KEEPALIVE, feed_timestamp, sse_event
+from pushd.metrics import families
 from pushd.states import TERMINAL_JOB_STATUSES, JobStatus
 
 log = logging.getLogger(__name__)
@@ -188,9 +189,12 @@ class FeedStreams:
 
     def job_stream(self, org_id: str, job_id: str, last_event_id: str | None) -> Iterator[bytes]:
         listener = self._hub.listen(f"job.{job_id}") if self._hub else None
+        open_streams = families.SSE_STREAMS.labels(feed="job")
+        open_streams.inc()  # every reader of the feed counts: REST and dashboard alike
         try:
             yield from self._job_events(org_id, job_id, parse_event_id(last_event_id), listener)
         finally:
+            open_streams.dec()
             if listener is not None:
                 listener.close()
 
@@ -253,9 +257,12 @@ class FeedStreams:
 
     def org_stream(self, org_id: str, last_event_id: str | None) -> Iterator[bytes]:
         listener = self._hub.listen(f"org.{org_id}") if self._hub else None
+        open_streams = families.SSE_STREAMS.labels(feed="org")
+        open_streams.inc()
         try:
             yield from self._org_events(org_id, last_event_id, listener)
         finally:
+            open_streams.dec()
             if listener is not None:
                 listener.close()
 

@@ -5,14 +5,13 @@
                               the route's template (`/organizations/{org}/pushy/jobs/{job_id}`),
                               "unmatched" for paths no route serves, never the raw path
     count_auth_failure(reason)
-    tracked_stream(feed, stream) -> Iterator[bytes]
-                              counts an SSE stream in pushd_sse_streams{feed} while it is open
+
+(Open SSE streams are counted where they are made, in pushd.api.feeds.FeedStreams.)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 import falcon
@@ -52,12 +51,3 @@ class RequestMetrics:
 
 def count_auth_failure(reason: str) -> None:
     families.AUTH_FAILURES.labels(reason=reason).inc()
-
-
-def tracked_stream(feed: str, stream: Iterable[bytes]) -> Iterator[bytes]:
-    gauge = families.SSE_STREAMS.labels(feed=feed)
-    gauge.inc()  # inside the generator: counted only once the server starts sending it
-    try:
-        yield from stream
-    finally:
-        gauge.dec()

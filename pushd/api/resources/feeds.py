@@ -11,7 +11,6 @@ import falcon
 
 from pushd.api.context import ApiContext
 from pushd.api.errors import ApiError
-from pushd.api.metrics import tracked_stream
 from pushd.api.resources.common import authorized, find_job, org_id_of
 
 EVENT_STREAM = "text/event-stream"
@@ -35,9 +34,9 @@ class JobFeedResource:
         org_id = org_id_of(requestor)
         find_job(self._ctx, org_id, job_id)
         _start_stream(req, resp)
-        resp.stream = tracked_stream("job", self._ctx.feeds.job_stream(
+        resp.stream = self._ctx.feeds.job_stream(
             org_id, job_id, req.get_header("Last-Event-ID")
-        ))
+        )
 
 
 class OrgFeedResource:
@@ -47,6 +46,6 @@ class OrgFeedResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response, org: str) -> None:
         requestor = authorized(self._ctx, req, org, "read")
         _start_stream(req, resp)
-        resp.stream = tracked_stream("org", self._ctx.feeds.org_stream(
+        resp.stream = self._ctx.feeds.org_stream(
             org_id_of(requestor), req.get_header("Last-Event-ID")
-        ))
+        )
