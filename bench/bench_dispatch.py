@@ -44,11 +44,11 @@ from pushd_bench.common import (
     EmulatorProcess,
     bench_server,
     common_arguments,
+    fleet_online,
     machine,
     median,
     note,
     result,
-    server_online,
 )
 from pushd_bench.identities import node_name
 from pushd_bench.profiling import parse_profile
@@ -250,10 +250,7 @@ def main() -> int:
         emulator = EmulatorProcess(server, args.nodes, args.state_dir)
         feed = None
         try:
-            took = emulator.wait_online(timeout=max(180.0, args.nodes / 10))
-            note(f"emulator: all {args.nodes} online after {took:.1f} s")
-            server_online(server, args.nodes, timeout=60)
-            time.sleep(3)
+            fleet_online(server, emulator, args.nodes)
             feed = FeedWatcher(server)
             time.sleep(1)
             for size in sizes:

@@ -36,6 +36,7 @@ from pushd_bench.common import (
     ProcessMeter,
     bench_server,
     common_arguments,
+    fleet_online,
     machine,
     median,
     memprobe,
@@ -43,7 +44,6 @@ from pushd_bench.common import (
     online_nodes,
     process_tree,
     result,
-    server_online,
 )
 from pushd_bench.profiling import profile_process
 
@@ -109,10 +109,7 @@ def main() -> int:
         probe0 = memprobe(server, "idle")
         emulator = EmulatorProcess(server, n, args.state_dir)
         try:
-            took = emulator.wait_online(timeout=max(180.0, n / 10))
-            note(f"emulator: all {n} online after {took:.1f} s")
-            server_online(server, n, timeout=60)
-            time.sleep(args.settle)
+            fleet_online(server, emulator, n, settle=args.settle)
             per_beat, shares, emulator_shares = [], [], []
             emulator_meters = [ProcessMeter(p) for p in process_tree(emulator.pid)]
             for _ in range(args.windows):

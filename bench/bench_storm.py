@@ -41,6 +41,7 @@ from pushd_bench.common import (
     ProcessMeter,
     bench_server,
     common_arguments,
+    fleet_online,
     machine,
     median,
     note,
@@ -196,10 +197,7 @@ def main() -> int:
         extra += ["--stock-retry"] if args.stock_retry else []
         emulator = EmulatorProcess(server, n, args.state_dir, *extra)
         try:
-            took = emulator.wait_online(timeout=max(180.0, n / 10))
-            note(f"emulator: all {n} online after {took:.1f} s")
-            server_online(server, n, timeout=120)
-            time.sleep(5)
+            fleet_online(server, emulator, n, server_timeout=120, settle=5)
             for number in range(args.runs):
                 runs.append(one_run(server, emulator, n, args.timeout,
                                     args.profile if number == 0 else 0.0))

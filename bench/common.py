@@ -304,3 +304,12 @@ def server_online(server: PushdServer, expected: int, timeout: float, poll: floa
                 return time.monotonic() - started
         time.sleep(poll)
     raise RuntimeError(f"server saw {seen}/{expected} nodes online after {timeout}s")
+
+
+def fleet_online(server: PushdServer, emulator: EmulatorProcess, nodes: int, *,
+                 server_timeout: float = 60.0, settle: float = 3.0) -> None:
+    """Wait until the emulator has all `nodes` online and the server agrees, then `settle`."""
+    took = emulator.wait_online(timeout=max(180.0, nodes / 10))
+    note(f"emulator: all {nodes} online after {took:.1f} s")
+    server_online(server, nodes, timeout=server_timeout)
+    time.sleep(settle)
