@@ -79,6 +79,7 @@ def test_without_curve_a_2x_client_is_answered_as_by_a_1x_server() -> None:
         for node, sends_ccpk in (("node1", True), ("node2", False)):
             doc = server.node_config(node, ccpk="a" * 40 if sends_ccpk else None).json()
             assert "curve_public_key" not in doc
+            assert "capabilities" not in doc  # a 1.x answer offers no live output
             assert command_port(doc) == server.ports["unencrypted_command_port"]
             peer = stock_client_peer(server, node, sends_ccpk=sends_ccpk)
             try:
@@ -97,8 +98,10 @@ def test_with_allow_unencrypted_ccpk_keeps_curve_and_1x_peers_get_the_legacy_por
         curve_doc = server.node_config("new1", ccpk=zmq.curve_keypair()[0].decode()).json()
         assert len(curve_doc["curve_public_key"]) == 40
         assert command_port(curve_doc) == server.ports["command_port"]
+        assert "output" in curve_doc["capabilities"]  # pushd's client may send live output
         legacy_doc = server.node_config("old1", ccpk=None).json()
         assert "curve_public_key" not in legacy_doc
+        assert "capabilities" not in legacy_doc
         assert command_port(legacy_doc) == server.ports["unencrypted_command_port"]
 
         modern = stock_client_peer(server, "new1", sends_ccpk=True)
