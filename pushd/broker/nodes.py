@@ -256,7 +256,8 @@ class NodeTracker:
         """(org_id, "available" | "unavailable") -> nodes known (connected or seen before)."""
         counts: collections.Counter[tuple[str, str]] = collections.Counter()
         sessions = self._sessions
-        for ref in self._last_seen_wall.keys() | sessions.keys():
+        # Every session was opened by a message, which recorded its node here: no union needed.
+        for ref in self._last_seen_wall:
             session = sessions.get(ref)
             idle = session is not None and session.state == IDLE
             counts[(ref[0], "available" if idle else "unavailable")] += 1
