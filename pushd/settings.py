@@ -415,6 +415,15 @@ SETTINGS: tuple[Setting, ...] = (
        "request all the same, other changes within this time; 0 turns the cache off."),
     _s("chef_api_version", "11.1.0", "string", non_empty,
        "X-Chef-Version sent to the Chef Server."),
+    # Cluster (several servers on one PostgreSQL database; docs/operations.md).
+    _s("cluster_member_name", None, "string", optional(non_empty),
+       "This server's name in its cluster (servers sharing one PostgreSQL database); unique "
+       "per server and kept across restarts.",
+       derive=lambda r: f"{r['server_name_advertised']}:{r['api_port']}",
+       derive_doc="<server_name_advertised>:<api_port>"),
+    _s("cluster_lease", 10, "int (s)", integer(3, 600),
+       "Seconds a cluster member's lease lasts (renewed every lease/5); a member silent for "
+       "this long is gone and another takes over the jobs it coordinated."),
     # Kept from the original; accepted and documented, not used by pushd.
     _s("db_pool_size", 20, "int", integer(1, 1000), "Database connections per process."),
     _s("ibrowse_max_sessions", 256, "int", positive, "Unused by pushd (Erlang HTTP client)."),

@@ -75,6 +75,10 @@ Dashboard (pushd.store.dashboard)
     prune_dashboard(now=None) -> int; node_counts(org_id, job_ids) -> {job: {status: n}}
     job_outputs(org_id, job_id, *, limit) -> {node: ShownOutput}       one query, for display
 
+Cluster (pushd.store.cluster; PostgreSQL only): members and leases, which member holds each
+node, the mailbox between brokers, the cluster's keys: see that module's docstring.
+    cluster  the submodule itself (`store.cluster.take_over(...)`)
+
 Times (pushd.store.times): utcnow(), to_naive_utc(dt), rfc1123(dt), event_timestamp(dt).
 Every stored time is a naive UTC datetime with microseconds.
 
@@ -86,6 +90,7 @@ node, existing job id, taken name), StoreUnavailable (cannot connect / locked), 
 from __future__ import annotations
 
 from pushd.errors import StoreError
+from pushd.store import cluster
 from pushd.store.dashboard import (
     DashboardGrant,
     DashboardSessionView,
@@ -207,6 +212,7 @@ __all__ = [
     "append_events",
     "append_output",
     "close_database",
+    "cluster",
     "connection",
     "consume_login_token",
     "create_group",

@@ -59,8 +59,9 @@ Reads:
         newest first by (created_at, id); `status` a JobStatus or an iterable of them; `before`
         the opaque cursor a previous call returned (InvalidCursor if garbled); the second item
         is the cursor of the next page, None on the last page (always None when limit is None).
-    incomplete_jobs() -> list[JobView]   every job in NEW, VOTING or RUNNING of every org,
-                                          oldest first (for broker start)
+    incomplete_jobs(coordinator=None, *, job_ids=None) -> list[JobView]
+        every job in NEW, VOTING or RUNNING of every org (of one coordinator, or those ids),
+        oldest first (for broker start and a cluster take-over)
     get_output(org_id, job_id, node, channel) -> str | None      channel "stdout" | "stderr"
     get_output_bytes(org_id, job_id, node, channel) -> bytes | None  (what the REST body sends)
     get_output_record(org_id, job_id, node) -> OutputRecord | None
@@ -234,8 +235,10 @@ def create_job(
     options: JobOptions | Mapping[str, Any] | None = None,
     *,
     created_at: datetime | None = None,
+    coordinator: str | None = None,
 ) -> None:
-    """Write a new job in one transaction (see module docstring)."""
+    """Write a new job in one transaction (see module docstring); `coordinator` is the cluster
+    member whose broker is to run it (None: whichever broker finds it)."""
     node_names = list(nodes)
     opts = JobOptions.coerce(options)
     _check_job_values(org_id, job_id, command, node_names, opts)
@@ -253,6 +256,7 @@ def create_job(
                 requested_by=requested_by,
                 created_at=now,
                 updated_at=now,
+                coordinator=coordinator,
             ).execute()
             _insert_job_nodes(job_id, org_id, node_names, now)
             JobOption.insert(
@@ -666,14 +670,21 @@ def list_jobs(
 
 
 @store_function
-def incomplete_jobs() -> list[JobView]:
-    """Every job of every org still in NEW, VOTING or RUNNING, with its nodes, oldest first."""
+def incomplete_jobs(
+    coordinator: str | None = None, *, job_ids: Iterable[str] | None = None
+) -> list[JobView]:
+    """Every job of every org still in NEW, VOTING or RUNNING, with its nodes, oldest first.
+    With `coordinator`: only that cluster member's jobs and those of no member (made before
+    the cluster schema); with `job_ids`: only those."""
     active = [int(status) for status in ACTIVE_JOB_STATUSES]
+    where = Job.status.in_(active)
+    if coordinator is not None:
+        where &= (Job.coordinator == coordinator) | Job.coordinator.is_null()
+    if job_ids is not None:
+        where &= Job.id.in_(list(job_ids))
     summaries = [
         _summary_of(job)
-        for job in _summary_query()
-        .where(Job.status.in_(active))
-        .order_by(Job.created_at, Job.id)
+        for job in _summary_query().where(where).order_by(Job.created_at, Job.id)
     ]
     nodes: dict[str, list[JobNodeState]] = defaultdict(list)
     for chunk in chunks([summary.id for summary in summaries], UPDATE_CHUNK):

@@ -221,11 +221,57 @@ def _migration_4(database: peewee.Database) -> None:
     )
 
 
+_V5_DDL = """
+CREATE TABLE cluster_members (
+    member TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    api_port INTEGER NOT NULL,
+    heartbeat_port INTEGER NOT NULL,
+    command_port INTEGER NOT NULL,
+    started_at {timestamp} NOT NULL,
+    renewed_at {timestamp} NOT NULL,
+    lease_expires_at {timestamp} NOT NULL
+);
+CREATE TABLE cluster_keys (
+    name VARCHAR(64) PRIMARY KEY,
+    value {bytes} NOT NULL,
+    created_at {timestamp} NOT NULL
+);
+CREATE TABLE cluster_nodes (
+    org_id VARCHAR(32) NOT NULL,
+    node_name TEXT NOT NULL,
+    member TEXT NOT NULL,
+    available BOOLEAN NOT NULL,
+    updated_at {timestamp} NOT NULL,
+    PRIMARY KEY (org_id, node_name)
+);
+CREATE INDEX cluster_nodes_member ON cluster_nodes (member);
+CREATE TABLE cluster_mailbox (
+    id {serial_pk},
+    recipient TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at {timestamp} NOT NULL
+);
+CREATE INDEX cluster_mailbox_recipient ON cluster_mailbox (recipient, id);
+ALTER TABLE jobs ADD COLUMN coordinator TEXT;
+CREATE INDEX jobs_coordinator_status ON jobs (coordinator, status)
+"""
+
+
+def _migration_5(database: peewee.Database) -> None:
+    """The cluster (issue 16): members and their leases, the cluster's server keys, which member
+    holds each connected node, the mailbox between brokers, and each job's coordinator (the
+    member whose broker runs it; NULL for jobs made before this version: any member's)."""
+    _run_script(database, _V5_DDL)
+
+
 MIGRATIONS: tuple[Callable[[peewee.Database], None], ...] = (
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 )
 LATEST_VERSION = len(MIGRATIONS)
 

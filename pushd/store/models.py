@@ -111,6 +111,8 @@ class Job(BaseModel):
     requested_by = peewee.TextField(null=True)
     created_at = UtcDateTimeField()
     updated_at = UtcDateTimeField()
+    # The cluster member whose broker runs the job (schema 5; NULL: made before, any member's).
+    coordinator = peewee.TextField(null=True)
 
     class Meta:
         table_name = "jobs"
