@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pushd_bench import sampling
 from pushd_bench.common import (
     EmulatorProcess,
     bench_server,
@@ -257,14 +258,27 @@ def main() -> int:
                 spy = None
                 if args.profile > 0 and size == max(sizes):
                     spy = start_profile(server, args.profile)
-                for _ in range(args.runs):
+                samples: list[Any] = []
+                for run in range(args.runs):
+                    label = f"dispatch{size}-{run}"
+                    if args.sample > 0 and size == max(sizes):
+                        sampling.request(server.dir / "samples", label, args.sample)
+                        time.sleep(0.5)  # every process polls for requests every 0.2 s
                     figure = run_job(server, emulator, feed, size, timeout=60 + size / 50)
+                    if args.sample > 0 and size == max(sizes):
+                        samples += sampling.collect(server.dir / "samples", label,
+                                                    timeout=args.sample + 30)
                     figures.setdefault(size, []).append(figure)
                     note(f"{size} nodes: all acked run {figure[0]:.0f} ms, job_complete "
                          f"{figure[1]:.0f} ms ({figure[2]})")
                     time.sleep(args.pause)
                 if spy is not None:
                     print(finish_profile(*spy), flush=True)
+                if samples:
+                    print(f"# CPU samples, {len(samples)} process windows of {args.sample:g} s "
+                          f"starting 0.5 s before each POST (all {args.runs} jobs of {size} "
+                          "nodes):\n"
+                          + sampling.render(samples, 25), flush=True)
             if args.big_job:
                 big_job(server, min(args.nodes, args.big_job), args.big_job, args.pollers,
                         args.floor_seconds)

@@ -23,7 +23,8 @@ temporary directory, on a fresh PostgreSQL database (``--sqlite`` for the embedd
     describe_phase(status) -> str        what the emulator's status file says it is doing
     server_online(server, expected, timeout, poll=0.5) -> float
         seconds until GET node_states lists `expected` nodes online and available
-    common_arguments(parser)             --sqlite, --state-dir, --what-if, --memprobe, --server-env
+    common_arguments(parser)             --sqlite, --state-dir, --what-if, --memprobe, --sample,
+                                         --server-env
     memprobe(server, label, timeout=60) -> dict | None
         with --memprobe: the broker's memory report (bench/memprobe/sitecustomize.py) now
 """
@@ -124,6 +125,10 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", action="store_true",
                         help="serve Prometheus /metrics (metrics_port on a free port); off by "
                         "default so figures compare with earlier sittings")
+    parser.add_argument("--sample", type=float, default=0.0, metavar="SECONDS",
+                        help="CPU-sample every server and emulator process for this many "
+                        "seconds per measured run (bench/sampling.py; costs a few per cent: "
+                        "not for the headline figure)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the server's processes, e.g. "
                         "MALLOC_ARENA_MAX=2 (repeatable)")
@@ -136,8 +141,8 @@ def bench_server(args: argparse.Namespace,
     # A stopped benchmark still stops its server and drops its database (finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if getattr(args, "what_if", False) and getattr(args, "memprobe", False):
-        raise SystemExit("--what-if and --memprobe each need their own sitecustomize")
+    if sum(bool(getattr(args, flag, False)) for flag in ("what_if", "memprobe", "sample")) > 1:
+        raise SystemExit("--what-if, --memprobe and --sample each need their own sitecustomize")
     for flag, folder in (("what_if", "whatif"), ("memprobe", "memprobe")):
         if getattr(args, flag, False):
             os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -165,6 +170,10 @@ def bench_server(args: argparse.Namespace,
             params = stack.enter_context(postgres_database())
             backend = ("postgres", params)
         server = PushdServer(db_backend=backend, settings=values, nodes=())
+        if getattr(args, "sample", 0.0) > 0:
+            from pushd_bench import sampling
+
+            sampling.enable(server.dir / "samples")
         if getattr(args, "memprobe", False):
             os.environ["PUSHD_BENCH_MEMPROBE"] = str(server.dir)
         server.start()
