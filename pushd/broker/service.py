@@ -102,7 +102,12 @@ from pushd.protocol.frames import (
     open_frames,
     verify_signature,
 )
-from pushd.protocol.messages import heartbeat_sequence, parse_node_message, server_heartbeat
+from pushd.protocol.messages import (
+    heartbeat_sequence,
+    parse_node_message,
+    reply_sequence,
+    server_heartbeat,
+)
 from pushd.protocol.signing import HMAC_SHA256, hmac_sign
 from pushd.protocol.timestamps import check_skew, format_timestamp
 from pushd.rollout import resolve_concurrency, resolve_errors
@@ -482,9 +487,15 @@ class Broker:
         if timestamp is None:
             raise ProtocolError("bad_message", "no timestamp")
         check_skew(timestamp, max_skew=self.config.max_message_skew)
-        # Heartbeats are nearly all the traffic: check just the fields the broker reads.
+        # Heartbeats are nearly all the traffic: check just the fields the broker reads. Plain
+        # job replies (a big job's acks and results) pass the same checks parse_node_message
+        # makes without building its NodeMessage; anything else gets the full validation.
         heartbeat = body.get("type") == "heartbeat"
-        sequence = heartbeat_sequence(body) if heartbeat else parse_node_message(body).sequence
+        if heartbeat:
+            sequence = heartbeat_sequence(body)
+        else:
+            fast = reply_sequence(body)
+            sequence = parse_node_message(body).sequence if fast is None else fast
         if kind == CURVE and not self.config.disable_curve_encryption:
             user_id = cast(str, frame.get("User-Id"))  # a metadata property is text
             if user_id_ref(user_id or "") != (org_id, node):
