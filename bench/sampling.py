@@ -6,7 +6,8 @@
     request(directory, label, seconds) -> None     every such process samples for `seconds`
     collect(directory, label, timeout=30.0) -> list[ProcessProfile]
                                        waits until the answers stop coming (seconds after the
-                                       window), parses them
+                                       window), parses them; with $PUSHD_BENCH_SAMPLE_KEEP set,
+                                       also copies the raw files into that directory
     role(cmd) -> str                   "broker", "api", "emulator", ... from a command line
     render(profiles, top=12) -> str    CPU per role over the window, then each busy role's
                                        hottest frames (self and inclusive, share of its CPU)
@@ -18,6 +19,7 @@ only; cpu_total is the whole process from /proc, so the gap is C threads such as
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +69,12 @@ def collect(directory: str | os.PathLike[str], label: str,
         seen = len(found)
         time.sleep(2.0)
     (folder / f"sample-request-{label}").unlink(missing_ok=True)
+    keep = os.environ.get("PUSHD_BENCH_SAMPLE_KEEP")
     out = []
     for path in sorted(folder.glob(f"sample-{label}-*.txt")):
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, Path(keep) / path.name)
         header = path.read_text(errors="replace").split("\n", 1)[0]
         fields = dict(part.split("=", 1) for part in header[2:].split(" cmd=")[0].split())
         cmd = header.split(" cmd=", 1)[1].removesuffix(" #") if " cmd=" in header else "?"
