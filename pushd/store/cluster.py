@@ -20,6 +20,7 @@ Nodes held by members
     set_presence(member, {(org_id, node): True | False | None})
         available / held but not available / no longer held by this member (a row another
         member has since taken is left alone)
+    clear_presence(member)                         every row of the member (it holds none yet)
     presence(org_id, names=None) -> {node: (member, available)}   rows of live members only
 
 Mailbox between brokers (the data; NOTIFY only rings)
@@ -38,6 +39,12 @@ Keys
 
 Notifications
     notify(channel, payload="")
+    lock_events()                 inside the journal's transaction, before its events get ids:
+                                  members' event transactions then commit in id order, so a
+                                  feed reading "ids after N" never skips one committed late
+    ring_events(topics)           inside that transaction: NOTIFY EVENTS_CHANNEL with the feed
+                                  topics (several notifications when they exceed the payload
+                                  limit), delivered at commit
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ _ACTIVE_SQL = ", ".join(str(status) for status in ACTIVE)
 UPSERT_CHUNK = 500
 # NOTIFY channels are identifiers (at most 63 bytes): a member's name can be anything.
 IDENTITY_CHANNEL = "pushd_identity"
+_EVENTS_LOCK_KEY = 0x70757368_65766E74  # "pushevnt": pushd's event-order advisory lock
+NOTIFY_PAYLOAD_MAX = 7000  # bytes; PostgreSQL refuses payloads of 8000 and more
 EVENTS_CHANNEL = "pushd_events"
 
 
@@ -210,6 +219,12 @@ def set_presence(member: str, changes: Mapping[tuple[str, str], bool | None]) ->
 
 
 @store_function
+def clear_presence(member: str) -> None:
+    with transaction():
+        _execute("DELETE FROM cluster_nodes WHERE member = %s", (member,))
+
+
+@store_function
 def presence(org_id: str, names: Iterable[str] | None = None) -> dict[str, tuple[str, bool]]:
     sql = (
         "SELECT n.node_name, n.member, n.available FROM cluster_nodes n"
@@ -280,3 +295,20 @@ def shared_keys(candidates: Mapping[str, bytes]) -> dict[str, bytes]:
 def notify(channel: str, payload: str = "") -> None:
     with transaction():
         _execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+
+def lock_events() -> None:
+    _execute("SELECT pg_advisory_xact_lock(%s)", (_EVENTS_LOCK_KEY,))
+
+
+def ring_events(topics: Iterable[str]) -> None:
+    payload: list[str] = []
+    size = 0
+    for topic in sorted(topics):
+        if payload and size + len(topic) + 1 > NOTIFY_PAYLOAD_MAX:
+            _execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, " ".join(payload)))
+            payload, size = [], 0
+        payload.append(topic)
+        size += len(topic) + 1
+    if payload:
+        _execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, " ".join(payload)))
