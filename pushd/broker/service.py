@@ -714,8 +714,8 @@ class Broker:
         assert self.relay is not None
         if not job_ids:
             return
-        self.relay.adopted(job_ids)
         self._recover_jobs(store.incomplete_jobs(job_ids=job_ids), during_loop=True)
+        self.relay.adopted(job_ids)
         log.info("took over %d job(s) of member %s", len(job_ids), member)
 
     def _on_control(self) -> None:

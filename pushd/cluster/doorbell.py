@@ -2,7 +2,7 @@
 
     bell = Doorbell(member, connect_params, lease, deliver, on_identity)
     bell.start()         join (register with a fresh lease), then serve in a daemon thread
-    bell.stop()          leave the cluster cleanly (row, held nodes and unread mail removed)
+    bell.stop()          leave the cluster cleanly (held nodes dropped, lease ended now)
     bell.ring()          wake the thread now (e.g. after the loop queued mail for itself)
 
 `deliver(item: dict)` is called from this thread with what the broker's loop must act on; the

@@ -44,6 +44,11 @@ from pushd.store import cluster
 log = logging.getLogger(__name__)
 
 REMOTE = "remote"
+# A node's result relayed to a coordinator is kept this long: if that coordinator dies before
+# reading it, the member that takes the job over gets it again (the node will not resend it).
+RESULT_KEEP = 120.0  # seconds
+RESULT_KINDS = frozenset({"succeeded", "failed", "aborted"})
+MAX_KEPT_RESULTS = 50_000
 COORDINATOR_TTL = 5.0  # seconds a looked-up coordinator (or "none") is trusted
 MAX_COORDINATOR_CACHE = 10_000
 
@@ -77,6 +82,9 @@ class ClusterRelay:
         # send(): messages for remote nodes grouped per (member, message) within a turn.
         self._sends: dict[tuple[str, int], tuple[dict[str, Any], list[list[str]]]] = {}
         self._published: dict[NodeRef, bool] = {}
+        # job -> node -> (kind, body, monotonic time): results relayed, for a take-over.
+        self._results: dict[str, dict[NodeRef, tuple[str, dict[str, Any], float]]] = {}
+        self._kept = 0
         self.counts: dict[str, int] = defaultdict(int)
 
     def attach(self, engine: Any) -> None:
@@ -121,8 +129,11 @@ class ClusterRelay:
     def job_message(self, ref: NodeRef, job_id: str, kind: str, body: dict[str, Any]) -> bool:
         if self._engine.job_message(ref, job_id, kind, body):
             return True
-        return self._relay(ref, job_id, {"op": "node", "ref": list(ref), "job": job_id,
-                                         "kind": kind, "body": body})
+        relayed = self._relay(ref, job_id, {"op": "node", "ref": list(ref), "job": job_id,
+                                            "kind": kind, "body": body})
+        if relayed and kind in RESULT_KINDS:
+            self._keep_result(ref, job_id, kind, body)
+        return relayed
 
     def output_chunk(self, ref: NodeRef, job_id: str, body: dict[str, Any]) -> bool:
         if self._engine.output_chunk(ref, job_id, body):
@@ -203,10 +214,11 @@ class ClusterRelay:
                 del self._coordinators[job_id]
 
     def adopted(self, job_ids: Iterable[str]) -> None:
+        """Call after the engine took these jobs up: this broker's own nodes in them stop
+        relaying to the old coordinator, results they relayed to it are read here again, and
+        every other member is told."""
         jobs = list(job_ids)
-        now = time.monotonic()
-        for job_id in jobs:
-            self._coordinators[job_id] = (self.member, now)
+        self._on_coordinator(self.member, {"jobs": jobs})
         for member in self._live - {self.member}:
             self._mail(member, {"op": "coordinator", "jobs": jobs})
 
@@ -237,6 +249,8 @@ class ClusterRelay:
             self._mailer.post(mail)
 
     def publish_presence(self) -> None:
+        if self._results:
+            self.prune_results()
         current = self._tracker.session_availability()
         previous = self._published
         changes: dict[tuple[str, str], bool | None] = {
@@ -345,10 +359,40 @@ class ClusterRelay:
         now = time.monotonic()
         for job_id in message["jobs"]:
             self._coordinators[job_id] = (sender, now)
+            # Results the old coordinator may never have read: the new one gets them again
+            # (a recovering job takes a node's result as its re-attachment).
+            for ref, (kind, body, _) in self._results.pop(job_id, {}).items():
+                self._kept -= 1
+                if sender == self.member:
+                    self._engine.job_message(ref, job_id, kind, body)
+                else:
+                    self._mail(sender, {"op": "node", "ref": list(ref), "job": job_id,
+                                        "kind": kind, "body": body})
             # Relays to the old coordinator are stale: the node's next heartbeat re-attaches.
             for key in [key for key in self._relays if key[1] == job_id]:
                 del self._relays[key]
                 self._relayed_jobs[key[0]].discard(job_id)
+
+    def _keep_result(self, ref: NodeRef, job_id: str, kind: str, body: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if self._kept >= MAX_KEPT_RESULTS:
+            self.prune_results(now, everything=True)
+        job = self._results.setdefault(job_id, {})
+        if ref not in job:
+            self._kept += 1
+        job[ref] = (kind, body, now)
+
+    def prune_results(self, now: float | None = None, *, everything: bool = False) -> None:
+        """Forget relayed results older than RESULT_KEEP (all of them with `everything`)."""
+        now = time.monotonic() if now is None else now
+        for job_id in list(self._results):
+            nodes = self._results[job_id]
+            for ref in [ref for ref, kept in nodes.items()
+                        if everything or now - kept[2] > RESULT_KEEP]:
+                del nodes[ref]
+                self._kept -= 1
+            if not nodes:
+                del self._results[job_id]
 
     def _heard_from(self, ref: NodeRef, sender: str) -> None:
         if not self._tracker.is_online(ref):

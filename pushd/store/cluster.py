@@ -12,7 +12,8 @@ Members and leases
         in one transaction: the dead member's row is removed (only if its lease is still over;
         None when another member got there first or it renewed), its active jobs become `me`'s
         (returned), its node rows and unread mail are dropped
-    leave(member)                                  a clean stop: row, nodes and mail removed
+    leave(member)                                  a clean stop: its nodes dropped, its lease
+                                                   ended now (another member takes its jobs)
     members() -> list[MemberView]                  with node counts and jobs coordinated
     live_members() -> set[str]
 
@@ -169,8 +170,13 @@ def take_over(dead: str, me: str) -> list[tuple[str, str]] | None:
 def leave(member: str) -> None:
     with transaction():
         _execute("DELETE FROM cluster_nodes WHERE member = %s", (member,))
-        _execute("DELETE FROM cluster_mailbox WHERE recipient = %s", (member,))
-        _execute("DELETE FROM cluster_members WHERE member = %s", (member,))
+        # Expired, not deleted: the next look of another member takes over its active jobs
+        # (a deleted row would leave them to nobody until this member came back).
+        _execute(
+            "UPDATE cluster_members SET lease_expires_at = timezone('utc', now())"
+            " - interval '1 second' WHERE member = %s",
+            (member,),
+        )
 
 
 @store_function
