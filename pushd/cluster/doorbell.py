@@ -87,7 +87,6 @@ class Doorbell:
         cluster.clear_presence(self.member)
         self._renewed_at = time.monotonic()
         self._renew_due = self._renewed_at + self._renew_every
-        self._live = cluster.live_members()
 
     def start(self) -> None:
         self.join()
@@ -112,6 +111,7 @@ class Doorbell:
     # -- the thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        self._look_at_members()  # the loop learns who else is live (self._live starts empty)
         attempt = 0
         while not self._stopping.is_set():
             try:
