@@ -655,17 +655,19 @@ class Broker:
         except zmq.ZMQError as err:
             log.warning("could not publish the server heartbeat: %s", err)
 
-    def _publish(self, topic: str, payload: dict[str, Any]) -> None:
+    def _publish(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         # Called by the journal only: from its writer thread once that runs, which then is the
         # one thread using the events socket (the loop uses it only before, for recovery).
+        # A feed event comes as the bytes of its JSON (its data encoded once, for the row too).
         try:
             # Frame by frame, flags computed once: send_multipart ORs zmq's enum flags in
             # Python per frame, and a big job publishes three events per node.
             socket = self._sockets["events"]
             socket.send(topic.encode(), _SEND_MORE)
-            socket.send(json.dumps(payload).encode(), zmq.NOBLOCK)
+            socket.send(payload if isinstance(payload, bytes) else json.dumps(payload).encode(),
+                        zmq.NOBLOCK)
         except zmq.ZMQError as err:
-            log.warning("could not publish event %s: %s", payload.get("id"), err)
+            log.warning("could not publish an event on %s: %s", topic, err)
 
     # -- ZAP and control --------------------------------------------------------------------------
 
