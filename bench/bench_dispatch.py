@@ -10,10 +10,11 @@ on an org feed (SSE) opened before the first job. Prints, per size (medians over
 
     RESULT name=dispatch_post_to_all_acked_run value=.. unit=ms nodes=SIZE
     RESULT name=dispatch_post_to_job_complete value=.. unit=ms nodes=SIZE
-    RESULT name=dispatch_cpu_broker / dispatch_cpu_api / dispatch_cpu_emulator value=.. unit=s
+    RESULT name=dispatch_cpu_{broker,api,emulator,postgres} value=.. unit=s
         CPU each part used from just before the POST until the job's end was seen (the
         broker: all its threads, libzmq's included; api: the arbiter and its workers;
-        emulator: all its processes); with 1 s heartbeats of every online node included.
+        emulator: all its processes; postgres: the backends serving the server's database);
+        with 1 s heartbeats of every online node included.
         Less sensitive to other load on the machine than the wall-clock figures.
 
 With ``--big-job N`` (and ``--sizes ''`` to skip the above), one job of N node names (the
@@ -56,6 +57,7 @@ from pushd_bench.common import (
     machine,
     median,
     note,
+    postgres_backends,
     process_tree,
     result,
 )
@@ -108,6 +110,7 @@ class CpuMeters:
     """CPU seconds of the broker, the rest of the server and the emulator (process trees)."""
 
     def __init__(self, server: Any, emulator: EmulatorProcess) -> None:
+        self.database = getattr(server, "bench_database", None)
         broker = server.broker_pid()
         self.parts = {
             "broker": [broker],
@@ -117,6 +120,9 @@ class CpuMeters:
 
     def read(self) -> dict[str, float]:
         out = {}
+        # Backends come and go with the pools: found afresh each time (a backend that exited
+        # during the job is not counted).
+        self.parts["postgres"] = postgres_backends(self.database)
         for part, pids in self.parts.items():
             total = 0.0
             for pid in pids:
@@ -137,7 +143,7 @@ def run_job(server: Any, emulator: EmulatorProcess, feed: FeedWatcher, size: int
     job_id = created.json()["uri"].rsplit("/", 1)[-1]
     completed_at = feed.wait(job_id, timeout)
     cpu1 = meters.read()
-    cpu = {part: cpu1[part] - cpu0[part] for part in cpu0}
+    cpu = {part: cpu1[part] - cpu0.get(part, 0.0) for part in cpu1}
     status = server.request("GET", f"jobs/{job_id}", timeout=60).json()["status"]
     deadline = time.monotonic() + 30
     record: dict[str, Any] = {}
@@ -332,7 +338,7 @@ def main() -> int:
         result("dispatch_post_to_job_complete", median([r[1] for r in runs]), "ms",
                nodes=size, runs=len(runs), online=args.nodes, status=statuses,
                all=",".join(f"{r[1]:.0f}" for r in runs))
-        for part in ("broker", "api", "emulator"):
+        for part in ("broker", "api", "emulator", "postgres"):
             result(f"dispatch_cpu_{part}", median([r[3][part] for r in runs]), "s",
                    nodes=size, runs=len(runs), online=args.nodes,
                    all=",".join(f"{r[3][part]:.2f}" for r in runs))

@@ -10,6 +10,7 @@ temporary directory, on a fresh PostgreSQL database (``--sqlite`` for the embedd
     median(values) -> float
     ProcessMeter(pid).cpu_seconds() / .rss_bytes()  from /proc
     process_tree(pid) -> list[int]                 pid and every descendant
+    postgres_backends(database) -> list[int]       PostgreSQL backend processes of a database
     bench_server(args, settings=None) -> contextmanager[PushdServer]
     EmulatorProcess(server, nodes, state_dir, *extra_args)
         .wait_online(timeout, stall=120) -> float
@@ -111,6 +112,22 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
+def postgres_backends(database: str | None) -> list[int]:
+    """PostgreSQL's backend processes serving `database` (``postgres: 15/main: USER DB ...``)."""
+    if not database:
+        return []
+    found = []
+    needle = f" {database} ".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            if cmdline.startswith(b"postgres:") and needle in cmdline:
+                found.append(int(entry))
+    return found
+
+
 def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sqlite", action="store_true",
                         help="embedded SQLite instead of a fresh PostgreSQL database")
@@ -170,6 +187,8 @@ def bench_server(args: argparse.Namespace,
             params = stack.enter_context(postgres_database())
             backend = ("postgres", params)
         server = PushdServer(db_backend=backend, settings=values, nodes=())
+        # Which PostgreSQL backends are this server's (their command lines name the database).
+        server.bench_database = backend[1]["database"] if backend else None  # type: ignore[attr-defined]
         if getattr(args, "sample", 0.0) > 0:
             from pushd_bench import sampling
 
