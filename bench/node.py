@@ -39,7 +39,13 @@ from typing import Any
 
 import zmq
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from pushd_bench.wire import CommandDecoder, HeartbeatEncoder, ReplyEncoder, TimestampCache
+from pushd_bench.wire import (
+    TIMESTAMPS,
+    CommandDecoder,
+    HeartbeatEncoder,
+    ReplyEncoder,
+    TimestampCache,
+)
 from pushd_client.output import LiveStream, TailBuffer
 
 from pushd.protocol.config import NodeConfig
@@ -168,7 +174,7 @@ class EmulatedNode:
         self._encoder: HeartbeatEncoder | None = None
         self._replies: ReplyEncoder | None = None
         self._decoder = decoder if decoder is not None else CommandDecoder()
-        self._timestamps = TimestampCache()
+        self._timestamps = TIMESTAMPS  # shared: formatted once a second per process
         self.sequence = 0
         self.job_state = "idle"
         self.job_id: str | None = None

@@ -22,6 +22,7 @@
             through the full decode.
     Command(type, job_id, capture)    what a node reads of a command
     TimestampCache().now() -> str     the RFC 1123 timestamp, formatted once per second
+    TIMESTAMPS                        one TimestampCache per process (what the nodes share)
 """
 
 from __future__ import annotations
@@ -42,8 +43,23 @@ from pushd.protocol.timestamps import check_skew, format_timestamp
 _HEADER_PREFIX = b"Version:2.0;SigningMethod:hmac_sha256;Signature:"
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_JOB_IDS: dict[str, str] = {}  # job id -> its JSON text (a job's id is sent many times)
+
+
 def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(value)
+
+
+def _job_json(job_id: str | None) -> str:
+    if job_id is None:
+        return "null"
+    text = _JOB_IDS.get(job_id)
+    if text is None:
+        if len(_JOB_IDS) >= 256:
+            _JOB_IDS.clear()
+        text = _JOB_IDS[job_id] = _json(job_id)
+    return text
 
 
 class HeartbeatEncoder:
@@ -61,9 +77,9 @@ class HeartbeatEncoder:
     ) -> list[bytes]:
         body = (
             f'{self._head}{sequence},"timestamp":"{timestamp}"{self._middle}"{job_state}"'
-            f',"job_id":{_json(job_id) if job_id is not None else "null"}}}'
+            f',"job_id":{_job_json(job_id)}}}'
         ).encode()
-        mac = hmac.new(self._key, body, hashlib.sha256).digest()
+        mac = hmac.digest(self._key, body, hashlib.sha256)
         return [_HEADER_PREFIX + base64.b64encode(mac), body]
 
 
@@ -94,9 +110,9 @@ class ReplyEncoder:
                timestamp: str) -> list[bytes]:
         body = (
             f'{self._head}{type_}","sequence":{sequence},"timestamp":"{timestamp}"'
-            f'{self._incarnation}{_json(job_id) if job_id is not None else "null"}}}'
+            f'{self._incarnation}{_job_json(job_id)}}}'
         ).encode()
-        mac = hmac.new(self._key, body, hashlib.sha256).digest()
+        mac = hmac.digest(self._key, body, hashlib.sha256)
         return [_HEADER_PREFIX + base64.b64encode(mac), body]
 
 
@@ -171,3 +187,6 @@ class CommandDecoder:
                 self._tails.clear()
             self._tails[rest] = command
         return command
+
+
+TIMESTAMPS = TimestampCache()

@@ -51,7 +51,7 @@ import zmq
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pushd_bench.identities import KeyPool, node_name
 from pushd_bench.node import Behaviour, EmulatedNode, JobStats
-from pushd_bench.wire import CommandDecoder, TimestampCache
+from pushd_bench.wire import TIMESTAMPS, CommandDecoder
 
 from pushd.chefauth import sign_request
 from pushd.errors import ProtocolError
@@ -142,7 +142,7 @@ class Worker:
         self.epoll = select.epoll()
         self.by_fd: dict[int, tuple[EmulatedNode, zmq.Socket]] = {}
         self.recheck: dict[int, tuple[EmulatedNode, zmq.Socket]] = {}
-        self.timestamps = TimestampCache()
+        self.timestamps = TIMESTAMPS
         self.executor = ThreadPoolExecutor(max_workers=spec.fetchers)
         self.results: queue.SimpleQueue[tuple[EmulatedNode, Any, Any]] = queue.SimpleQueue()
         self.beats: list[tuple[float, int, int]] = []  # (due, seq, slot)
