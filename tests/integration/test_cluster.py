@@ -1,0 +1,423 @@
+"""Several pushd servers on one PostgreSQL database are a cluster (issue 16), with real parts:
+three servers on this machine (own dirs and ports), the machine's PostgreSQL, a real HAProxy
+(TCP mode) in front of their API ports as the one URL nodes use, pushd's client processes and
+the stock-protocol test peer (tests/support/cluster.py, bench/cluster.py).
+
+Scenarios: three live members; nodes spread over the servers by HAProxy and node_states on
+every server showing the whole fleet; a job POSTed to one server over nodes held by all three;
+both feeds read from servers other than the coordinator (same ids, Last-Event-ID across
+servers); the brokers' LISTEN connections ended by pg_terminate_backend and a cross-server job
+still completing; and, on a cluster of its own, kill -9 of the server coordinating a running
+job (the job still ends, its nodes move to the survivors, a job posted meanwhile to a survivor
+runs, the killed server rejoins by itself).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.client_process import ClientProcess
+from tests.support.cluster import (
+    DOORBELL_PREFIX,
+    PushdCluster,
+    cluster_client,
+    requires_haproxy,
+    running_cluster,
+    wait_client_connected,
+)
+from tests.support.server import PushdServer, SseEvent
+
+pytestmark = [requires_haproxy, pytest.mark.postgres, pytest.mark.slow]
+
+PEERS = ("peer0", "peer1", "peer2")
+CLIENTS = ("client0", "client1", "client2")
+FLEET = PEERS + CLIENTS
+ACTIVE = ("new", "voting", "running")
+MEMBERS = {"pushd0", "pushd1", "pushd2"}
+# Whitelisted by both pushd's test client ("/sleep ([0-9]+)/") and the protocol peer.
+QUICK = "sleep 0"
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def start_job(server: PushdServer, **fields: Any) -> str:
+    resp = server.request("POST", "jobs", fields)
+    assert resp.status == 201, (resp.status, resp.body)
+    return str(resp.json()["uri"]).rsplit("/", 1)[1]
+
+
+def wait_finished(
+    cluster: PushdCluster, server: PushdServer, job_id: str, timeout: float = 40.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        resp = server.request("GET", f"jobs/{job_id}")
+        if resp.status == 200:
+            doc = resp.json()
+            if doc["status"] not in ACTIVE:
+                return doc
+        time.sleep(0.2)
+    raise AssertionError(
+        f"job {job_id} still {doc.get('status')} after {timeout}s on {server.base_url}: {doc}\n"
+        + cluster.log_tails(40)
+    )
+
+
+def node_statuses(doc: dict[str, Any]) -> dict[str, str]:
+    return {node: status for status, nodes in doc["nodes"].items() for node in nodes}
+
+
+def availability(server: PushdServer) -> dict[str, str]:
+    resp = server.request("GET", "node_states")
+    assert resp.status == 200, resp.body
+    return {row["node_name"]: row["availability"] for row in resp.json()}
+
+
+def wait_fleet_available(
+    cluster: PushdCluster, server: PushdServer, nodes: tuple[str, ...] | list[str],
+    timeout: float = 30.0,
+) -> None:
+    deadline = time.monotonic() + timeout
+    seen: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        seen = availability(server)
+        if all(seen.get(node) == "available" for node in nodes):
+            return
+        time.sleep(0.2)
+    raise AssertionError(
+        f"{getattr(server, 'member', server.base_url)} node_states never showed"
+        f" {sorted(nodes)} available: "
+        f"{seen}\nholders: {cluster.holders()}\n" + cluster.log_tails(30)
+    )
+
+
+def read_until(stream: Any, predicate: Any, timeout: float = 30.0) -> list[SseEvent]:
+    deadline = time.monotonic() + timeout
+    events: list[SseEvent] = []
+    while True:
+        event = stream.next_event(max(0.1, deadline - time.monotonic()))
+        assert event is not None, f"stream closed after {[(e.name, e.id) for e in events]}"
+        events.append(event)
+        if predicate(event):
+            return events
+
+
+def ids_and_names(events: list[SseEvent]) -> list[tuple[str | None, str | None]]:
+    return [(e.id, e.name) for e in events]
+
+
+# -- the shared cluster and its fleet -------------------------------------------------------
+
+
+class Fleet:
+    """Three stock-protocol peers and three pushd clients, all configured through HAProxy."""
+
+    def __init__(self, cluster: PushdCluster, directory: Path) -> None:
+        self.cluster = cluster
+        self.peers: dict[str, Any] = {}
+        self.clients: dict[str, ClientProcess] = {}
+        self.placement: dict[str, int] = {}
+        # Round robin: nothing else goes through HAProxy meanwhile, so the three peers' config
+        # fetches land on three different servers, and so do the three clients'.
+        for node in PEERS:
+            peer = cluster.peer(node, interval=0.3)
+            index = cluster.server_of(peer)
+            assert index is not None, peer.command_addr
+            self.peers[node] = peer
+            self.placement[node] = index
+        for node in CLIENTS:
+            client = cluster_client(cluster, directory, node)
+            client.start()
+            self.clients[node] = client
+        for node, client in self.clients.items():
+            self.placement[node] = wait_client_connected(cluster, client)
+        for node in PEERS:
+            self.peers[node].wait_for("abort", timeout=20)  # its session is open
+
+    def held_by(self, index: int) -> list[str]:
+        return [node for node in FLEET if self.placement[node] == index]
+
+    def one_per_server(self) -> list[str]:
+        chosen = []
+        for index in range(self.cluster.size):
+            held = self.held_by(index)
+            assert held, f"HAProxy put none of the fleet on server {index}: {self.placement}"
+            chosen.append(held[0])
+        return chosen
+
+    def stop(self) -> None:
+        for client in self.clients.values():
+            client.stop()
+        for peer in self.peers.values():
+            peer.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PushdCluster]:
+    with running_cluster(size=3, nodes=FLEET) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def fleet(cluster: PushdCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    made = Fleet(cluster, tmp_path_factory.mktemp("fleet"))
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+# -- the harness itself (works with or without the cluster brokers) -------------------------
+
+
+def test_haproxy_spreads_the_fleet_and_a_job_on_one_servers_nodes_runs(
+    cluster: PushdCluster, fleet: Fleet
+) -> None:
+    # Each server got one peer and one client through the one URL.
+    assert sorted(fleet.placement[node] for node in PEERS) == [0, 1, 2], fleet.placement
+    assert sorted(fleet.placement[node] for node in CLIENTS) == [0, 1, 2], fleet.placement
+    home = cluster.servers[0]
+    nodes = fleet.held_by(0)
+    for node in nodes:
+        home.wait_available(node, timeout=20)
+    job = start_job(home, command="sleep 1", nodes=nodes)
+    doc = wait_finished(cluster, home, job)
+    assert doc["status"] == "complete", doc
+    assert node_statuses(doc) == dict.fromkeys(nodes, "succeeded"), doc
+
+
+# -- membership and the whole fleet on every server -----------------------------------------
+
+
+def test_every_server_is_a_live_member(cluster: PushdCluster) -> None:
+    deadline = time.monotonic() + 15
+    while cluster.live_members() != MEMBERS and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cluster.live_members() == MEMBERS, cluster.members()
+    rows = cluster.sql("SELECT member, api_port FROM cluster_members ORDER BY member")
+    assert rows == [(s.member, s.api_port) for s in cluster.servers]
+
+
+def test_node_states_on_every_server_shows_the_whole_fleet(
+    cluster: PushdCluster, fleet: Fleet
+) -> None:
+    for server in cluster.servers:
+        wait_fleet_available(cluster, server, FLEET)
+    # Each node is recorded as held by the server HAProxy sent it to.
+    held = cluster.holders()
+    assert {node: held.get(node) for node in FLEET} == {
+        node: (cluster.servers[fleet.placement[node]].member, True) for node in FLEET
+    }
+
+
+# -- jobs across servers --------------------------------------------------------------------
+
+
+def test_a_job_posted_to_one_server_runs_on_nodes_held_by_all_three(
+    cluster: PushdCluster, fleet: Fleet
+) -> None:
+    wait_fleet_available(cluster, cluster.servers[0], FLEET)
+    job = start_job(cluster.servers[0], command="sleep 1", nodes=list(FLEET))
+    doc = wait_finished(cluster, cluster.servers[0], job)
+    assert doc["status"] == "complete", doc
+    assert node_statuses(doc) == dict.fromkeys(FLEET, "succeeded"), doc
+    # The same job document from every server.
+    documents = [s.request("GET", f"jobs/{job}").json() for s in cluster.servers]
+    assert documents[1] == documents[0] and documents[2] == documents[0], documents
+
+
+def test_feeds_read_from_other_servers_show_the_coordinators_events(
+    cluster: PushdCluster, fleet: Fleet
+) -> None:
+    a, b, c = cluster.servers
+    wait_fleet_available(cluster, a, FLEET)
+    org_a = a.stream("job_status_feed", timeout=40)
+    org_c = c.stream("job_status_feed", timeout=40)
+    try:
+        job = start_job(a, command="sleep 2", nodes=list(FLEET))
+        live_b = b.stream(f"job_status_feed/{job}", timeout=40)
+        try:
+            from_b = read_until(live_b, lambda e: e.name == "summary", timeout=40)
+        finally:
+            live_b.close()
+
+        def done(event: SseEvent) -> bool:
+            return event.name == "job_complete" and (event.data or {}).get("job") == job
+
+        org_from_a = [e for e in read_until(org_a, done) if (e.data or {}).get("job") == job]
+        org_from_c = [e for e in read_until(org_c, done) if (e.data or {}).get("job") == job]
+    finally:
+        org_a.close()
+        org_c.close()
+    replay_a = a.stream(f"job_status_feed/{job}")
+    try:
+        from_a = replay_a.rest(timeout=20)
+    finally:
+        replay_a.close()
+    assert from_b[-1].data is not None and from_b[-1].data["status"] == "complete", from_b[-1]
+    # The job feed read live on B is the coordinator's history, id for id.
+    assert ids_and_names(from_b) == ids_and_names(from_a)
+    names = [e.name for e in from_a]
+    assert names[0] == "start" and names.count("run_start") == len(FLEET), names
+    assert names.count("succeeded") == len(FLEET) and names[-2:] == ["job_complete", "summary"]
+    # The org feed on C is the org feed on A, and its job events are the job feed's.
+    assert ids_and_names(org_from_c) == ids_and_names(org_from_a)
+    assert ids_and_names(org_from_a) == [
+        (e.id, e.name) for e in from_a if e.name in ("start", "job_complete")
+    ]
+
+
+def test_last_event_id_resumes_on_another_server(cluster: PushdCluster, fleet: Fleet) -> None:
+    a, b, c = cluster.servers
+    wait_fleet_available(cluster, a, FLEET)
+    before = c.stream("job_status_feed")  # the org feed's newest id before the job
+    job = start_job(a, command=QUICK, nodes=list(FLEET))
+    try:
+        first = read_until(before, lambda e: e.name == "start")
+    finally:
+        before.close()
+    assert (first[-1].data or {}).get("job") == job
+    wait_finished(cluster, a, job)
+    replay = a.stream(f"job_status_feed/{job}")
+    try:
+        whole = replay.rest(timeout=20)
+    finally:
+        replay.close()
+    assert len(whole) >= 4, whole
+    cut = len(whole) // 2
+    resume = b.stream(f"job_status_feed/{job}", last_event_id=whole[cut - 1].id)
+    try:
+        resumed = resume.rest(timeout=20)
+    finally:
+        resume.close()
+    assert ids_and_names(resumed) == ids_and_names(whole[cut:])
+    # The org feed resumed on B from the `start` event C sent continues with the job's end.
+    org = b.stream("job_status_feed", last_event_id=first[-1].id)
+    try:
+        rest = read_until(org, lambda e: e.name == "job_complete"
+                          and (e.data or {}).get("job") == job, timeout=20)
+    finally:
+        org.close()
+    assert [(e.id, e.name) for e in rest if (e.data or {}).get("job") == job] == [
+        (e.id, e.name) for e in whole if e.name == "job_complete"
+    ]
+
+
+def doorbells(cluster: PushdCluster) -> list[str]:
+    rows = cluster.sql(
+        "SELECT application_name FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name LIKE %s",
+        (DOORBELL_PREFIX + "%",),
+    )
+    return sorted(row[0] for row in rows)
+
+
+def test_a_dropped_notify_connection_loses_no_command(
+    cluster: PushdCluster, fleet: Fleet
+) -> None:
+    a = cluster.servers[0]
+    wait_fleet_available(cluster, a, FLEET)
+    expected = sorted(f"{DOORBELL_PREFIX}{s.member}" for s in cluster.servers)
+    assert doorbells(cluster) == expected
+    assert cluster.terminate_doorbells() == len(expected)
+    # At once, before the brokers have listened again: the commands for the nodes held by B
+    # and C go into their mailboxes while nobody listens.
+    nodes = fleet.held_by(1) + fleet.held_by(2)
+    job = start_job(a, command=QUICK, nodes=nodes)
+    doc = wait_finished(cluster, a, job)
+    assert doc["status"] == "complete", doc
+    assert node_statuses(doc) == dict.fromkeys(nodes, "succeeded"), doc
+    deadline = time.monotonic() + 20
+    while doorbells(cluster) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert doorbells(cluster) == expected
+    # And a job after the reconnection works as well.
+    again = start_job(a, command=QUICK, nodes=list(FLEET))
+    doc = wait_finished(cluster, a, again)
+    assert node_statuses(doc) == dict.fromkeys(FLEET, "succeeded"), doc
+
+
+# -- kill -9 of the coordinator (a cluster of its own) --------------------------------------
+
+
+KILL_CLIENTS = tuple(f"node{i}" for i in range(6))
+
+
+def test_kill_9_of_the_coordinator_mid_job(tmp_path: Path) -> None:
+    with running_cluster(size=3, nodes=KILL_CLIENTS) as cluster:
+        clients = {node: cluster_client(cluster, tmp_path, node) for node in KILL_CLIENTS}
+        try:
+            for client in clients.values():
+                client.start()
+            placement = {n: wait_client_connected(cluster, c) for n, c in clients.items()}
+            assert sorted(placement.values()) == [0, 0, 1, 1, 2, 2], placement
+            _kill_and_rejoin(cluster, clients, placement)
+        finally:
+            for client in clients.values():
+                client.stop()
+
+
+def _kill_and_rejoin(
+    cluster: PushdCluster, clients: dict[str, ClientProcess], placement: dict[str, int]
+) -> None:
+    by_server = {i: [n for n in KILL_CLIENTS if placement[n] == i] for i in range(3)}
+    busy = [by_server[i][0] for i in range(3)]  # one node per server runs the long job
+    idle = [by_server[i][1] for i in range(3)]
+    a = cluster.servers[0]
+    wait_fleet_available(cluster, a, KILL_CLIENTS)
+    job = start_job(a, command="sleep 8", nodes=busy)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # kill while every node runs the job
+        if node_statuses(a.request("GET", f"jobs/{job}").json()) == dict.fromkeys(busy, "running"):
+            break
+        time.sleep(0.1)
+    coordinator = cluster.coordinator(job)
+    assert coordinator is not None, "the job has no coordinator recorded"
+    dead = cluster.index_of(coordinator)
+    survivors = [i for i in range(3) if i != dead]
+    survivor = cluster.servers[survivors[0]]
+    cluster.kill(dead)
+
+    # A job posted during the failure to a survivor, over the idle nodes: it runs on those
+    # that are available (the dead server's idle node may be moving: any end is fine there).
+    during = start_job(survivor, command=QUICK, nodes=idle)
+    doc = wait_finished(cluster, survivor, during, timeout=60)
+    assert doc["status"] == "complete", doc
+    statuses = node_statuses(doc)
+    assert all(statuses[by_server[i][1]] == "succeeded" for i in survivors), doc
+
+    # The killed coordinator's job is taken over and ends: complete, never stuck running.
+    doc = wait_finished(cluster, cluster.servers[survivors[1]], job, timeout=60)
+    assert doc["status"] == "complete", doc
+    statuses = node_statuses(doc)
+    assert all(statuses[by_server[i][0]] == "succeeded" for i in survivors), doc
+    assert statuses[by_server[dead][0]] in ("succeeded", "crashed"), doc
+    assert cluster.coordinator(job) != coordinator
+
+    # The dead server's nodes reconnected through HAProxy to the survivors.
+    for node in by_server[dead]:
+        assert wait_client_connected(cluster, clients[node], avoid=dead) in survivors
+    for index in survivors:
+        wait_fleet_available(cluster, cluster.servers[index], KILL_CLIENTS)
+    assert all(member != coordinator for member, _ in cluster.holders().values())
+    assert coordinator not in cluster.live_members()
+
+    # It comes back and rejoins without an operator, and coordinates again.
+    cluster.restart(dead)
+    deadline = time.monotonic() + 20
+    while coordinator not in cluster.live_members() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cluster.live_members() == MEMBERS, cluster.members()
+    cluster.wait_haproxy(dead, "UP")
+    back = cluster.servers[dead]
+    wait_fleet_available(cluster, back, KILL_CLIENTS)
+    final = start_job(back, command=QUICK, nodes=list(KILL_CLIENTS))
+    doc = wait_finished(cluster, back, final)
+    assert node_statuses(doc) == dict.fromkeys(KILL_CLIENTS, "succeeded"), doc
