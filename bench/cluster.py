@@ -86,6 +86,9 @@ MEMBER_PREFIX = "pushd"
 DOORBELL_PREFIX = "pushd-doorbell:"
 BACKEND = "pushd_api"
 _PORT = re.compile(r":(\d+)$")
+# gunicorn's access log lines of answered requests: HAProxy's checks and the tests' polling
+# would push everything else out of a log tail.
+_ACCESS_OK = re.compile(r'^\S+ \S+ "[A-Z]+ \S+ HTTP/1\.\d" [23]\d\d ')
 
 
 def haproxy_available() -> bool:
@@ -296,7 +299,12 @@ class PushdCluster:
         return self.servers[index].is_running()
 
     def log_tails(self, lines: int = 40) -> str:
-        parts = [f"== {s.member} ({s.log_path})\n{s.log_tail(lines)}" for s in self.servers]
+        """The end of every server's log without its 2xx/3xx access lines, and HAProxy's."""
+        parts = []
+        for server in self.servers:
+            kept = [line for line in server.log_text().splitlines()
+                    if not _ACCESS_OK.match(line)]
+            parts.append(f"== {server.member} ({server.log_path})\n" + "\n".join(kept[-lines:]))
         with contextlib.suppress(OSError):
             parts.append("== haproxy\n" + self.haproxy_log.read_text(errors="replace")[-3000:])
         return "\n".join(parts)
