@@ -369,7 +369,7 @@ class PushdCluster:
             host=p["host"], port=p["port"], user=p["user"], password=p.get("password") or None,
             dbname=p["database"], autocommit=True, application_name="pushd-cluster-harness",
         ) as conn:
-            cursor = conn.execute(query, tuple(params))  # type: ignore[arg-type]
+            cursor = conn.execute(query, tuple(params))
             return list(cursor.fetchall()) if cursor.description else []
 
     def members(self) -> dict[str, float]:
