@@ -127,7 +127,7 @@ class Fleet:
         # Round robin: nothing else goes through HAProxy meanwhile, so the three peers' config
         # fetches land on three different servers, and so do the three clients'.
         for node in PEERS:
-            peer = cluster.peer(node, interval=0.3)
+            peer = cluster.peer(node, interval=0.5)
             index = cluster.server_of(peer)
             assert index is not None, peer.command_addr
             self.peers[node] = peer
@@ -350,31 +350,40 @@ def test_a_dropped_notify_connection_loses_no_command(
 
 
 KILL_CLIENTS = tuple(f"node{i}" for i in range(9))
+KILL_PEERS = tuple(f"stock{i}" for i in range(6))
 
 
 def test_kill_9_of_the_coordinator_mid_job(tmp_path: Path) -> None:
-    with running_cluster(size=3, nodes=KILL_CLIENTS) as cluster:
+    with running_cluster(size=3, nodes=KILL_CLIENTS + KILL_PEERS) as cluster:
+        # Round robin again: two stock peers, then three pushd clients per server.
+        peers = {node: cluster.peer(node, interval=0.5) for node in KILL_PEERS}
         clients = {node: cluster_client(cluster, tmp_path, node) for node in KILL_CLIENTS}
         try:
             for client in clients.values():
                 client.start()
-            placement = {n: wait_client_connected(cluster, c) for n, c in clients.items()}
-            assert sorted(placement.values()) == [0, 0, 0, 1, 1, 1, 2, 2, 2], placement
-            _kill_and_rejoin(cluster, clients, placement)
+            placement = {n: cluster.server_of(p) for n, p in peers.items()}
+            assert sorted(placement.values()) == [0, 0, 1, 1, 2, 2], placement
+            clients_at = {n: wait_client_connected(cluster, c) for n, c in clients.items()}
+            assert sorted(clients_at.values()) == [0, 0, 0, 1, 1, 1, 2, 2, 2], clients_at
+            _kill_and_rejoin(cluster, clients, clients_at, peers, placement)
         finally:
             for client in clients.values():
                 client.stop()
 
 
 def _kill_and_rejoin(
-    cluster: PushdCluster, clients: dict[str, ClientProcess], placement: dict[str, int]
+    cluster: PushdCluster, clients: dict[str, ClientProcess], clients_at: dict[str, int],
+    peers: dict[str, Any], peers_at: dict[str, int | None],
 ) -> None:
-    by_server = {i: [n for n in KILL_CLIENTS if placement[n] == i] for i in range(3)}
-    # Per server: the first node runs the long job, the second the job posted to a survivor
-    # during the failure, the third the job accepted by the coordinator just before its end.
-    busy = [by_server[i][0] for i in range(3)]
+    by_server = {i: [n for n in KILL_CLIENTS if clients_at[n] == i] for i in range(3)}
+    peers_by_server = {i: [n for n in KILL_PEERS if peers_at[n] == i] for i in range(3)}
+    everyone = list(KILL_CLIENTS + KILL_PEERS)
+    # Per server: the first client and both peers run the long job, the second client the job
+    # posted to a survivor during the failure, the third the job the coordinator accepted just
+    # before its end.
+    busy = [by_server[i][0] for i in range(3)] + list(KILL_PEERS)
     a = cluster.servers[0]
-    wait_fleet_available(cluster, a, KILL_CLIENTS)
+    wait_fleet_available(cluster, a, everyone)
     job = start_job(a, command="sleep 8", nodes=busy)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # kill while every node runs the job
@@ -392,6 +401,13 @@ def _kill_and_rejoin(
     last = start_job(cluster.servers[dead], command="sleep 1", nodes=last_nodes)
     cluster.kill(dead)
 
+    # What the stock clients of the dead server do: fetch their config again through the one
+    # URL. One is the same process, still running its job; the other was restarted meanwhile
+    # and lost its run.
+    keeper, loser = peers_by_server[dead]
+    moved = [cluster.move(peers[keeper]), cluster.move(peers[loser], keep_job=False)]
+    assert all(cluster.server_of(peer) in survivors for peer in moved)
+
     # A job posted during the failure to a survivor, over the survivors' idle nodes, runs.
     during_nodes = [by_server[i][1] for i in survivors]
     during = start_job(survivor, command=QUICK, nodes=during_nodes)
@@ -399,12 +415,17 @@ def _kill_and_rejoin(
     assert doc["status"] == "complete", doc
     assert node_statuses(doc) == dict.fromkeys(during_nodes, "succeeded"), doc
 
-    # The killed coordinator's job is taken over and ends: complete, never stuck running.
+    # The killed coordinator's job is taken over and ends: complete, never stuck running;
+    # re-attached nodes finish, the run that was lost is crashed.
     doc = wait_finished(cluster, cluster.servers[survivors[1]], job, timeout=60)
     assert doc["status"] == "complete", doc
     statuses = node_statuses(doc)
-    assert all(statuses[by_server[i][0]] == "succeeded" for i in survivors), doc
+    held_by_survivors = [by_server[i][0] for i in survivors]
+    held_by_survivors += peers_by_server[survivors[0]] + peers_by_server[survivors[1]]
+    assert all(statuses[node] == "succeeded" for node in held_by_survivors), doc
     assert statuses[by_server[dead][0]] in ("succeeded", "crashed"), doc
+    assert statuses[keeper] in ("succeeded", "crashed"), doc
+    assert statuses[loser] == "crashed", doc
     assert cluster.coordinator(job) != coordinator
     # The job the dead server accepted last is not lost: it ends too (how depends on how far
     # it got: started by the member that took it over, crashed in its vote, or re-attached).
@@ -415,7 +436,7 @@ def _kill_and_rejoin(
     for node in by_server[dead]:
         assert wait_client_connected(cluster, clients[node], avoid=dead) in survivors
     for index in survivors:
-        wait_fleet_available(cluster, cluster.servers[index], KILL_CLIENTS)
+        wait_fleet_available(cluster, cluster.servers[index], everyone)
     assert all(member != coordinator for member, _ in cluster.holders().values())
     assert coordinator not in cluster.live_members()
 
@@ -427,7 +448,7 @@ def _kill_and_rejoin(
     assert cluster.live_members() == MEMBERS, cluster.members()
     cluster.wait_haproxy(dead, "UP")
     back = cluster.servers[dead]
-    wait_fleet_available(cluster, back, KILL_CLIENTS)
-    final = start_job(back, command=QUICK, nodes=list(KILL_CLIENTS))
+    wait_fleet_available(cluster, back, everyone)
+    final = start_job(back, command=QUICK, nodes=everyone)
     doc = wait_finished(cluster, back, final)
-    assert node_statuses(doc) == dict.fromkeys(KILL_CLIENTS, "succeeded"), doc
+    assert node_statuses(doc) == dict.fromkeys(everyone, "succeeded"), doc
