@@ -207,10 +207,16 @@ class PushdCluster:
         }
         backend = ("postgres", self.db_params)
         self.servers: list[ClusterServer] = []
-        for index in range(size):
-            self.servers.append(
-                ClusterServer(index=index, db_backend=backend, settings=values, nodes=nodes)
-            )
+        try:
+            for index in range(size):
+                self.servers.append(
+                    ClusterServer(index=index, db_backend=backend, settings=values, nodes=nodes)
+                )
+        except BaseException:
+            for server in self.servers:
+                server.cleanup()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         self.front = ClusterFront(self.servers[0], self.haproxy_port)
         self.org_id = self.servers[0].org_id
         self.org_name = self.servers[0].org_name
