@@ -121,9 +121,13 @@ class Fleet:
 
     def __init__(self, cluster: PushdCluster, directory: Path) -> None:
         self.cluster = cluster
+        self.directory = directory
         self.peers: dict[str, Any] = {}
         self.clients: dict[str, ClientProcess] = {}
         self.placement: dict[str, int] = {}
+
+    def start(self) -> None:
+        cluster = self.cluster
         # Round robin: nothing else goes through HAProxy meanwhile, so the three peers' config
         # fetches land on three different servers, and so do the three clients'.
         for node in PEERS:
@@ -133,9 +137,9 @@ class Fleet:
             self.peers[node] = peer
             self.placement[node] = index
         for node in CLIENTS:
-            client = cluster_client(cluster, directory, node)
-            client.start()
+            client = cluster_client(cluster, self.directory, node)
             self.clients[node] = client
+            client.start()
         for node, client in self.clients.items():
             self.placement[node] = wait_client_connected(cluster, client)
         for node in PEERS:
@@ -143,14 +147,6 @@ class Fleet:
 
     def held_by(self, index: int) -> list[str]:
         return [node for node in FLEET if self.placement[node] == index]
-
-    def one_per_server(self) -> list[str]:
-        chosen = []
-        for index in range(self.cluster.size):
-            held = self.held_by(index)
-            assert held, f"HAProxy put none of the fleet on server {index}: {self.placement}"
-            chosen.append(held[0])
-        return chosen
 
     def stop(self) -> None:
         for client in self.clients.values():
@@ -169,6 +165,7 @@ def cluster() -> Iterator[PushdCluster]:
 def fleet(cluster: PushdCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     made = Fleet(cluster, tmp_path_factory.mktemp("fleet"))
     try:
+        made.start()
         yield made
     finally:
         made.stop()
