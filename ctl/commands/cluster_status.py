@@ -21,7 +21,9 @@ from pushd.errors import StoreError
 NOT_A_CLUSTER = (
     "not a cluster: SQLite serves one server (set postgresql['enable'] to form a cluster)"
 )
-HEADINGS = ("MEMBER", "HOST", "API", "HEARTBEAT", "COMMAND", "NODES", "JOBS", "LEASE", "STARTED")
+HEADINGS = (
+    "MEMBER", "HOST", "API", "HEARTBEAT", "COMMAND", "NODES(AVAIL/ALL)", "JOBS", "LEASE", "STARTED",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

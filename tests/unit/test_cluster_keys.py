@@ -81,7 +81,7 @@ def test_a_broken_key_in_the_database_leaves_the_files_alone(
     second = server_settings(tmp_path / "b", database)
     ensure_server_keys(second.replace({"postgresql.enable": False}))  # its own files
     before = key_files(second)
-    with pytest.raises(ConfigError, match="cluster's curve_secret.z85"):
+    with pytest.raises(ConfigError, match=r"cluster's curve_secret\.z85"):
         ensure_server_keys(second)
     assert key_files(second) == before
 
