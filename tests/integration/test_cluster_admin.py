@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,13 @@ from pushd_ctl.main import main as ctl_main
 from pushd.cluster_keys import KEY_FILES
 from pushd.sqlite_lock import ADVICE, lock_path
 from tests.support.server import PushdServer, running_server
+
+
+def ctl(server: PushdServer, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = ctl_main(["--config", str(server.config_path), *args])
+    return code, out.getvalue(), err.getvalue()
 
 
 def key_files(server: PushdServer) -> dict[str, bytes]:
@@ -45,6 +53,13 @@ def test_servers_on_one_postgresql_database_share_the_first_servers_keys(
             assert key_files(second) == kept
             for name in KEY_FILES:
                 assert (second.dir / "data" / "keys" / name).stat().st_mode & 0o777 == 0o600
+            code, out, err = ctl(second, "cluster-status", "--json")
+            assert (code, err) == (0, "")
+            members = {m["member"]: m for m in json.loads(out)}
+            assert set(members) == {f"127.0.0.1:{s.api_port}" for s in (first, second)}
+            assert not any(m["expired"] for m in members.values())
+            assert members[f"127.0.0.1:{second.api_port}"]["command_port"] == (
+                second.ports["command_port"])
         assert key_files(first) == kept
 
 
@@ -74,11 +89,9 @@ def test_a_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
             assert f"not starting: {refusal}" in alone.stderr
 
             # reconfigure: one line, before anything is touched.
-            out, err = io.StringIO(), io.StringIO()
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = ctl_main(["--config", str(second.config_path), "reconfigure"])
+            code, _, err = ctl(second, "reconfigure")
             assert code == 1
-            assert err.getvalue() == f"push-jobs-server-ctl: {refusal}\n"
+            assert err == f"push-jobs-server-ctl: {refusal}\n"
             assert not (second.dir / "srv" / "service").exists()
         finally:
             second.cleanup()
