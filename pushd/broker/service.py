@@ -16,7 +16,9 @@
 
 Sockets (addresses from the config):
 
-    PUB    {listen}:{server_heartbeat_port}   RSA-signed server heartbeat every interval
+    PUB    {listen}:{server_heartbeat_port}   RSA-signed server heartbeat every interval (with
+                                              heartbeat_process: published by a relay process,
+                                              heartbeat_relay.py, from this PUB over ipc)
     ROUTER {listen}:{command_port}            CurveZMQ server; ZAP (zap.py) binds each
                                               connection to the (org, node) it was admitted for
     ROUTER {listen}:{unencrypted_command_port} only when allow_unencrypted (1.x clients)
@@ -88,6 +90,8 @@ from pushd.broker.control_client import (
     events_address,
     events_path,
 )
+from pushd.broker.heartbeat_relay import INBOUND_NAME as HEARTBEAT_INBOUND
+from pushd.broker.heartbeat_relay import HeartbeatRelay
 from pushd.broker.jobs import FANOUT_BUDGET, JobEngine
 from pushd.broker.journal import StoreJournal
 from pushd.broker.metrics import BrokerMetrics
@@ -258,6 +262,7 @@ class Broker:
         self.control = ControlHandler(self)
         self._context = zmq.Context(io_threads=max(1, config.zmq_io_threads))
         self._sockets: dict[str, zmq.Socket] = {}
+        self._heartbeat_relay: HeartbeatRelay | None = None
         try:
             self._open_sockets()
             self._restarted = self.grants.restore(config.zap_window + config.recovery_grace) > 0
@@ -294,11 +299,21 @@ class Broker:
         zap.bind(ZAP_ENDPOINT)  # before the Curve socket: without a handler libzmq admits all
         self._sockets["zap"] = zap
 
-        pub = ctx.socket(zmq.PUB)
-        pub.linger = 0
-        pub.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
-        pub.bind(f"{listen}:{cfg.server_heartbeat_port}")
-        self._sockets["heartbeat"] = pub
+        if cfg.heartbeat_process:
+            # Published by a process of its own: this one then holds one descriptor per node.
+            self._heartbeat_relay = HeartbeatRelay(
+                ctx, cfg.run_dir, f"{listen}:{cfg.server_heartbeat_port}",
+                backlog=LISTEN_BACKLOG,
+            )
+            self._sockets["heartbeat"] = self._heartbeat_relay.publisher
+            self._heartbeat_relay.start()
+            os.chmod(cfg.run_dir / HEARTBEAT_INBOUND, 0o600)
+        else:
+            pub = ctx.socket(zmq.PUB)
+            pub.linger = 0
+            pub.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
+            pub.bind(f"{listen}:{cfg.server_heartbeat_port}")
+            self._sockets["heartbeat"] = pub
 
         command = ctx.socket(zmq.ROUTER)
         command.linger = 0
@@ -345,6 +360,8 @@ class Broker:
             os.chmod(path, 0o600)
 
     def _close_sockets(self) -> None:
+        if self._heartbeat_relay is not None:
+            self._heartbeat_relay.close()
         for socket in self._sockets.values():
             socket.close(0)
         self._sockets.clear()
@@ -964,6 +981,8 @@ class Broker:
         self._keys_by_ref = current
 
     def _housekeeping(self) -> None:
+        if self._heartbeat_relay is not None:
+            self._heartbeat_relay.check()
         self.grants.save()  # at most every CurveGrants.save_period (zap.py)
         self.grants.sweep()
 
