@@ -42,6 +42,9 @@ cluster's one URL that nodes, knife and tests use (issue 16).
         cluster.set_routing(i, enabled)    take server i out of (or back into) HAProxy's
                                            rotation ("disable/enable server"), e.g. to steer a
                                            node to chosen servers
+        cluster.ctl(i, *args) -> CompletedProcess   push-jobs-server-ctl with server i's config
+                                           (a subprocess; text output)
+        cluster.status(i) -> list[dict]    ``cluster-status --json`` as seen from server i
         cluster.add_client(name) -> key path   a client in the shared store, its key on every
                                            server object
         cluster.db_params                  the database's connection parameters
@@ -67,6 +70,7 @@ import concurrent.futures
 import contextlib
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -82,7 +86,7 @@ from typing import Any
 
 from pushd_bench.databases import postgres_database
 from pushd_bench.ports import free_port
-from pushd_bench.server import ADMIN_USER, NORMAL_USER, ORG_NAME, PushdServer, _keypair
+from pushd_bench.server import PushdServer, _keypair
 
 HAPROXY = os.environ.get("PUSHD_HAPROXY", shutil.which("haproxy") or "/usr/sbin/haproxy")
 MEMBER_PREFIX = "pushd"
@@ -100,7 +104,7 @@ def haproxy_available() -> bool:
 
 class ClusterServer(PushdServer):
     """One member: a PushdServer on the cluster's database. Only the first provisions the
-    organization and its principals; the others find them in the shared store."""
+    organization and its principals; the others reuse them (``provision=False``)."""
 
     def __init__(
         self,
@@ -116,24 +120,8 @@ class ClusterServer(PushdServer):
             db_backend=db_backend,
             settings={**settings, "cluster_member_name": self.member},
             nodes=nodes,
+            provision=index == 0,
         )
-
-    def _provision(self) -> None:
-        if self.index == 0:
-            super()._provision()
-            return
-        with self._store() as store:
-            org = store.get_organization(ORG_NAME)
-            if org is None:
-                raise RuntimeError(f"organization {ORG_NAME} is not in the cluster's database")
-            self.org_id = org.id
-        for name in (ADMIN_USER, NORMAL_USER):
-            self.users[name] = self._write_key(name, _keypair(name)[0])
-        for node in self.node_names:
-            self.node_key_paths[node] = self._write_key(
-                f"client-{node}", _keypair(f"client:{node}")[0]
-            )
-        self.admin_key_path = self.users[ADMIN_USER]
 
     def kill(self) -> None:
         """SIGKILL of the whole process group at once (the server is a session leader)."""
@@ -350,6 +338,22 @@ class PushdCluster:
         if keep_job:
             moved.carry_over(peer)
         return moved.start()
+
+    def ctl(
+        self, index: int, *args: str, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pushd_ctl", "--config", str(self.servers[index].config_path),
+             *args],
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def status(self, index: int) -> list[dict[str, Any]]:
+        done = self.ctl(index, "cluster-status", "--json")
+        if done.returncode != 0:
+            raise RuntimeError(f"cluster-status: exit {done.returncode}: {done.stderr}")
+        members: list[dict[str, Any]] = json.loads(done.stdout)
+        return members
 
     def add_client(self, name: str) -> Path:
         path = self.servers[0].add_client(name)

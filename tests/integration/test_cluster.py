@@ -198,8 +198,15 @@ def test_every_server_is_a_live_member(cluster: PushdCluster) -> None:
     while cluster.live_members() != MEMBERS and time.monotonic() < deadline:
         time.sleep(0.2)
     assert cluster.live_members() == MEMBERS, cluster.members()
-    rows = cluster.sql("SELECT member, api_port FROM cluster_members ORDER BY member")
-    assert rows == [(s.member, s.api_port) for s in cluster.servers]
+    # push-jobs-server-ctl cluster-status on any server lists the three, each with its ports.
+    for index in range(cluster.size):
+        listed = cluster.status(index)
+        assert [(m["member"], m["api_port"], m["expired"]) for m in listed] == [
+            (s.member, s.api_port, False) for s in cluster.servers
+        ], listed
+        assert [(m["heartbeat_port"], m["command_port"]) for m in listed] == [
+            (s.ports["server_heartbeat_port"], s.ports["command_port"]) for s in cluster.servers
+        ], listed
 
 
 def test_node_states_on_every_server_shows_the_whole_fleet(
@@ -207,11 +214,16 @@ def test_node_states_on_every_server_shows_the_whole_fleet(
 ) -> None:
     for server in cluster.servers:
         wait_fleet_available(cluster, server, FLEET)
-    # Each node is recorded as held by the server HAProxy sent it to.
+    # Each node is recorded as held by the server HAProxy sent it to, and cluster-status counts
+    # them per member (a peer and a client each).
     held = cluster.holders()
     assert {node: held.get(node) for node in FLEET} == {
         node: (cluster.servers[fleet.placement[node]].member, True) for node in FLEET
     }
+    listed = cluster.status(2)
+    assert [(m["member"], m["nodes"], m["available_nodes"]) for m in listed] == [
+        (s.member, 2, 2) for s in cluster.servers
+    ], listed
 
 
 # -- jobs across servers --------------------------------------------------------------------
@@ -436,6 +448,8 @@ def _kill_and_rejoin(
         wait_fleet_available(cluster, cluster.servers[index], everyone)
     assert all(member != coordinator for member, _ in cluster.holders().values())
     assert coordinator not in cluster.live_members()
+    assert coordinator not in {m["member"] for m in cluster.status(survivors[0])
+                               if not m["expired"]}
 
     # It comes back and rejoins without an operator, and coordinates again.
     cluster.restart(dead)
