@@ -36,6 +36,8 @@ class ApiSettings:
     jobs_page_limit: int
     # The live-output bound advertised to pushd clients in their config (issue 18).
     output_max_bytes: int = 1_048_576
+    # The cluster member whose broker runs the jobs POSTed here (settings' default otherwise).
+    cluster_member: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> ApiSettings:
@@ -62,6 +64,7 @@ class ApiSettings:
             max_body_size=int(get("max_body_size")),
             jobs_page_limit=int(get("jobs_page_limit")),
             output_max_bytes=int(get("output_max_bytes")),
+            cluster_member=str(get("cluster_member_name")),
         )
 
 

@@ -33,6 +33,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+# Published by a cluster member's broker after its doorbell reconnected: a notification may have
+# been missed, so every stream looks at the store again.
+WAKE_ALL = "*"
+
+
 class Listener:
     def __init__(self, hub: EventHub, topic: str) -> None:
         self.topic = topic
@@ -104,9 +109,13 @@ class EventHub:
 
     def _wake(self, topic: str) -> None:
         with self._lock:
-            listeners = list(self._listeners.get(topic, ()))
-            if listeners:
-                self._generations[topic] = next(self._counter)
+            if topic == WAKE_ALL:
+                topics = list(self._listeners)
+            else:
+                topics = [topic] if topic in self._listeners else []
+            listeners = [one for name in topics for one in self._listeners[name]]
+            for name in topics:
+                self._generations[name] = next(self._counter)
         for listener in listeners:
             listener.notify()
 

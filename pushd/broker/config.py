@@ -62,7 +62,14 @@ class BrokerConfig:
     retention_batch: int = 100  # jobs purged per transaction
     retention_interval: float = 600.0  # seconds between looks for jobs to purge
     output_max_bytes: int | None = None  # stored bytes per node and stream; None: no cap
+    api_port: int = 10003
+    cluster_member: str | None = None  # None: "<server_name>:<api_port>"
+    cluster_lease: float = 10.0  # seconds (PostgreSQL: the members of a cluster)
     settings: Any = None
+
+    @property
+    def member_name(self) -> str:
+        return self.cluster_member or f"{self.server_name}:{self.api_port}"
 
     @property
     def offline_after(self) -> float:
@@ -110,13 +117,15 @@ class BrokerConfig:
             "allow_unencrypted", "zeromq_listen_address", "max_body_size", "max_message_skew",
             "offline_threshold", "online_threshold", "voting_timeout", "default_running_timeout",
             "recovery_grace_intervals", "disable_curve_encryption", "metrics_listen",
-            "metrics_port",
+            "metrics_port", "api_port",
         ):
             value = get(name)
             if value is not None and name in known:
                 values[name] = value
         values["job_retention_days"] = int(get("job_retention_days", 0))
         values["output_max_bytes"] = get("output_max_bytes")
+        values["cluster_member"] = get("cluster_member_name")
+        values["cluster_lease"] = float(get("cluster_lease", 10))
         return cls(**values)
 
 

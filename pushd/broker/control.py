@@ -190,14 +190,21 @@ class ControlHandler:
         else:
             raise ControlError("bad_request", "nodes must be a list of node names or null")
         out = []
+        # In a cluster: the nodes another member holds (one query; {} on SQLite).
+        elsewhere = broker.held_elsewhere(org_id, names)
         for name in names:
             state = broker.tracker.status((org_id, name))
             last_seen = state.last_seen if state.last_seen is not None else stored.get(name)
+            status, availability = state.status, state.availability
+            held = elsewhere.get(name)
+            if held is not None:
+                status = "online"
+                availability = "available" if held[1] else "unavailable"
             out.append(
                 {
                     "node_name": name,
-                    "status": state.status,
-                    "availability": state.availability,
+                    "status": status,
+                    "availability": availability,
                     "last_seen": iso_time(last_seen),
                 }
             )

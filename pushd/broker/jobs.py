@@ -93,6 +93,7 @@ once, before any commit (nodes `unavailable`); an error while starting a job end
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -374,7 +375,7 @@ class JobEngine:
 
     # -- JobHooks ------------------------------------------------------------------------------
 
-    def knows(self, ref: NodeRef, job_id: str) -> bool:
+    def knows(self, ref: NodeRef, job_id: str, body: dict[str, Any] | None = None) -> bool:
         """True when `job_id` is a live job of the node's org that includes the node."""
         run = self._jobs.get(job_id)
         return run is not None and run.spec.org_id == ref[0] and ref[1] in run.statuses
@@ -411,6 +412,28 @@ class JobEngine:
             run = self._jobs.get(job_id)
             if run is not None and ref[1] not in run.recovering:
                 self._on_event(run, ref[1], "down", {})
+
+    def is_recovering(self, ref: NodeRef, job_id: str) -> bool:
+        run = self._jobs.get(job_id)
+        return run is not None and ref[1] in run.recovering
+
+    def expect_back(self, refs: list[NodeRef], grace: float) -> None:
+        """These nodes' server went away (a cluster member's lease ran out): each active one
+        of a live job gets `grace` seconds to re-attach through another member, as after a
+        broker restart, before it is judged crashed."""
+        jobs: set[str] = set()
+        for ref in refs:
+            for job_id in list(self._watching.get(ref, ())):
+                run = self._jobs.get(job_id)
+                if run is not None and run.statuses.get(ref[1]) in (
+                    NodeStatus.READY, NodeStatus.RUNNING
+                ) and run.phase == RUNNING:
+                    run.recovering.add(ref[1])
+                    jobs.add(job_id)
+                elif run is not None and run.phase == VOTING:
+                    self._on_event(run, ref[1], "down", {})
+        for job_id in jobs:
+            self._scheduler.call_later(grace, functools.partial(self._recovery_grace_over, job_id))
 
     def node_idle(self, ref: NodeRef) -> None:
         """The node heartbeats `idle` with no job: any job counting it as running lost it.

@@ -102,8 +102,11 @@ class StoreJournal:
         max_retained: int = MAX_RETAINED,
         output_max_bytes: int | None = None,
         housekeeping: Callable[[], float] | None = None,
+        cluster: Any = None,
     ) -> None:
         self._store = store
+        self._cluster = cluster  # store.cluster on PostgreSQL: event order lock and doorbell
+        self._remote_topics: set[str] = set()
         self._publish = publish
         self._max_retained = max_retained
         self._output_max_bytes = output_max_bytes
@@ -237,7 +240,7 @@ class StoreJournal:
         """Write batches as they come: True when stopped, False when the database failed."""
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
+                while not self._queue and not self._stopping and not self._remote_topics:
                     idle = self._idle_time()
                     if idle is not None and idle <= 0:
                         break
@@ -246,6 +249,9 @@ class StoreJournal:
                     self._write_live_now(everything=True)
                     return True
                 batch = self._take() if self._queue else None
+                remote, self._remote_topics = self._remote_topics, set()
+            if remote:
+                self._wake_remote(remote)
             if batch is None:
                 if not self._write_live_now():
                     return False
@@ -402,7 +408,13 @@ class StoreJournal:
                     )
                 if changes.job_status is not None:
                     store.set_job_status(org_id, job_id, changes.job_status)
-            ids = store.append_events(events) if events else []
+            ids = []
+            if events:
+                if self._cluster is not None:
+                    self._cluster.lock_events()
+                ids = store.append_events(events)
+                if self._cluster is not None:
+                    self._cluster.ring_events(_topics(events))
         for key in live_now_all:
             self._live.pop(key, None)
             self._live_due[key] = time.monotonic() + LIVE_ROW_INTERVAL
@@ -436,6 +448,20 @@ class StoreJournal:
         capped, cut, total = cap_text(text, self._output_max_bytes, size)
         return (capped, total, True) if cut else (text, size, False)
 
+    def wake_remote(self, topics: list[str]) -> None:
+        """Other cluster members committed events of these feed topics ("*": any): the
+        writer publishes them (empty payload) so this server's feed readers look."""
+        with self._cond:
+            self._remote_topics.update(topics)
+            self._cond.notify_all()
+
+    def _wake_remote(self, topics: set[str]) -> None:
+        for topic in sorted(topics):
+            try:
+                self._publish(topic, {})
+            except Exception:
+                log.exception("could not publish a wake-up for %s", topic)
+
     def _announce(self, ids: list[int], events: list[_Event]) -> None:
         # Outside _write_batch's try: the rows are committed, a failing publish must not make
         # them be written again.
@@ -454,6 +480,15 @@ class StoreJournal:
             except Exception:
                 log.exception("could not publish event %d (it is stored: feeds replay it)",
                               event_id)
+
+
+def _topics(events: list[_Event]) -> set[str]:
+    topics = set()
+    for org_id, job_id, name, _ in events:
+        topics.add(f"job.{job_id}")
+        if name in ORG_FEED_EVENTS:
+            topics.add(f"org.{org_id}")
+    return topics
 
 
 class _JobChanges:

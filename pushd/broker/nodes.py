@@ -74,7 +74,9 @@ class JobHooks(Protocol):
 
     def node_down(self, ref: NodeRef) -> None: ...
 
-    def knows(self, ref: NodeRef, job_id: str) -> bool: ...
+    def knows(
+        self, ref: NodeRef, job_id: str, body: dict[str, Any] | None = None
+    ) -> bool: ...
 
     def reattach(self, ref: NodeRef, job_id: str, body: dict[str, Any]) -> bool: ...
 
@@ -166,7 +168,7 @@ class NodeTracker:
             if job_id is None:
                 if jobs is not None and body.get("job_state") == "idle":
                     jobs.node_idle(ref)
-            elif session.state == IDLE and (jobs is None or not jobs.knows(ref, job_id)):
+            elif session.state == IDLE and (jobs is None or not jobs.knows(ref, job_id, body)):
                 log.info("node %s/%s heartbeats for unknown job %s; rehab", *ref, job_id)
                 self.rehab(ref)
         elif kind == "output":
@@ -262,6 +264,10 @@ class NodeTracker:
             idle = session is not None and session.state == IDLE
             counts[(ref[0], "available" if idle else "unavailable")] += 1
         return dict(counts)
+
+    def session_availability(self) -> dict[NodeRef, bool]:
+        """Every node with a session here -> whether it is available (idle)."""
+        return {ref: session.state == IDLE for ref, session in self._sessions.items()}
 
     def known(self, org_id: str) -> list[NodeRef]:
         return [ref for ref in self._last_seen_wall if ref[0] == org_id]

@@ -93,7 +93,11 @@ from pushd.broker.retention import JobRetention
 from pushd.broker.starts import JobStarts
 from pushd.broker.timers import TimerQueue
 from pushd.broker.zap import ZAP_ENDPOINT, CurveGrants, answer_zap, user_id_ref
+from pushd.cluster.doorbell import Doorbell
+from pushd.cluster.mailer import Mailer
+from pushd.cluster.relay import REMOTE, ClusterRelay
 from pushd.errors import ProtocolError
+from pushd.identity import generation
 from pushd.keys import load_or_create_server_keys
 from pushd.protocol.frames import (
     build_header,
@@ -143,6 +147,9 @@ POLL_CAP = 0.1  # seconds: how quickly stop() is noticed
 DROP_LOG_PERIOD = 5.0
 CONTROL_MAX_BYTES = 1024 * 1024
 CONTROL_SYNC_TIMEOUT = 2.0  # seconds a control request waits for the journal's writer
+CLUSTER_INBOX = "inproc://pushd-cluster-inbox"  # doorbell thread -> loop
+PRESENCE_PERIOD = 0.5  # seconds between writes of the held nodes that changed
+EXIT_FENCED = 3  # the broker's exit status when it lost its cluster lease
 JOURNAL_CLOSE_TIMEOUT = 10.0  # seconds shutdown waits for the journal (database outage)
 
 
@@ -175,6 +182,11 @@ class Broker:
         else:
             store.open_database(config.settings, migrate=True)
         self.keys = load_or_create_server_keys(config.data_dir / "keys")
+        self.exit_status = 0
+        # PostgreSQL: this broker is a member of the cluster of servers sharing the database.
+        self.member = config.member_name
+        clustered = store.dialect() == "postgres"
+        self.mailer = Mailer(self.member) if clustered else None
 
         # Session keys: (org_name, node) -> (org_id, key) for inbound; (org_id, node) -> key out.
         self._keys_by_name: dict[tuple[str, str], tuple[str, bytes]] = {}
@@ -197,18 +209,41 @@ class Broker:
         )
         self.journal = StoreJournal(
             store, self._publish, output_max_bytes=config.output_max_bytes,
-            housekeeping=_retention(config),
+            housekeeping=_retention(config), cluster=store.cluster if clustered else None,
         )
         self.tracker = NodeTracker(
             self, self.timers, rehab_interval=config.rehab_timer,
             offline_after=config.offline_after, reattach_hold=config.recovery_grace,
             liveness_clock=self._liveness_now,
         )
+        self.relay = (
+            ClusterRelay(self.member, self.tracker, self, self.mailer, self.timers,
+                         recovery_grace=config.recovery_grace)
+            if self.mailer is not None else None
+        )
         self.engine = JobEngine(
-            self, self.timers, self.journal, self.tracker, server_name=config.server_name,
+            self, self.timers, self.journal, self.relay or self.tracker,
+            server_name=config.server_name,
             fanout_budget=min(FANOUT_BUDGET, self._turn_budget),  # a slice per turn, bounded
         )
-        self.tracker.attach(self.engine)
+        if self.relay is not None:
+            self.relay.attach(self.engine)
+            self.tracker.attach(self.relay)
+        else:
+            self.tracker.attach(self.engine)
+        self.doorbell = (
+            Doorbell(
+                self.member, store.database_params_from_settings(config.settings)[1]
+                if config.database is None else config.database[1],
+                config.cluster_lease, self._deliver_from_doorbell,
+                lambda: generation.bump(config.run_dir),
+                info={"host": config.server_name, "api_port": config.api_port,
+                      "heartbeat_port": config.server_heartbeat_port,
+                      "command_port": config.command_port},
+            )
+            if self.relay is not None else None
+        )
+        self._inbox_push: dict[int, zmq.Socket] = {}  # per doorbell thread (one)
         self.engine.output_gate.max_bytes = config.output_max_bytes
         self.metrics = BrokerMetrics(
             org_names=self._org_names, drops=self.drops, counters=self.counters,
@@ -233,6 +268,10 @@ class Broker:
                 window=config.offline_after + config.known_nodes_flush_interval
                 + config.heartbeat_interval,
             )
+            if self.doorbell is not None:
+                # Registered before reading its jobs: from here on no member takes them over
+                # (see store.cluster.take_over), so what it reads is its own.
+                self.doorbell.join()
             self._recover_jobs()
         except BaseException:
             self._close_sockets()
@@ -290,6 +329,12 @@ class Broker:
         events.bind(events_address(cfg.run_dir))
         self._sockets["events"] = events
 
+        if self.relay is not None:
+            inbox = ctx.socket(zmq.PULL)
+            inbox.linger = 0
+            inbox.bind(CLUSTER_INBOX)
+            self._sockets["cluster"] = inbox
+
         # Whoever can connect to control.sock can admit Curve keys and read session keys: only
         # this service's user may, whatever the umask the broker was started with.
         for path in (control_path(cfg.run_dir), events_path(cfg.run_dir)):
@@ -315,6 +360,8 @@ class Broker:
         }
         if LEGACY in self._sockets:
             handlers[self._sockets[LEGACY]] = lambda: self._on_command(LEGACY)
+        if "cluster" in self._sockets:
+            handlers[self._sockets["cluster"]] = self._on_cluster
         clock = time.monotonic
         for socket in handlers:
             poller.register(socket, zmq.POLLIN)
@@ -332,6 +379,12 @@ class Broker:
         self._every(1.0, self.metrics.refresh)
         self.metrics.serve(cfg.metrics_listen, cfg.metrics_port)
         self.journal.start()  # its writer thread owns the events socket from now on
+        if self.relay is not None and self.mailer is not None and self.doorbell is not None:
+            self._every(PRESENCE_PERIOD, self.relay.publish_presence, first=0.0)
+            self.mailer.start()
+            self.doorbell.start()
+            log.info("cluster member %s (lease %.0f s)", self.member, cfg.cluster_lease)
+        relay = self.relay
         try:
             while not self._stopping.is_set():
                 timeout = self.timers.next_delay(POLL_CAP)
@@ -341,6 +394,8 @@ class Broker:
                     handlers[socket]()
                 self.timers.run_due()
                 self.journal.flush()  # hand-off to the journal's writer thread, no waiting
+                if relay is not None:
+                    relay.flush()  # and the turn's mail to the cluster's mailer thread
                 self._account_turn(clock() - started)
         finally:
             self._shutdown()
@@ -375,6 +430,12 @@ class Broker:
 
     def _shutdown(self) -> None:
         log.info("broker stopping")
+        if self.doorbell is not None and self.mailer is not None:
+            # A clean stop ends the lease at once: another member takes over the jobs this
+            # one coordinated now, not a lease later (a fenced member has no lease to end).
+            self.doorbell.stop(leave=self.exit_status != EXIT_FENCED)
+            self.mailer.idle(2.0)
+            self.mailer.stop()
         try:
             self.journal.close(JOURNAL_CLOSE_TIMEOUT)
             self._flush_known_nodes(wait=True)
@@ -528,6 +589,9 @@ class Broker:
         The caller must not change `message` after passing it: the job engine hands the same
         commit/run dict for every node of a job and its JSON is encoded once (see _stamped).
         """
+        if address is not None and address[0] == REMOTE and self.relay is not None:
+            self.relay.forward(ref, address, message)  # a node another member holds
+            return
         key = self._keys_by_ref.get(ref)
         if key is None or address is None:
             return
@@ -607,6 +671,53 @@ class Broker:
                 self.counters["zap_refused"] += 1
             socket.send_multipart(reply)
 
+    def _deliver_from_doorbell(self, item: dict[str, Any]) -> None:
+        """Called in the doorbell's thread: hand `item` to the loop (its own PUSH socket)."""
+        thread = threading.get_ident()
+        push = self._inbox_push.get(thread)
+        if push is None:
+            push = self._inbox_push[thread] = self._context.socket(zmq.PUSH)
+            push.linger = 0
+            push.connect(CLUSTER_INBOX)
+        push.send(json.dumps(item).encode())
+
+    def _on_cluster(self) -> None:
+        socket = self._sockets["cluster"]
+        relay = self.relay
+        assert relay is not None
+        for _ in range(1000):
+            try:
+                item = json.loads(socket.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            op = item.get("op")
+            try:
+                if op == "mail":
+                    relay.on_mail(item["sender"], item["messages"])
+                elif op == "events":
+                    self.journal.wake_remote(item["topics"])
+                elif op == "members":
+                    relay.on_members(item["live"], item["gone"])
+                elif op == "adopt":
+                    self._adopt_jobs(item["member"], [job for _, job in item["jobs"]])
+                elif op == "fenced":
+                    log.error("cluster lease lost: %s; stopping (the supervisor restarts "
+                              "this broker, which joins the cluster afresh)", item["why"])
+                    self.exit_status = EXIT_FENCED
+                    self.stop()
+            except Exception:
+                log.exception("cluster item %r failed", op)
+
+    def _adopt_jobs(self, member: str, job_ids: list[str]) -> None:
+        """Jobs of an expired member are this broker's now: recover them as after a restart
+        of their coordinator, and tell every member who runs them."""
+        assert self.relay is not None
+        if not job_ids:
+            return
+        self._recover_jobs(store.incomplete_jobs(job_ids=job_ids), during_loop=True)
+        self.relay.adopted(job_ids)
+        log.info("took over %d job(s) of member %s", len(job_ids), member)
+
     def _on_control(self) -> None:
         socket = self._sockets["control"]
         for _ in range(100):
@@ -681,6 +792,8 @@ class Broker:
             t.events.append(FeedEvent("job_complete", {"status": "crashed", "reason": reason}))
             self.journal.record(t)
             return
+        if self.relay is not None:
+            self.relay.learn_presence(spec.org_id, names)
         self.engine.start(spec)
 
     def abort_job(self, org_id: str, job_id: str) -> str:
@@ -708,7 +821,20 @@ class Broker:
         names: dict[str, datetime | None] = dict(store.known_nodes(org_id))
         for _, node in self.tracker.known(org_id):
             names.setdefault(node, None)
+        if self.relay is not None:
+            for node in store.cluster.presence(org_id):
+                names.setdefault(node, None)
         return names
+
+    def held_elsewhere(self, org_id: str, names: list[str]) -> dict[str, tuple[str, bool]]:
+        """Nodes among `names` that another live cluster member holds -> (member, available)."""
+        if self.relay is None:
+            return {}
+        local = [name for name in names if not self.tracker.is_online((org_id, name))]
+        if not local:
+            return {}
+        found = store.cluster.presence(org_id, local)
+        return {name: where for name, where in found.items() if where[0] != self.member}
 
     # -- startup recovery ------------------------------------------------------------------------
 
@@ -741,10 +867,14 @@ class Broker:
             max_errors=resolve_errors(getattr(options, "max_errors", None), len(names)),
         )
 
-    def _recover_jobs(self) -> None:
+    def _recover_jobs(self, views: list[Any] | None = None, *, during_loop: bool = False) -> None:
+        """Take up stored active jobs: this broker's at its start (all of them on SQLite, its
+        own in a cluster), or `views`, jobs taken over from a gone member."""
         grace = self.config.recovery_grace
         now_utc = datetime.now(UTC).replace(tzinfo=None)
-        for view in store.incomplete_jobs():
+        if views is None:
+            views = store.incomplete_jobs(self.member if self.relay is not None else None)
+        for view in views:
             if view.status == JobStatus.NEW:
                 # Started now, or once its returning nodes are back (starts.py).
                 self.starts.begin(view, [n.name for n in view.nodes])
@@ -762,9 +892,12 @@ class Broker:
                 spec = self._spec_of(
                     view, [n.name for n in view.nodes], {n.name: n.status for n in view.nodes}
                 )
+                if self.relay is not None:
+                    self.relay.learn_presence(spec.org_id, spec.nodes)
                 elapsed = (now_utc - view.updated_at).total_seconds()
                 self.engine.recover(spec, spec.run_timeout - elapsed, grace)
-        self.journal.sync()  # no writer thread yet: written here, before the loop starts
+        if not during_loop:
+            self.journal.sync()  # no writer thread yet: written here, before the loop starts
 
     # -- periodic ---------------------------------------------------------------------------------
 
@@ -903,5 +1036,5 @@ def run_broker(settings: Any) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
     broker.run()
-    return 0
+    return broker.exit_status
 

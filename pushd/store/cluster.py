@@ -12,7 +12,8 @@ Members and leases
         in one transaction: the dead member's row is removed (only if its lease is still over;
         None when another member got there first or it renewed), its active jobs become `me`'s
         (returned), its node rows and unread mail are dropped
-    leave(member)                                  a clean stop: row, nodes and mail removed
+    leave(member)                                  a clean stop: its nodes dropped, its lease
+                                                   ended now (another member takes its jobs)
     members() -> list[MemberView]                  with node counts and jobs coordinated
     live_members() -> set[str]
 
@@ -20,6 +21,7 @@ Nodes held by members
     set_presence(member, {(org_id, node): True | False | None})
         available / held but not available / no longer held by this member (a row another
         member has since taken is left alone)
+    clear_presence(member)                         every row of the member (it holds none yet)
     presence(org_id, names=None) -> {node: (member, available)}   rows of live members only
 
 Mailbox between brokers (the data; NOTIFY only rings)
@@ -38,6 +40,12 @@ Keys
 
 Notifications
     notify(channel, payload="")
+    lock_events()                 inside the journal's transaction, before its events get ids:
+                                  members' event transactions then commit in id order, so a
+                                  feed reading "ids after N" never skips one committed late
+    ring_events(topics)           inside that transaction: NOTIFY EVENTS_CHANNEL with the feed
+                                  topics (several notifications when they exceed the payload
+                                  limit), delivered at commit
 """
 
 from __future__ import annotations
@@ -57,6 +65,8 @@ _ACTIVE_SQL = ", ".join(str(status) for status in ACTIVE)
 UPSERT_CHUNK = 500
 # NOTIFY channels are identifiers (at most 63 bytes): a member's name can be anything.
 IDENTITY_CHANNEL = "pushd_identity"
+_EVENTS_LOCK_KEY = 0x70757368_65766E74  # "pushevnt": pushd's event-order advisory lock
+NOTIFY_PAYLOAD_MAX = 7000  # bytes; PostgreSQL refuses payloads of 8000 and more
 EVENTS_CHANNEL = "pushd_events"
 
 
@@ -160,8 +170,13 @@ def take_over(dead: str, me: str) -> list[tuple[str, str]] | None:
 def leave(member: str) -> None:
     with transaction():
         _execute("DELETE FROM cluster_nodes WHERE member = %s", (member,))
-        _execute("DELETE FROM cluster_mailbox WHERE recipient = %s", (member,))
-        _execute("DELETE FROM cluster_members WHERE member = %s", (member,))
+        # Expired, not deleted: the next look of another member takes over its active jobs
+        # (a deleted row would leave them to nobody until this member came back).
+        _execute(
+            "UPDATE cluster_members SET lease_expires_at = timezone('utc', now())"
+            " - interval '1 second' WHERE member = %s",
+            (member,),
+        )
 
 
 @store_function
@@ -207,6 +222,12 @@ def set_presence(member: str, changes: Mapping[tuple[str, str], bool | None]) ->
                 "DELETE FROM cluster_nodes WHERE org_id = %s AND node_name = %s AND member = %s",
                 [(org, node, member) for org, node in chunk],
             )
+
+
+@store_function
+def clear_presence(member: str) -> None:
+    with transaction():
+        _execute("DELETE FROM cluster_nodes WHERE member = %s", (member,))
 
 
 @store_function
@@ -280,3 +301,20 @@ def shared_keys(candidates: Mapping[str, bytes]) -> dict[str, bytes]:
 def notify(channel: str, payload: str = "") -> None:
     with transaction():
         _execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+
+def lock_events() -> None:
+    _execute("SELECT pg_advisory_xact_lock(%s)", (_EVENTS_LOCK_KEY,))
+
+
+def ring_events(topics: Iterable[str]) -> None:
+    payload: list[str] = []
+    size = 0
+    for topic in sorted(topics):
+        if payload and size + len(topic) + 1 > NOTIFY_PAYLOAD_MAX:
+            _execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, " ".join(payload)))
+            payload, size = [], 0
+        payload.append(topic)
+        size += len(topic) + 1
+    if payload:
+        _execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, " ".join(payload)))

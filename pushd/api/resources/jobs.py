@@ -73,8 +73,10 @@ def create_and_start(
     """Write a new job (status `new`) and ask the broker to start it; return its id."""
     job_id = new_job_id(org_id)
     try:
+        # This server's broker runs it (the cluster's coordinator for it; SQLite: the one).
         ctx.store.create_job(
-            org_id, job_id, command, nodes, quorum, run_timeout, requestor, options
+            org_id, job_id, command, nodes, quorum, run_timeout, requestor, options,
+            coordinator=ctx.settings.cluster_member,
         )
     except InvalidValue as err:
         # Input every rule of the original admits but the store cannot hold (a NUL
