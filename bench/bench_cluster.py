@@ -319,6 +319,9 @@ def main() -> int:
     parser.add_argument("--lease", type=int, default=10)
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--nodes-per-worker", type=int, default=3000)
+    parser.add_argument("--fetchers", type=int, default=8,
+                        help="concurrent config fetches per emulator worker (its default 32 "
+                        "over 8 workers timed out by thousands on a loaded machine)")
     parser.add_argument("--distinct-keys", type=int, default=7000,
                         help="RSA keys shared round robin by the nodes (emulator option)")
     parser.add_argument("--online-timeout", type=float, default=900)
@@ -335,7 +338,7 @@ def main() -> int:
     settings = {"api_workers": args.api_workers, "principal_cache_ttl": 60, "metrics_port": 0,
                 "max_request_body": 64 * args.nodes + 100_000}
     extra = ["--distinct-keys", str(args.distinct_keys),
-             "--nodes-per-worker", str(args.nodes_per_worker)]
+             "--nodes-per-worker", str(args.nodes_per_worker), "--fetchers", str(args.fetchers)]
     if args.single:
         with single_server(args, settings) as server:
             emulator = EmulatorProcess(server, args.nodes, args.state_dir, *extra)
