@@ -9,7 +9,10 @@
     broker.incarnation_id            this broker run's id (changes on every start, like the
                                      original, so stock clients reconfigure after a restart)
     run_broker(settings) -> int      build a BrokerConfig from settings, handle SIGTERM/SIGINT,
-                                     run; used by ``python -m pushd.broker`` and the server
+                                     run; used by ``python -m pushd.broker`` and the server.
+                                     On SQLite it holds the file's server lock for its life
+                                     (pushd.sqlite_lock) and returns 1 at once, logging why,
+                                     while another server (another run_dir) holds it
 
 Sockets (addresses from the config):
 
@@ -75,7 +78,7 @@ from typing import Any, cast
 
 import zmq
 
-from pushd import store
+from pushd import sqlite_lock, store
 from pushd.broker.config import BrokerConfig
 from pushd.broker.contracts import Address, FeedEvent, JobSpec, NodeRef, Transition
 from pushd.broker.control import ControlHandler
@@ -111,6 +114,7 @@ from pushd.protocol.signing import HMAC_SHA256, hmac_sign
 from pushd.protocol.timestamps import check_skew, format_timestamp
 from pushd.rollout import resolve_concurrency, resolve_errors
 from pushd.states import JobStatus, NodeStatus
+from pushd.store.db import database_params_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -1026,6 +1030,13 @@ def run_broker(settings: Any) -> int:
     config = settings if isinstance(settings, BrokerConfig) else BrokerConfig.from_settings(
         settings
     )
+    try:  # SQLite serves one server: refused while another server's broker holds the file
+        server_lock = sqlite_lock.hold_database(
+            config.database or database_params_from_settings(config.settings), config.run_dir
+        )
+    except sqlite_lock.ServerLockHeld as err:
+        log.error("not starting: %s", err)
+        return 1
     broker = Broker(config)
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -1036,5 +1047,7 @@ def run_broker(settings: Any) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
     broker.run()
+    if server_lock is not None:
+        server_lock.release()
     return broker.exit_status
 

@@ -85,6 +85,7 @@ class ClusterRelay:
         # job -> node -> (kind, body, monotonic time): results relayed, for a take-over.
         self._results: dict[str, dict[NodeRef, tuple[str, dict[str, Any], float]]] = {}
         self._kept = 0
+        self._moved: dict[str, float] = {}  # jobs whose coordinator changed -> when
         self.counts: dict[str, int] = defaultdict(int)
 
     def attach(self, engine: Any) -> None:
@@ -164,11 +165,13 @@ class ClusterRelay:
         coordinator = self._coordinator_of(job_id)
         if coordinator is None or coordinator == self.member:
             return False
-        if self._relays.get((ref, job_id)) != coordinator and body is not None:
-            # New here, or its job changed hands since: the coordinator needs to hear it.
+        if self._relays.get((ref, job_id)) != coordinator:
             self._remember_relay(ref, job_id, coordinator)
-            self._mail(coordinator, {"op": "reattach", "ref": list(ref), "job": job_id,
-                                     "body": body})
+            if body is not None and job_id in self._moved:
+                # Its job changed hands since it was relayed: the new coordinator, which is
+                # recovering the job, needs to hear that the node still runs it.
+                self._mail(coordinator, {"op": "reattach", "ref": list(ref), "job": job_id,
+                                         "body": body})
         return True
 
     def reattach(self, ref: NodeRef, job_id: str, body: dict[str, Any]) -> bool:
@@ -249,7 +252,7 @@ class ClusterRelay:
             self._mailer.post(mail)
 
     def publish_presence(self) -> None:
-        if self._results:
+        if self._results or self._moved:
             self.prune_results()
         current = self._tracker.session_availability()
         previous = self._published
@@ -359,6 +362,7 @@ class ClusterRelay:
         now = time.monotonic()
         for job_id in message["jobs"]:
             self._coordinators[job_id] = (sender, now)
+            self._moved[job_id] = now
             # Results the old coordinator may never have read: the new one gets them again
             # (a recovering job takes a node's result as its re-attachment).
             for ref, (kind, body, _) in self._results.pop(job_id, {}).items():
@@ -385,6 +389,8 @@ class ClusterRelay:
     def prune_results(self, now: float | None = None, *, everything: bool = False) -> None:
         """Forget relayed results older than RESULT_KEEP (all of them with `everything`)."""
         now = time.monotonic() if now is None else now
+        for job_id in [job for job, when in self._moved.items() if now - when > RESULT_KEEP]:
+            del self._moved[job_id]
         for job_id in list(self._results):
             nodes = self._results[job_id]
             for ref in [ref for ref, kept in nodes.items()
