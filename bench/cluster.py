@@ -4,7 +4,7 @@ database, behind a real HAProxy (``haproxy -f CFG -db``, ``mode tcp``) on one fr
 cluster's one URL that nodes, knife and tests use (issue 16).
 
     with running_cluster(size=3, nodes=("n1", ...), settings=None, lease=3,
-                         heartbeat_ms=300) as cluster:
+                         heartbeat_ms=500) as cluster:
         cluster.url                        "http://127.0.0.1:<haproxy port>"
         cluster.servers[i]                 ClusterServer: a PushdServer (request, stream, peer,
                                            node_config, log_tail, wait_available...) plus
@@ -16,9 +16,12 @@ cluster's one URL that nodes, knife and tests use (issue 16).
         cluster.server_of(peer_or_addr)    index of the server a ProtocolPeer (its command
                                            address), a tcp:// address or a port belongs to; None
         cluster.server_of_config(doc)      the same for a config answer (push_jobs.heartbeat)
-        cluster.move(peer) -> ProtocolPeer what a node that lost its server does: stop the peer,
-                                           fetch the config again through HAProxy, start a new
-                                           peer for the same node (see server_of)
+        cluster.move(peer, keep_job=True) -> ProtocolPeer   what a node that lost its server
+                                           does: stop the peer, fetch the config again through
+                                           HAProxy, start a new peer for the same node (see
+                                           server_of); keep_job: the same client process
+                                           (incarnation, running job) reconfigured, else a
+                                           restarted one (new incarnation, idle)
         cluster.kill(i)                    SIGKILL of server i's whole process group (arbiter,
                                            workers, broker launcher and broker) at once
         cluster.restart(i)                 start server i again (same dir, ports, member name);
@@ -86,6 +89,9 @@ MEMBER_PREFIX = "pushd"
 DOORBELL_PREFIX = "pushd-doorbell:"
 BACKEND = "pushd_api"
 _PORT = re.compile(r":(\d+)$")
+# gunicorn's access log lines of answered requests: HAProxy's checks and the tests' polling
+# would push everything else out of a log tail.
+_ACCESS_OK = re.compile(r'^\S+ \S+ "[A-Z]+ \S+ HTTP/1\.\d" [23]\d\d ')
 
 
 def haproxy_available() -> bool:
@@ -181,7 +187,7 @@ class PushdCluster:
         nodes: Iterable[str] = ("node1", "node2", "node3"),
         settings: Mapping[str, Any] | None = None,
         lease: int = 3,
-        heartbeat_ms: int = 300,
+        heartbeat_ms: int = 500,
         db_params: Mapping[str, Any],
     ) -> None:
         self.size = size
@@ -201,10 +207,16 @@ class PushdCluster:
         }
         backend = ("postgres", self.db_params)
         self.servers: list[ClusterServer] = []
-        for index in range(size):
-            self.servers.append(
-                ClusterServer(index=index, db_backend=backend, settings=values, nodes=nodes)
-            )
+        try:
+            for index in range(size):
+                self.servers.append(
+                    ClusterServer(index=index, db_backend=backend, settings=values, nodes=nodes)
+                )
+        except BaseException:
+            for server in self.servers:
+                server.cleanup()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         self.front = ClusterFront(self.servers[0], self.haproxy_port)
         self.org_id = self.servers[0].org_id
         self.org_name = self.servers[0].org_name
@@ -226,10 +238,15 @@ class PushdCluster:
         self.haproxy_config.write_text(
             "global\n"
             "    maxconn 4000\n"
+            "    log stdout format raw local0 info\n"
             f"    stats socket {self.haproxy_socket} mode 600 level admin\n"
             "defaults\n"
             "    mode tcp\n"
-            "    timeout connect 500ms\n"
+            "    log global\n"
+            "    option tcplog\n"
+            # A dead server refuses at once (and is redispatched at once); a live one may be
+            # slow to accept on a loaded machine.
+            "    timeout connect 3s\n"
             # SSE streams and knife's follow stay open long; the servers send keepalives.
             "    timeout client 10m\n"
             "    timeout server 10m\n"
@@ -296,7 +313,12 @@ class PushdCluster:
         return self.servers[index].is_running()
 
     def log_tails(self, lines: int = 40) -> str:
-        parts = [f"== {s.member} ({s.log_path})\n{s.log_tail(lines)}" for s in self.servers]
+        """The end of every server's log without its 2xx/3xx access lines, and HAProxy's."""
+        parts = []
+        for server in self.servers:
+            kept = [line for line in server.log_text().splitlines()
+                    if not _ACCESS_OK.match(line)]
+            parts.append(f"== {server.member} ({server.log_path})\n" + "\n".join(kept[-lines:]))
         with contextlib.suppress(OSError):
             parts.append("== haproxy\n" + self.haproxy_log.read_text(errors="replace")[-3000:])
         return "\n".join(parts)
@@ -312,10 +334,22 @@ class PushdCluster:
     def peer(self, node: str, **kwargs: Any) -> Any:
         return self.front.peer(node, **kwargs)
 
-    def move(self, peer: Any, **kwargs: Any) -> Any:
+    def move(self, peer: Any, *, keep_job: bool = True, **kwargs: Any) -> Any:
         """The node lost its server: a new peer for it, configured through HAProxy."""
         peer.stop()
-        return self.front.peer(peer.node, interval=peer.interval, **kwargs)
+        # Like the clients, it tries again when the fetch fails (e.g. a server that died with
+        # the connection open).
+        for attempt in range(5):
+            try:
+                moved = self.front.peer(peer.node, interval=peer.interval, start=False, **kwargs)
+                break
+            except (OSError, RuntimeError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.5)
+        if keep_job:
+            moved.carry_over(peer)
+        return moved.start()
 
     def add_client(self, name: str) -> Path:
         path = self.servers[0].add_client(name)
@@ -361,7 +395,7 @@ class PushdCluster:
             host=p["host"], port=p["port"], user=p["user"], password=p.get("password") or None,
             dbname=p["database"], autocommit=True, application_name="pushd-cluster-harness",
         ) as conn:
-            cursor = conn.execute(query, tuple(params))  # type: ignore[arg-type]
+            cursor = conn.execute(query, tuple(params))
             return list(cursor.fetchall()) if cursor.description else []
 
     def members(self) -> dict[str, float]:
@@ -443,7 +477,7 @@ def running_cluster(
     nodes: Iterable[str] = ("node1", "node2", "node3"),
     settings: Mapping[str, Any] | None = None,
     lease: int = 3,
-    heartbeat_ms: int = 300,
+    heartbeat_ms: int = 500,
     db_params: Mapping[str, Any] | None = None,
 ) -> Iterator[PushdCluster]:
     """A started cluster on a fresh database (or `db_params`), closed and dropped afterwards;
