@@ -32,10 +32,12 @@ for more than ``offline_threshold`` + 1 intervals (bench/worker.py; the stock cl
 after more than ``offline_threshold`` missed heartbeats, then a socket reopen, then a REST
 fetch), failed fetches retrying with jittered backoff.
 
-Limits of this machine: a process may hold 20,000 files (hard limit, no CAP_SYS_RESOURCE) and a
-broker needs two per node (command ROUTER connection, heartbeat PUB connection): a broker can
-hold ~9,900 nodes, so after a kill at 24,000 the two survivors (12,000 each) cannot take every
-node; the run records how many they took (and the broker's fds).
+Limits of this machine: a process may hold 20,000 files (hard limit, no CAP_SYS_RESOURCE). A
+broker that also publishes the heartbeat needs two per node (command ROUTER connection,
+heartbeat PUB connection) and holds ~9,900 nodes: after a kill at 24,000 the two survivors
+(12,000 each) could not take every node. So the servers run with ``heartbeat_process`` (the
+default here; ``--no-heartbeat-process`` to compare): the heartbeat relay process holds the
+PUB connections and the broker one descriptor per node.
 """
 
 from __future__ import annotations
@@ -318,6 +320,9 @@ def main() -> int:
     parser.add_argument("--heartbeat-ms", type=int, default=5000)
     parser.add_argument("--lease", type=int, default=10)
     parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--heartbeat-process", action=argparse.BooleanOptionalAction,
+                        default=True, help="heartbeat_process: a broker holds one descriptor "
+                        "per node, so two survivors can take a third server's nodes")
     parser.add_argument("--nodes-per-worker", type=int, default=3000)
     parser.add_argument("--fetchers", type=int, default=8,
                         help="concurrent config fetches per emulator worker (its default 32 "
@@ -336,7 +341,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     say(f"machine: {machine()}; argv: {' '.join(sys.argv)}")
     settings = {"api_workers": args.api_workers, "principal_cache_ttl": 60, "metrics_port": 0,
-                "max_request_body": 64 * args.nodes + 100_000}
+                "max_request_body": 64 * args.nodes + 100_000,
+                "heartbeat_process": args.heartbeat_process}
     extra = ["--distinct-keys", str(args.distinct_keys),
              "--nodes-per-worker", str(args.nodes_per_worker), "--fetchers", str(args.fetchers)]
     if args.single:
