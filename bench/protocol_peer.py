@@ -15,6 +15,9 @@ is always the real one.
     peer.kill()                              vanish without a word (process killed)
     peer.restart_process()                   new client incarnation and a new socket
     peer.reconnect()                         new DEALER (new ZMQ identity, sequence from 1)
+    peer.carry_over(old)                     before start(): this peer is `old`'s client process
+                                             reconfigured (a new config, e.g. from another
+                                             server): its incarnation and job are kept
 
 Stock behaviour: `abort` -> `aborted` (job_id of the job it had, else null) and idle; `commit`
 -> `ack_commit` when idle and the command is whitelisted (see `commands`), else `nack_commit`;
@@ -177,6 +180,15 @@ class ProtocolPeer:
         """The same process opens a new command socket (the client's reconfigure)."""
         with self._lock:
             self._reopen_dealer()
+
+    def carry_over(self, old: ProtocolPeer) -> None:
+        """Continue `old`'s client process with this peer's config (the stock client's
+        reconfigure: same process, new sockets, its job still running)."""
+        with old._lock:
+            self.incarnation_id = old.incarnation_id
+            self.state, self.job_id, self.command = old.state, old.job_id, old.command
+            self._job_finish_at, self._job_result = old._job_finish_at, old._job_result
+            self._capture = old._capture
 
     def _open(self) -> None:
         self._reopen_dealer()

@@ -1,7 +1,7 @@
 """Start a real pushd server (``python -m pushd.server``) for tests and benchmarks, and talk to it.
 
     with running_server(db_backend=None, settings=None, nodes=("node1", "node2"),
-                        wait_for_broker=True) as server:
+                        wait_for_broker=True, provision=True) as server:
         resp = server.request("GET", "jobs")               # signed as the org's admin user
         resp.status, resp.json(), resp.headers, resp.body
         server.request("POST", "jobs", {"command": "x", "nodes": ["node1"]}, user="normal")
@@ -18,8 +18,11 @@ writes ``opscode-push-jobs-server.rb`` there with ``dir``, ``log_directory``, ``
 (``{"voting_timeout": 2, "postgresql.enable": True, ...}``). It provisions, in the local principal
 store, organization ``pushdorg`` with an admin user ``pivotal-admin``, a non-admin user
 ``normal``, and one client per node name, each with a fresh RSA key written under ``keys/``;
-starts the server as a subprocess with its output in ``server.log``, and waits until ``/_status``
-answers 200 (or any HTTP answer when `wait_for_broker` is false). On a failed start the exception
+with `provision` false it provisions nothing and reuses what another server on the same
+database provisioned (the same org, users and clients; this process's cached keys): a second
+server of a cluster, or a second server refused on one SQLite file. It starts the server as a
+subprocess with its output in ``server.log``, and waits until ``/_status`` answers 200 (or any
+HTTP answer when `wait_for_broker` is false). On a failed start the exception
 carries the end of the log.
 
     PushdServer attributes: base_url, api_port, ports (dict), dir (Path), config_path, settings,
@@ -312,6 +315,7 @@ class PushdServer:
         settings: dict[str, Any] | None = None,
         nodes: Iterable[str] = ("node1", "node2"),
         wait_for_broker: bool = True,
+        provision: bool = True,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="pushd-", dir="/tmp"))
         ports = free_ports(4)
@@ -338,7 +342,10 @@ class PushdServer:
         from pushd.config import load_settings
 
         self.settings = load_settings(self.config_path)
-        self._provision()
+        if provision:
+            self._provision()
+        else:
+            self._reuse()
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -410,6 +417,21 @@ class PushdServer:
                 store.create_principal(org.id, node, "client", public)
                 self.node_key_paths[node] = self._write_key(f"client-{node}", private)
                 store.add_group_member(org.id, "clients", "client", node, create_group=True)
+        self.admin_key_path = self.users[ADMIN_USER]
+
+    def _reuse(self) -> None:
+        """What another server on the same database provisioned: the org's id, and the key
+        files of its users and clients (this process's cached keys, so the same ones)."""
+        with self._store() as store:
+            org = store.get_organization(ORG_NAME)
+        if org is None:
+            raise RuntimeError(f"provision=False, but the database has no org {ORG_NAME}")
+        self.org_id = org.id
+        for name in (ADMIN_USER, NORMAL_USER):
+            self.users[name] = self._write_key(name, _keypair(name)[0])
+        for node in self.node_names:
+            private = _keypair(f"client:{node}")[0]
+            self.node_key_paths[node] = self._write_key(f"client-{node}", private)
         self.admin_key_path = self.users[ADMIN_USER]
 
     def add_user(self, name: str, *, admin: bool = False) -> Path:
@@ -730,9 +752,11 @@ def running_server(
     settings: dict[str, Any] | None = None,
     nodes: Iterable[str] = ("node1", "node2"),
     wait_for_broker: bool = True,
+    provision: bool = True,
 ) -> Iterator[PushdServer]:
     server = PushdServer(
-        db_backend=db_backend, settings=settings, nodes=nodes, wait_for_broker=wait_for_broker
+        db_backend=db_backend, settings=settings, nodes=nodes, wait_for_broker=wait_for_broker,
+        provision=provision,
     )
     try:
         server.start()

@@ -2,7 +2,8 @@
 
     WorkerSpec(worker, base_url, org, prefix, indices, state_dir, behaviour, fetchers=32,
                report_interval=0.5, ramp=0.0, fetch_timeout=10.0, max_backoff=10.0,
-               stock_retry=False)
+               stock_retry=False, distinct_keys=0)   node i signs with pool key i mod
+                                                       distinct_keys (0: key i)
     run_worker(spec, conn) -> None       the process body; `conn` is a multiprocessing
                                          Connection to the parent
 
@@ -86,6 +87,7 @@ class WorkerSpec:
     fetch_timeout: float = 10.0
     max_backoff: float = 10.0
     stock_retry: bool = False  # a failed fetch waits 108-120 s, as the stock client's does
+    distinct_keys: int = 0  # node i signs with pool key i mod distinct_keys (0: key i)
 
 
 class FetchFailed(Exception):
@@ -128,11 +130,14 @@ class Worker:
         # Shared: a job's commit (and run) differs between nodes only in sequence and time.
         self.decoder = CommandDecoder()
         pool = KeyPool(spec.state_dir)
-        self.nodes = [
-            EmulatedNode(i, node_name(spec.prefix, i), spec.org, pool.load_private(i),
-                         spec.behaviour, self.stats, self.decoder)
-            for i in spec.indices
-        ]
+        keys: dict[int, RSAPrivateKey] = {}
+        self.nodes = []
+        for i in spec.indices:
+            k = i % spec.distinct_keys if spec.distinct_keys else i
+            if k not in keys:
+                keys[k] = pool.load_private(k)
+            self.nodes.append(EmulatedNode(i, node_name(spec.prefix, i), spec.org, keys[k],
+                                           spec.behaviour, self.stats, self.decoder))
         self.context = zmq.Context(io_threads=1)
         # Two sockets per node, and room for a second pair while a reconnect herd closes and
         # reopens them all: a closed socket counts against max_sockets until libzmq's reaper

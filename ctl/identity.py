@@ -5,9 +5,11 @@
         the database the settings name and closes it afterwards; as root, the files stay the
         service account's. Store errors become CommandFailed. With `changes` (every command
         that changes organizations, principals, keys or groups) it then bumps the identity
-        generation (`pushd.identity.generation`), also when the command failed part way:
-        every API worker drops its cached identity answers before its next lookup, so the
-        change applies to the first request after the command returns.
+        generation (`pushd.identity.generation`) and, on PostgreSQL, notifies the cluster
+        (`store.cluster.notify(IDENTITY_CHANNEL)`: every member's broker bumps its own), also
+        when the command failed part way: every API worker of every server drops its cached
+        identity answers before its next lookup, so the change applies to the first request
+        after the command returns (on other members: once their broker got the notification).
     check_name(kind, name) -> str             Chef's naming rules; CommandFailed (exit 2)
     require_org(store, name) -> Organization  CommandFailed when missing
     KeyMaterial(public_pem, private_pem | None)
@@ -88,22 +90,34 @@ def open_store(ctx: Context, *, changes: bool = False) -> Iterator[Any]:
     except StoreError as err:
         raise CommandFailed(str(err)) from None
     finally:
-        store.close_database()  # every change is committed by now
-        if changes:
-            _bump_generation(ctx)
+        try:
+            if changes:
+                _announce_change(ctx, store)  # every change is committed by now
+        finally:
+            store.close_database()
         provision.hand_over(settings, layout.service_user())
 
 
-def _bump_generation(ctx: Context) -> None:
+def _announce_change(ctx: Context, store: Any) -> None:
+    """Every API worker drops its cached identity answers before its next lookup: this host's
+    through the generation file, on PostgreSQL every cluster member's through a notification
+    (each member's broker LISTENs and bumps its own run_dir's file)."""
     from pushd.identity.generation import bump, generation_path
 
+    ttl = ctx.settings.get("principal_cache_ttl")
     try:
         bump(ctx.settings.get("run_dir"))
     except OSError as err:
-        ttl = ctx.settings.get("principal_cache_ttl")
         ctx.warn(f"warning: cannot write {generation_path(ctx.settings.get('run_dir'))} "
                  f"({err.strerror}); running API workers see the change within "
                  f"principal_cache_ttl ({ttl} s)")
+    if store.dialect() != "postgres":
+        return
+    try:
+        store.cluster.notify(store.cluster.IDENTITY_CHANNEL)
+    except StoreError as err:
+        ctx.warn(f"warning: cannot notify the cluster ({err}); the other servers' API workers "
+                 f"see the change within principal_cache_ttl ({ttl} s)")
 
 
 def require_org(store: Any, name: str) -> Any:

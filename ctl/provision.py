@@ -9,7 +9,12 @@
                                                          (dir, data_dir, run_dir, log_directory,
                                                          the SQLite file) to `user`; service_dir
                                                          stays root's
-    ensure_server_keys(settings) -> bool                 RSA + Curve keys; True when created now
+    ensure_server_keys(settings) -> KeysOutcome          RSA + Curve keys (pushd.cluster_keys):
+                                                         created when missing; on PostgreSQL
+                                                         the cluster's (after ensure_database)
+    check_sqlite_free(settings) -> None                  SQLite: another server (another
+                                                         run_dir) holding the database's server
+                                                         lock fails (pushd.sqlite_lock)
     ensure_database(settings) -> tuple[int | None, int]  (schema version before, after); creates
                                                          the PostgreSQL role and database first
                                                          when postgresql['enable'] is set
@@ -23,12 +28,15 @@ import pwd
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pushd_ctl import layout
 from pushd_ctl.context import CommandFailed
 
+if TYPE_CHECKING:
+    from pushd.cluster_keys import KeysOutcome
+
 __all__ = [
+    "check_sqlite_free",
     "ensure_database",
     "ensure_directories",
     "ensure_server_keys",
@@ -95,13 +103,22 @@ def hand_over(settings: Any, user: str) -> None:
                          follow_symlinks=False)  # fmt: skip
 
 
-def ensure_server_keys(settings: Any) -> bool:
-    from pushd.keys import load_or_create_server_keys
+def ensure_server_keys(settings: Any) -> KeysOutcome:
+    from pushd import cluster_keys, store
 
-    directory = layout.keys_dir(settings)
-    existed = (directory / "pushy_priv.pem").exists() and (directory / "curve_secret.z85").exists()
-    load_or_create_server_keys(directory)
-    return not existed
+    try:
+        return cluster_keys.ensure_server_keys(settings)
+    except store.StoreError as err:
+        raise CommandFailed(f"database: {err}") from None
+
+
+def check_sqlite_free(settings: Any) -> None:
+    from pushd import sqlite_lock
+
+    try:
+        sqlite_lock.check_settings(settings)
+    except sqlite_lock.ServerLockHeld as err:
+        raise CommandFailed(str(err)) from None
 
 
 def ensure_database(settings: Any) -> tuple[int | None, int]:

@@ -335,6 +335,10 @@ SETTINGS: tuple[Setting, ...] = (
        "ROUTER socket for 1.x-protocol clients (when allow_unencrypted or "
        "disable_curve_encryption)."),
     _s("zmq_io_processes", 1, "int", integer(1, 64), "ZeroMQ I/O threads."),
+    _s("heartbeat_process", False, "bool", boolean,
+       "Publish the server heartbeat from a process of its own, so the broker holds one open "
+       "file per node instead of two: about twice the nodes per server under the same "
+       "open-files limit (a cluster member taking over a dead member's nodes needs the room)."),
     _s("api_workers", 2, "int", integer(1, 64), "gunicorn workers serving the REST API."),
     # Protocol and liveness.
     _s("heartbeat_interval", 10000, "int (ms)", integer(100, 3_600_000),

@@ -13,6 +13,7 @@ COMMANDS: tuple[str, ...] = (
     "stop",
     "restart",
     "status",
+    "cluster-status",
     "tail",
     "once",
     "hup",

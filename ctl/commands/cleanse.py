@@ -15,6 +15,8 @@ from typing import Any
 from pushd_ctl import layout, remembered, supervision
 from pushd_ctl.context import EXIT_FAILURE, EXIT_OK, CommandFailed, Context
 
+from pushd.sqlite_lock import lock_path
+
 PROTECTED = {Path(p) for p in ("/", "/etc", "/var", "/var/opt", "/var/log", "/opt", "/usr",
                                "/home", "/tmp", "/root", "/var/tmp")}  # fmt: skip
 
@@ -28,7 +30,7 @@ def _targets(settings: Any) -> list[Path]:
              ("dir", "log_directory", "data_dir", "run_dir", "service_dir")]  # fmt: skip
     if not settings.get("postgresql.enable"):
         sqlite = Path(settings.get("sqlite_path"))
-        paths += [sqlite, Path(f"{sqlite}-wal"), Path(f"{sqlite}-shm")]
+        paths += [sqlite, Path(f"{sqlite}-wal"), Path(f"{sqlite}-shm"), lock_path(sqlite)]
     paths.append(layout.running_json_path(settings))
     unique: list[Path] = []
     for path in paths:

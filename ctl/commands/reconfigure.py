@@ -5,8 +5,11 @@ Steps, in order; a configuration error stops before anything is touched:
      with its file and line, about settings the file sets that pushd accepts for
      compatibility but that have no effect;
   2. show what changed against opscode-push-jobs-server-running.json (secrets masked);
-  3. create the service account (root only), the directories, the server's RSA and Curve keys
-     and the database schema (or migrate it);
+  3. create the service account (root only), the directories, the database schema (or migrate
+     it) and the server's RSA and Curve keys; on PostgreSQL the keys are the cluster's, kept in
+     the database: the first server to reconfigure stores its own, the others take them
+     (pushd.cluster_keys). On SQLite, fail first when another server (another run_dir) serves
+     the same SQLite file (pushd.sqlite_lock): SQLite serves one server;
   4. write opscode-push-jobs-server-running.json (0600);
   5. write the runit service directories (run, log/run, svlogd's rotation config); as root,
      hand the service's state to the service account and check, as that account, that it can
@@ -148,6 +151,7 @@ def _reconfigure(ctx: Context, settings: Settings, args: Any) -> int:
     config_path = ctx.config_path
     ctx.say(f"Config file: {config_path if config_path else '(none, defaults)'}")
     _warn_no_effect(ctx, settings, config_path)
+    provision.check_sqlite_free(settings)  # before anything is touched
     running_path = layout.running_json_path(settings)
     chef = ChefServerHost.read(settings.get("chef_server_running_json"))
     if chef is not None:
@@ -163,11 +167,15 @@ def _reconfigure(ctx: Context, settings: Settings, args: Any) -> int:
     if os.geteuid() == 0 and user != "root" and provision.ensure_service_user(user):
         actions.append(f"created user {user}")
     actions += [f"created {path}" for path in provision.ensure_directories(settings)]
-    if provision.ensure_server_keys(settings):
-        actions.append(f"created server keys in {layout.keys_dir(settings)}")
     before, after = provision.ensure_database(settings)
     if before != after:
         actions.append(f"database schema {before if before is not None else 'none'} -> {after}")
+    # After the schema: on PostgreSQL the keys are the cluster's, kept in the database.
+    keys = provision.ensure_server_keys(settings)
+    if keys.taken:
+        actions.append(f"took the cluster's server keys into {layout.keys_dir(settings)}")
+    elif keys.created:
+        actions.append(f"created server keys in {layout.keys_dir(settings)}")
     document = json.dumps(running_values, indent=2, sort_keys=True, default=str) + "\n"
     if runit.atomic_write(running_path, document, 0o600):
         actions.append(f"wrote {running_path}")

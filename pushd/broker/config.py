@@ -62,6 +62,7 @@ class BrokerConfig:
     retention_batch: int = 100  # jobs purged per transaction
     retention_interval: float = 600.0  # seconds between looks for jobs to purge
     output_max_bytes: int | None = None  # stored bytes per node and stream; None: no cap
+    heartbeat_process: bool = False  # publish heartbeats from a relay process
     api_port: int = 10003
     cluster_member: str | None = None  # None: "<server_name>:<api_port>"
     cluster_lease: float = 10.0  # seconds (PostgreSQL: the members of a cluster)
@@ -117,7 +118,7 @@ class BrokerConfig:
             "allow_unencrypted", "zeromq_listen_address", "max_body_size", "max_message_skew",
             "offline_threshold", "online_threshold", "voting_timeout", "default_running_timeout",
             "recovery_grace_intervals", "disable_curve_encryption", "metrics_listen",
-            "metrics_port", "api_port",
+            "metrics_port", "api_port", "heartbeat_process",
         ):
             value = get(name)
             if value is not None and name in known:

@@ -9,11 +9,16 @@
     broker.incarnation_id            this broker run's id (changes on every start, like the
                                      original, so stock clients reconfigure after a restart)
     run_broker(settings) -> int      build a BrokerConfig from settings, handle SIGTERM/SIGINT,
-                                     run; used by ``python -m pushd.broker`` and the server
+                                     run; used by ``python -m pushd.broker`` and the server.
+                                     On SQLite it holds the file's server lock for its life
+                                     (pushd.sqlite_lock) and returns 1 at once, logging why,
+                                     while another server (another run_dir) holds it
 
 Sockets (addresses from the config):
 
-    PUB    {listen}:{server_heartbeat_port}   RSA-signed server heartbeat every interval
+    PUB    {listen}:{server_heartbeat_port}   RSA-signed server heartbeat every interval (with
+                                              heartbeat_process: published by a relay process,
+                                              heartbeat_relay.py, from this PUB over ipc)
     ROUTER {listen}:{command_port}            CurveZMQ server; ZAP (zap.py) binds each
                                               connection to the (org, node) it was admitted for
     ROUTER {listen}:{unencrypted_command_port} only when allow_unencrypted (1.x clients)
@@ -75,7 +80,7 @@ from typing import Any, cast
 
 import zmq
 
-from pushd import store
+from pushd import sqlite_lock, store
 from pushd.broker.config import BrokerConfig
 from pushd.broker.contracts import Address, FeedEvent, JobSpec, NodeRef, Transition
 from pushd.broker.control import ControlHandler
@@ -85,6 +90,8 @@ from pushd.broker.control_client import (
     events_address,
     events_path,
 )
+from pushd.broker.heartbeat_relay import INBOUND_NAME as HEARTBEAT_INBOUND
+from pushd.broker.heartbeat_relay import HeartbeatRelay
 from pushd.broker.jobs import FANOUT_BUDGET, JobEngine
 from pushd.broker.journal import StoreJournal
 from pushd.broker.metrics import BrokerMetrics
@@ -116,6 +123,7 @@ from pushd.protocol.signing import HMAC_SHA256, hmac_sign
 from pushd.protocol.timestamps import check_skew, format_timestamp
 from pushd.rollout import resolve_concurrency, resolve_errors
 from pushd.states import JobStatus, NodeStatus
+from pushd.store.db import database_params_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +267,7 @@ class Broker:
         self.control = ControlHandler(self)
         self._context = zmq.Context(io_threads=max(1, config.zmq_io_threads))
         self._sockets: dict[str, zmq.Socket] = {}
+        self._heartbeat_relay: HeartbeatRelay | None = None
         try:
             self._open_sockets()
             self._restarted = self.grants.restore(config.zap_window + config.recovery_grace) > 0
@@ -295,11 +304,21 @@ class Broker:
         zap.bind(ZAP_ENDPOINT)  # before the Curve socket: without a handler libzmq admits all
         self._sockets["zap"] = zap
 
-        pub = ctx.socket(zmq.PUB)
-        pub.linger = 0
-        pub.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
-        pub.bind(f"{listen}:{cfg.server_heartbeat_port}")
-        self._sockets["heartbeat"] = pub
+        if cfg.heartbeat_process:
+            # Published by a process of its own: this one then holds one descriptor per node.
+            self._heartbeat_relay = HeartbeatRelay(
+                ctx, cfg.run_dir, f"{listen}:{cfg.server_heartbeat_port}",
+                backlog=LISTEN_BACKLOG,
+            )
+            self._sockets["heartbeat"] = self._heartbeat_relay.publisher
+            self._heartbeat_relay.start()
+            os.chmod(cfg.run_dir / HEARTBEAT_INBOUND, 0o600)
+        else:
+            pub = ctx.socket(zmq.PUB)
+            pub.linger = 0
+            pub.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
+            pub.bind(f"{listen}:{cfg.server_heartbeat_port}")
+            self._sockets["heartbeat"] = pub
 
         command = ctx.socket(zmq.ROUTER)
         command.linger = 0
@@ -346,6 +365,8 @@ class Broker:
             os.chmod(path, 0o600)
 
     def _close_sockets(self) -> None:
+        if self._heartbeat_relay is not None:
+            self._heartbeat_relay.close()
         for socket in self._sockets.values():
             socket.close(0)
         self._sockets.clear()
@@ -973,6 +994,8 @@ class Broker:
         self._keys_by_ref = current
 
     def _housekeeping(self) -> None:
+        if self._heartbeat_relay is not None:
+            self._heartbeat_relay.check()
         self.grants.save()  # at most every CurveGrants.save_period (zap.py)
         self.grants.sweep()
 
@@ -1039,6 +1062,13 @@ def run_broker(settings: Any) -> int:
     config = settings if isinstance(settings, BrokerConfig) else BrokerConfig.from_settings(
         settings
     )
+    try:  # SQLite serves one server: refused while another server's broker holds the file
+        server_lock = sqlite_lock.hold_database(
+            config.database or database_params_from_settings(config.settings), config.run_dir
+        )
+    except sqlite_lock.ServerLockHeld as err:
+        log.error("not starting: %s", err)
+        return 1
     broker = Broker(config)
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -1049,5 +1079,7 @@ def run_broker(settings: Any) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
     broker.run()
+    if server_lock is not None:
+        server_lock.release()
     return broker.exit_status
 

@@ -1,6 +1,8 @@
 """The service's main process: ``python -m pushd.server --config FILE``.
 
-It loads the settings and starts the broker subprocess (``python -m pushd.broker --config
+It loads the settings, refuses a SQLite database another server serves and, on PostgreSQL,
+makes the server's key files the cluster's (`_join`; see pushd.sqlite_lock and
+pushd.cluster_keys), then starts the broker subprocess (``python -m pushd.broker --config
 FILE``) under a `BrokerSupervisor`, which restarts it when it dies, first: the broker's start
 (its own imports, schema check, keys, sockets) is the longest path of a restart, and nodes judge
 the server offline after a few heartbeat intervals of silence. Meanwhile it brings the database
@@ -16,7 +18,8 @@ whole service if the arbiter itself dies.
     PushdApplication(settings, config_path, supervisor)     the embedded gunicorn application
     gunicorn_options(settings) -> dict                      what is set on gunicorn's config
 
-Exit status: 0 after a clean stop, 2 for a configuration error (printed as one line).
+Exit status: 0 after a clean stop, 2 for a configuration error, a database that cannot be
+reached or a SQLite file another server serves (printed as one line).
 """
 
 from __future__ import annotations
@@ -112,6 +115,19 @@ def _make_directories(settings: Any) -> None:
             Path(path).mkdir(parents=True, exist_ok=True)
 
 
+def _join(settings: Any) -> None:
+    """Before the broker and the workers start: refuse a SQLite file another server serves
+    (pushd.sqlite_lock); on PostgreSQL make the key files the cluster's (pushd.cluster_keys),
+    which needs the schema, so the database is migrated first there."""
+    from pushd import sqlite_lock
+
+    sqlite_lock.check_settings(settings)
+    if settings.get("postgresql.enable"):
+        from pushd.cluster_keys import ensure_server_keys
+
+        ensure_server_keys(settings, migrate=True)
+
+
 def _migrate(settings: Any) -> None:
     from pushd import store
 
@@ -134,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         config_path = find_config_file(args.config)
         settings = load_settings(config_path)
         _make_directories(settings)
+        _join(settings)
     except (ConfigError, PushdError, OSError) as err:
         print(f"pushd: {err}", file=sys.stderr)
         return 2

@@ -188,3 +188,28 @@ def test_changes_bump_the_identity_generation_and_lists_do_not(ctl: Ctl) -> None
     assert ctl("group-add", "acme", "admins", "--group", "ops")[0] == 1  # refused: no such group
     assert watch.check(lambda: seen.append("refused"))  # harmless: a forgotten cache reloads
     assert seen == ["org-create", "refused"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)
+def test_changes_notify_every_cluster_member_on_postgresql(
+    ctl: Ctl, db_backend: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Each member's broker LISTENs on pushd_identity and bumps its own run_dir's generation
+    file: an identity change made through any member reaches every member's API workers."""
+    import psycopg
+
+    from pushd.store.cluster import IDENTITY_CHANNEL
+
+    params = db_backend[1]
+    assert ctl("org-create", "acme")[0] == 0
+    with psycopg.connect(
+        host=params["host"], port=params["port"], user=params["user"],
+        password=params.get("password") or None, dbname=params["database"], autocommit=True,
+    ) as listener:  # fmt: skip
+        listener.execute(f"LISTEN {IDENTITY_CHANNEL}")
+        code, _, err = ctl("user-create", "alice", "--org", "acme",
+                           "--key-out", str(tmp_path / "alice.pem"))  # fmt: skip
+        assert code == 0, err
+        heard = list(listener.notifies(timeout=10, stop_after=1))
+        assert [note.channel for note in heard] == [IDENTITY_CHANNEL]

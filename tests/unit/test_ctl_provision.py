@@ -23,14 +23,16 @@ def test_directories_keys_and_schema_are_created_once(tmp_path: Path) -> None:
     assert Path(settings.get("data_dir")) in created
     assert Path(settings.get("data_dir")).stat().st_mode & 0o077 == 0
     assert provision.ensure_directories(settings) == []
-    assert provision.ensure_server_keys(settings) is True
-    key = layout.keys_dir(settings) / "pushy_priv.pem"
-    before = key.read_bytes()
-    assert provision.ensure_server_keys(settings) is False
-    assert key.read_bytes() == before
     first = provision.ensure_database(settings)
     assert first[0] is None and first[1] >= 1
     assert provision.ensure_database(settings) == (first[1], first[1])
+    made = provision.ensure_server_keys(settings)
+    assert made.created and not made.taken  # SQLite: this server's own keys
+    key = layout.keys_dir(settings) / "pushy_priv.pem"
+    before = key.read_bytes()
+    again = provision.ensure_server_keys(settings)
+    assert not again.created and not again.taken
+    assert key.read_bytes() == before
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing owners needs root")
