@@ -41,7 +41,9 @@ availability and offline lines are DEBUG; an INFO summary with counts is logged 
 COUNTS_LOG_PERIOD seconds.
 
 Inbound command frames go through, in order: frame count (3 with the identity), size, header,
-JSON, sender key (session key by body org+node), HMAC, timestamp skew, message schema, the
+JSON, sender key (session key by body org+node), HMAC, timestamp skew, message schema
+(heartbeats and plain job replies through their fast paths, heartbeat_sequence and
+reply_sequence, which check the fields the broker reads by parse_node_message's rules), the
 connection's binding (Curve User-Id must name the same org and node), then a replay check (the
 `sequence` must increase per connection; the stock client restarts at 1 on a new socket, which
 is a new ZMQ identity). Anything failing is dropped and counted under its reason; nothing a
