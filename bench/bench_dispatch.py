@@ -10,6 +10,12 @@ on an org feed (SSE) opened before the first job. Prints, per size (medians over
 
     RESULT name=dispatch_post_to_all_acked_run value=.. unit=ms nodes=SIZE
     RESULT name=dispatch_post_to_job_complete value=.. unit=ms nodes=SIZE
+    RESULT name=dispatch_cpu_{broker,api,emulator,postgres} value=.. unit=s
+        CPU each part used from just before the POST until the job's end was seen (the
+        broker: all its threads, libzmq's included; api: the arbiter and its workers;
+        emulator: all its processes; postgres: the backends serving the server's database);
+        with 1 s heartbeats of every online node included.
+        Less sensitive to other load on the machine than the wall-clock figures.
 
 With ``--big-job N`` (and ``--sizes ''`` to skip the above), one job of N node names (the
 `--nodes` emulated ones, the rest names the server never saw) with quorum 1, while `--pollers`
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -40,14 +47,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pushd_bench import sampling
 from pushd_bench.common import (
     EmulatorProcess,
+    ProcessMeter,
     bench_server,
     common_arguments,
     fleet_online,
     machine,
     median,
     note,
+    postgres_backends,
+    process_tree,
     result,
 )
 from pushd_bench.identities import node_name
@@ -95,15 +106,44 @@ class FeedWatcher:
         self.stream.close()
 
 
+class CpuMeters:
+    """CPU seconds of the broker, the rest of the server and the emulator (process trees)."""
+
+    def __init__(self, server: Any, emulator: EmulatorProcess) -> None:
+        self.database = getattr(server, "bench_database", None)
+        broker = server.broker_pid()
+        self.parts = {
+            "broker": [broker],
+            "api": [pid for pid in process_tree(server._process.pid) if pid != broker],
+            "emulator": process_tree(emulator.pid),
+        }
+
+    def read(self) -> dict[str, float]:
+        out = {}
+        # Backends come and go with the pools: found afresh each time (a backend that exited
+        # during the job is not counted).
+        self.parts["postgres"] = postgres_backends(self.database)
+        for part, pids in self.parts.items():
+            total = 0.0
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    total += ProcessMeter(pid).cpu_seconds()
+            out[part] = total
+        return out
+
+
 def run_job(server: Any, emulator: EmulatorProcess, feed: FeedWatcher, size: int,
-            timeout: float) -> tuple[float, float, str]:
+            timeout: float, meters: CpuMeters) -> tuple[float, float, str, dict[str, float]]:
     nodes = [node_name("emu-", i) for i in range(size)]
+    cpu0 = meters.read()
     t0 = time.time()
     created = server.request("POST", "jobs", {"command": "true", "nodes": nodes}, timeout=60)
     if created.status != 201:
         raise RuntimeError(f"POST jobs: {created.status} {created.body[:300]!r}")
     job_id = created.json()["uri"].rsplit("/", 1)[-1]
     completed_at = feed.wait(job_id, timeout)
+    cpu1 = meters.read()
+    cpu = {part: cpu1[part] - cpu0.get(part, 0.0) for part in cpu1}
     status = server.request("GET", f"jobs/{job_id}", timeout=60).json()["status"]
     deadline = time.monotonic() + 30
     record: dict[str, Any] = {}
@@ -114,7 +154,7 @@ def run_job(server: Any, emulator: EmulatorProcess, feed: FeedWatcher, size: int
         time.sleep(0.1)
     if record.get("acked_runs", 0) < size:
         raise RuntimeError(f"only {record.get('acked_runs')} of {size} acked run ({status})")
-    return (record["last_ack_run"] - t0) * 1000, (completed_at - t0) * 1000, status
+    return (record["last_ack_run"] - t0) * 1000, (completed_at - t0) * 1000, status, cpu
 
 
 class NodeStatesPoller:
@@ -243,7 +283,7 @@ def main() -> int:
     if sizes and max(sizes) > args.nodes:
         parser.error("a size is larger than --nodes")
     note(f"machine: {machine()}")
-    figures: dict[int, list[tuple[float, float, str]]] = {}
+    figures: dict[int, list[tuple[float, float, str, dict[str, float]]]] = {}
     # A 100,000-name body is ~2 MB: above the default max_request_body (1 MB).
     settings = {"max_request_body": 64 * args.big_job + 100_000} if args.big_job else None
     with bench_server(args, settings) as server:
@@ -252,19 +292,36 @@ def main() -> int:
         try:
             fleet_online(server, emulator, args.nodes)
             feed = FeedWatcher(server)
+            meters = CpuMeters(server, emulator)
             time.sleep(1)
             for size in sizes:
                 spy = None
                 if args.profile > 0 and size == max(sizes):
                     spy = start_profile(server, args.profile)
-                for _ in range(args.runs):
-                    figure = run_job(server, emulator, feed, size, timeout=60 + size / 50)
+                samples: list[Any] = []
+                for run in range(args.runs):
+                    label = f"dispatch{size}-{run}"
+                    if args.sample > 0 and size == max(sizes):
+                        sampling.request(server.dir / "samples", label, args.sample)
+                        time.sleep(0.5)  # every process polls for requests every 0.2 s
+                    figure = run_job(server, emulator, feed, size, timeout=60 + size / 50,
+                                     meters=meters)
+                    if args.sample > 0 and size == max(sizes):
+                        samples += sampling.collect(server.dir / "samples", label,
+                                                    timeout=args.sample + 30)
                     figures.setdefault(size, []).append(figure)
                     note(f"{size} nodes: all acked run {figure[0]:.0f} ms, job_complete "
-                         f"{figure[1]:.0f} ms ({figure[2]})")
+                         f"{figure[1]:.0f} ms ({figure[2]}); CPU s "
+                         + " ".join(f"{k}={v:.2f}" for k, v in figure[3].items())
+                         + f"; load {os.getloadavg()[0]:.1f}")
                     time.sleep(args.pause)
                 if spy is not None:
                     print(finish_profile(*spy), flush=True)
+                if samples:
+                    print(f"# CPU samples, {len(samples)} process windows of {args.sample:g} s "
+                          f"starting 0.5 s before each POST (all {args.runs} jobs of {size} "
+                          "nodes):\n"
+                          + sampling.render(samples, 25), flush=True)
             if args.big_job:
                 big_job(server, min(args.nodes, args.big_job), args.big_job, args.pollers,
                         args.floor_seconds)
@@ -281,6 +338,10 @@ def main() -> int:
         result("dispatch_post_to_job_complete", median([r[1] for r in runs]), "ms",
                nodes=size, runs=len(runs), online=args.nodes, status=statuses,
                all=",".join(f"{r[1]:.0f}" for r in runs))
+        for part in ("broker", "api", "emulator", "postgres"):
+            result(f"dispatch_cpu_{part}", median([r[3][part] for r in runs]), "s",
+                   nodes=size, runs=len(runs), online=args.nodes,
+                   all=",".join(f"{r[3][part]:.2f}" for r in runs))
     return 0
 
 

@@ -24,7 +24,9 @@ and per run a timeline on stderr (seconds from the new start): server up (``/_st
 config fetched, 10/50/90/100 % of the configs re-fetched, 10/50/90/100 % available (to the second,
 but for 100 %), and the CPU each server process and the emulator used until then. `--profile S`
 samples the broker and one API worker with py-spy for S seconds from the first run's start
-(summaries printed, raw files in the server directory).
+(summaries printed, raw files in the server directory); `--sample S` (where py-spy cannot read
+the interpreter) CPU-samples every server and emulator process for S seconds from each run's
+start with bench/sampling.py and prints the shares per role.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pushd_bench import sampling
 from pushd_bench.common import (
     EmulatorProcess,
     ProcessMeter,
@@ -128,7 +131,8 @@ def start_profiles(server: PushdServer, seconds: float) -> list[threading.Thread
 
 
 def one_run(server: PushdServer, emulator: EmulatorProcess, n: int, timeout: float,
-            profile: float) -> tuple[float, float, float, float, float]:
+            profile: float, sample: float = 0.0,
+            label: str = "") -> tuple[float, float, float, float, float]:
     configs0 = emulator.status()["configs"]
     t_stop = time.monotonic()
     server.stop()
@@ -140,6 +144,8 @@ def one_run(server: PushdServer, emulator: EmulatorProcess, n: int, timeout: flo
     emulator_meters = [ProcessMeter(pid) for pid in process_tree(emulator.pid)]
     emulator_cpu0 = sum(m.cpu_seconds() for m in emulator_meters)
     threads = start_profiles(server, profile) if profile > 0 else []
+    if sample > 0:  # --sample: every server and emulator process, from the new start
+        sampling.request(server.dir / "samples", label, sample)
     deadline = t_start + timeout
     next_poll = 0.0
     while time.monotonic() < deadline and not timeline.done():
@@ -167,6 +173,10 @@ def one_run(server: PushdServer, emulator: EmulatorProcess, n: int, timeout: flo
          + f" emulator={emulator_cpu:.1f}")
     for thread in threads:
         thread.join(profile + 60)
+    if sample > 0:
+        profiles = sampling.collect(server.dir / "samples", label, timeout=sample + 30)
+        print(f"# CPU samples, {sample:g} s from the new start ({label}):\n"
+              + sampling.render(profiles, 25), flush=True)
     if not timeline.done():
         raise RuntimeError(f"not all back after {timeout}s: {online_nodes(server)} online, "
                            f"{emulator.status()}")
@@ -200,7 +210,8 @@ def main() -> int:
             fleet_online(server, emulator, n, server_timeout=120, settle=5)
             for number in range(args.runs):
                 runs.append(one_run(server, emulator, n, args.timeout,
-                                    args.profile if number == 0 else 0.0))
+                                    args.profile if number == 0 else 0.0,
+                                    args.sample, f"storm-{number}"))
                 note(f"all {n} available {runs[-1][0]:.1f} s after start "
                      f"({runs[-1][1]:.1f} s after stop); all re-fetched {runs[-1][2]:.1f} s")
                 server_online(server, n, timeout=60)

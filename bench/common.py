@@ -10,6 +10,7 @@ temporary directory, on a fresh PostgreSQL database (``--sqlite`` for the embedd
     median(values) -> float
     ProcessMeter(pid).cpu_seconds() / .rss_bytes()  from /proc
     process_tree(pid) -> list[int]                 pid and every descendant
+    postgres_backends(database) -> list[int]       PostgreSQL backend processes of a database
     bench_server(args, settings=None) -> contextmanager[PushdServer]
     EmulatorProcess(server, nodes, state_dir, *extra_args)
         .wait_online(timeout, stall=120) -> float
@@ -23,7 +24,8 @@ temporary directory, on a fresh PostgreSQL database (``--sqlite`` for the embedd
     describe_phase(status) -> str        what the emulator's status file says it is doing
     server_online(server, expected, timeout, poll=0.5) -> float
         seconds until GET node_states lists `expected` nodes online and available
-    common_arguments(parser)             --sqlite, --state-dir, --what-if, --memprobe, --server-env
+    common_arguments(parser)             --sqlite, --state-dir, --what-if, --memprobe, --sample,
+                                         --server-env
     memprobe(server, label, timeout=60) -> dict | None
         with --memprobe: the broker's memory report (bench/memprobe/sitecustomize.py) now
 """
@@ -110,6 +112,22 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
+def postgres_backends(database: str | None) -> list[int]:
+    """PostgreSQL's backend processes serving `database` (``postgres: 15/main: USER DB ...``)."""
+    if not database:
+        return []
+    found = []
+    needle = f" {database} ".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            if cmdline.startswith(b"postgres:") and needle in cmdline:
+                found.append(int(entry))
+    return found
+
+
 def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sqlite", action="store_true",
                         help="embedded SQLite instead of a fresh PostgreSQL database")
@@ -124,6 +142,10 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", action="store_true",
                         help="serve Prometheus /metrics (metrics_port on a free port); off by "
                         "default so figures compare with earlier sittings")
+    parser.add_argument("--sample", type=float, default=0.0, metavar="SECONDS",
+                        help="CPU-sample every server and emulator process for this many "
+                        "seconds per measured run (bench/sampling.py; costs a few per cent: "
+                        "not for the headline figure)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the server's processes, e.g. "
                         "MALLOC_ARENA_MAX=2 (repeatable)")
@@ -136,8 +158,8 @@ def bench_server(args: argparse.Namespace,
     # A stopped benchmark still stops its server and drops its database (finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if getattr(args, "what_if", False) and getattr(args, "memprobe", False):
-        raise SystemExit("--what-if and --memprobe each need their own sitecustomize")
+    if sum(bool(getattr(args, flag, False)) for flag in ("what_if", "memprobe", "sample")) > 1:
+        raise SystemExit("--what-if, --memprobe and --sample each need their own sitecustomize")
     for flag, folder in (("what_if", "whatif"), ("memprobe", "memprobe")):
         if getattr(args, flag, False):
             os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -165,6 +187,12 @@ def bench_server(args: argparse.Namespace,
             params = stack.enter_context(postgres_database())
             backend = ("postgres", params)
         server = PushdServer(db_backend=backend, settings=values, nodes=())
+        # Which PostgreSQL backends are this server's (their command lines name the database).
+        server.bench_database = backend[1]["database"] if backend else None  # type: ignore[attr-defined]
+        if getattr(args, "sample", 0.0) > 0:
+            from pushd_bench import sampling
+
+            sampling.enable(server.dir / "samples")
         if getattr(args, "memprobe", False):
             os.environ["PUSHD_BENCH_MEMPROBE"] = str(server.dir)
         server.start()

@@ -9,7 +9,8 @@
         sent live the way pushd's client does (pushd_client.output: TailBuffer + LiveStream, as
         `output` messages) when the server advertises live output; the result then carries
         what was printed.
-    EmulatedNode(index, name, org, key, behaviour)
+    EmulatedNode(index, name, org, key, behaviour, job_stats, decoder=None)
+        `decoder`: the worker's shared pushd_bench.wire.CommandDecoder (one per node if None)
         .identity                 NodeIdentity (a fresh incarnation id per emulator run)
         .configure(config, session_key, dealer, sub)   after a config fetch; resets sequence
         .detach() -> [sockets]    forget the sockets (the worker closes them)
@@ -38,19 +39,18 @@ from typing import Any
 
 import zmq
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from pushd_bench.wire import HeartbeatEncoder, TimestampCache
+from pushd_bench.wire import (
+    TIMESTAMPS,
+    CommandDecoder,
+    HeartbeatEncoder,
+    ReplyEncoder,
+    TimestampCache,
+)
 from pushd_client.output import LiveStream, TailBuffer
 
-from pushd.errors import ProtocolError
 from pushd.protocol.config import NodeConfig
-from pushd.protocol.frames import decode, encode
-from pushd.protocol.messages import (
-    NodeIdentity,
-    node_output,
-    node_reply,
-    node_result,
-    parse_server_message,
-)
+from pushd.protocol.frames import encode
+from pushd.protocol.messages import NodeIdentity, node_output, node_result
 
 RESULT_HEADROOM = 2048  # body bytes kept free for the result's other fields
 
@@ -122,9 +122,12 @@ class EmulatedNode:
     __slots__ = (
         "_buffer",
         "_capture",
+        "_decoder",
         "_encoder",
         "_lines",
         "_live",
+        "_replies",
+        "_timestamps",
         "answered",
         "behaviour",
         "config",
@@ -155,6 +158,7 @@ class EmulatedNode:
         key: RSAPrivateKey,
         behaviour: Behaviour,
         job_stats: JobStats,
+        decoder: CommandDecoder | None = None,
     ) -> None:
         self.index = index
         self.name = name
@@ -168,6 +172,9 @@ class EmulatedNode:
         self.dealer: zmq.Socket | None = None
         self.sub: zmq.Socket | None = None
         self._encoder: HeartbeatEncoder | None = None
+        self._replies: ReplyEncoder | None = None
+        self._decoder = decoder if decoder is not None else CommandDecoder()
+        self._timestamps = TIMESTAMPS  # shared: formatted once a second per process
         self.sequence = 0
         self.job_state = "idle"
         self.job_id: str | None = None
@@ -191,6 +198,7 @@ class EmulatedNode:
         self.session_key = session_key
         self.dealer, self.sub = dealer, sub
         self._encoder = HeartbeatEncoder(self.identity, session_key)
+        self._replies = ReplyEncoder(self.identity, session_key)
         self.sequence = 0
         self.answered = False
 
@@ -218,19 +226,20 @@ class EmulatedNode:
                                     timestamps.now())
 
     def _reply(self, kind: str, job_id: str | None) -> list[bytes]:
-        body = node_reply(self.identity, kind, sequence=self._next_sequence(), job_id=job_id)
-        return encode(body, hmac_key=self.session_key)
+        # Byte-identical to encode(node_reply(...)) (tests/integration/test_emulator.py).
+        assert self._replies is not None
+        return self._replies.frames(kind, self._next_sequence(), job_id,
+                                    self._timestamps.now())
 
     def on_command(self, frames: list[bytes], now: float, wall: float) -> list[list[bytes]]:
         config = self.config
         if config is None:
             return []
-        try:
-            body = decode(frames, key=self.session_key, max_skew=config.max_message_skew,
-                          max_body_size=max(config.max_body_size or 0, 1 << 20))
-            message = parse_server_message(body)
-        except ProtocolError:
-            return []  # the stock client logs and drops
+        message = self._decoder.decode(frames, self.session_key,
+                                       max_skew=config.max_message_skew,
+                                       max_body_size=max(config.max_body_size or 0, 1 << 20))
+        if message is None:
+            return []  # forged, stale or malformed: the stock client logs and drops
         self.answered = True
         kind, job_id = message.type, message.job_id
         if kind == "commit":
@@ -241,7 +250,7 @@ class EmulatedNode:
             if self.job_state != "idle":
                 return [self._reply("nack_commit", job_id)]
             self.job_state, self.job_id = "committed", job_id
-            self._capture = bool(body.get("capture"))
+            self._capture = message.capture
             return [self._reply("ack_commit", job_id)]
         if kind == "run":
             if self.job_state != "committed" or job_id != self.job_id:
@@ -317,11 +326,14 @@ class EmulatedNode:
                      else 65536) - RESULT_HEADROOM
             kept = max(0, min(wanted, limit))
             fields = {"stdout": "x" * kept, "stderr": "", "stdout_dropped": wanted - kept}
-        body = node_result(self.identity, succeeded=self.behaviour.exit_code == 0,
-                           sequence=self._next_sequence(), job_id=job_id, **fields)
         record = self.job_stats.record(job_id)
         record.results += 1
         record.last_result = _max(record.last_result, wall)
+        succeeded = self.behaviour.exit_code == 0
+        if not fields:  # no output: a plain reply (byte-identical to node_result's)
+            return self._reply("succeeded" if succeeded else "failed", job_id)
+        body = node_result(self.identity, succeeded=succeeded,
+                           sequence=self._next_sequence(), job_id=job_id, **fields)
         return encode(body, hmac_key=self.session_key)
 
 

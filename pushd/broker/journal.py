@@ -19,9 +19,10 @@
                                    compares it before/after a step to know if it recorded any)
 
 `store` is the `pushd.store` package (or anything with the same functions); `publish(topic,
-payload: dict)` sends on the events PUB socket. While the writer thread runs, `publish` is only
-called from it (a ZeroMQ socket must be used by one thread at a time): the loop hands the
-socket over with `start` and gets it back after `close`.
+payload)` sends on the events PUB socket: a feed event's payload is the bytes of its JSON, a
+cluster wake-up's an empty dict (the publisher encodes a dict). While the writer thread runs,
+`publish` is only called from it (a ZeroMQ socket must be used by one thread at a time): the
+loop hands the socket over with `start` and gets it back after `close`.
 
 The writer takes everything queued (up to MAX_BATCH transitions and about MAX_BATCH_ROWS node
 statuses and events, whole transitions), merges it per job and writes
@@ -29,7 +30,9 @@ it in ONE database transaction: node statuses grouped per (status, reason), even
 multi-row insert. Each event's row id (`store.append_events`) is its stable id; only after the
 transaction commits is it published as topic ``job.<job_id>`` (every event) and
 ``org.<org_id>`` (`start` and `job_complete`), payload ``{"id", "event", "job", "data"}``,
-where data starts with ``timestamp`` (``YYYY-MM-DD HH:MM:SS.uuuuuuZ``). Batches are written and
+where data starts with ``timestamp`` (``YYYY-MM-DD HH:MM:SS.uuuuuuZ``). Each event's data is
+JSON-encoded once, in the writer (`store.encode_data`'s encoding): the row stores that text and
+the payload carries the same text. Batches are written and
 published in the order they were recorded, so events of a job keep their order.
 
 If the database is unavailable (`store.StoreUnavailable`) the batch goes back to the head of the
@@ -64,6 +67,7 @@ Job-level events are logged at INFO, per-node ones (those whose data names a `no
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -73,6 +77,7 @@ from typing import Any
 from pushd.broker.contracts import NodeOutput, Transition
 from pushd.protocol.output import cap_text
 from pushd.states import JobStatus, NodeStatus
+from pushd.store.events import EncodedJSON, encode_data
 from pushd.store.times import event_timestamp, utcnow
 
 log = logging.getLogger(__name__)
@@ -90,14 +95,16 @@ HOUSEKEEPING_RETRY = 60.0  # seconds before housekeeping that failed runs again
 LIVE_ROW_INTERVAL = 1.0  # seconds between writes of one stream's stored live output
 ORG_FEED_EVENTS = frozenset({"start", "job_complete"})
 
-_Event = tuple[str, str, str, dict[str, Any]]  # org_id, job_id, name, data
+_Event = tuple[str, str, str, EncodedJSON]  # org_id, job_id, name, data as stored
+# The data column's encoding (pushd.store.events.encode_data): compact, ASCII only.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
 class StoreJournal:
     def __init__(
         self,
         store: Any,
-        publish: Callable[[str, dict[str, Any]], None],
+        publish: Callable[[str, bytes | dict[str, Any]], None],
         *,
         max_retained: int = MAX_RETAINED,
         output_max_bytes: int | None = None,
@@ -366,11 +373,18 @@ class StoreJournal:
                 self._announce(*written)
         return []
 
-    def _write(self, batch: list[Transition]) -> tuple[list[int], list[_Event]]:
-        """One transaction; returns the events' ids and the events, to announce after it."""
+    def _write(
+        self, batch: list[Transition]
+    ) -> tuple[list[int], list[_Event], list[dict[str, Any]]]:
+        """One transaction; returns the events' ids, the events and their data as recorded,
+        to announce after it."""
         store = self._store
         stamp = event_timestamp(utcnow())
+        # Each event's data is JSON-encoded once, here: the row stores that text and the
+        # published payload carries it (a big job's events were encoded twice each).
+        head = '{"timestamp":' + _ENCODE(stamp)
         events: list[_Event] = []
+        sources: list[dict[str, Any]] = []  # the events' data as recorded, for the log lines
         # Merge the batch per job: a burst of 2,000 acks becomes one grouped node update per
         # job instead of 2,000 statements. Later transitions win; events keep their order.
         jobs: dict[tuple[str, str], _JobChanges] = {}
@@ -387,7 +401,8 @@ class StoreJournal:
             if t.job_status is not None:
                 changes.job_status = t.job_status
             for event in t.events:
-                events.append((t.org_id, t.job_id, event.name, {"timestamp": stamp, **event.data}))
+                events.append((t.org_id, t.job_id, event.name, _encoded(head, stamp, event.data)))
+                sources.append(event.data)
         live_now_all: list[tuple[str, str, str, str]] = []
         with store.transaction():
             for (org_id, job_id), changes in jobs.items():
@@ -418,7 +433,7 @@ class StoreJournal:
         for key in live_now_all:
             self._live.pop(key, None)
             self._live_due[key] = time.monotonic() + LIVE_ROW_INTERVAL
-        return ids, events
+        return ids, events, sources
 
     def _queue_live(
         self, org_id: str, job_id: str, changes: _JobChanges
@@ -462,12 +477,17 @@ class StoreJournal:
             except Exception:
                 log.exception("could not publish a wake-up for %s", topic)
 
-    def _announce(self, ids: list[int], events: list[_Event]) -> None:
+    def _announce(
+        self, ids: list[int], events: list[_Event], sources: list[dict[str, Any]]
+    ) -> None:
         # Outside _write_batch's try: the rows are committed, a failing publish must not make
         # them be written again.
         node_debug = log.isEnabledFor(logging.DEBUG)
-        for event_id, (org_id, job_id, name, data) in zip(ids, events, strict=True):
-            payload = {"id": event_id, "event": name, "job": job_id, "data": data}
+        for event_id, (org_id, job_id, name, text), data in zip(ids, events, sources,
+                                                                 strict=True):
+            # {"id", "event", "job", "data"} around the stored text of the data (ASCII JSON).
+            payload = (f'{{"id":{event_id},"event":{_ENCODE(name)},"job":{_ENCODE(job_id)},'
+                       f'"data":{text}}}').encode("ascii")
             if "node" not in data:
                 log.info("event %d job %s %s %s", event_id, job_id, name, _brief(data))
             elif node_debug:
@@ -480,6 +500,16 @@ class StoreJournal:
             except Exception:
                 log.exception("could not publish event %d (it is stored: feeds replay it)",
                               event_id)
+
+
+def _encoded(head: str, stamp: str, data: dict[str, Any]) -> EncodedJSON:
+    """``{"timestamp": stamp, **data}`` as the column stores it (encode_data); `head` is its
+    start, ``{"timestamp":"<stamp>"``, encoded once per batch."""
+    if not data:
+        return EncodedJSON(head + "}")
+    if type(data) is not dict or "timestamp" in data:
+        return encode_data({"timestamp": stamp, **data})
+    return EncodedJSON(head + "," + _ENCODE(data)[1:])
 
 
 def _topics(events: list[_Event]) -> set[str]:

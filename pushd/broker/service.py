@@ -41,7 +41,9 @@ availability and offline lines are DEBUG; an INFO summary with counts is logged 
 COUNTS_LOG_PERIOD seconds.
 
 Inbound command frames go through, in order: frame count (3 with the identity), size, header,
-JSON, sender key (session key by body org+node), HMAC, timestamp skew, message schema, the
+JSON, sender key (session key by body org+node), HMAC, timestamp skew, message schema
+(heartbeats and plain job replies through their fast paths, heartbeat_sequence and
+reply_sequence, which check the fields the broker reads by parse_node_message's rules), the
 connection's binding (Curve User-Id must name the same org and node), then a replay check (the
 `sequence` must increase per connection; the stock client restarts at 1 on a new socket, which
 is a new ZMQ identity). Anything failing is dropped and counted under its reason; nothing a
@@ -113,7 +115,12 @@ from pushd.protocol.frames import (
     open_frames,
     verify_signature,
 )
-from pushd.protocol.messages import heartbeat_sequence, parse_node_message, server_heartbeat
+from pushd.protocol.messages import (
+    heartbeat_sequence,
+    parse_node_message,
+    reply_sequence,
+    server_heartbeat,
+)
 from pushd.protocol.signing import HMAC_SHA256, hmac_sign
 from pushd.protocol.timestamps import check_skew, format_timestamp
 from pushd.rollout import resolve_concurrency, resolve_errors
@@ -564,9 +571,15 @@ class Broker:
         if timestamp is None:
             raise ProtocolError("bad_message", "no timestamp")
         check_skew(timestamp, max_skew=self.config.max_message_skew)
-        # Heartbeats are nearly all the traffic: check just the fields the broker reads.
+        # Heartbeats are nearly all the traffic: check just the fields the broker reads. Plain
+        # job replies (a big job's acks and results) pass the same checks parse_node_message
+        # makes without building its NodeMessage; anything else gets the full validation.
         heartbeat = body.get("type") == "heartbeat"
-        sequence = heartbeat_sequence(body) if heartbeat else parse_node_message(body).sequence
+        if heartbeat:
+            sequence = heartbeat_sequence(body)
+        else:
+            fast = reply_sequence(body)
+            sequence = parse_node_message(body).sequence if fast is None else fast
         if kind == CURVE and not self.config.disable_curve_encryption:
             user_id = cast(str, frame.get("User-Id"))  # a metadata property is text
             if user_id_ref(user_id or "") != (org_id, node):
@@ -665,17 +678,19 @@ class Broker:
         except zmq.ZMQError as err:
             log.warning("could not publish the server heartbeat: %s", err)
 
-    def _publish(self, topic: str, payload: dict[str, Any]) -> None:
+    def _publish(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         # Called by the journal only: from its writer thread once that runs, which then is the
         # one thread using the events socket (the loop uses it only before, for recovery).
+        # A feed event comes as the bytes of its JSON (its data encoded once, for the row too).
         try:
             # Frame by frame, flags computed once: send_multipart ORs zmq's enum flags in
             # Python per frame, and a big job publishes three events per node.
             socket = self._sockets["events"]
             socket.send(topic.encode(), _SEND_MORE)
-            socket.send(json.dumps(payload).encode(), zmq.NOBLOCK)
+            socket.send(payload if isinstance(payload, bytes) else json.dumps(payload).encode(),
+                        zmq.NOBLOCK)
         except zmq.ZMQError as err:
-            log.warning("could not publish event %s: %s", payload.get("id"), err)
+            log.warning("could not publish an event on %s: %s", topic, err)
 
     # -- ZAP and control --------------------------------------------------------------------------
 

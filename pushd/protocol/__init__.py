@@ -32,8 +32,9 @@ Messages (pushd.protocol.messages)
     server -> node builders: server_heartbeat, abort_message, ack_message, commit_message,
         run_message; validator parse_server_message(body) -> ServerMessage
     node -> server builders: NodeIdentity, node_heartbeat, node_reply, node_result;
-        validator parse_node_message(body) -> NodeMessage; heartbeat_sequence(body) -> int (the
-        broker's fast path); sender_of(body) -> (org, node) | None
+        validator parse_node_message(body) -> NodeMessage; heartbeat_sequence(body) -> int and
+        reply_sequence(body) -> int | None (the broker's fast paths); sender_of(body) ->
+        (org, node) | None
     Type sets: SERVER_MESSAGE_TYPES, NODE_MESSAGE_TYPES, REPLY_TYPES, RESULT_TYPES,
         REASON_TYPES, JOB_MESSAGE_TYPES; PROTOCOL_VERSION = "2.0"; MAX_JOB_ID_BYTES = 64
 
@@ -109,6 +110,7 @@ from pushd.protocol.messages import (
     node_result,
     parse_node_message,
     parse_server_message,
+    reply_sequence,
     run_message,
     sender_of,
     server_heartbeat,
@@ -185,6 +187,7 @@ __all__ = [
     "parse_node_message",
     "parse_server_message",
     "parse_timestamp",
+    "reply_sequence",
     "rsa_sign",
     "rsa_verify",
     "run_message",

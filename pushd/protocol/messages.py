@@ -39,6 +39,12 @@ protocol_version, org, type, sequence, timestamp, incarnation_id, then job_id):
         incarnation id. Text is not checked for lone surrogates (node and org matched a stored
         key; the others are only compared). Expects node and org to be strings (the broker
         looked the key up by them) and type "heartbeat".
+    reply_sequence(body: Mapping) -> int | None
+        The broker's fast path for job replies (ack_commit, ack_run, nack_*, aborted,
+        succeeded, failed) that carry only the common fields: the sequence when
+        parse_node_message would accept the body (same checks; ASCII text only), None when the
+        body must go through parse_node_message (it holds reason/stdout/stderr/truncated, or
+        anything the quick checks do not settle). Never raises.
     sender_of(body: Mapping) -> tuple[str, str] | None
         (org, node) when both are strings, else None: a safe key for looking up the session
         key before the body is verified (never raises, whatever the body holds).
@@ -487,6 +493,63 @@ def heartbeat_sequence(body: Mapping[str, Any]) -> int:
             and (type(job_state) is not str or len(job_state) > MAX_JOB_STATE_LENGTH))
     ):
         raise _bad("malformed heartbeat")
+    return sequence
+
+
+# Replies the broker can take without building a NodeMessage: their bodies carry the common
+# fields only. A reply carrying anything the broker stores or shows (`reason`, output, the
+# truncation counts) or a field the fast checks cannot settle goes through parse_node_message.
+FAST_REPLY_TYPES = REPLY_TYPES | RESULT_TYPES
+_FULL_CHECK_FIELDS = ("reason", "stdout", "stderr", "truncated")
+
+
+def reply_sequence(body: Mapping[str, Any]) -> int | None:
+    """The sequence of a plain job reply, or None: validate it with parse_node_message.
+
+    The broker's fast path for ``ack_commit``, ``ack_run``, ``succeeded``... (a big job's
+    replies are most of its messages). It accepts only bodies parse_node_message accepts, with
+    the same sequence: every field parse_node_message checks is checked here by the same
+    rules, with ASCII standing in for the Unicode check (a non-ASCII name, job id or
+    incarnation goes the long way); a body that also holds `reason`, `stdout`, `stderr` or
+    `truncated`, or anything this function cannot settle, gets None, never an exception."""
+    get = body.get
+    type_ = get("type")
+    sequence = get("sequence")
+    node = get("node")
+    org = get("org")
+    incarnation = get("incarnation_id")
+    timestamp = get("timestamp")
+    job_id = get("job_id")
+    client = get("client")
+    version = get("protocol_version")
+    if (
+        type(type_) is not str
+        or type_ not in FAST_REPLY_TYPES
+        or type(sequence) is not int
+        or not -_INT64 <= sequence < _INT64
+        or type(node) is not str
+        or not 0 < len(node) <= MAX_NAME_LENGTH
+        or not node.isascii()
+        or type(org) is not str
+        or not 0 < len(org) <= MAX_NAME_LENGTH
+        or not org.isascii()
+        or type(incarnation) is not str
+        or len(incarnation) > MAX_NAME_LENGTH
+        or not incarnation.isascii()
+        or type(timestamp) is not str
+        or len(timestamp) > 64
+        or not timestamp.isascii()
+        or (job_id is not None and (
+            type(job_id) is not str or len(job_id) > MAX_JOB_ID_BYTES or not job_id.isascii()))
+        or (client is not None and (
+            type(client) is not str or len(client) > MAX_NAME_LENGTH or not client.isascii()))
+        or (version is not None and (
+            type(version) is not str or len(version) > 16 or not version.isascii()))
+    ):
+        return None
+    for name in _FULL_CHECK_FIELDS:
+        if get(name) is not None:
+            return None
     return sequence
 
 

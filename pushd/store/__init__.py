@@ -41,7 +41,9 @@ Jobs (pushd.store.jobs)
     JobOptions, JobNodeState, JobSummary, JobView, OutputRecord, InvalidCursor
 
 Events (pushd.store.events)
-    append_events([(org_id, job_id|None, name, data_dict), ...]) -> list[int]
+    append_events([(org_id, job_id|None, name, data_dict | EncodedJSON), ...]) -> list[int]
+    encode_data(data) -> EncodedJSON   data as the column stores it, encoded once by a caller
+                                       that also publishes it (the broker's journal)
     job_events_after(org_id, job_id, after_id=None, *, limit=None) -> list[Event]
     org_events_after(org_id, after_id=None, *, since=None, limit=None) -> list[Event]
     last_event_id(org_id) -> int | None; prune_org_events(older_than) -> int
@@ -119,9 +121,11 @@ from pushd.store.db import (
 )
 from pushd.store.events import (
     ORG_FEED_EVENTS,
+    EncodedJSON,
     Event,
     NewEvent,
     append_events,
+    encode_data,
     job_events_after,
     last_event_id,
     org_events_after,
@@ -190,6 +194,7 @@ __all__ = [
     "ConflictError",
     "DashboardGrant",
     "DashboardSessionView",
+    "EncodedJSON",
     "Event",
     "Group",
     "InvalidCursor",
@@ -227,6 +232,7 @@ __all__ = [
     "delete_session",
     "delete_session_key",
     "dialect",
+    "encode_data",
     "event_timestamp",
     "find_principals",
     "get_database",

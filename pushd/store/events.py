@@ -1,9 +1,13 @@
 """Feed events with stable integer ids (the SSE `id:` of both feeds survives restarts).
 
     ORG_FEED_EVENTS = {"start", "job_complete"}   job events that also appear in the org feed
-    NewEvent(org_id, job_id | None, name, data: dict, org_feed: bool | None = None)
+    NewEvent(org_id, job_id | None, name, data: dict | EncodedJSON, org_feed: bool | None = None)
         what append_events takes (plain 4-tuples work too). org_feed None means: in the org
         feed when the name is in ORG_FEED_EVENTS or the event belongs to no job.
+    EncodedJSON(text)    event data the caller already encoded exactly as the data column
+        holds it (``encode_data``): stored as is, so a writer that also publishes the event
+        encodes it once
+    encode_data(data: Mapping) -> EncodedJSON    compact, ASCII-only JSON of an object
     Event(id, org_id, job_id, name, data, org_feed, created_at)   what the readers return
 
     append_events(events) -> list[int]
@@ -26,6 +30,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +45,25 @@ from pushd.store.times import to_naive_utc, utcnow
 ORG_FEED_EVENTS = frozenset({"start", "job_complete"})
 MAX_EVENT_NAME = 64
 INSERT_CHUNK = 500
+
+
+class EncodedJSON(str):
+    """A JSON object encoded as the data column stores it (JSONTextField: compact separators,
+    ASCII only, keys in insertion order). Made by `encode_data`; append_events stores it as is."""
+
+    __slots__ = ()
+
+
+# Built once: json.dumps with keyword arguments builds a new JSONEncoder on every call. The
+# same settings as JSONTextField.db_value, so the stored text is what it would have written.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
+def encode_data(data: Mapping[str, Any]) -> EncodedJSON:
+    """The column's JSON text of `data` (a mapping), ready for append_events and for a feed."""
+    if not isinstance(data, Mapping):
+        raise InvalidValue(f"event data must be a mapping, not {type(data).__name__}")
+    return EncodedJSON(_ENCODE(data if type(data) is dict else dict(data)))
 
 
 class NewEvent(NamedTuple):
@@ -65,8 +89,13 @@ def _row_of(raw: Any, now: datetime) -> dict[str, Any]:
     event = raw if isinstance(raw, NewEvent) else NewEvent(*raw)
     if not isinstance(event.name, str) or not 0 < len(event.name) <= MAX_EVENT_NAME:
         raise InvalidValue(f"event name must be 1..{MAX_EVENT_NAME} characters: {event.name!r}")
-    if not isinstance(event.data, Mapping):
-        raise InvalidValue(f"event data must be a mapping, not {type(event.data).__name__}")
+    data = event.data
+    if isinstance(data, EncodedJSON):
+        pass  # encoded by encode_data: stored as is
+    elif isinstance(data, Mapping):
+        data = dict(data)
+    else:
+        raise InvalidValue(f"event data must be a mapping, not {type(data).__name__}")
     org_feed = event.org_feed
     if org_feed is None:
         org_feed = event.job_id is None or event.name in ORG_FEED_EVENTS
@@ -74,7 +103,7 @@ def _row_of(raw: Any, now: datetime) -> dict[str, Any]:
         "org_id": event.org_id,
         "job_id": event.job_id,
         "name": event.name,
-        "data": dict(event.data),
+        "data": data,
         "org_feed": bool(org_feed),
         "created_at": now,
     }
@@ -91,7 +120,7 @@ def append_events(events: Iterable[NewEvent | tuple[Any, ...]]) -> list[int]:
     # Hand-written SQL with the fields' own conversions: peewee's query builder spent more
     # time composing a 1,000-row insert than the database spent running it.
     stamp = JobEvent.created_at.db_value(now)
-    to_json = JobEvent.data.db_value
+    to_json = _to_json
     with transaction():
         if not isinstance(database, peewee.SqliteDatabase):
             return _insert_postgres(database, rows, stamp, to_json)
@@ -127,6 +156,10 @@ _POSTGRES_INSERT = (
     "%s::text[], %s::boolean[]) WITH ORDINALITY AS u(o, j, n, d, f, k) ORDER BY k "
     "RETURNING id"
 )
+
+
+def _to_json(data: Any) -> str:
+    return data if isinstance(data, EncodedJSON) else JobEvent.data.db_value(data)
 
 
 @functools.lru_cache(maxsize=8)

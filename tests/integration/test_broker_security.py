@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import random
 import stat
@@ -16,6 +17,7 @@ from pushd_bench.protocol_peer import ProtocolPeer, forged_header
 
 from pushd.broker.control_client import control_path, events_path
 from pushd.protocol.frames import build_header, encode
+from pushd.protocol.signing import hmac_sign
 from pushd.protocol.timestamps import format_timestamp
 from pushd.states import JobStatus
 from tests.support.broker_runner import ORG_ID, ORG_NAME, BrokerEnv, wait_until
@@ -68,6 +70,53 @@ def test_forged_signature_is_dropped(env: BrokerEnv) -> None:
     peer.send_body(peer.body("heartbeat"), key=b"k" * 32)
     dropped(env, "bad_signature", 2)
     assert env.node_state("n1")["availability"] == "available"  # the forged job_id did nothing
+
+
+def _signed_raw(peer: ProtocolPeer, body: dict) -> list[bytes]:
+    """Frames of `body` as JSON with every non-ASCII character escaped (so a lone surrogate,
+    which encode() refuses to send, reaches the broker), correctly signed."""
+    raw = json.dumps(body).encode()
+    return [build_header("hmac_sha256", hmac_sign(peer.session_key, raw)), raw]
+
+
+def test_job_replies_are_checked_like_every_message(tmp_path: Path) -> None:
+    # Plain job replies take the broker's fast path (reply_sequence): signature, replay, the
+    # sender's binding and the field rules must hold there as on the full path.
+    env = make_env(tmp_path, voting_timeout=30.0)
+    try:
+        peer = env.peer("n1")
+        peer.answer_commit = peer.answer_run = None  # this test answers by hand
+        job = env.create_job(["n1"], "true")
+        job_id = peer.wait_for("commit")["job_id"]
+
+        peer.send_body(peer.body("ack_commit", job_id), header=forged_header())
+        dropped(env, "bad_signature")
+        peer.send_frames(_signed_raw(peer, {**peer.body("ack_commit", job_id),
+                                            "client": "\ud800"}))
+        dropped(env, "bad_message")  # a field the broker never reads is still checked
+        peer.send_body({**peer.body("ack_commit", job_id), "sequence": 2**63})
+        dropped(env, "bad_message", 2)
+        time.sleep(0.3)
+        assert env.job(job_id).status == JobStatus.VOTING  # none of them voted
+        assert "quorum_vote" not in env.event_names(job_id)
+
+        ack = encode(peer.body("ack_commit", job_id), hmac_key=peer.session_key)
+        peer.send_frames(ack)
+        peer.wait_for("run")
+        peer.send_frames(ack)  # the same signed reply again
+        dropped(env, "replay")
+        peer.send("ack_run", job_id)
+        result = encode(peer.body("succeeded", job_id), hmac_key=peer.session_key)
+        peer.send_frames(result)
+        assert env.wait_job(job).nodes_by_status() == {"succeeded": ["n1"]}
+        peer.send_frames(result)
+        dropped(env, "replay", 2)
+        assert env.event_names(job_id).count("quorum_vote") == 1
+        assert env.event_names(job_id).count("run_complete") == 1
+        peer.answer_commit = peer.answer_run = "ack"
+        still_serves(env, "n1")
+    finally:
+        env.close()
 
 
 def test_message_naming_another_node_is_dropped(env: BrokerEnv) -> None:

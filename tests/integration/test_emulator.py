@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pushd_bench.wire import HeartbeatEncoder
+from pushd_bench.wire import HeartbeatEncoder, ReplyEncoder
 
 from pushd.protocol.frames import encode
-from pushd.protocol.messages import NodeIdentity, node_heartbeat
+from pushd.protocol.messages import NodeIdentity, node_heartbeat, node_reply, node_result
 from tests.support.server import running_server
 
 NODES = 50
@@ -29,6 +29,23 @@ def test_fast_heartbeat_encoding_is_byte_identical_to_the_protocol_encoder() -> 
         expected = encode(node_heartbeat(who, sequence=sequence, job_id=job_id,
                                          job_state=state, timestamp=stamp), hmac_key=key)
         assert encoder.frames(sequence, job_id, state, stamp) == expected
+
+
+def test_fast_reply_encoding_is_byte_identical_to_the_protocol_encoder() -> None:
+    who = NodeIdentity(node="nöde-1", client='c"1', org="acme", incarnation_id="inc-1")
+    key = os.urandom(32)
+    encoder = ReplyEncoder(who, key)
+    stamp = "Tue, 24 Nov 2026 04:31:27 GMT"
+    for sequence, job_id, kind in ((1, "job\\1", "ack_commit"), (2, "j", "ack_run"),
+                                   (3, None, "aborted")):
+        expected = encode(node_reply(who, kind, sequence=sequence, job_id=job_id,
+                                     timestamp=stamp), hmac_key=key)
+        assert encoder.frames(kind, sequence, job_id, stamp) == expected
+    for succeeded in (True, False):
+        expected = encode(node_result(who, succeeded=succeeded, sequence=4, job_id="j",
+                                      timestamp=stamp), hmac_key=key)
+        kind = "succeeded" if succeeded else "failed"
+        assert encoder.frames(kind, 4, "j", stamp) == expected
 
 
 def _start(server: Any, state_dir: Path, status: Path, *extra: str) -> subprocess.Popen[str]:

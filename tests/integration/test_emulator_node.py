@@ -7,6 +7,7 @@ import time
 
 import pytest
 from pushd_bench.node import Behaviour, EmulatedNode, JobStats
+from pushd_bench.wire import CommandDecoder
 
 from pushd.keys import generate_rsa_key, rsa_public_pem
 from pushd.protocol.config import build_config, encrypt_session_key, parse_config
@@ -17,7 +18,8 @@ SERVER_KEY = generate_rsa_key()
 CLIENT_KEY = generate_rsa_key()
 
 
-def _node(behaviour: Behaviour) -> tuple[EmulatedNode, bytes]:
+def _node(behaviour: Behaviour,
+          decoder: CommandDecoder | None = None) -> tuple[EmulatedNode, bytes]:
     session_key = os.urandom(32)
     config = parse_config(build_config(
         host="127.0.0.1", heartbeat_port=1, command_port=2, interval=1.0, node="emu-00001",
@@ -25,7 +27,7 @@ def _node(behaviour: Behaviour) -> tuple[EmulatedNode, bytes]:
         encoded_session_key=encrypt_session_key(CLIENT_KEY.public_key(), session_key),
         lifetime=3600, max_message_skew=300, max_body_size=65536, incarnation_id="inc-1",
     ))
-    node = EmulatedNode(1, "emu-00001", "acme", CLIENT_KEY, behaviour, JobStats())
+    node = EmulatedNode(1, "emu-00001", "acme", CLIENT_KEY, behaviour, JobStats(), decoder)
     node.configure(config, session_key, dealer=None, sub=None)  # type: ignore[arg-type]
     return node, session_key
 
@@ -75,3 +77,23 @@ def test_forged_or_stale_messages_are_dropped() -> None:
                            timestamp="Mon, 01 Jan 2001 00:00:00 GMT")
     assert _answers(node, key, stale) == []
     assert node.job_state == "idle"
+
+
+def test_a_shared_decoder_still_checks_each_nodes_signature_and_time() -> None:
+    # The worker's decoder parses a job's commit once for all its nodes (the bodies differ only
+    # in sequence and timestamp); each node's copy must still be its own, signed and fresh.
+    decoder = CommandDecoder()
+    first, first_key = _node(Behaviour(), decoder)
+    second, second_key = _node(Behaviour(), decoder)
+    commit = _commit("j1")
+    assert [m["type"] for m in _answers(first, first_key, commit)] == ["ack_commit"]
+    same_tail = {**commit, "sequence": 2}
+    assert _answers(second, first_key, same_tail) == []  # signed with another node's key
+    stale = {**same_tail, "timestamp": "Mon, 01 Jan 2001 00:00:00 GMT"}
+    assert _answers(second, second_key, stale) == []
+    assert second.job_state == "idle"
+    assert [m["type"] for m in _answers(second, second_key, same_tail)] == ["ack_commit"]
+    assert second.job_id == "j1"
+    # Bodies not in the broker's shape (keys in another order) take the full decode.
+    reordered = {"type": "abort", "timestamp": commit["timestamp"], "sequence": 3}
+    assert [m["type"] for m in _answers(second, second_key, reordered)] == ["aborted"]

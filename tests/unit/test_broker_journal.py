@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -32,12 +33,16 @@ def db(db_backend: tuple[str, dict]) -> Iterator[None]:
 class Published:
     def __init__(self) -> None:
         self.items: list[tuple[str, dict[str, Any]]] = []
+        self.raw: list[bytes] = []
 
-    def __call__(self, topic: str, payload: dict[str, Any]) -> None:
+    def __call__(self, topic: str, payload: bytes | dict[str, Any]) -> None:
+        assert isinstance(payload, bytes)  # a feed event: its JSON, data encoded once
+        self.raw.append(payload)
+        decoded = json.loads(payload)
         # Whatever is published must already be readable from the database.
-        stored = {e.id for e in store.job_events_after(ORG, payload["job"])}
-        assert payload["id"] in stored
-        self.items.append((topic, payload))
+        stored = {e.id for e in store.job_events_after(ORG, decoded["job"])}
+        assert decoded["id"] in stored
+        self.items.append((topic, decoded))
 
 
 def test_sync_persists_then_publishes_in_order(db: None) -> None:
@@ -226,3 +231,31 @@ def test_live_output_is_published_per_chunk_and_stored_at_most_once_a_second(db:
     finally:
         journal.close()
     assert store.get_output_bytes(ORG, JOB, "a", "stdout") == b"all\n"
+
+
+def stored_text(event_id: int) -> str:
+    database = store.get_database()
+    cursor = database.execute_sql(
+        f"SELECT data FROM job_events WHERE id = {database.param}", (event_id,))
+    return str(cursor.fetchone()[0])
+
+
+def test_each_event_is_published_with_the_data_text_it_was_stored_with(db: None) -> None:
+    published = Published()
+    journal = StoreJournal(store, published)
+    odd = {"node": "a", "status": "ok", "text": "é\u2028\x00\ud800", "n": [1, 2.5, None]}
+    journal.record(Transition(JOB, ORG, JobStatus.VOTING, events=[
+        FeedEvent("start", {}), FeedEvent("quorum_vote", odd),
+        FeedEvent("odd", {"timestamp": "given", "x": 1}),
+    ]))
+    assert journal.sync()
+    for raw, (_topic, payload) in zip(published.raw, published.items, strict=True):
+        # The payload's data is the stored text itself, not a second encoding of it.
+        text = stored_text(payload["id"])
+        assert raw.endswith(b',"data":' + text.encode("ascii") + b"}")
+    by_event = {p["event"]: p["data"] for _, p in published.items}
+    assert list(by_event["start"]) == ["timestamp"]
+    assert {k: v for k, v in by_event["quorum_vote"].items() if k != "timestamp"} == odd
+    assert by_event["odd"] == {"timestamp": "given", "x": 1}
+    assert [e.data for e in store.job_events_after(ORG, JOB)] == [
+        by_event["start"], by_event["quorum_vote"], by_event["odd"]]

@@ -25,6 +25,7 @@ from pushd.protocol import (
     node_result,
     parse_node_message,
     parse_server_message,
+    reply_sequence,
     run_message,
     server_heartbeat,
 )
@@ -357,3 +358,59 @@ def test_heartbeat_fast_path_accepts_the_stock_heartbeat() -> None:
                 {"job_id": "é" * 33}, {"job_state": "x" * 33}, {"sequence": True}):
         with pytest.raises(ProtocolError, match="malformed heartbeat"):
             heartbeat_sequence({**body, **bad})
+
+
+_REPLY_TYPES = ["ack_commit", "nack_commit", "ack_run", "nack_run", "aborted", "succeeded",
+                "failed"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    type_=st.sampled_from([*_REPLY_TYPES, "heartbeat", "output", "commit"]) | _OTHER,
+    sequence=st.integers(min_value=-(2**64), max_value=2**64) | _OTHER,
+    incarnation=_TEXT | _OTHER,
+    job_id=st.none() | _TEXT | _OTHER,
+    node=st.text(min_size=0, max_size=260) | _OTHER,
+    org=st.text(min_size=0, max_size=260) | _OTHER,
+    client=st.none() | st.text(max_size=260) | _OTHER,
+    version=st.none() | st.text(max_size=20) | _OTHER,
+    timestamp=st.just(STAMP) | _TEXT | _OTHER,
+    extra=st.dictionaries(st.sampled_from(["reason", "stdout", "stderr", "truncated", "x"]),
+                          _OTHER | st.dictionaries(st.text(max_size=6), _OTHER), max_size=2),
+)
+@example(type_="ack_run", sequence=2**63, incarnation="i", job_id=None, node="n", org="o",
+         client=None, version=None, timestamp=STAMP, extra={})
+@example(type_="ack_run", sequence=1, incarnation="i", job_id="\ud800", node="n", org="o",
+         client="\udfff", version=None, timestamp=STAMP, extra={})
+@example(type_="succeeded", sequence=1, incarnation="i", job_id=JOB, node="n", org="o",
+         client=None, version=None, timestamp=STAMP, extra={"truncated": "x"})
+def test_reply_fast_path_accepts_only_what_the_validator_accepts(
+    type_: Any, sequence: Any, incarnation: Any, job_id: Any, node: Any, org: Any, client: Any,
+    version: Any, timestamp: Any, extra: dict[str, Any],
+) -> None:
+    body = {"type": type_, "node": node, "org": org, "sequence": sequence,
+            "timestamp": timestamp, "incarnation_id": incarnation, "job_id": job_id,
+            "client": client, "protocol_version": version, **extra}
+    fast = reply_sequence(body)  # never raises
+    if fast is not None:
+        assert parse_node_message(body).sequence == fast
+
+
+def test_reply_fast_path_takes_stock_replies_and_leaves_the_rest_to_the_validator() -> None:
+    for kind in ("ack_commit", "ack_run", "nack_commit", "nack_run", "aborted"):
+        assert reply_sequence(node_reply(ME, kind, sequence=9, job_id=JOB)) == 9
+    for succeeded in (True, False):
+        assert reply_sequence(node_result(ME, succeeded=succeeded, sequence=3, job_id=JOB)) == 3
+    # What the broker stores or shows, and text it cannot settle with isascii, take the long way
+    long_way = [
+        node_reply(ME, "nack_commit", sequence=1, job_id=JOB, reason="busy"),
+        node_result(ME, succeeded=True, sequence=1, job_id=JOB, stdout="hi"),
+        node_result(ME, succeeded=False, sequence=1, job_id=JOB, stderr="", stdout_dropped=3),
+        {**node_reply(ME, "ack_run", sequence=1, job_id=JOB), "client": "hôte"},
+        {**node_reply(ME, "ack_run", sequence=1, job_id=JOB), "client": "\ud800"},
+        node_heartbeat(ME, sequence=1, job_id=None, job_state="idle"),
+    ]
+    for body in long_way:
+        assert reply_sequence(body) is None
+    with pytest.raises(ProtocolError):  # the validator still refuses the lone surrogate
+        parse_node_message(long_way[4])
