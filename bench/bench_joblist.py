@@ -1,7 +1,7 @@
 """Job list at scale (issue 19): ``GET .../pushy/jobs`` with 1,000,000 jobs in PostgreSQL.
 
     python bench/bench_joblist.py [--jobs 1000000] [--other-jobs 100000] [--running 20]
-        [--requests 200] [--deep-pages 500] [--sql-runs 30] [--ab-indexes]
+        [--requests 200] [--deep-pages 500] [--sql-runs 30] [--ab-indexes] [--ab-query]
 
 Makes a fresh PostgreSQL database, provisions the server's organization (pushd_bench.server;
 that also creates the schema), adds a second organization, COPYs `--jobs` finished jobs into
@@ -11,16 +11,17 @@ ANALYZE, starts the server (gunicorn + gevent, 2 workers, as bench_server), then
 `--running` running jobs (after the broker's start-up recovery, which would finish them).
 
 Cases (each a signed GET through the REST API, one keep-alive connection, one request at a
-time, the cases taken in turn so a load swing of the shared machine hits them alike):
+time, the cases taken in turn so a load swing of the shared machine hits them alike), each at
+two page sizes, _1000 (no ?limit=: the default page, jobs_page_limit, what knife reads) and
+_100 (``?limit=100``, a screenful):
 
-    first           no parameters: the default page (``jobs_page_limit``, 1000), what knife reads
-    first_50        ``?limit=50``
-    status_running  ``?status=running`` (`--running` jobs)
-    status_complete ``?status=complete`` (90%)
-    status_crashed  ``?status=crashed`` (1.5%)
-    deep            ``?cursor=C``, C the X-Next-Cursor after following `--deep-pages` default
-                    pages (500: 500,000 jobs deep)
-    deep_crashed    ``?status=crashed&cursor=C`` (C as for deep)
+    first_N             the newest page
+    status_complete_N   ``?status=complete`` (90% of the jobs)
+    status_crashed_N    ``?status=crashed`` (1.5%)
+    deep_N              ``?cursor=C``, C the X-Next-Cursor after following `--deep-pages`
+                        default pages (500: 500,000 jobs deep)
+    deep_crashed_N      ``?status=crashed&cursor=C`` (C as for deep)
+    status_running      ``?status=running`` (the `--running` jobs)
 
 Each case is timed in layers, all in this sitting:
 
@@ -32,9 +33,14 @@ Each case is timed in layers, all in this sitting:
     floor  the same gunicorn (2 gevent workers) answering a fixed body of the same bytes as
            the case's answer (bench_floor_http.py's app): HTTP + gunicorn, no pushd
 
-With `--ab-indexes` the http and sql layers are measured again with the job indexes of schema 5
-(migration 6's dropped, jobs_org_status back), then with schema 6's again, on the same data and
-server; the retention query (store.prune_jobs' select) is explained in both. Prints
+The retention query (store.prune_jobs' select of a batch) is timed with EXPLAIN ANALYZE for a
+cutoff of 90 days (a backlog) and 400 days (nothing due). With `--ab-indexes` the http, sql and
+retention figures are taken again with the job indexes of schema 5 (migration 6's dropped,
+jobs_org_status back: label _schema5), then with schema 6's (_schema6), on the same data and
+server. With `--ab-query` the sql layer is also timed for the list's SQL as it was before issue
+19 (joined_sql: the join under the LIMIT, the file read; label _joined, and _joined_schema5 with
+--ab-indexes). Run with PYTHONSAFEPATH=1 PYTHONPATH=<a checkout of another commit> it measures
+that commit's pushd (server and store) with this benchmark (no --ab-* then). Prints
 ``RESULT name=joblist_<layer>_<case>_p95 value=.. unit=ms ...`` lines (p50, p99 alongside).
 """
 
@@ -63,16 +69,16 @@ from pushd_bench.server import PushdServer
 
 from pushd.states import JobStatus
 
-CASES: dict[str, dict[str, str]] = {
-    "first": {},
-    "first_50": {"limit": "50"},
-    "status_running": {"status": "running"},
-    "status_complete": {"status": "complete"},
-    "status_crashed": {"status": "crashed"},
-    "deep": {},  # cursor added once known
-    "deep_crashed": {"status": "crashed"},
-}
-DEEP_CASES = ("deep", "deep_crashed")
+PAGE_SIZES = ("1000", "100")  # the default (jobs_page_limit), what knife reads; a screenful
+CASES: dict[str, dict[str, str]] = {"status_running": {"status": "running"}}
+for _size in PAGE_SIZES:
+    for _name, _query in (("first", {}), ("status_complete", {"status": "complete"}),
+                          ("status_crashed", {"status": "crashed"}), ("deep", {}),
+                          ("deep_crashed", {"status": "crashed"})):
+        # The default page is asked for without ?limit=, as knife does.
+        CASES[f"{_name}_{_size}"] = {**_query, **({"limit": _size} if _size != "1000" else {})}
+DEEP_CASES = tuple(name for name in CASES if name.startswith("deep"))
+PLANS_SHOWN = ("status_crashed_1000", "deep_crashed_1000")
 
 # The job indexes before migration 6 and after it (pushd/store/migrations.py), for --ab-indexes.
 SCHEMA5_INDEXES = (
@@ -226,6 +232,35 @@ def list_sql(store: Any, org_id: str, query: dict[str, str]) -> tuple[str, Any]:
     return found[-1]
 
 
+def joined_sql(org_id: str, query: dict[str, str]) -> tuple[str, Any]:
+    """The list's SQL before issue 19 (for --ab-query): jobs joined to their options under
+    the LIMIT, the job file read, the status as IN (...)."""
+    import peewee
+
+    from pushd.store import get_database
+    from pushd.store.jobs import decode_cursor
+    from pushd.store.models import Job, JobOption
+
+    arguments = store_arguments(query)
+    columns = (Job.id, Job.org_id, Job.command, Job.status, Job.run_timeout, Job.quorum,
+               Job.requested_by, Job.last_updated_by, Job.created_at, Job.updated_at,
+               JobOption.job_id, JobOption.job_user, JobOption.dir, JobOption.env,
+               JobOption.capture, JobOption.job_file, JobOption.voting_timeout,
+               JobOption.max_concurrency, JobOption.max_errors, JobOption.rerun_of)
+    select = (Job.select(*columns)
+              .join(JobOption, peewee.JOIN.LEFT_OUTER, on=(JobOption.job_id == Job.id))
+              .where(Job.org_id == org_id))
+    if arguments["status"] is not None:
+        select = select.where(Job.status.in_([int(arguments["status"])]))
+    if arguments["before"] is not None:
+        created_at, job_id = decode_cursor(arguments["before"])
+        select = select.where(peewee.Tuple(Job.created_at, Job.id)
+                              < peewee.Tuple(created_at, job_id))
+    select = select.order_by(Job.created_at.desc(), Job.id.desc()).limit(arguments["limit"] + 1)
+    sql, params = get_database().get_sql_context().sql(select).query()
+    return sql, params
+
+
 def measure_store(store: Any, org_id: str, cases: dict[str, dict[str, str]],
                   runs: int) -> None:
     from pushd.api.documents import job_summary
@@ -361,6 +396,9 @@ def main() -> int:
     parser.add_argument("--sql-runs", type=int, default=30)
     parser.add_argument("--ab-indexes", action="store_true",
                         help="also measure http and sql with schema 5's job indexes")
+    parser.add_argument("--ab-query", action="store_true",
+                        help="also measure the list's SQL as it was before issue 19 "
+                        "(joined_sql), with schema 6's and schema 5's indexes")
     args = parser.parse_args()
     import psycopg
     from pushd_bench.databases import postgres_database
@@ -417,7 +455,7 @@ def main() -> int:
         org_id = server.org_id
         measure_store(store, org_id, cases, args.sql_runs)
         statements = {name: list_sql(store, org_id, query) for name, query in cases.items()}
-        note("SQL of first: {} {!r}".format(*statements["first"]))
+        note("SQL of first: {} {!r}".format(*statements["first_1000"]))
         plans = measure_sql(conn, statements, args.sql_runs, "")
         for name, plan in plans.items():
             note(f"plan of {name}:\n{plan}")
@@ -425,14 +463,24 @@ def main() -> int:
         note("retention SQL: {} {!r}".format(*prune))
         measure_retention(conn, prune[0], prune[1], "")
         measure_floor(bodies, args.requests)
+        joined = {name: joined_sql(org_id, query) for name, query in cases.items()}
+        if args.ab_query:
+            note("joined SQL of status_crashed: {} {!r}".format(*joined["status_crashed_1000"]))
+            plans = measure_sql(conn, joined, args.sql_runs, "_joined")
+            for name in PLANS_SHOWN:
+                note(f"plan_joined of {name}:\n{plans[name]}")
         if args.ab_indexes:
             for label, statements_ in (("_schema5", SCHEMA5_INDEXES),
                                        ("_schema6", SCHEMA6_INDEXES)):
                 set_indexes(conn, statements_)
                 measure_http(client, cases, args.requests, label)
                 plans = measure_sql(conn, statements, args.sql_runs, label)
-                for name in ("status_crashed", "deep_crashed"):
+                for name in PLANS_SHOWN:
                     note(f"plan{label} of {name}:\n{plans[name]}")
+                if args.ab_query and label == "_schema5":
+                    plans = measure_sql(conn, joined, args.sql_runs, "_joined" + label)
+                    for name in PLANS_SHOWN:
+                        note(f"plan_joined{label} of {name}:\n{plans[name]}")
                 measure_retention(conn, prune[0], prune[1], label)
         note(f"load at end {loadavg()}")
     return 0
