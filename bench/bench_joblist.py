@@ -1,7 +1,7 @@
 """Job list at scale (issue 19): ``GET .../pushy/jobs`` with 1,000,000 jobs in PostgreSQL.
 
-    python bench/bench_joblist.py [--jobs 1000000] [--other-jobs 100000] [--running 20]
-        [--requests 200] [--deep-pages 500] [--sql-runs 30] [--ab-indexes] [--ab-query]
+    python bench/bench_joblist.py [--baseline-src DIR] [--jobs 1000000] [--other-jobs 100000]
+        [--running 20] [--requests 200] [--deep-pages 500] [--runs 30]
 
 Makes a fresh PostgreSQL database, provisions the server's organization (pushd_bench.server;
 that also creates the schema), adds a second organization, COPYs `--jobs` finished jobs into
@@ -10,10 +10,23 @@ days, a job_options row each, 3 job_nodes rows for each of the newest 20,000 job
 ANALYZE, starts the server (gunicorn + gevent, 2 workers, as bench_server), then COPYs
 `--running` running jobs (after the broker's start-up recovery, which would finish them).
 
-Cases (each a signed GET through the REST API, one keep-alive connection, one request at a
-time, the cases taken in turn so a load swing of the shared machine hits them alike), each at
-two page sizes, _1000 (no ?limit=: the default page, jobs_page_limit, what knife reads) and
-_100 (``?limit=100``, a screenful):
+With `--baseline-src DIR` (a checkout of an earlier commit, e.g. ``git archive main``) a second
+database with the same rows (same seeds; other org ids) gets the job indexes of schema 5
+(migration 6 reversed, version 5) and a second server running DIR's pushd (PYTHONSAFEPATH=1,
+PYTHONPATH=DIR); both servers run at once and every measurement below alternates between the
+two, so the shared machine's load swings hit both alike. That is the A/B of this sitting:
+
+    http        A: DIR's server on schema 5 (label _base)    B: this server on schema 6
+    store,      A: DIR's store/jobs.py and api/documents.py  B: this code; both in this process
+    render         (loaded from DIR) on B's database            on B's database: the code alone
+    sql         the list's SQL as DIR's store writes it (_joined) and as this one does, each on
+                schema 5 (_schema5: A's database) and schema 6: the query change and the
+                indexes apart
+    retention   store.prune_jobs' select on schema 5 (_schema5) and schema 6
+
+Cases (signed GETs through the REST API, one keep-alive connection per server, one request at
+a time, the cases and servers taken in turn), each at two page sizes, _1000 (no ?limit=: the
+default page, jobs_page_limit, what knife reads) and _100 (``?limit=100``, a screenful):
 
     first_N             the newest page
     status_complete_N   ``?status=complete`` (90% of the jobs)
@@ -23,25 +36,20 @@ _100 (``?limit=100``, a screenful):
     deep_crashed_N      ``?status=crashed&cursor=C`` (C as for deep)
     status_running      ``?status=running`` (the `--running` jobs)
 
-Each case is timed in layers, all in this sitting:
+Layers, all in this sitting:
 
-    http   the API (p50/p95/p99 over `--requests`; target: p95 < 50 ms)
-    store  store.list_jobs in this process (the SQL and the rows made into JobSummary)
-    render the list's JSON from those summaries (documents.job_summary + json.dumps)
-    sql    the store's own SQL (captured from peewee's log) alone through psycopg: EXPLAIN
-           ANALYZE's execution time, and execute + fetchall (round trip, rows to Python)
-    floor  the same gunicorn (2 gevent workers) answering a fixed body of the same bytes as
-           the case's answer (bench_floor_http.py's app): HTTP + gunicorn, no pushd
+    http    the API (p50/p95/p99 over `--requests`; target: p95 < 50 ms)
+    store   store.list_jobs in this process (the SQL and the rows made into JobSummary)
+    render  the list's JSON from those summaries (documents.job_summary + json.dumps)
+    sql     the store's own SQL (captured from peewee's log) alone through psycopg: EXPLAIN
+            ANALYZE's execution time (sql_exec), and execute + fetchall (sql_fetch: the round
+            trip and the rows made Python tuples)
+    floor   the same gunicorn (2 gevent workers) answering a fixed body of the same bytes as
+            the case's answer (bench_floor_http.py's app): HTTP + gunicorn, no pushd
+    retention_sql  the retention select, EXPLAIN ANALYZE, cutoff 90 days (a backlog: half the
+            jobs are older) and 400 days (nothing due)
 
-The retention query (store.prune_jobs' select of a batch) is timed with EXPLAIN ANALYZE for a
-cutoff of 90 days (a backlog) and 400 days (nothing due). With `--ab-indexes` the http, sql and
-retention figures are taken again with the job indexes of schema 5 (migration 6's dropped,
-jobs_org_status back: label _schema5), then with schema 6's (_schema6), on the same data and
-server. With `--ab-query` the sql layer is also timed for the list's SQL as it was before issue
-19 (joined_sql: the join under the LIMIT, the file read; label _joined, and _joined_schema5 with
---ab-indexes). Run with PYTHONSAFEPATH=1 PYTHONPATH=<a checkout of another commit> it measures
-that commit's pushd (server and store) with this benchmark (no --ab-* then). Prints
-``RESULT name=joblist_<layer>_<case>_p95 value=.. unit=ms ...`` lines (p50, p99 alongside).
+Prints ``RESULT name=joblist_<layer>_<case>_p95 value=.. unit=ms p50=.. p99=..`` lines.
 """
 
 from __future__ import annotations
@@ -49,8 +57,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import importlib.util
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -58,8 +68,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
 
@@ -77,20 +89,14 @@ for _size in PAGE_SIZES:
                           ("deep_crashed", {"status": "crashed"})):
         # The default page is asked for without ?limit=, as knife does.
         CASES[f"{_name}_{_size}"] = {**_query, **({"limit": _size} if _size != "1000" else {})}
-DEEP_CASES = tuple(name for name in CASES if name.startswith("deep"))
-PLANS_SHOWN = ("status_crashed_1000", "deep_crashed_1000")
+PLANS_SHOWN = ("first_1000", "status_crashed_1000", "deep_crashed_1000")
 
-# The job indexes before migration 6 and after it (pushd/store/migrations.py), for --ab-indexes.
+# Migration 6 reversed (pushd/store/migrations.py): the baseline database's job indexes.
 SCHEMA5_INDEXES = (
-    "DROP INDEX IF EXISTS jobs_org_status_created_id",
-    "DROP INDEX IF EXISTS jobs_updated_at",
-    "CREATE INDEX IF NOT EXISTS jobs_org_status ON jobs (org_id, status)",
-)
-SCHEMA6_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS jobs_org_status_created_id"
-    " ON jobs (org_id, status, created_at DESC, id DESC)",
-    "CREATE INDEX IF NOT EXISTS jobs_updated_at ON jobs (updated_at)",
-    "DROP INDEX IF EXISTS jobs_org_status",
+    "DROP INDEX jobs_org_status_created_id",
+    "DROP INDEX jobs_updated_at",
+    "CREATE INDEX jobs_org_status ON jobs (org_id, status)",
+    "UPDATE schema_version SET version = 5",
 )
 
 
@@ -100,20 +106,44 @@ def loadavg() -> str:
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
-    """p50/p95/p99 (nearest rank) of `values` in ms."""
+    """p50/p95/p99 (nearest rank) of `values`."""
     ordered = sorted(values)
 
     def rank(p: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(p * len(ordered) + 0.5) - 1))]
+        return ordered[min(len(ordered), max(1, math.ceil(p * len(ordered)))) - 1]
 
     return {"p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99)}
 
 
-def report(layer: str, case: str, values: list[float], **extra: Any) -> dict[str, float]:
+def report(layer: str, case: str, values: list[float], **extra: Any) -> None:
     stats = percentiles(values)
     result(f"joblist_{layer}_{case}_p95", stats["p95"], "ms", p50=f"{stats['p50']:.2f}",
            p99=f"{stats['p99']:.2f}", n=len(values), **extra)
-    return stats
+
+
+Times = dict[str, dict[str, list[float]]]  # {layer: {case: [ms, ...]}}
+
+
+def interleaved(runs: int, cases: list[str], variants: list[str],
+                measure: Callable[[str, str], dict[str, float]]) -> Times:
+    """{layer: {case: [ms, ...]}}: `measure(case, variant)` -> {layer: ms} for each run, each
+    case, each variant in turn (a load swing of the shared machine hits every variant alike)."""
+    times: Times = {}
+    for _ in range(runs):
+        for case in cases:
+            for variant in variants:
+                for layer, value in measure(case, variant).items():
+                    times.setdefault(layer, {}).setdefault(case, []).append(value)
+    return times
+
+
+def report_all(times: Times, **extra: Any) -> None:
+    for layer, per_case in times.items():
+        for case, values in per_case.items():
+            report(layer, case, values, **extra)
+
+
+# -- the servers -------------------------------------------------------------------------------
 
 
 class Client:
@@ -127,9 +157,8 @@ class Client:
                         **server.signed_headers("GET", self.path, b"")}
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
 
-    def get(self, query: dict[str, str], path: str | None = None) -> tuple[float, bytes,
-                                                                         dict[str, str]]:
-        target = (path or self.path) + ("?" + urlencode(query) if query else "")
+    def get(self, query: dict[str, str]) -> tuple[float, bytes, dict[str, str]]:
+        target = self.path + ("?" + urlencode(query) if query else "")
         for attempt in (1, 2):
             started = time.perf_counter()
             try:
@@ -138,8 +167,7 @@ class Client:
                 body = response.read()
                 break
             except (ConnectionError, http.client.HTTPException):
-                # The server closed the idle keep-alive connection (between phases): again,
-                # on a new one (not timed).
+                # The server closed the idle keep-alive connection: again, on a new one.
                 self.reconnect()
                 if attempt == 2:
                     raise
@@ -156,6 +184,86 @@ class Client:
         self.conn.close()
 
 
+@dataclass
+class Side:
+    """One database and its server: `label` "" (this code, schema 6) or "_base"."""
+
+    label: str
+    params: dict[str, Any]
+    server: PushdServer
+    org_id: str
+    conn: Any
+    client: Client
+    cases: dict[str, dict[str, str]] = field(default_factory=dict)
+    bodies: dict[str, bytes] = field(default_factory=dict)
+
+
+def set_up(stack: contextlib.ExitStack, args: argparse.Namespace,
+           baseline: Path | None) -> Side:
+    """A database with the job history and a started server on it (see module docstring)."""
+    import psycopg
+    from pushd_bench.databases import postgres_database
+
+    label = "_base" if baseline else ""
+    params = stack.enter_context(postgres_database())
+    settings = {"heartbeat_interval": 1000, "principal_cache_ttl": 60, "api_workers": 2,
+                "metrics_port": 0}
+    server = PushdServer(db_backend=("postgres", params), settings=settings, nodes=())
+    stack.callback(server.cleanup)
+    other_org = server.add_org("otherorg")
+    conn = stack.enter_context(psycopg.connect(
+        host=params["host"], port=params["port"], user=params["user"],
+        dbname=params["database"], autocommit=True))
+    if baseline:
+        for statement in SCHEMA5_INDEXES:
+            conn.execute(statement)
+    started = time.monotonic()
+    statuses = load_jobs(params, server.org_id, args.jobs, nodes_for_newest=20_000)
+    load_jobs(params, other_org, args.other_jobs, seed=2)
+    analyze(params)
+    note(f"{label or 'this code'}: loaded {args.jobs} + {args.other_jobs} jobs in "
+         f"{time.monotonic() - started:.0f} s: "
+         f"{dict((s.wire, n) for s, n in statuses.most_common())}; job indexes: "
+         + index_sizes(conn))
+    saved = {name: os.environ.get(name) for name in ("PYTHONSAFEPATH", "PYTHONPATH")}
+    if baseline:
+        # The server's own processes import DIR's pushd (no cwd on sys.path).
+        os.environ.update(PYTHONSAFEPATH="1", PYTHONPATH=str(baseline))
+    try:
+        server.start()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    load_jobs(params, server.org_id, args.running, seed=3, status=JobStatus.RUNNING,
+              nodes_for_newest=args.running)
+    client = Client(server)
+    stack.callback(client.close)
+    side = Side(label, params, server, server.org_id, conn, client)
+    started = time.monotonic()
+    cursor = follow(client, args.deep_pages)
+    note(f"{label or 'this code'}: server up, {args.running} running jobs added, followed "
+         f"{args.deep_pages} pages in {time.monotonic() - started:.1f} s; load {loadavg()}")
+    for name, query in CASES.items():
+        side.cases[name] = {**query, "cursor": cursor} if name.startswith("deep") else query
+        _, body, headers = client.get(side.cases[name])
+        side.bodies[name] = body
+        note(f"{label or 'this code'} {name}: {len(json.loads(body))} jobs, {len(body)} bytes,"
+             f" next cursor {'yes' if 'x-next-cursor' in headers else 'no'}")
+    unpaged = client.get({})[1]
+    note(f"GET without parameters: {len(json.loads(unpaged))} jobs (jobs_page_limit)")
+    return side
+
+
+def index_sizes(conn: Any) -> str:
+    rows = conn.execute(
+        "SELECT indexrelname, pg_relation_size(indexrelid) FROM pg_stat_user_indexes"
+        " WHERE relname = 'jobs' ORDER BY indexrelname").fetchall()
+    return ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in rows)
+
+
 def follow(client: Client, pages: int) -> str:
     """The X-Next-Cursor after `pages` default pages."""
     cursor: str | None = None
@@ -168,26 +276,22 @@ def follow(client: Client, pages: int) -> str:
     return cursor
 
 
-def round_robin(cases: dict[str, dict[str, str]], requests: int,
-                fetch: Callable[[str, dict[str, str]], float]) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(requests):
-        for name, query in cases.items():
-            times[name].append(fetch(name, query))
-    return times
+def measure_http(sides: list[Side], requests: int) -> None:
+    note(f"http: {requests} requests per case and server, load {loadavg()}")
+    by_label = {side.label: side for side in sides}
+    for side in sides:
+        side.client.reconnect()
+
+    def fetch(case: str, label: str) -> dict[str, float]:
+        side = by_label[label]
+        return {"http" + label: side.client.get(side.cases[case])[0]}
+
+    cases, labels = list(CASES), list(by_label)
+    interleaved(3, cases, labels, fetch)  # warm every worker
+    report_all(interleaved(requests, cases, labels, fetch), load=loadavg().replace(" ", "/"))
 
 
-def measure_http(client: Client, cases: dict[str, dict[str, str]], requests: int,
-                 label: str) -> dict[str, dict[str, float]]:
-    note(f"http{label}: {requests} requests per case, load {loadavg()}")
-    client.reconnect()
-    round_robin(cases, 3, lambda name, query: client.get(query)[0])  # warm every worker
-    times = round_robin(cases, requests, lambda name, query: client.get(query)[0])
-    return {name: report("http" + label, name, values, load=loadavg().replace(" ", "/"))
-            for name, values in times.items()}
-
-
-# -- the store's SQL ---------------------------------------------------------------------------
+# -- the store, in this process ----------------------------------------------------------------
 
 
 class _Capture(logging.Handler):
@@ -223,106 +327,102 @@ def store_arguments(query: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def list_sql(store: Any, org_id: str, query: dict[str, str]) -> tuple[str, Any]:
+def list_sql(list_jobs: Callable[..., Any], org_id: str,
+             query: dict[str, str]) -> tuple[str, Any]:
+    """The job query `list_jobs` runs for `query`."""
     with captured_sql() as capture:
-        store.list_jobs(org_id, **store_arguments(query))
-    found = [q for q in capture.queries if '"jobs"' in q[0] or " jobs " in q[0]]
+        list_jobs(org_id, **store_arguments(query))
+    found = [q for q in capture.queries if '"jobs"' in q[0]]
     if not found:
         raise RuntimeError(f"no job query captured: {capture.queries}")
     return found[-1]
 
 
-def joined_sql(org_id: str, query: dict[str, str]) -> tuple[str, Any]:
-    """The list's SQL before issue 19 (for --ab-query): jobs joined to their options under
-    the LIMIT, the job file read, the status as IN (...)."""
-    import peewee
+def load_baseline(src: Path) -> tuple[ModuleType, ModuleType]:
+    """(store/jobs.py, api/documents.py) of the checkout `src`, as modules of their own on top
+    of this pushd (their imports resolve here; documents gets src's rfc1123)."""
 
-    from pushd.store import get_database
-    from pushd.store.jobs import decode_cursor
-    from pushd.store.models import Job, JobOption
+    def load(name: str, relative: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, src / relative)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
 
-    arguments = store_arguments(query)
-    columns = (Job.id, Job.org_id, Job.command, Job.status, Job.run_timeout, Job.quorum,
-               Job.requested_by, Job.last_updated_by, Job.created_at, Job.updated_at,
-               JobOption.job_id, JobOption.job_user, JobOption.dir, JobOption.env,
-               JobOption.capture, JobOption.job_file, JobOption.voting_timeout,
-               JobOption.max_concurrency, JobOption.max_errors, JobOption.rerun_of)
-    select = (Job.select(*columns)
-              .join(JobOption, peewee.JOIN.LEFT_OUTER, on=(JobOption.job_id == Job.id))
-              .where(Job.org_id == org_id))
-    if arguments["status"] is not None:
-        select = select.where(Job.status.in_([int(arguments["status"])]))
-    if arguments["before"] is not None:
-        created_at, job_id = decode_cursor(arguments["before"])
-        select = select.where(peewee.Tuple(Job.created_at, Job.id)
-                              < peewee.Tuple(created_at, job_id))
-    select = select.order_by(Job.created_at.desc(), Job.id.desc()).limit(arguments["limit"] + 1)
-    sql, params = get_database().get_sql_context().sql(select).query()
-    return sql, params
+    times = load("baseline_times", "pushd/store/times.py")
+    jobs = load("baseline_jobs", "pushd/store/jobs.py")
+    documents = load("baseline_documents", "pushd/api/documents.py")
+    documents.rfc1123 = times.rfc1123  # type: ignore[attr-defined]
+    return jobs, documents
 
 
-def measure_store(store: Any, org_id: str, cases: dict[str, dict[str, str]],
+def measure_store(side: Side, variants: dict[str, tuple[Callable[..., Any],
+                                                         Callable[[Any], Any]]],
                   runs: int) -> None:
-    from pushd.api.documents import job_summary
+    note(f"store/render: {runs} runs per case and variant, load {loadavg()}")
 
-    note(f"store/render: {runs} runs per case, load {loadavg()}")
-    for name, query in cases.items():
-        arguments = store_arguments(query)
-        fetch, render = [], []
-        for _ in range(runs + 2):
-            started = time.perf_counter()
-            jobs, _ = store.list_jobs(org_id, **arguments)
-            made = time.perf_counter()
-            json.dumps([job_summary(job) for job in jobs])
-            done = time.perf_counter()
-            fetch.append((made - started) * 1000)
-            render.append((done - made) * 1000)
-        report("store", name, fetch[2:], rows=len(jobs))
-        report("render", name, render[2:], rows=len(jobs))
+    def measure(case: str, label: str) -> dict[str, float]:
+        list_jobs, job_summary = variants[label]
+        started = time.perf_counter()
+        jobs, _ = list_jobs(side.org_id, **store_arguments(side.cases[case]))
+        made = time.perf_counter()
+        json.dumps([job_summary(job) for job in jobs])
+        done = time.perf_counter()
+        return {"store" + label: (made - started) * 1000, "render" + label: (done - made) * 1000}
+
+    cases, labels = list(CASES), list(variants)
+    interleaved(2, cases, labels, measure)
+    report_all(interleaved(runs, cases, labels, measure))
 
 
-def measure_sql(conn: Any, statements: dict[str, tuple[str, Any]], runs: int,
-                label: str) -> dict[str, str]:
-    """EXPLAIN ANALYZE execution times and execute+fetchall times; returns the last plans."""
-    note(f"sql{label}: {runs} runs per case, load {loadavg()}")
-    plans = {}
-    for name, (sql, params) in statements.items():
-        executed, round_trip = [], []
-        plan: list[str] = []
-        for index in range(runs + 2):
-            plan = [row[0] for row in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql,
-                                                   params).fetchall()]
-            started = time.perf_counter()
-            conn.execute(sql, params).fetchall()
-            elapsed = (time.perf_counter() - started) * 1000
-            if index >= 2:
-                executed.append(float(plan[-1].split(":")[1].split()[0]))
-                round_trip.append(elapsed)
-        report("sql_exec" + label, name, executed)
-        report("sql_fetch" + label, name, round_trip)
-        plans[name] = "\n".join(plan)
+def measure_sql(statements: dict[str, tuple[Any, dict[str, tuple[str, Any]]]],
+                runs: int) -> dict[str, dict[str, str]]:
+    """{label: (conn, {case: (sql, params)})}: EXPLAIN ANALYZE execution time and execute +
+    fetchall time of each, interleaved; returns the last plans."""
+    note(f"sql: {runs} runs per case and variant, load {loadavg()}")
+    plans: dict[str, dict[str, str]] = {label: {} for label in statements}
+
+    def measure(case: str, label: str) -> dict[str, float]:
+        conn, by_case = statements[label]
+        sql, params = by_case[case]
+        plan = [row[0] for row in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql,
+                                               params).fetchall()]
+        plans[label][case] = "\n".join(plan)
+        started = time.perf_counter()
+        conn.execute(sql, params).fetchall()
+        elapsed = (time.perf_counter() - started) * 1000
+        return {"sql_exec" + label: float(plan[-1].split(":")[1].split()[0]),
+                "sql_fetch" + label: elapsed}
+
+    cases, labels = list(CASES), list(statements)
+    interleaved(2, cases, labels, measure)
+    report_all(interleaved(runs, cases, labels, measure))
     return plans
 
 
-def retention_sql(store: Any) -> tuple[str, Any]:
+def retention_sql(prune_jobs: Callable[..., Any]) -> tuple[str, Any]:
     """store.prune_jobs' select of the oldest finished jobs (a cutoff nothing is older than,
     so nothing is deleted)."""
     with captured_sql() as capture:
-        store.prune_jobs(datetime(2000, 1, 1), limit=100)
+        prune_jobs(datetime(2000, 1, 1), limit=100)
     return next(q for q in capture.queries if q[0].lstrip().upper().startswith("SELECT"))
 
 
-def measure_retention(conn: Any, sql: str, params: Any, label: str) -> None:
+def measure_retention(conns: dict[str, Any], sql: str, params: Any) -> None:
     for case, days in (("backlog", 90), ("nothing_due", 400)):
         cutoff = (datetime.now(UTC) - timedelta(days=days)).replace(tzinfo=None)
         values = [cutoff if isinstance(v, datetime) else v for v in params]
-        times = []
-        plan: list[str] = []
+        times: dict[str, list[float]] = {label: [] for label in conns}
+        plans: dict[str, list[str]] = {}
         for _ in range(7):
-            plan = [r[0] for r in conn.execute("EXPLAIN ANALYZE " + sql, values).fetchall()]
-            times.append(float(plan[-1].split(":")[1].split()[0]))
-        report("retention_sql" + label, case, times[2:], cutoff_days=days)
-        note(f"retention plan{label} ({case}):\n" + "\n".join(plan))
+            for label, conn in conns.items():
+                plans[label] = [r[0] for r in conn.execute("EXPLAIN ANALYZE " + sql,
+                                                           values).fetchall()]
+                times[label].append(float(plans[label][-1].split(":")[1].split()[0]))
+        for label, values_ in times.items():
+            report("retention_sql" + label, case, values_[2:], cutoff_days=days)
+            note(f"retention plan{label} ({case}):\n" + "\n".join(plans[label]))
 
 
 # -- the floor ---------------------------------------------------------------------------------
@@ -339,19 +439,18 @@ def measure_floor(bodies: dict[str, bytes], requests: int) -> None:
             wait_listening(port)
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
-            def fetch(name: str, _query: dict[str, str]) -> float:
+            def fetch(name: str, _label: str) -> dict[str, float]:
                 started = time.perf_counter()
                 conn.request("GET", "/" + name, headers={"Accept": "application/json"})
                 response = conn.getresponse()
                 body = response.read()
                 if response.status != 200 or len(body) != len(bodies[name]):
                     raise RuntimeError(f"floor GET /{name}: {response.status}")
-                return (time.perf_counter() - started) * 1000
+                return {"floor_http": (time.perf_counter() - started) * 1000}
 
-            cases = {name: {} for name in bodies}
             note(f"floor: {requests} requests per body, load {loadavg()}")
-            round_robin(cases, 3, fetch)
-            times = round_robin(cases, requests, fetch)
+            interleaved(3, list(bodies), [""], fetch)
+            times = interleaved(requests, list(bodies), [""], fetch)
             conn.close()
         finally:
             server.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
@@ -360,128 +459,73 @@ def measure_floor(bodies: dict[str, bytes], requests: int) -> None:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(10)
-    for name, values in times.items():
-        report("floor_http", name, values, bytes=len(bodies[name]))
+    report_all(times)
 
 
 # -- the run -----------------------------------------------------------------------------------
 
 
-def index_sizes(params: dict[str, Any]) -> str:
-    import psycopg
-
-    with psycopg.connect(host=params["host"], port=params["port"], user=params["user"],
-                         dbname=params["database"]) as conn:
-        rows = conn.execute(
-            "SELECT indexrelname, pg_relation_size(indexrelid) FROM pg_stat_user_indexes"
-            " WHERE relname = 'jobs' ORDER BY indexrelname").fetchall()
-    return ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in rows)
-
-
-def set_indexes(conn: Any, statements: tuple[str, ...]) -> None:
-    started = time.monotonic()
-    for statement in statements:
-        conn.execute(statement)
-    conn.execute("ANALYZE jobs")
-    note(f"indexes set in {time.monotonic() - started:.1f} s: {'; '.join(statements)}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="a checkout of the commit to compare with (both run at once)")
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--other-jobs", type=int, default=100_000)
     parser.add_argument("--running", type=int, default=20)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--deep-pages", type=int, default=500)
-    parser.add_argument("--sql-runs", type=int, default=30)
-    parser.add_argument("--ab-indexes", action="store_true",
-                        help="also measure http and sql with schema 5's job indexes")
-    parser.add_argument("--ab-query", action="store_true",
-                        help="also measure the list's SQL as it was before issue 19 "
-                        "(joined_sql), with schema 6's and schema 5's indexes")
+    parser.add_argument("--runs", type=int, default=30, help="of the store and sql layers")
     args = parser.parse_args()
-    import psycopg
-    from pushd_bench.databases import postgres_database
-
     from pushd import store
+    from pushd.api.documents import job_summary
     from pushd.store.migrations import LATEST_VERSION
 
     raise_nofile()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    note(f"machine: {machine()}; load at start {loadavg()}; schema {LATEST_VERSION}; "
-         f"pushd from {Path(store.__file__).parents[1]}")
-    settings = {"heartbeat_interval": 1000, "principal_cache_ttl": 60, "api_workers": 2,
-                "metrics_port": 0}
+    baseline = args.baseline_src.resolve() if args.baseline_src else None
+    note(f"machine: {machine()}; load at start {loadavg()}; this code: schema {LATEST_VERSION}, "
+         f"pushd from {Path(store.__file__).parents[1]}; baseline: {baseline}")
     with contextlib.ExitStack() as stack:
-        params = stack.enter_context(postgres_database())
-        server = PushdServer(db_backend=("postgres", params), settings=settings, nodes=())
-        stack.callback(server.cleanup)
-        other_org = server.add_org("otherorg")
-        started = time.monotonic()
-        statuses = load_jobs(params, server.org_id, args.jobs, nodes_for_newest=20_000)
-        load_jobs(params, other_org, args.other_jobs, seed=2)
-        analyze(params)
-        note(f"loaded {args.jobs} + {args.other_jobs} jobs in {time.monotonic() - started:.0f} "
-             f"s: {dict((s.wire, n) for s, n in statuses.most_common())}")
-        note("job indexes: " + index_sizes(params))
-        server.start()
-        load_jobs(params, server.org_id, args.running, seed=3, status=JobStatus.RUNNING,
-                  nodes_for_newest=args.running)
-        note(f"server up, {args.running} running jobs added; load {loadavg()}")
-        conn = stack.enter_context(psycopg.connect(
-            host=params["host"], port=params["port"], user=params["user"],
-            dbname=params["database"], autocommit=True))
-        client = Client(server)
-        stack.callback(client.close)
-        cases = {name: dict(query) for name, query in CASES.items()}
-        started = time.monotonic()
-        cursor = follow(client, args.deep_pages)
-        note(f"followed {args.deep_pages} pages in {time.monotonic() - started:.1f} s")
-        for name in DEEP_CASES:
-            cases[name]["cursor"] = cursor
-        bodies = {}
-        for name, query in cases.items():
-            _, body, headers = client.get(query)
-            rows = len(json.loads(body))
-            note(f"{name}: {rows} jobs, {len(body)} bytes, next cursor "
-                 f"{'yes' if 'x-next-cursor' in headers else 'no'}")
-            bodies[name] = body
-        unpaged = client.get({})[1]
-        note(f"GET without parameters: {len(json.loads(unpaged))} jobs (jobs_page_limit)")
+        new = set_up(stack, args, None)
+        sides = [new]
+        if baseline:
+            sides.append(set_up(stack, args, baseline))
+        measure_http(sides, args.requests)
 
-        measure_http(client, cases, args.requests, "")
-        store.open_database_params("postgres", params, pool_size=2)
+        # In this process: the store bound to each database in turn to capture its SQL, then
+        # to this code's database for the store and render layers.
+        variants: dict[str, tuple[Callable[..., Any], Callable[[Any], Any]]] = {
+            "": (store.list_jobs, job_summary)}
+        forms = {"": store.list_jobs}
+        if baseline:
+            base_jobs, base_documents = load_baseline(baseline)
+            variants["_base"] = (base_jobs.list_jobs, base_documents.job_summary)
+            forms["_joined"] = base_jobs.list_jobs
+        statements: dict[str, tuple[Any, dict[str, tuple[str, Any]]]] = {}
+        for side in reversed(sides):
+            store.open_database_params("postgres", side.params, pool_size=2)
+            schema = "_schema5" if side.label else ""
+            for form, list_jobs in forms.items():
+                statements[form + schema] = (side.conn, {
+                    case: list_sql(list_jobs, side.org_id, query)
+                    for case, query in side.cases.items()})
+            prune = retention_sql(store.prune_jobs)
+            if side is new:
+                measure_store(side, variants, args.runs)
+            else:
+                store.close_database()
         stack.callback(store.close_database)
-        org_id = server.org_id
-        measure_store(store, org_id, cases, args.sql_runs)
-        statements = {name: list_sql(store, org_id, query) for name, query in cases.items()}
-        note("SQL of first: {} {!r}".format(*statements["first_1000"]))
-        plans = measure_sql(conn, statements, args.sql_runs, "")
-        for name, plan in plans.items():
-            note(f"plan of {name}:\n{plan}")
-        prune = retention_sql(store)
+        for label, (_conn, by_case) in statements.items():
+            note("SQL{} of status_crashed_1000: {} {!r}".format(
+                label, *by_case["status_crashed_1000"]))
+        plans = measure_sql(statements, args.runs)
+        for label, by_case in plans.items():
+            for case in PLANS_SHOWN:
+                note(f"plan{label} of {case}:\n{by_case[case]}")
         note("retention SQL: {} {!r}".format(*prune))
-        measure_retention(conn, prune[0], prune[1], "")
-        measure_floor(bodies, args.requests)
-        joined = {name: joined_sql(org_id, query) for name, query in cases.items()}
-        if args.ab_query:
-            note("joined SQL of status_crashed: {} {!r}".format(*joined["status_crashed_1000"]))
-            plans = measure_sql(conn, joined, args.sql_runs, "_joined")
-            for name in PLANS_SHOWN:
-                note(f"plan_joined of {name}:\n{plans[name]}")
-        if args.ab_indexes:
-            for label, statements_ in (("_schema5", SCHEMA5_INDEXES),
-                                       ("_schema6", SCHEMA6_INDEXES)):
-                set_indexes(conn, statements_)
-                measure_http(client, cases, args.requests, label)
-                plans = measure_sql(conn, statements, args.sql_runs, label)
-                for name in PLANS_SHOWN:
-                    note(f"plan{label} of {name}:\n{plans[name]}")
-                if args.ab_query and label == "_schema5":
-                    plans = measure_sql(conn, joined, args.sql_runs, "_joined" + label)
-                    for name in PLANS_SHOWN:
-                        note(f"plan_joined{label} of {name}:\n{plans[name]}")
-                measure_retention(conn, prune[0], prune[1], label)
+        measure_retention({("_schema5" if side.label else ""): side.conn for side in sides},
+                          *prune)
+        measure_floor(new.bodies, args.requests)
         note(f"load at end {loadavg()}")
     return 0
 

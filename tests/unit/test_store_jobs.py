@@ -348,6 +348,26 @@ def test_list_jobs_with_one_status_reads_its_index_in_page_order(store_db: str) 
         assert "TEMP B-TREE" not in plan.upper() and "Sort" not in plan, plan
 
 
+def test_list_jobs_looks_up_the_options_of_the_page_only(store_db: str) -> None:
+    """The options of a page come from one lookup per listed job, never from reading the whole
+    job_options table (PostgreSQL's choice for a plain join when the page is a large share of
+    the jobs: 38 ms instead of 5 for 1,000 of 100,000)."""
+    _bulk_insert_jobs(ORG_A, 2_000, datetime(2024, 5, 1, 12, 0, 0))
+    database = store.get_database()
+    with store.transaction():
+        database.execute_sql(
+            "INSERT INTO job_options (job_id, capture) SELECT id, {} FROM jobs".format(
+                "TRUE" if store.dialect() == "postgres" else "1"))
+    database.execute_sql("ANALYZE")
+    with _captured_queries() as queries:
+        page, _ = store.list_jobs(ORG_A, limit=1000)
+    assert len(page) == 1000 and all(job.options.capture for job in page)
+    for sql, params in queries:
+        plan = _plan(database, sql, params, whole=True)
+        assert "job_options_pkey" in plan or "sqlite_autoindex_job_options" in plan, plan
+        assert "Seq Scan on job_options" not in plan and "Hash" not in plan, plan
+
+
 @contextlib.contextmanager
 def _captured_queries() -> Iterator[list[tuple[str, Any]]]:
     """The job queries peewee runs meanwhile (from its debug log)."""
@@ -369,16 +389,19 @@ def _captured_queries() -> Iterator[list[tuple[str, Any]]]:
         logger.setLevel(level)
 
 
-def _plan(database: Any, sql: str, params: Any) -> str:
-    """How the query reads the page's jobs (SQLite: the plan up to the scan of that page; the
-    page's own few rows may be sorted afterwards)."""
+def _plan(database: Any, sql: str, params: Any, *, whole: bool = False) -> str:
+    """How the query reads the page's jobs, as the planner would on a large table (SQLite: the
+    plan up to the scan of that page, whose own few rows may be sorted afterwards); `whole`:
+    the whole plan with the planner's own choices."""
     if store.dialect() == "sqlite":
         rows = database.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()
         lines = [str(row[-1]) for row in rows]
-        return "\n".join(lines[: lines.index("SCAN page")] if "SCAN page" in lines else lines)
+        if not whole and "SCAN page" in lines:
+            lines = lines[: lines.index("SCAN page")]
+        return "\n".join(lines)
     with store.transaction():
-        # A table this small is cheaper to read whole; the index is for large ones.
-        database.execute_sql("SET LOCAL enable_seqscan = off")
+        if not whole:  # a table this small is cheaper to read whole; the index is for more
+            database.execute_sql("SET LOCAL enable_seqscan = off")
         rows = database.execute_sql("EXPLAIN " + sql, params).fetchall()
     return "\n".join(row[0] for row in rows)
 
