@@ -62,6 +62,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -332,7 +333,7 @@ def list_sql(list_jobs: Callable[..., Any], org_id: str,
     """The job query `list_jobs` runs for `query`."""
     with captured_sql() as capture:
         list_jobs(org_id, **store_arguments(query))
-    found = [q for q in capture.queries if '"jobs"' in q[0]]
+    found = [q for q in capture.queries if re.search(r'\bFROM "?jobs\b', q[0])]
     if not found:
         raise RuntimeError(f"no job query captured: {capture.queries}")
     return found[-1]

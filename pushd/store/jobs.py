@@ -526,18 +526,6 @@ _OPTION_COLUMNS = (
     JobOption.job_file, JobOption.voting_timeout, JobOption.max_concurrency,
     JobOption.max_errors, JobOption.rerun_of,
 )
-# The job list reads whether a job has a file, not the file: up to max_job_file_size bytes
-# each, a page of 1,000 jobs could pull 100 MB out of the database to say "file_specified".
-# (The file's column found by identity: == on a peewee field makes an expression.)
-_LISTED_OPTION_COLUMNS = tuple(
-    JobOption.job_file.is_null(False).alias("has_file") if column is JobOption.job_file
-    else column
-    for column in _OPTION_COLUMNS
-)
-_LISTED_OPTION_NAMES = tuple(
-    "has_file" if column is JobOption.job_file else column.column_name
-    for column in _OPTION_COLUMNS
-)
 _NO_OPTIONS = JobOptions()
 _JOB_STATUSES = {int(status): status for status in JobStatus}
 # Naive UTC datetimes from either backend (PostgreSQL gives datetimes, SQLite text).
@@ -551,14 +539,14 @@ def _summary_query() -> peewee.ModelSelect[Any]:
     )
 
 
-def _summaries(query: peewee.SelectBase, *, listed: bool = False) -> list[JobSummary]:
-    """Run a query of _JOB_COLUMNS and _OPTION_COLUMNS (_LISTED_OPTION_COLUMNS when `listed`)
-    and make its rows JobSummary views."""
+def _summaries(query: peewee.SelectBase) -> list[JobSummary]:
+    """Run a query of _JOB_COLUMNS and _OPTION_COLUMNS; its rows as JobSummary views."""
     rows = get_database().execute(query).fetchall()
-    return [_summary_of(row, listed) for row in rows]
+    return [_summary_of(row, False) for row in rows]
 
 
 def _summary_of(row: tuple[Any, ...], listed: bool) -> JobSummary:
+    """A row of _JOB_COLUMNS and _OPTION_COLUMNS (`listed`: of _list_sql) as a JobSummary."""
     (job_id, org_id, command, status, run_timeout, quorum, requested_by, last_updated_by,
      created_at, updated_at, options_job_id, job_user, dir_, env, capture, job_file,
      voting_timeout, max_concurrency, max_errors, rerun_of) = row
@@ -679,29 +667,51 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return created_at, match.group(2)
 
 
-def _with_options(page: Any) -> peewee.Select:
-    """The jobs of `page` (a subquery of _JOB_COLUMNS, LIMITed) and their listed options.
+# The job list's SQL, written out: composing it with peewee took as long as running it for a
+# page of 100 (1.5-4.5 ms on a loaded machine). The page of jobs first, in index order, then
+# one options lookup per job of it. Joined under the LIMIT, PostgreSQL priced the lookups for
+# every job of a status (15,000 for 1.5% of a million) and chose a parallel plan whose start
+# alone took 35 ms on a loaded machine; joined to the page as a plain join, it hashed the whole
+# job_options table whenever that looked cheaper than 1,000 lookups (a page of 1,000 of 100,000
+# jobs: 38 ms, against 5 ms). LATERAL with LIMIT 1 (so that it is not flattened into a plain
+# join) leaves it the lookups only; SQLite, which has no LATERAL, looks each job up anyway.
+# Of the file, only whether there is one: a file may be max_job_file_size bytes, and a page of
+# 1,000 jobs could pull 100 MB out of the database to say "file_specified".
+_LIST_JOB_COLUMNS = (
+    "id, org_id, command, status, run_timeout, quorum, requested_by, last_updated_by,"
+    " created_at, updated_at"
+)
+_LIST_OPTION_COLUMNS = (
+    "job_id, job_user, dir, env, capture, job_file IS NOT NULL AS has_file, voting_timeout,"
+    " max_concurrency, max_errors, rerun_of"
+)
+_LIST_SQL = (
+    "SELECT page.*, options.* FROM (SELECT " + _LIST_JOB_COLUMNS + " FROM jobs"
+    " WHERE {where} ORDER BY created_at DESC, id DESC{limit}) AS page {join}"
+    " ORDER BY page.created_at DESC, page.id DESC"
+)
+_LIST_JOIN = {
+    "postgres": "LEFT JOIN LATERAL (SELECT " + _LIST_OPTION_COLUMNS + " FROM job_options"
+    " WHERE job_options.job_id = page.id LIMIT 1) AS options ON TRUE",
+    "sqlite": "LEFT JOIN (SELECT " + _LIST_OPTION_COLUMNS + " FROM job_options) AS options"
+    " ON options.job_id = page.id",
+}
 
-    The page first, then one options lookup per job of it. Joined under the LIMIT, PostgreSQL
-    priced the lookups for every job of a status (15,000 for 1.5% of a million) and chose a
-    parallel plan whose start alone took 35 ms on a loaded machine; joined to the page as a
-    plain join, it hashed the whole job_options table whenever that looked cheaper than 1,000
-    lookups (a page of 1,000 of 100,000 jobs: 38 ms, against 5 ms). LATERAL with LIMIT 1 (so
-    that it is not flattened into a plain join) leaves it the lookups only. SQLite, which has
-    no LATERAL, joins by looking each job up anyway.
-    """
-    columns = [getattr(page.c, column.column_name) for column in _JOB_COLUMNS]
-    if isinstance(get_database(), peewee.SqliteDatabase):
-        query = peewee.Select(from_list=[page], columns=[*columns, *_LISTED_OPTION_COLUMNS])
-        query = query.join(JobOption, peewee.JOIN.LEFT_OUTER, on=(JobOption.job_id == page.c.id))
-    else:
-        options = (JobOption.select(*_LISTED_OPTION_COLUMNS)
-                   .where(JobOption.job_id == page.c.id).limit(1).alias("options"))
-        query = peewee.Select(
-            from_list=[page],
-            columns=[*columns, *(getattr(options.c, name) for name in _LISTED_OPTION_NAMES)],
-        ).join(options, peewee.JOIN.LEFT_LATERAL, on=peewee.SQL("TRUE"))
-    return query.order_by(page.c.created_at.desc(), page.c.id.desc())
+
+@functools.lru_cache(maxsize=64)
+def _list_sql(dialect: str, statuses: int, after_cursor: bool, limited: bool) -> str:
+    """The list query for `statuses` statuses (0: any), a cursor or not, a LIMIT or not; its
+    parameters: org_id, the statuses, the cursor's created_at and id, the limit."""
+    p = "%s" if dialect == "postgres" else "?"
+    where = f"org_id = {p}"
+    if statuses == 1:  # an equality: (org_id, status, created_at, id) gives page order
+        where += f" AND status = {p}"
+    elif statuses:
+        where += f" AND status IN ({', '.join([p] * statuses)})"
+    if after_cursor:  # a row value: both backends walk the index from the cursor on
+        where += f" AND (created_at, id) < ({p}, {p})"
+    limit = f" LIMIT {p}" if limited else ""
+    return _LIST_SQL.format(where=where, limit=limit, join=_LIST_JOIN[dialect])
 
 
 @store_function
@@ -715,24 +725,22 @@ def list_jobs(
     """A page of the org's jobs, newest first (see module docstring)."""
     if limit is not None and limit < 1:
         raise InvalidValue(f"limit must be at least 1, not {limit}")
-    where = Job.org_id == org_id
+    params: list[Any] = [org_id]
     if status is not None:
-        wanted = [int(status)] if isinstance(status, int) else [int(s) for s in status]
-        # One status (the API's filter) as an equality: the (org_id, status, created_at, id)
-        # index then gives the rows in page order.
-        where &= Job.status == wanted[0] if len(wanted) == 1 else Job.status.in_(wanted)
+        params += [int(status)] if isinstance(status, int) else [int(s) for s in status]
+        if len(params) == 1:
+            return [], None  # no status wanted: no job
+    statuses = len(params) - 1
     if before is not None:
         created_at, job_id = decode_cursor(before)
-        # A row-value comparison lets both backends walk the index from the cursor on.
-        where &= peewee.Tuple(Job.created_at, Job.id) < peewee.Tuple(
-            Job.created_at.db_value(created_at), job_id
-        )
-    jobs_query = Job.select(*_JOB_COLUMNS).where(where).order_by(
-        Job.created_at.desc(), Job.id.desc()
-    )
+        params += [Job.created_at.db_value(created_at), job_id]
     if limit is not None:
-        jobs_query = jobs_query.limit(limit + 1)
-    jobs = _summaries(_with_options(jobs_query.alias("page")), listed=True)
+        params.append(limit + 1)
+    database = get_database()
+    dialect = "sqlite" if isinstance(database, peewee.SqliteDatabase) else "postgres"
+    sql = _list_sql(dialect, statuses, before is not None, limit is not None)
+    rows = database.execute_sql(sql, params).fetchall()
+    jobs = [_summary_of(row, True) for row in rows]
     next_cursor = None
     if limit is not None and len(jobs) > limit:
         jobs = jobs[:limit]
