@@ -11,6 +11,7 @@ Emulator
 
 Benchmarks (run by hand from the repository root; figures in bench/RESULTS.md)
     bench_heartbeat.py, bench_dispatch.py, bench_storm.py, bench_api.py, bench_floor.py,
+    bench_joblist.py (GET .../jobs with 1,000,000 jobs; joblist_data.py loads them),
     bench_decode.py, bench_zmq_memory.py (libzmq's memory per peer by socket option and malloc
     setting); common.py (server, emulator process, meters, RESULT lines),
     profiling.py (py-spy summaries), whatif/ (proposed broker changes, benchmarks only),

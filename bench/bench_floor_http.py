@@ -24,6 +24,7 @@ from pathlib import Path
 
 APP = '''
 import json
+import os
 
 BODY = json.dumps({
     "id": "0" * 32, "command": "chef-client", "status": "complete", "run_timeout": 3600,
@@ -32,20 +33,39 @@ BODY = json.dumps({
 }).encode()
 
 
+# Other fixed bodies by path (serve(bodies=...)): bench_joblist.py's job-list pages.
+BODIES = {}
+if os.environ.get("PUSHD_FLOOR_BODIES"):
+    for name in os.listdir(os.environ["PUSHD_FLOOR_BODIES"]):
+        with open(os.path.join(os.environ["PUSHD_FLOOR_BODIES"], name), "rb") as handle:
+            BODIES["/" + name] = handle.read()
+
+
 def app(environ, start_response):
+    body = BODIES.get(environ.get("PATH_INFO"), BODY)
     start_response("200 OK", [("Content-Type", "application/json"),
-                              ("Content-Length", str(len(BODY)))])
-    return [BODY]
+                              ("Content-Length", str(len(body)))])
+    return [body]
 '''
 
 
-def serve(directory: Path, port: int) -> subprocess.Popen[bytes]:
+def serve(directory: Path, port: int,
+          bodies: dict[str, bytes] | None = None) -> subprocess.Popen[bytes]:
+    """gunicorn on `port` serving the fixed job document at every path, or at ``/NAME`` the
+    bytes `bodies` gives for NAME (a plain file name)."""
     (directory / "floor_app.py").write_text(APP)
+    env = dict(os.environ)
+    if bodies:
+        folder = directory / "bodies"
+        folder.mkdir(exist_ok=True)
+        for name, body in bodies.items():
+            (folder / name).write_bytes(body)
+        env["PUSHD_FLOOR_BODIES"] = str(folder)
     return subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--chdir", str(directory), "--workers", "2",
          "--worker-class", "gevent", "--worker-connections", "2000", "--keep-alive", "5",
          "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "floor_app:app"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env,
     )
 
 

@@ -24,6 +24,7 @@ run hb8000 bench/bench_heartbeat.py --nodes 8000 --windows 5 --window 12 --profi
 run dispatch1000 bench/bench_dispatch.py --nodes 1000 --sizes 100,1000 --runs 5 --profile 20
 run api bench/bench_api.py --runs 5
 run floor_http bench/bench_floor_http.py --runs 5
+run joblist bench/bench_joblist.py
 run zmqmem bench/bench_zmq_memory.py --nodes 2000 --messages 600 --spacing 0.05 --variants base,router,pub,arena2
 run dispatch8000 bench/bench_dispatch.py --nodes 8000 --sizes 8000 --runs 5 --pause 5
 run storm5000 bench/bench_storm.py --nodes 5000 --runs 3

@@ -32,21 +32,8 @@ def _status_name(value: Any, kind: type[JobStatus] | type[NodeStatus]) -> str:
     return kind(int(value)).wire
 
 
-def _options(job: Any) -> dict[str, Any]:
-    options = job.options
-    return {
-        "job_user": options.job_user,
-        "dir": options.dir,
-        "env": options.env,
-        "capture": options.capture,
-        "job_file": options.job_file,
-        "max_concurrency": getattr(options, "max_concurrency", None),
-        "max_errors": getattr(options, "max_errors", None),
-        "rerun_of": getattr(options, "rerun_of", None),
-    }
-
-
 def job_summary(job: Any) -> dict[str, Any]:
+    # Runs for every job of a list page (1,000 by default): attributes are read directly.
     doc: dict[str, Any] = {
         "id": job.id,
         "command": job.command,
@@ -55,20 +42,23 @@ def job_summary(job: Any) -> dict[str, Any]:
         "created_at": rfc1123(job.created_at),
         "updated_at": rfc1123(job.updated_at),
     }
-    options = _options(job)
-    if options.get("job_user") is not None:
-        doc["user"] = options["job_user"]
-    if options.get("dir") is not None:
-        doc["dir"] = options["dir"]
-    if options.get("env") is not None:
-        doc["env"] = options["env"]
-    if options.get("capture"):
+    options = job.options
+    if options.job_user is not None:
+        doc["user"] = options.job_user
+    if options.dir is not None:
+        doc["dir"] = options.dir
+    if options.env is not None:
+        doc["env"] = options.env
+    if options.capture:
         doc["capture_output"] = True
-    if options.get("job_file") is not None:
+    if job.file_specified:
         doc["file_specified"] = True
-    for key in ("max_concurrency", "max_errors", "rerun_of"):
-        if options.get(key) is not None:
-            doc[key] = options[key]
+    if options.max_concurrency is not None:
+        doc["max_concurrency"] = options.max_concurrency
+    if options.max_errors is not None:
+        doc["max_errors"] = options.max_errors
+    if options.rerun_of is not None:
+        doc["rerun_of"] = options.rerun_of
     return doc
 
 
@@ -79,7 +69,7 @@ def job_document(job: Any, *, include_file: bool = False) -> dict[str, Any]:
     if reasons:
         doc["node_reasons"] = reasons
     if include_file and doc.pop("file_specified", False):
-        doc["file"] = _options(job)["job_file"]
+        doc["file"] = job.options.job_file
     if "max_concurrency" in doc or "max_errors" in doc:
         doc["node_counts"] = _node_counts(doc["nodes"], doc["status"])
     return doc

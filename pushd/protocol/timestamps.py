@@ -11,6 +11,7 @@
         Parses `text` and requires ``|now - ts| < max_skew`` (symmetric: replays from the past
         and messages from the future are both refused). Returns the parsed time.
         Raises ProtocolError("stale") when outside the window, ("bad_message") when unparseable.
+    DAY_NAMES, MONTH_NAMES    the English abbreviations ("Mon".., "Jan"..) both use
 
 Stdlib only; no locale-dependent call (`time.strftime`, `email.utils`) is used on purpose.
 """
@@ -24,9 +25,11 @@ import time
 
 from pushd.errors import ProtocolError
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTH_NUMBER = {name: number for number, name in enumerate(_MONTHS, start=1)}
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MONTH_NAMES = (
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"
+)
+_MONTH_NUMBER = {name: number for number, name in enumerate(MONTH_NAMES, start=1)}
 
 # A strict pattern: a hand-written format is much faster than email.utils on the hot path
 # (every heartbeat) and refuses the many loose forms email.utils would guess at.
@@ -45,7 +48,7 @@ def format_timestamp(when: float | None = None) -> str:
     """Format POSIX time `when` (default: now) as an RFC 1123 GMT date."""
     t = time.gmtime(time.time() if when is None else when)
     return (
-        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{DAY_NAMES[t.tm_wday]}, {t.tm_mday:02d} {MONTH_NAMES[t.tm_mon - 1]} {t.tm_year:04d} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
     )
 

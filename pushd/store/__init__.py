@@ -28,6 +28,7 @@ Jobs (pushd.store.jobs)
     get_job_summary(org_id, job_id) -> JobSummary | None
     job_node_names(org_id, job_id, *, after=None, limit=5000) -> list[str]   a page, by name
     list_jobs(org_id, *, limit=None, status=None, before=None) -> (list[JobSummary], cursor|None)
+        (the summaries say file_specified; they do not carry the file)
     set_job_status(org_id, job_id, status, updated_by=None) -> bool
     set_node_statuses(org_id, job_id, {node: status | (status, reason)}) -> int
     incomplete_jobs() -> list[JobView]                             NEW/VOTING/RUNNING, all orgs

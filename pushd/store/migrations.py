@@ -266,12 +266,30 @@ def _migration_5(database: peewee.Database) -> None:
     _run_script(database, _V5_DDL)
 
 
+_V6_DDL = """
+CREATE INDEX jobs_org_status_created_id ON jobs (org_id, status, created_at DESC, id DESC);
+DROP INDEX jobs_org_status;
+CREATE INDEX jobs_updated_at ON jobs (updated_at)
+"""
+
+
+def _migration_6(database: peewee.Database) -> None:
+    """Job indexes for a long history (issue 19). The job list filtered by status walks
+    (org_id, status, created_at, id) in page order: with (org_id, status) alone PostgreSQL
+    walked the org's whole (created_at, id) index and dropped the other statuses' rows (70 ms
+    for a page of a 1.5% status among 1,000,000 jobs). It replaces (org_id, status), its prefix.
+    Retention (store.prune_jobs) takes the oldest finished jobs by updated_at, which read the
+    whole table every batch without an index on it (0.8 s at 1,000,000 jobs)."""
+    _run_script(database, _V6_DDL)
+
+
 MIGRATIONS: tuple[Callable[[peewee.Database], None], ...] = (
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 )
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -10,10 +10,9 @@ The store keeps every time as a *naive* UTC ``datetime`` with microseconds.
 
 from __future__ import annotations
 
-import calendar
 from datetime import UTC, datetime
 
-from pushd.protocol.timestamps import format_timestamp
+from pushd.protocol.timestamps import DAY_NAMES, MONTH_NAMES
 
 
 def utcnow() -> datetime:
@@ -30,8 +29,14 @@ def to_naive_utc(value: datetime) -> datetime:
 
 def rfc1123(value: datetime) -> str:
     """Render as the original's REST bodies do: second precision, always GMT."""
-    # One RFC 1123 formatter serves the wire protocol and the store (locale-independent).
-    return format_timestamp(calendar.timegm(to_naive_utc(value).timetuple()))
+    # The names of the wire protocol's formatter (locale-independent), from the datetime's own
+    # fields: a page of 1,000 jobs has 2,000 of these, and going through a POSIX time
+    # (timetuple, timegm, gmtime) cost three times as much.
+    value = to_naive_utc(value)
+    return (
+        f"{DAY_NAMES[value.weekday()]}, {value.day:02d} {MONTH_NAMES[value.month - 1]} "
+        f"{value.year:04d} {value.hour:02d}:{value.minute:02d}:{value.second:02d} GMT"
+    )
 
 
 def event_timestamp(value: datetime) -> str:

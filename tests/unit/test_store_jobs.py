@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -307,6 +311,104 @@ def test_list_jobs_pages_through_twenty_thousand_jobs_newest_first(store_db: str
     assert len(complete) == 10_000
 
 
+def test_listed_jobs_say_they_have_a_file_without_carrying_it(store_db: str) -> None:
+    # A job file may be max_job_file_size bytes; a page of 1,000 listed jobs must not pull
+    # every file out of the database only to say file_specified.
+    with_file, without = new_id(), new_id()
+    options = {"job_user": "deploy", "dir": "/srv", "env": {"K": "v"}, "capture": True,
+               "job_file": "raw:" + "x" * 50_000, "max_concurrency": "10%", "max_errors": 2}
+    store.create_job(ORG_A, with_file, "deploy", ["n1"], 1, 60, "alice", options,
+                     created_at=datetime(2024, 1, 1, 0, 0, 1))
+    store.create_job(ORG_A, without, "uptime", ["n1"], 1, 60, "alice",
+                     created_at=datetime(2024, 1, 1, 0, 0, 0))
+
+    listed, _ = store.list_jobs(ORG_A, limit=10)
+    assert [job.id for job in listed] == [with_file, without]
+    assert [job.file_specified for job in listed] == [True, False]
+    assert listed[0].options == store.JobOptions(**{**options, "job_file": None})
+    assert listed[1].options == store.JobOptions()
+    # The job itself still has its file.
+    job = store.get_job(ORG_A, with_file)
+    assert job is not None and job.file_specified and job.options == store.JobOptions(**options)
+
+
+def test_list_jobs_with_one_status_reads_its_index_in_page_order(store_db: str) -> None:
+    """A status filter is served from (org_id, status, created_at, id) in page order: no sort
+    of every job of that status, and no walk past the other statuses' jobs. What makes a page
+    of a rare status among a million jobs as quick as any other page."""
+    _bulk_insert_jobs(ORG_A, 2_000, datetime(2024, 5, 1, 12, 0, 0))
+    database = store.get_database()
+    database.execute_sql("ANALYZE")
+    with _captured_queries() as queries:
+        page, cursor = store.list_jobs(ORG_A, limit=10, status=JobStatus.COMPLETE)
+        store.list_jobs(ORG_A, limit=10, status=JobStatus.COMPLETE, before=cursor)
+    assert len(page) == 10 and {job.status for job in page} == {JobStatus.COMPLETE}
+    assert len(queries) == 2
+    for sql, params in queries:
+        plan = _plan(database, sql, params)
+        assert "jobs_org_status_created_id" in plan, plan
+        assert "TEMP B-TREE" not in plan.upper() and "Sort" not in plan, plan
+
+
+def test_list_jobs_looks_up_the_options_of_the_page_only(store_db: str) -> None:
+    """The options of a page come from one lookup per listed job, never from reading the whole
+    job_options table (PostgreSQL's choice for a plain join when the page is a large share of
+    the jobs: 38 ms instead of 5 for 1,000 of 100,000)."""
+    _bulk_insert_jobs(ORG_A, 2_000, datetime(2024, 5, 1, 12, 0, 0))
+    database = store.get_database()
+    with store.transaction():
+        database.execute_sql(
+            "INSERT INTO job_options (job_id, capture) SELECT id, {} FROM jobs".format(
+                "TRUE" if store.dialect() == "postgres" else "1"))
+    database.execute_sql("ANALYZE")
+    with _captured_queries() as queries:
+        page, _ = store.list_jobs(ORG_A, limit=1000)
+    assert len(page) == 1000 and all(job.options.capture for job in page)
+    assert len(queries) == 1
+    for sql, params in queries:
+        plan = _plan(database, sql, params, whole=True)
+        assert "job_options_pkey" in plan or "sqlite_autoindex_job_options" in plan, plan
+        assert "Seq Scan on job_options" not in plan and "Hash" not in plan, plan
+
+
+@contextlib.contextmanager
+def _captured_queries() -> Iterator[list[tuple[str, Any]]]:
+    """The job queries peewee runs meanwhile (from its debug log)."""
+    queries: list[tuple[str, Any]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if isinstance(record.msg, tuple) and re.search(r'\bFROM "?jobs\b', record.msg[0]):
+                queries.append(record.msg)
+
+    logger = logging.getLogger("peewee")
+    handler, level = Capture(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield queries
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _plan(database: Any, sql: str, params: Any, *, whole: bool = False) -> str:
+    """How the query reads the page's jobs, as the planner would on a large table (SQLite: the
+    plan up to the scan of that page, whose own few rows may be sorted afterwards); `whole`:
+    the whole plan with the planner's own choices."""
+    if store.dialect() == "sqlite":
+        rows = database.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+        lines = [str(row[-1]) for row in rows]
+        if not whole and "SCAN page" in lines:
+            lines = lines[: lines.index("SCAN page")]
+        return "\n".join(lines)
+    with store.transaction():
+        if not whole:  # a table this small is cheaper to read whole; the index is for more
+            database.execute_sql("SET LOCAL enable_seqscan = off")
+        rows = database.execute_sql("EXPLAIN " + sql, params).fetchall()
+    return "\n".join(row[0] for row in rows)
+
+
 def test_list_jobs_exact_page_boundary_has_no_empty_extra_page(store_db: str) -> None:
     for index in range(4):
         store.create_job(
@@ -320,6 +422,7 @@ def test_list_jobs_exact_page_boundary_has_no_empty_extra_page(store_db: str) ->
     assert cursor is None
     page, _ = store.list_jobs(ORG_A, status=[JobStatus.NEW, JobStatus.RUNNING], limit=10)
     assert len(page) == 4
+    assert store.list_jobs(ORG_A, status=[], limit=10) == ([], None)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import pytest
 from pushd import store
 from pushd.settings import Settings
 from pushd.states import JobStatus
+from pushd.store import migrations
 from pushd.store.models import ALL_MODELS, JobStatusRow
 from tests.support.databases import postgres_database
 
@@ -86,6 +87,28 @@ def test_concurrent_migrations_apply_once(opened: Any) -> None:
     rows = database.execute_sql("SELECT version FROM schema_version").fetchall()
     assert [row[0] for row in rows] == [store.LATEST_VERSION]
     assert JobStatusRow.select().count() == len(JobStatus)
+
+
+def test_schema_6_indexes_jobs_by_status_and_update_time_keeping_them(
+    opened: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _, database = opened
+    with monkeypatch.context() as patch:  # a database of the pushd before schema 6
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:5])
+        patch.setattr(migrations, "LATEST_VERSION", 5)
+        assert store.migrate() == 5
+    for index in range(3):
+        store.create_job("a" * 32, f"{index:032d}", f"c{index}", ["n1"], 1, 60, "alice")
+    store.set_job_status("a" * 32, "0" * 32, JobStatus.COMPLETE)
+    assert "jobs_org_status" in {index.name for index in database.get_indexes("jobs")}
+
+    assert store.migrate() == 6
+    indexes = {index.name: index.columns for index in database.get_indexes("jobs")}
+    assert indexes["jobs_org_status_created_id"] == ["org_id", "status", "created_at", "id"]
+    assert indexes["jobs_updated_at"] == ["updated_at"]
+    assert "jobs_org_status" not in indexes  # the new index's prefix: it does the same work
+    jobs, _ = store.list_jobs("a" * 32, status=JobStatus.NEW)
+    assert [job.command for job in jobs] == ["c2", "c1"]
 
 
 def test_sqlite_file_is_private_and_uses_wal_and_foreign_keys(tmp_path: Path) -> None:
