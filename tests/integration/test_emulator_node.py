@@ -75,3 +75,19 @@ def test_forged_or_stale_messages_are_dropped() -> None:
                            timestamp="Mon, 01 Jan 2001 00:00:00 GMT")
     assert _answers(node, key, stale) == []
     assert node.job_state == "idle"
+
+
+def test_a_restarted_node_is_a_new_process_without_its_job() -> None:
+    node, key = _node(Behaviour(delay=30.0))
+    _answers(node, key, _commit("j1"))
+    _answers(node, key, run_message(sequence=2, job_id="j1"))
+    old = node.identity.incarnation_id
+    node.restart()
+    assert node.identity.incarnation_id != old and node.identity.node == "emu-00001"
+    assert (node.job_state, node.job_id, node.config) == ("idle", None, None)
+    assert node.finish_job(time.time()) is None  # the old process's job is gone with it
+    fresh, key = _node(Behaviour())
+    node.configure(fresh.config, key, dealer=None, sub=None)  # type: ignore[arg-type]
+    replies = _answers(node, key, _commit("j2"))
+    assert [(m["type"], m["incarnation_id"]) for m in replies] \
+        == [("ack_commit", node.identity.incarnation_id)]
