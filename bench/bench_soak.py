@@ -37,7 +37,9 @@ restarts, load), ``job_list.csv`` (each job: id, kind, posted t, final status) a
 With ``--memprobe`` (bench/memprobe: tracemalloc in the broker; it inflates the broker's RSS, so
 not for the headline figures) the broker reports its memory at the settle point and at the end
 (``memprobe-settle.json``, ``memprobe-end.json`` in `--out`), and the lines and object types that
-grew most between the two are printed.
+grew most between the two are printed, with each malloc arena's growth (in use and free); a
+last probe (``memprobe-trim-end.json``) calls ``malloc_trim(0)`` and says how much RSS that
+gave back (memory malloc held free).
 
 Exit status 0 when every process is flat and every job ended, 1 otherwise.
 """
@@ -314,6 +316,11 @@ def probe_growth(settle: dict[str, Any], end: dict[str, Any], top: int = 15) -> 
                   for size, count, name in grown[:top]]
     lines.append(f"rss {(end['rss'] - settle['rss']) / 2**20:+.1f} MiB, tracemalloc traced "
                  f"{(end['traced'] - settle['traced']) / 2**20:+.1f} MiB")
+    for i, (old, new) in enumerate(zip(settle["arenas"], end["arenas"], strict=False)):
+        lines.append(f"malloc arena {i}: system {new['system'] / 2**20:.1f} MiB "
+                     f"({(new['system'] - old['system']) / 2**20:+.1f}), in use "
+                     f"{(new['in_use'] - old['in_use']) / 2**20:+.1f}, free "
+                     f"{(new['free'] - old['free']) / 2**20:+.1f}")
     return lines
 
 
@@ -426,6 +433,7 @@ def main() -> int:
                                - run.now()))
             final = take_sample(server, clients, emulator, run)
             probes["end"] = memprobe(server, "end")
+            probes["trim-end"] = memprobe(server, "trim-end")
             info["load_end"] = loadavg()
             drained = drain(server, run, args.drain_timeout)
             take_sample(server, clients, emulator, run)
@@ -461,6 +469,10 @@ def main() -> int:
             (args.out / f"memprobe-{label}.json").write_text(json.dumps(report) + "\n")
         note("broker memory growth from the settle point to the end (tracemalloc):\n  "
              + "\n  ".join(probe_growth(probes["settle"] or {}, probes["end"] or {})))
+        trimmed = probes.get("trim-end") or {}
+        if trimmed.get("rss_before_trim"):
+            note(f"malloc_trim(0) at the end: RSS {trimmed['rss_before_trim'] / 2**20:.1f} -> "
+                 f"{trimmed['rss'] / 2**20:.1f} MiB")
     print(f"load {info['load_start']} at the start, {info['load_end']} at the end; "
           f"backend {info['backend']}; samples in {args.out}")
     print_table(rows, args.limit)

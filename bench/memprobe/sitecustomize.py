@@ -12,6 +12,9 @@ supervisor's launcher). There it
        "by_type": [[type name, count, getsizeof bytes], ...] (top 40 gc-tracked types)
        "arenas": [{"system", "in_use", "free", "mmap"}...]   (glibc malloc_info, per arena)
        "smaps": {"heap", "anon", "file", "stack"}}           (RSS by mapping kind, bytes)
+  A label starting with ``trim`` first calls glibc's ``malloc_trim(0)`` (free pages of every
+  arena back to the kernel) and adds ``"rss_before_trim"``: how much of the RSS was memory
+  malloc held free.
 
 Environment variables the broker might need for the probe itself are not changed: malloc
 settings under test are set by the benchmark in the server's environment.
@@ -84,13 +87,24 @@ def _arenas() -> list[dict[str, int]]:
     return arenas
 
 
-def _snapshot(path: str) -> None:
+def _rss() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _snapshot(path: str, trim: bool = False) -> None:
     import collections
     import gc
     import json
     import sys
     import tracemalloc
 
+    before_trim = None
+    if trim:
+        import ctypes
+
+        before_trim = _rss()
+        ctypes.CDLL(None).malloc_trim(0)
     stats = tracemalloc.take_snapshot().statistics("lineno")
     by_line = [[f"{s.traceback[0].filename}:{s.traceback[0].lineno}", s.size, s.count]
                for s in stats[:40]]
@@ -101,9 +115,9 @@ def _snapshot(path: str) -> None:
         counts[name] += 1
         sizes[name] += sys.getsizeof(obj)
     traced, peak = tracemalloc.get_traced_memory()
-    with open("/proc/self/statm") as handle:
-        rss = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    report = {"rss": rss, "traced": traced, "traced_peak": peak, "by_line": by_line,
+    rss = _rss()
+    report = {"rss": rss, "rss_before_trim": before_trim, "traced": traced, "traced_peak": peak,
+              "by_line": by_line,
               "by_type": [[n, counts[n], sizes[n]] for n, _ in sizes.most_common(40)],
               "arenas": _arenas(), "smaps": _smaps()}
     tmp = f"{path}.tmp"
@@ -125,7 +139,8 @@ def _watch(directory: str) -> None:
         for name in names:
             label = name[len(prefix):]
             try:
-                _snapshot(os.path.join(directory, f"memprobe-{label}.json"))
+                _snapshot(os.path.join(directory, f"memprobe-{label}.json"),
+                          trim=label.startswith("trim"))
             finally:
                 os.unlink(os.path.join(directory, name))
 
