@@ -39,7 +39,8 @@ not for the headline figures) the broker reports its memory at the settle point 
 (``memprobe-settle.json``, ``memprobe-end.json`` in `--out`), and the lines and object types that
 grew most between the two are printed, with each malloc arena's growth (in use and free); a
 last probe (``memprobe-trim-end.json``) calls ``malloc_trim(0)`` and says how much RSS that
-gave back (memory malloc held free).
+gave back (memory malloc held free). The API workers are probed the same way at the same points
+(``memprobe-PID-LABEL.json``; PUSHD_BENCH_MEMPROBE_WORKERS=1).
 
 Exit status 0 when every process is flat and every job ended, 1 otherwise.
 """
@@ -298,6 +299,33 @@ def verdicts(run: Run, settle: float, end: float, limit: float) -> list[dict[str
     return out
 
 
+def worker_memprobe(server: PushdServer, pid: int, label: str,
+                    timeout: float = 60) -> dict[str, Any] | None:
+    """With --memprobe: the memory report of API worker `pid` (bench/memprobe), or None."""
+    if not os.environ.get("PUSHD_BENCH_MEMPROBE"):
+        return None
+    report = server.dir / f"memprobe-{pid}-{label}.json"
+    report.unlink(missing_ok=True)
+    (server.dir / f"memprobe-worker-request-{pid}-{label}").touch()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            return dict(json.loads(report.read_text()))
+        time.sleep(0.25)
+    note(f"API worker {pid} did not answer its memory probe in {timeout:.0f} s")
+    return None
+
+
+def probe_all(server: PushdServer, run: Run, label: str,
+              probes: dict[str, dict[str, Any] | None]) -> None:
+    """--memprobe: the broker's report and each API worker's, as probes[label] and
+    probes["api-worker-N:label"]."""
+    probes[label] = memprobe(server, label)
+    for pid, role in run.worker_labels.items():
+        if measure(pid) is not None:
+            probes[f"{role}:{label}"] = worker_memprobe(server, pid, label)
+
+
 def probe_growth(settle: dict[str, Any], end: dict[str, Any], top: int = 15) -> list[str]:
     """The tracemalloc lines and gc object types that grew most from `settle` to `end`."""
     lines = []
@@ -393,6 +421,8 @@ def main() -> int:
     emulated = [node_name("emu-", i) for i in range(args.nodes)]
     run = Run()
     probes: dict[str, dict[str, Any] | None] = {}  # --memprobe reports
+    if args.memprobe:
+        os.environ["PUSHD_BENCH_MEMPROBE_WORKERS"] = "1"
     with bench_server(args) as server:
         emulator = EmulatorProcess(server, args.nodes, args.state_dir, "--delay", str(args.delay),
                                    "--churn-fraction", str(args.churn_fraction),
@@ -417,7 +447,7 @@ def main() -> int:
                     take_sample(server, clients, emulator, run)
                     next_sample += args.sample
                     if "settle" not in probes and now >= args.settle * 60:
-                        probes["settle"] = memprobe(server, "settle")
+                        probe_all(server, run, "settle", probes)
                 if now >= next_churn:
                     os.kill(emulator.pid, signal.SIGUSR1)
                     next_churn += args.churn_every
@@ -432,8 +462,8 @@ def main() -> int:
                 time.sleep(max(0.0, min(next_sample, next_job, next_churn, end)
                                - run.now()))
             final = take_sample(server, clients, emulator, run)
-            probes["end"] = memprobe(server, "end")
-            probes["trim-end"] = memprobe(server, "trim-end")
+            probe_all(server, run, "end", probes)
+            probe_all(server, run, "trim-end", probes)
             info["load_end"] = loadavg()
             drained = drain(server, run, args.drain_timeout)
             take_sample(server, clients, emulator, run)
@@ -464,15 +494,20 @@ def main() -> int:
                "restarts": run.samples[-1].restarts if run.samples else 0,
                "processes": rows}
     write_outputs(args.out, run, summary)
-    if probes.get("settle") and probes.get("end"):
-        for label, report in probes.items():
-            (args.out / f"memprobe-{label}.json").write_text(json.dumps(report) + "\n")
-        note("broker memory growth from the settle point to the end (tracemalloc):\n  "
-             + "\n  ".join(probe_growth(probes["settle"] or {}, probes["end"] or {})))
-        trimmed = probes.get("trim-end") or {}
-        if trimmed.get("rss_before_trim"):
-            note(f"malloc_trim(0) at the end: RSS {trimmed['rss_before_trim'] / 2**20:.1f} -> "
-                 f"{trimmed['rss'] / 2**20:.1f} MiB")
+    for label, report in probes.items():
+        if report is not None:
+            name = label.replace(":", "-")
+            (args.out / f"memprobe-{name}.json").write_text(json.dumps(report) + "\n")
+    for who, prefix in [("broker", ""), *((role, f"{role}:") for role in
+                                          sorted(set(run.worker_labels.values())))]:
+        settle, end, trimmed = (probes.get(f"{prefix}{label}")
+                                for label in ("settle", "end", "trim-end"))
+        if settle and end:
+            note(f"{who}: memory growth from the settle point to the end (tracemalloc):\n  "
+                 + "\n  ".join(probe_growth(settle, end)))
+        if trimmed and trimmed.get("rss_before_trim"):
+            note(f"{who}: malloc_trim(0) at the end: RSS {trimmed['rss_before_trim'] / 2**20:.1f}"
+                 f" -> {trimmed['rss'] / 2**20:.1f} MiB")
     print(f"load {info['load_start']} at the start, {info['load_end']} at the end; "
           f"backend {info['backend']}; samples in {args.out}")
     print_table(rows, args.limit)

@@ -16,6 +16,11 @@ supervisor's launcher). There it
   arena back to the kernel) and adds ``"rss_before_trim"``: how much of the RSS was memory
   malloc held free.
 
+With ``PUSHD_BENCH_MEMPROBE_WORKERS=1`` it also acts in the API workers: tracemalloc starts in the
+gunicorn arbiter (so every worker it forks inherits it) and each forked worker runs the same
+thread for requests named ``DIR/memprobe-worker-request-<pid>-<label>``, answered in
+``DIR/memprobe-<pid>-<label>.json``.
+
 Environment variables the broker might need for the probe itself are not changed: malloc
 settings under test are set by the benchmark in the server's environment.
 """
@@ -23,6 +28,9 @@ settings under test are set by the benchmark in the server's environment.
 from __future__ import annotations
 
 import os
+import time
+
+_sleep = time.sleep  # before gevent's monkey patching in the API workers
 
 
 def _is_broker() -> bool:
@@ -126,12 +134,18 @@ def _snapshot(path: str, trim: bool = False) -> None:
     os.replace(tmp, path)
 
 
-def _watch(directory: str) -> None:
-    import time
+def _is_arbiter() -> bool:
+    try:
+        with open("/proc/self/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return b"pushd.server" in argv
 
-    prefix = "memprobe-request-"
+
+def _watch(directory: str, prefix: str = "memprobe-request-", out: str = "memprobe-") -> None:
     while True:
-        time.sleep(0.5)
+        _sleep(0.5)
         try:
             names = [n for n in os.listdir(directory) if n.startswith(prefix)]
         except OSError:
@@ -139,7 +153,7 @@ def _watch(directory: str) -> None:
         for name in names:
             label = name[len(prefix):]
             try:
-                _snapshot(os.path.join(directory, f"memprobe-{label}.json"),
+                _snapshot(os.path.join(directory, f"{out}{label}.json"),
                           trim=label.startswith("trim"))
             finally:
                 os.unlink(os.path.join(directory, name))
@@ -147,13 +161,24 @@ def _watch(directory: str) -> None:
 
 def _start() -> None:
     directory = os.environ.get("PUSHD_BENCH_MEMPROBE")
-    if not directory or not _is_broker():
+    if not directory:
         return
     import threading
     import tracemalloc
 
-    tracemalloc.start(1)
-    threading.Thread(target=_watch, args=(directory,), name="memprobe", daemon=True).start()
+    if _is_broker():
+        tracemalloc.start(1)
+        threading.Thread(target=_watch, args=(directory,), name="memprobe", daemon=True).start()
+    elif os.environ.get("PUSHD_BENCH_MEMPROBE_WORKERS") == "1" and _is_arbiter():
+        tracemalloc.start(1)
+
+        def in_worker() -> None:
+            pid = os.getpid()
+            threading.Thread(target=_watch, name="memprobe", daemon=True,
+                             args=(directory, f"memprobe-worker-request-{pid}-",
+                                   f"memprobe-{pid}-")).start()
+
+        os.register_at_fork(after_in_child=in_worker)
 
 
 _start()

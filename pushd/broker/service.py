@@ -87,6 +87,7 @@ from pushd.broker.control_client import (
 )
 from pushd.broker.jobs import FANOUT_BUDGET, JobEngine
 from pushd.broker.journal import StoreJournal
+from pushd.broker.memory import Chores, MallocTrim
 from pushd.broker.metrics import BrokerMetrics
 from pushd.broker.nodes import NodeTracker
 from pushd.broker.retention import JobRetention
@@ -197,7 +198,9 @@ class Broker:
         )
         self.journal = StoreJournal(
             store, self._publish, output_max_bytes=config.output_max_bytes,
-            housekeeping=_retention(config),
+            # In the writer thread when it is idle: purging old jobs, and giving freed heap
+            # memory back to the kernel once a minute (pushd.broker.memory).
+            housekeeping=Chores(_retention(config), MallocTrim()),
         )
         self.tracker = NodeTracker(
             self, self.timers, rehab_interval=config.rehab_timer,
