@@ -15,6 +15,13 @@ calls as ``push-jobs-server-ctl org-create`` / ``client-create``; existing clien
 ``--admin-user NAME`` also creates an admin user (its key in the state dir as ``NAME.pem``) for
 tools that POST jobs.
 
+Churn (nodes that restart): SIGUSR1, and every ``--churn-every`` seconds when set, restarts a
+random ``--churn-fraction`` of the nodes the way a restarted client process comes back: its
+sockets close at once (the server hears nothing more from that session), and after
+``--churn-down`` seconds it fetches its config again with a new Curve keypair and a new
+incarnation id; a job it had is lost with the old process. Keep ``--churn-down`` longer than one
+heartbeat interval (a node's old heartbeat timer is dropped only while it is down).
+
 Nodes are spread over worker processes (``--nodes-per-worker``, default 2000: each node holds
 two ZeroMQ sockets, about four file descriptors, and a process may hold at most 20,000).
 ``--distinct-keys K`` lets node i sign with pool key i mod K (each node is still its own client),
@@ -27,7 +34,8 @@ per-job counts as JSON in --status-file (rewritten atomically) for scripts:
     {"phase", "keys_generated", "keys_to_generate", "clients_provisioned", "prepare_seconds",
      "nodes", "online", "configured", "fetching", "fetches" (started), "configs" (fetched and
      applied), "fetch_errors", "last_error",
-     "dropped", "heartbeats" (sent so far), "elapsed", "all_online_after", "updated",
+     "dropped", "heartbeats" (sent so far), "churns" (churn rounds), "restarts" (nodes
+     restarted), "elapsed", "all_online_after", "updated",
      "jobs": {job_id: {"commits", "acked_runs", "results", "first_commit", "last_ack_run",
                        "last_result"}}}      (the last 200 jobs; times are POSIX wall-clock seconds)
 The file exists from the start: "phase" is "keys" (generating missing RSA keys: on a fresh
@@ -47,6 +55,7 @@ import json
 import math
 import multiprocessing
 import os
+import random
 import signal
 import sys
 import time
@@ -107,6 +116,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--status-file")
     parser.add_argument("--report-interval", type=float, default=2.0)
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument("--churn-every", type=float, default=0.0, metavar="S",
+                        help="restart --churn-fraction of the nodes every S seconds (default "
+                        "0: only on SIGUSR1)")
+    parser.add_argument("--churn-fraction", type=float, default=0.1,
+                        help="share of the nodes one churn restarts (default 0.1)")
+    parser.add_argument("--churn-down", type=float, default=5.0, metavar="S",
+                        help="seconds a restarted node stays away before it fetches its "
+                        "config again (default 5)")
     args = parser.parse_args(argv)
     if args.nodes < 1 or args.nodes > 100_000:
         parser.error("--nodes must be between 1 and 100000")
@@ -117,6 +134,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--distinct-keys must be >= 0")
     if args.fetchers < 1 or args.fetchers > 64:
         parser.error("--fetchers must be between 1 and 64")
+    if not 0 <= args.churn_fraction <= 1 or args.churn_every < 0 or args.churn_down < 0:
+        parser.error("--churn-fraction must be within 0..1, --churn-every and --churn-down >= 0")
     if args.output_bytes < 0 or args.delay < 0 or not 0 <= args.exit_code <= 255:
         parser.error("--output-bytes and --delay must be >= 0, --exit-code 0..255")
     return args
@@ -154,6 +173,9 @@ class Emulator:
         self.phase = "keys"
         self.prepare_seconds: float | None = None
         self.counters = {"keys_generated": 0, "keys_to_generate": 0, "clients_provisioned": 0}
+        self.per_worker = args.nodes_per_worker
+        self.churn_requested = False
+        self.churns = 0
 
     def say(self, text: str) -> None:
         print(f"push-jobs-emulator: {text}", flush=True)
@@ -201,7 +223,7 @@ class Emulator:
         self.phase = "starting"  # from here a signal only sets `stopping` (see main)
         url = base_url(args)
         count = math.ceil(args.nodes / args.nodes_per_worker)
-        per = math.ceil(args.nodes / count)
+        per = self.per_worker = math.ceil(args.nodes / count)
         behaviour = Behaviour(args.exit_code, args.output_bytes, args.delay,
                               args.lines_per_second)
         context = multiprocessing.get_context("fork")  # the parent holds no ZeroMQ context
@@ -221,7 +243,7 @@ class Emulator:
 
     def status(self, elapsed: float, all_online_after: float | None) -> dict[str, Any]:
         keys = ("online", "configured", "fetching", "fetches", "configs", "fetch_errors",
-                "dropped", "heartbeats")
+                "dropped", "heartbeats", "restarts")
         status: dict[str, Any] = {k: sum(s.get(k, 0) for s in self.latest.values())
                                   for k in keys}
         errors = [s["last_error"] for s in self.latest.values() if s.get("last_error")]
@@ -229,6 +251,7 @@ class Emulator:
         status.update({
             "phase": self.phase,
             "prepare_seconds": self.prepare_seconds,
+            "churns": self.churns,
             "nodes": self.args.nodes,
             "last_error": errors[-1] if errors else "",
             "elapsed": round(elapsed, 3),
@@ -238,9 +261,27 @@ class Emulator:
         })
         return status
 
+    def churn(self) -> None:
+        """Restart a random --churn-fraction of the nodes (each worker restarts its own)."""
+        args = self.args
+        chosen = random.sample(range(args.nodes), round(args.nodes * args.churn_fraction))
+        by_worker: dict[int, list[int]] = {}
+        for index in chosen:
+            by_worker.setdefault(index // self.per_worker, []).append(index)
+        for worker, indices in by_worker.items():
+            try:
+                self.workers[worker][1].send({"restart": sorted(indices),
+                                              "down": args.churn_down})
+            except OSError:
+                pass  # that worker has ended (reported by run)
+        self.churns += 1
+        self.say(f"churn {self.churns}: restarting {len(chosen)} nodes "
+                 f"(back after {args.churn_down:g} s)")
+
     def run(self) -> None:
         args = self.args
         started = time.monotonic()
+        next_churn = started + args.churn_every if args.churn_every > 0 else math.inf
         self.phase, self.prepare_seconds = "running", round(started - self.started, 3)
         all_online_after: float | None = None
         next_line = started
@@ -249,6 +290,11 @@ class Emulator:
             elapsed = time.monotonic() - started
             if args.duration is not None and elapsed >= args.duration:
                 break
+            if self.churn_requested or time.monotonic() >= next_churn:
+                self.churn_requested = False
+                self.churn()
+                if args.churn_every > 0:
+                    next_churn = time.monotonic() + args.churn_every
             for conn in wait(list(live), timeout=0.2):
                 try:
                     message = conn.recv()
@@ -302,8 +348,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             # and a provisioning batch is one transaction).
             raise SystemExit(128 + signum)
 
+    def on_churn(_signum: int, _frame: Any) -> None:
+        emulator.churn_requested = True  # acted on by run(), once the nodes are running
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGUSR1, on_churn)
     try:
         emulator.prepare()
     except ConfigError as err:

@@ -14,6 +14,8 @@
         .identity                 NodeIdentity (a fresh incarnation id per emulator run)
         .configure(config, session_key, dealer, sub)   after a config fetch; resets sequence
         .detach() -> [sockets]    forget the sockets (the worker closes them)
+        .restart()                what a restarted client process is: a new incarnation id, no
+                                  job (one it had is lost with the process), no output buffers
         .heartbeat_frames(timestamps) -> [header, body]
         .on_command(frames, now, wall) -> list[list[bytes]]   the frames to send back
         .finish_job(wall) -> list[bytes] | None                the result, when running
@@ -207,6 +209,19 @@ class EmulatedNode:
         self.dealer = self.sub = None
         self.answered = False
         return sockets
+
+    def restart(self) -> None:
+        # A stock client that restarts knows nothing of its old process: the server sees a new
+        # incarnation and settles whatever job the old one had.
+        self.identity = NodeIdentity(node=self.identity.node, client=self.identity.client,
+                                     org=self.identity.org, incarnation_id=str(uuid.uuid4()))
+        self.config = None
+        self._encoder = None
+        self.job_state, self.job_id, self.finish_at = "idle", None, None
+        self.next_print = None
+        self._buffer = self._live = None
+        self._capture = False
+        self.last_server_beat = -1e18
 
     def online(self, now: float) -> bool:
         config = self.config

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every benchmark once, one after another, as recorded in bench/RESULTS.md (the floors
 # first, the restart storm last). PYTHON picks the interpreter (default: scripts/python);
-# ONLY="hb1000 api" runs just the named ones.
+# ONLY="hb1000 api" runs just the named ones. The 30-minute soak (issue 19) is opt-in: it runs
+# only when ONLY names it (ONLY=soak).
 # Usage: sh bench/run_all.sh [OUT_DIR]   (each benchmark's output in OUT_DIR/NAME.log)
 set -u
 OUT=${1:-/var/tmp/pushd-bench/results}
@@ -30,3 +31,7 @@ run dispatch8000 bench/bench_dispatch.py --nodes 8000 --sizes 8000 --runs 5 --pa
 run storm5000 bench/bench_storm.py --nodes 5000 --runs 3
 run bigjob bench/bench_dispatch.py --nodes 100 --sizes '' --big-job 100000 --sqlite
 run rollout8000 bench/bench_rollout.py --nodes 8000 --sizes 1000,8000 --concurrency 500 --delay 0.2 --runs 2
+# Opt-in only: 30 minutes plus setup and drain.
+case " ${ONLY:-} " in
+    *" soak "*) run soak bench/bench_soak.py --minutes 30 --sample 15 --sqlite --out "$OUT/soak" ;;
+esac

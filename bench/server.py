@@ -41,7 +41,8 @@ carries the end of the log.
         add_user(name, *, admin=False) -> Path; add_client(name) -> Path
         add_group(name, users=(), clients=(), groups=()); remove_group(name)
         add_org(name) -> org id   (with the admin and normal users as members)
-        broker_pid() -> int | None; kill_broker(); wait_for_broker(timeout=20)
+        main_pid() -> int | None (the gunicorn arbiter); broker_pid() -> int | None;
+        kill_broker(); wait_for_broker(timeout=20)
         stop(graceful=False); start(); restart(); log_text(); log_tail(lines); is_running();
         cleanup()
     SseStream: next_event(timeout=10) -> SseEvent(name, id, data: dict, raw_data) | None
@@ -558,6 +559,9 @@ class PushdServer:
                 with open(f"/proc/{pid}/task/{task}/children") as fh:
                     out.extend(int(p) for p in fh.read().split())
         return out
+
+    def main_pid(self) -> int | None:
+        return self._process.pid if self.is_running() and self._process is not None else None
 
     def broker_pid(self) -> int | None:
         if self._process is None:

@@ -10,9 +10,12 @@
 Messages to the parent (dicts over `conn`, every `report_interval` seconds):
     {"worker", "nodes", "configured", "online", "fetching", "fetches" (started),
      "configs" (fetched and applied), "fetch_errors", "last_error", "dropped",
-     "heartbeats" (sent so far),
+     "heartbeats" (sent so far), "restarts" (nodes restarted so far),
      "jobs": {job_id: JobRecord fields as deltas}}
-The parent sends "stop" to end the worker (so does closing the pipe).
+The parent sends "stop" to end the worker (so does closing the pipe), and
+{"restart": [node index, ...], "down": seconds} to restart those nodes as a restarted client
+process would: sockets closed at once, a new incarnation id and Curve keypair, no job, and a new
+config fetch after `down` seconds (nodes in the middle of a fetch are left alone).
 
 Why epoll and not zmq.Poller: zmq_poll over a few thousand sockets rebuilds the whole item list
 every turn (O(n) in Python and in libzmq); epoll over each socket's notification FD costs only
@@ -158,6 +161,7 @@ class Worker:
         self.counter = itertools.count()
         self.beat_cache: dict[bytes, str | None] = {}
         self.fetches = self.configs = self.fetch_errors = self.dropped = self.heartbeats = 0
+        self.restarts = 0
         self.last_error = ""
         self.running = True
         self._curve: dict[int, tuple[bytes, bytes]] = {}
@@ -268,6 +272,19 @@ class Worker:
         self._schedule_reconfigure(node, now + config.lifetime * self.rng.uniform(0.9, 1.0))
         self._send(node, node.heartbeat_frames(self.timestamps))
         heapq.heappush(self.beats, (now + config.interval, next(self.counter), self._slot(node)))
+
+    def _restart(self, indices: list[int], down: float) -> None:
+        now = time.monotonic()
+        for index in indices:
+            node = self.nodes[index - self.spec.indices[0]]
+            if node.fetching:
+                continue  # its fetch result would configure the new process with the old key
+            self._close(node)
+            node.restart()
+            self._curve.pop(node.index, None)  # a new process makes a new Curve keypair
+            node.reconfigure_at = None
+            self._schedule_reconfigure(node, now + down)
+            self.restarts += 1
 
     # -- inbound ------------------------------------------------------------------------------
 
@@ -418,6 +435,7 @@ class Worker:
             "last_error": self.last_error,
             "dropped": self.dropped,
             "heartbeats": self.heartbeats,
+            "restarts": self.restarts,
             "jobs": self.stats.take_changes(),
         })
 
@@ -438,8 +456,11 @@ class Worker:
                     self._report()
                     next_report = now + self.spec.report_interval
                     while self.conn.poll():
-                        if self.conn.recv() == "stop":
+                        message = self.conn.recv()
+                        if message == "stop":
                             self.running = False
+                        elif isinstance(message, dict) and "restart" in message:
+                            self._restart(message["restart"], float(message.get("down", 0)))
         except (EOFError, BrokenPipeError, ConnectionResetError):
             pass  # the parent is gone
         finally:
@@ -452,4 +473,5 @@ class Worker:
 def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # churn requests go to the parent
     Worker(spec, conn).run()

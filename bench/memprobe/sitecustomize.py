@@ -12,6 +12,14 @@ supervisor's launcher). There it
        "by_type": [[type name, count, getsizeof bytes], ...] (top 40 gc-tracked types)
        "arenas": [{"system", "in_use", "free", "mmap"}...]   (glibc malloc_info, per arena)
        "smaps": {"heap", "anon", "file", "stack"}}           (RSS by mapping kind, bytes)
+  A label starting with ``trim`` first calls glibc's ``malloc_trim(0)`` (free pages of every
+  arena back to the kernel) and adds ``"rss_before_trim"``: how much of the RSS was memory
+  malloc held free.
+
+With ``PUSHD_BENCH_MEMPROBE_WORKERS=1`` it also acts in the API workers: tracemalloc starts in the
+gunicorn arbiter (so every worker it forks inherits it) and each forked worker runs the same
+thread for requests named ``DIR/memprobe-worker-request-<pid>-<label>``, answered in
+``DIR/memprobe-<pid>-<label>.json``.
 
 Environment variables the broker might need for the probe itself are not changed: malloc
 settings under test are set by the benchmark in the server's environment.
@@ -20,6 +28,9 @@ settings under test are set by the benchmark in the server's environment.
 from __future__ import annotations
 
 import os
+import time
+
+_sleep = time.sleep  # before gevent's monkey patching in the API workers
 
 
 def _is_broker() -> bool:
@@ -84,13 +95,24 @@ def _arenas() -> list[dict[str, int]]:
     return arenas
 
 
-def _snapshot(path: str) -> None:
+def _rss() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _snapshot(path: str, trim: bool = False) -> None:
     import collections
     import gc
     import json
     import sys
     import tracemalloc
 
+    before_trim = None
+    if trim:
+        import ctypes
+
+        before_trim = _rss()
+        ctypes.CDLL(None).malloc_trim(0)
     stats = tracemalloc.take_snapshot().statistics("lineno")
     by_line = [[f"{s.traceback[0].filename}:{s.traceback[0].lineno}", s.size, s.count]
                for s in stats[:40]]
@@ -101,9 +123,9 @@ def _snapshot(path: str) -> None:
         counts[name] += 1
         sizes[name] += sys.getsizeof(obj)
     traced, peak = tracemalloc.get_traced_memory()
-    with open("/proc/self/statm") as handle:
-        rss = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    report = {"rss": rss, "traced": traced, "traced_peak": peak, "by_line": by_line,
+    rss = _rss()
+    report = {"rss": rss, "rss_before_trim": before_trim, "traced": traced, "traced_peak": peak,
+              "by_line": by_line,
               "by_type": [[n, counts[n], sizes[n]] for n, _ in sizes.most_common(40)],
               "arenas": _arenas(), "smaps": _smaps()}
     tmp = f"{path}.tmp"
@@ -112,12 +134,18 @@ def _snapshot(path: str) -> None:
     os.replace(tmp, path)
 
 
-def _watch(directory: str) -> None:
-    import time
+def _is_arbiter() -> bool:
+    try:
+        with open("/proc/self/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return b"pushd.server" in argv
 
-    prefix = "memprobe-request-"
+
+def _watch(directory: str, prefix: str = "memprobe-request-", out: str = "memprobe-") -> None:
     while True:
-        time.sleep(0.5)
+        _sleep(0.5)
         try:
             names = [n for n in os.listdir(directory) if n.startswith(prefix)]
         except OSError:
@@ -125,20 +153,32 @@ def _watch(directory: str) -> None:
         for name in names:
             label = name[len(prefix):]
             try:
-                _snapshot(os.path.join(directory, f"memprobe-{label}.json"))
+                _snapshot(os.path.join(directory, f"{out}{label}.json"),
+                          trim=label.startswith("trim"))
             finally:
                 os.unlink(os.path.join(directory, name))
 
 
 def _start() -> None:
     directory = os.environ.get("PUSHD_BENCH_MEMPROBE")
-    if not directory or not _is_broker():
+    if not directory:
         return
     import threading
     import tracemalloc
 
-    tracemalloc.start(1)
-    threading.Thread(target=_watch, args=(directory,), name="memprobe", daemon=True).start()
+    if _is_broker():
+        tracemalloc.start(1)
+        threading.Thread(target=_watch, args=(directory,), name="memprobe", daemon=True).start()
+    elif os.environ.get("PUSHD_BENCH_MEMPROBE_WORKERS") == "1" and _is_arbiter():
+        tracemalloc.start(1)
+
+        def in_worker() -> None:
+            pid = os.getpid()
+            threading.Thread(target=_watch, name="memprobe", daemon=True,
+                             args=(directory, f"memprobe-worker-request-{pid}-",
+                                   f"memprobe-{pid}-")).start()
+
+        os.register_at_fork(after_in_child=in_worker)
 
 
 _start()

@@ -96,6 +96,7 @@ from pushd.broker.heartbeat_relay import INBOUND_NAME as HEARTBEAT_INBOUND
 from pushd.broker.heartbeat_relay import HeartbeatRelay
 from pushd.broker.jobs import FANOUT_BUDGET, JobEngine
 from pushd.broker.journal import StoreJournal
+from pushd.broker.memory import Chores, MallocTrim
 from pushd.broker.metrics import BrokerMetrics
 from pushd.broker.nodes import NodeTracker
 from pushd.broker.retention import JobRetention
@@ -224,7 +225,10 @@ class Broker:
         )
         self.journal = StoreJournal(
             store, self._publish, output_max_bytes=config.output_max_bytes,
-            housekeeping=_retention(config), cluster=store.cluster if clustered else None,
+            # In the writer thread when it is idle: purging old jobs, and giving freed heap
+            # memory back to the kernel once a minute (pushd.broker.memory).
+            housekeeping=Chores(_retention(config), MallocTrim()),
+            cluster=store.cluster if clustered else None,
         )
         self.tracker = NodeTracker(
             self, self.timers, rehab_interval=config.rehab_timer,

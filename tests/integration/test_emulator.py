@@ -187,3 +187,37 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path: Path) -> None:
          "--org", "o", "--nodes", "0"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "--nodes must be between 1 and 100000" in result.stderr
+
+
+def test_a_churn_restarts_a_share_of_the_nodes_and_they_come_back(tmp_path: Path) -> None:
+    status = tmp_path / "status.json"
+    names = [f"emu-{i:05d}" for i in range(NODES)]
+    with running_server(nodes=()) as server:
+        emulator = _start(server, tmp_path / "state", status, "--churn-fraction", "0.2",
+                          "--churn-down", "1")
+        try:
+            before = _wait_online(emulator, status, timeout=60)
+            emulator.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 30
+            seen = before
+            while time.monotonic() < deadline:
+                seen = json.loads(status.read_text())
+                if seen["restarts"] == NODES // 5 and seen["online"] == NODES:
+                    break
+                time.sleep(0.1)
+            assert (seen["churns"], seen["restarts"], seen["online"]) == (1, NODES // 5, NODES)
+            # Each restarted node fetched its config again (a new Curve key), like a restarted
+            # client, and the server runs a job on all of them.
+            assert seen["configs"] == before["configs"] + NODES // 5
+            created = server.request("POST", "jobs", {"command": "x", "nodes": names})
+            job_id = created.json()["uri"].rsplit("/", 1)[-1]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                job = server.request("GET", f"jobs/{job_id}").json()
+                if job["status"] not in ("new", "voting", "running"):
+                    break
+                time.sleep(0.1)
+            assert job["status"] == "complete" and job["nodes"] == {"succeeded": names}
+        finally:
+            output = _stop(emulator) if emulator.poll() is None else _kill_and_read(emulator)
+        assert f"churn 1: restarting {NODES // 5} nodes" in output

@@ -97,3 +97,19 @@ def test_a_shared_decoder_still_checks_each_nodes_signature_and_time() -> None:
     # Bodies not in the broker's shape (keys in another order) take the full decode.
     reordered = {"type": "abort", "timestamp": commit["timestamp"], "sequence": 3}
     assert [m["type"] for m in _answers(second, second_key, reordered)] == ["aborted"]
+
+
+def test_a_restarted_node_is_a_new_process_without_its_job() -> None:
+    node, key = _node(Behaviour(delay=30.0))
+    _answers(node, key, _commit("j1"))
+    _answers(node, key, run_message(sequence=2, job_id="j1"))
+    old = node.identity.incarnation_id
+    node.restart()
+    assert node.identity.incarnation_id != old and node.identity.node == "emu-00001"
+    assert (node.job_state, node.job_id, node.config) == ("idle", None, None)
+    assert node.finish_job(time.time()) is None  # the old process's job is gone with it
+    fresh, key = _node(Behaviour())
+    node.configure(fresh.config, key, dealer=None, sub=None)  # type: ignore[arg-type]
+    replies = _answers(node, key, _commit("j2"))
+    assert [(m["type"], m["incarnation_id"]) for m in replies] \
+        == [("ack_commit", node.identity.incarnation_id)]
