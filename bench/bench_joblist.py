@@ -17,6 +17,7 @@ PYTHONPATH=DIR); both servers run at once and every measurement below alternates
 two, so the shared machine's load swings hit both alike. That is the A/B of this sitting:
 
     http        A: DIR's server on schema 5 (label _base)    B: this server on schema 6
+                (and the floor, below, in the same turns)
     store,      A: DIR's store/jobs.py and api/documents.py  B: this code; both in this process
     render         (loaded from DIR) on B's database            on B's database: the code alone
     sql         the list's SQL as DIR's store writes it (_joined) and as this one does, each on
@@ -44,8 +45,9 @@ Layers, all in this sitting:
     sql     the store's own SQL (captured from peewee's log) alone through psycopg: EXPLAIN
             ANALYZE's execution time (sql_exec), and execute + fetchall (sql_fetch: the round
             trip and the rows made Python tuples)
-    floor   the same gunicorn (2 gevent workers) answering a fixed body of the same bytes as
-            the case's answer (bench_floor_http.py's app): HTTP + gunicorn, no pushd
+    floor_http  gunicorn as the server runs it (2 gevent workers) answering a fixed body, this
+            code's answer to the case (bench_floor_http.py's app): HTTP + gunicorn, no pushd;
+            taken in turn with the http requests
     retention_sql  the retention select, EXPLAIN ANALYZE, cutoff 90 days (a backlog: half the
             jobs are older) and 400 days (nothing due)
 
@@ -278,18 +280,47 @@ def follow(client: Client, pages: int) -> str:
 
 
 def measure_http(sides: list[Side], requests: int) -> None:
-    note(f"http: {requests} requests per case and server, load {loadavg()}")
+    """Every case from every server and from the floor gunicorn (serving this code's answers
+    as fixed bodies), in turn."""
+    from pushd_bench.bench_floor_http import serve, wait_listening
+    from pushd_bench.ports import free_ports
+
     by_label = {side.label: side for side in sides}
-    for side in sides:
-        side.client.reconnect()
+    port = free_ports(1)[0]
+    with tempfile.TemporaryDirectory(prefix="pushd-joblist-floor-") as directory:
+        floor = serve(Path(directory), port, sides[0].bodies)
+        try:
+            wait_listening(port)
+            floor_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            for side in sides:
+                side.client.reconnect()
 
-    def fetch(case: str, label: str) -> dict[str, float]:
-        side = by_label[label]
-        return {"http" + label: side.client.get(side.cases[case])[0]}
+            def fetch(case: str, label: str) -> dict[str, float]:
+                if label != "floor":
+                    side = by_label[label]
+                    return {"http" + label: side.client.get(side.cases[case])[0]}
+                started = time.perf_counter()
+                floor_conn.request("GET", "/" + case, headers={"Accept": "application/json"})
+                response = floor_conn.getresponse()
+                body = response.read()
+                if response.status != 200 or len(body) != len(sides[0].bodies[case]):
+                    raise RuntimeError(f"floor GET /{case}: {response.status}")
+                return {"floor_http": (time.perf_counter() - started) * 1000}
 
-    cases, labels = list(CASES), list(by_label)
-    interleaved(3, cases, labels, fetch)  # warm every worker
-    report_all(interleaved(requests, cases, labels, fetch), load=loadavg().replace(" ", "/"))
+            cases, labels = list(CASES), [*by_label, "floor"]
+            interleaved(3, cases, labels, fetch)  # warm every worker
+            note(f"http: {requests} requests per case from each server and the floor, "
+                 f"load {loadavg()}")
+            times = interleaved(requests, cases, labels, fetch)
+            floor_conn.close()
+        finally:
+            floor.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
+            try:
+                floor.wait(10)
+            except subprocess.TimeoutExpired:
+                floor.kill()
+                floor.wait(10)
+    report_all(times, load=loadavg().replace(" ", "/"))
 
 
 # -- the store, in this process ----------------------------------------------------------------
@@ -426,43 +457,6 @@ def measure_retention(conns: dict[str, Any], sql: str, params: Any) -> None:
             note(f"retention plan{label} ({case}):\n" + "\n".join(plans[label]))
 
 
-# -- the floor ---------------------------------------------------------------------------------
-
-
-def measure_floor(bodies: dict[str, bytes], requests: int) -> None:
-    from pushd_bench.bench_floor_http import serve, wait_listening
-    from pushd_bench.ports import free_ports
-
-    port = free_ports(1)[0]
-    with tempfile.TemporaryDirectory(prefix="pushd-joblist-floor-") as directory:
-        server = serve(Path(directory), port, bodies)
-        try:
-            wait_listening(port)
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-            def fetch(name: str, _label: str) -> dict[str, float]:
-                started = time.perf_counter()
-                conn.request("GET", "/" + name, headers={"Accept": "application/json"})
-                response = conn.getresponse()
-                body = response.read()
-                if response.status != 200 or len(body) != len(bodies[name]):
-                    raise RuntimeError(f"floor GET /{name}: {response.status}")
-                return {"floor_http": (time.perf_counter() - started) * 1000}
-
-            note(f"floor: {requests} requests per body, load {loadavg()}")
-            interleaved(3, list(bodies), [""], fetch)
-            times = interleaved(requests, list(bodies), [""], fetch)
-            conn.close()
-        finally:
-            server.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(10)
-    report_all(times)
-
-
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -526,7 +520,6 @@ def main() -> int:
         note("retention SQL: {} {!r}".format(*prune))
         measure_retention({("_schema5" if side.label else ""): side.conn for side in sides},
                           *prune)
-        measure_floor(new.bodies, args.requests)
         note(f"load at end {loadavg()}")
     return 0
 
