@@ -40,7 +40,7 @@ not for the headline figures) the broker reports its memory at the settle point 
 grew most between the two are printed, with each malloc arena's growth (in use and free); a
 last probe (``memprobe-trim-end.json``) calls ``malloc_trim(0)`` and says how much RSS that
 gave back (memory malloc held free). The API workers are probed the same way at the same points
-(``memprobe-PID-LABEL.json``; PUSHD_BENCH_MEMPROBE_WORKERS=1).
+(``memprobe-PID-LABEL.json``); ``--memprobe-roles workers`` leaves the broker alone.
 
 Exit status 0 when every process is flat and every job ended, 1 otherwise.
 """
@@ -320,7 +320,11 @@ def probe_all(server: PushdServer, run: Run, label: str,
               probes: dict[str, dict[str, Any] | None]) -> None:
     """--memprobe: the broker's report and each API worker's, as probes[label] and
     probes["api-worker-N:label"]."""
-    probes[label] = memprobe(server, label)
+    roles = os.environ.get("PUSHD_BENCH_MEMPROBE_ROLES", "broker").split(",")
+    if "broker" in roles or "broker-arenas" in roles:
+        probes[label] = memprobe(server, label)
+    if "workers" not in roles:
+        return
     for pid, role in run.worker_labels.items():
         if measure(pid) is not None:
             probes[f"{role}:{label}"] = worker_memprobe(server, pid, label)
@@ -410,6 +414,9 @@ def main() -> int:
                         "enough for the server to see it offline)")
     parser.add_argument("--drain-timeout", type=float, default=600.0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--memprobe-roles", default="broker,workers",
+                        help="with --memprobe: where it acts (broker, broker-arenas: "
+                        "without tracemalloc, workers)")
     common_arguments(parser)
     args = parser.parse_args()
     if args.settle * 60 >= args.minutes * 60 - args.sample:
@@ -422,7 +429,7 @@ def main() -> int:
     run = Run()
     probes: dict[str, dict[str, Any] | None] = {}  # --memprobe reports
     if args.memprobe:
-        os.environ["PUSHD_BENCH_MEMPROBE_WORKERS"] = "1"
+        os.environ["PUSHD_BENCH_MEMPROBE_ROLES"] = args.memprobe_roles
     with bench_server(args) as server:
         emulator = EmulatorProcess(server, args.nodes, args.state_dir, "--delay", str(args.delay),
                                    "--churn-fraction", str(args.churn_fraction),
@@ -439,6 +446,7 @@ def main() -> int:
             end = args.minutes * 60
             next_job = 0.0 if args.job_every > 0 else math.inf
             next_sample = 0.0
+            next_probe = args.settle * 60  # --memprobe: then every 5 minutes
             next_churn = args.churn_every if args.churn_every > 0 else math.inf
             tick = 0
             while run.now() < end:
@@ -448,6 +456,10 @@ def main() -> int:
                     next_sample += args.sample
                     if "settle" not in probes and now >= args.settle * 60:
                         probe_all(server, run, "settle", probes)
+                    elif args.memprobe and now >= next_probe:
+                        probe_all(server, run, f"t{now:.0f}", probes)
+                    if now >= next_probe:
+                        next_probe = now + 300
                 if now >= next_churn:
                     os.kill(emulator.pid, signal.SIGUSR1)
                     next_churn += args.churn_every
@@ -505,6 +517,13 @@ def main() -> int:
         if settle and end:
             note(f"{who}: memory growth from the settle point to the end (tracemalloc):\n  "
                  + "\n  ".join(probe_growth(settle, end)))
+        series = [(label.removeprefix(prefix), report) for label, report in probes.items()
+                  if report and label.startswith(prefix) and ":" not in label[len(prefix):]]
+        for label, report in series:
+            arenas = report["arenas"]
+            note(f"{who} {label}: rss {report['rss'] / 2**20:.1f} MiB; malloc in use "
+                 + " ".join(f"{a['in_use'] / 2**20:.1f}" for a in arenas) + ", free "
+                 + " ".join(f"{a['free'] / 2**20:.1f}" for a in arenas) + " (per arena)")
         if trimmed and trimmed.get("rss_before_trim"):
             note(f"{who}: malloc_trim(0) at the end: RSS {trimmed['rss_before_trim'] / 2**20:.1f}"
                  f" -> {trimmed['rss'] / 2**20:.1f} MiB")

@@ -16,10 +16,13 @@ supervisor's launcher). There it
   arena back to the kernel) and adds ``"rss_before_trim"``: how much of the RSS was memory
   malloc held free.
 
-With ``PUSHD_BENCH_MEMPROBE_WORKERS=1`` it also acts in the API workers: tracemalloc starts in the
-gunicorn arbiter (so every worker it forks inherits it) and each forked worker runs the same
-thread for requests named ``DIR/memprobe-worker-request-<pid>-<label>``, answered in
-``DIR/memprobe-<pid>-<label>.json``.
+``PUSHD_BENCH_MEMPROBE_ROLES`` (comma-separated, default ``broker``) says where it acts: with
+``workers`` in the API workers too (``workers`` alone: not in the broker, whose malloc arenas
+tracemalloc's own tables and snapshots then leave alone); ``broker-arenas``: in the broker
+without tracemalloc (only rss, arenas, smaps and the trim: malloc's view undisturbed). In the
+API workers tracemalloc starts in the gunicorn arbiter (so every worker it forks inherits it)
+and each forked worker runs the same thread for requests named
+``DIR/memprobe-worker-request-<pid>-<label>``, answered in ``DIR/memprobe-<pid>-<label>.json``.
 
 Environment variables the broker might need for the probe itself are not changed: malloc
 settings under test are set by the benchmark in the server's environment.
@@ -113,21 +116,25 @@ def _snapshot(path: str, trim: bool = False) -> None:
 
         before_trim = _rss()
         ctypes.CDLL(None).malloc_trim(0)
-    stats = tracemalloc.take_snapshot().statistics("lineno")
-    by_line = [[f"{s.traceback[0].filename}:{s.traceback[0].lineno}", s.size, s.count]
-               for s in stats[:40]]
-    counts: collections.Counter[str] = collections.Counter()
-    sizes: collections.Counter[str] = collections.Counter()
-    for obj in gc.get_objects():
-        name = type(obj).__qualname__
-        counts[name] += 1
-        sizes[name] += sys.getsizeof(obj)
-    traced, peak = tracemalloc.get_traced_memory()
-    rss = _rss()
+    # malloc's and the kernel's view first: the snapshot below allocates (and frees) a lot.
+    arenas, smaps, rss = _arenas(), _smaps(), _rss()
+    by_line: list[list[object]] = []
+    by_type: list[list[object]] = []
+    traced = peak = 0
+    if tracemalloc.is_tracing():
+        stats = tracemalloc.take_snapshot().statistics("lineno")
+        by_line = [[f"{s.traceback[0].filename}:{s.traceback[0].lineno}", s.size, s.count]
+                   for s in stats[:40]]
+        counts: collections.Counter[str] = collections.Counter()
+        sizes: collections.Counter[str] = collections.Counter()
+        for obj in gc.get_objects():
+            name = type(obj).__qualname__
+            counts[name] += 1
+            sizes[name] += sys.getsizeof(obj)
+        by_type = [[n, counts[n], sizes[n]] for n, _ in sizes.most_common(40)]
+        traced, peak = tracemalloc.get_traced_memory()
     report = {"rss": rss, "rss_before_trim": before_trim, "traced": traced, "traced_peak": peak,
-              "by_line": by_line,
-              "by_type": [[n, counts[n], sizes[n]] for n, _ in sizes.most_common(40)],
-              "arenas": _arenas(), "smaps": _smaps()}
+              "by_line": by_line, "by_type": by_type, "arenas": arenas, "smaps": smaps}
     tmp = f"{path}.tmp"
     with open(tmp, "w") as handle:
         json.dump(report, handle)
@@ -166,10 +173,12 @@ def _start() -> None:
     import threading
     import tracemalloc
 
-    if _is_broker():
-        tracemalloc.start(1)
+    roles = os.environ.get("PUSHD_BENCH_MEMPROBE_ROLES", "broker").split(",")
+    if ("broker" in roles or "broker-arenas" in roles) and _is_broker():
+        if "broker" in roles:
+            tracemalloc.start(1)
         threading.Thread(target=_watch, args=(directory,), name="memprobe", daemon=True).start()
-    elif os.environ.get("PUSHD_BENCH_MEMPROBE_WORKERS") == "1" and _is_arbiter():
+    elif "workers" in roles and _is_arbiter():
         tracemalloc.start(1)
 
         def in_worker() -> None:

@@ -56,10 +56,11 @@ wait in the writer thread, at most that long, or until the writer is next idle),
 read-modify-write per chunk was most of the broker's cost per line. A result for the node
 drops its pending chunks (the result replaces the live copy).
 
-`housekeeping` (a callable returning the seconds until its next call, e.g.
-pushd.broker.retention.JobRetention) runs in the writer thread when it is due and nothing waits
-to be written: first when the writer is first idle, then as it asks. Its errors are logged and
-it is called again after HOUSEKEEPING_RETRY seconds.
+`housekeeping` (a callable returning the seconds until its next call: the broker's is a
+pushd.broker.memory.Chores of pushd.broker.retention.JobRetention and MallocTrim) runs in the
+writer thread when it is due and nothing waits to be written: first when the writer is first
+idle, then as it asks. Its errors are logged and it is called again after HOUSEKEEPING_RETRY
+seconds.
 
 Job-level events are logged at INFO, per-node ones (those whose data names a `node`) at DEBUG.
 """

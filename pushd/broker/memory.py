@@ -17,10 +17,11 @@ Why: the broker's threads free at a high rate what they allocated -- libzmq's I/
 buffer of every message, the pipes and Curve state of every connection that closes (a node
 restart, a reconnect) -- and glibc keeps freed memory inside its arenas, giving back to the
 kernel only the free top of a heap. In the soak (bench/bench_soak.py; bench/RESULTS.md "Soak")
-the broker's RSS grew 29 % in the 25 minutes after the first 5 while what it used did not:
-tracemalloc +0.1 MiB, malloc's "in use" flat, its "free" +170 MiB; one malloc_trim(0) (which
-also releases free pages in the middle of every arena) gave ~100 MiB back. Pages given back
-cost a page fault when malloc reuses them, which once a minute is nothing.
+the broker's RSS grew 29 % in the 25 minutes after the first 5 with no Python-level growth
+(tracemalloc); its largest arena kept the same memory in use while growing by free fragments
+(+44 MiB in 10 minutes). malloc_trim(0) also releases the free pages in the middle of every
+arena; once a minute it halved the soak's growth (3.8 -> 1.95 MiB/min), at 11-64 ms a call in
+the writer thread. Pages given back cost a page fault when malloc reuses them.
 """
 
 from __future__ import annotations
