@@ -21,6 +21,9 @@ new ways are the code's own:
                          ReplyEncoder (new)
     emulator_command     an emulated node's reading of a commit: frames.decode +
                          parse_server_message (old) / the worker's shared CommandDecoder (new)
+    access_log           an API worker's access line for a config fetch: gunicorn's atoms (every
+                         header, WSGI variable and the time formatted) + the proxy-aware address
+                         (old) / only the atoms pushd's format shows (new); formatted both ways
     emulator_events      the emulator's readiness check of one socket: getsockopt(EVENTS) &
                          POLLIN (old) / its share of one zmq_poll over 500 sockets (new)
 
@@ -207,6 +210,41 @@ def emulator_command() -> dict[str, Callable[[], object]]:
                                                       max_body_size=1 << 20)}
 
 
+def access_log() -> dict[str, Callable[[], object]]:
+    import datetime
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    from pushd.server.accesslog import ACCESS_LOG_FORMAT, ProxyAwareLogger, client_address
+
+    cfg = Config()
+    cfg.set("access_log_format", ACCESS_LOG_FORMAT)
+    logger = ProxyAwareLogger(cfg)
+    headers = [("HOST", "127.0.0.1:10003"), ("USER-AGENT", "Python-urllib/3.11"),
+               ("ACCEPT", "application/json"), ("X-OPS-SIGN", "algorithm=sha1;version=1.0"),
+               ("X-OPS-USERID", "emu-00042"), ("X-OPS-TIMESTAMP", "2026-12-06T07:00:00Z"),
+               ("X-OPS-CONTENT-HASH", "2jmj7l5rSw0yVb/vlWAYkK/YBwk="),
+               *[(f"X-OPS-AUTHORIZATION-{i}", "A" * 60) for i in range(1, 7)]]
+    environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1",
+               "RAW_URI": "/organizations/pushdorg/pushy/config/emu-00042?ccpk=x&version=2.0",
+               "REMOTE_ADDR": "127.0.0.1", "PATH_INFO": "/organizations/pushdorg/pushy/config",
+               "QUERY_STRING": "ccpk=x&version=2.0", "wsgi.url_scheme": "http",
+               **{"HTTP_" + k.replace("-", "_"): v for k, v in headers}}
+    request = (SimpleNamespace(status="200 OK", sent=1536, headers=[("Content-Type", "x")]),
+               SimpleNamespace(headers=headers), environ,
+               datetime.timedelta(microseconds=2345))
+
+    def old() -> object:
+        atoms = Logger.atoms(logger, *request)
+        atoms["h"] = client_address("127.0.0.1", None, ["127.0.0.1", "::1"])
+        return ACCESS_LOG_FORMAT % logger.atoms_wrapper_class(atoms)
+
+    return {"old": old,
+            "new": lambda: ACCESS_LOG_FORMAT % logger.atoms_wrapper_class(logger.atoms(*request))}
+
+
 def emulator_events() -> tuple[dict[str, Callable[[], object]], int, list[zmq.Socket]]:
     context = zmq.Context.instance()
     context.max_sockets = 5000
@@ -233,6 +271,7 @@ def main() -> int:
         "event_encoding": event_encoding(),
         "emulator_reply": emulator_reply(),
         "emulator_command": emulator_command(),
+        "access_log": access_log(),
         "emulator_events": events_check,
     }
     for _ in range(args.rounds):

@@ -362,7 +362,8 @@ def set_node_statuses(
             head = (int(status), reason, now, org_id, job_id)
             if postgres:
                 # One statement of constant text per group: an array, not 1,000 parameters.
-                cursor = database.execute_sql(_UPDATE_NODES_POSTGRES, [*head, names])
+                cursor = database.execute_sql(_UPDATE_NODES_POSTGRES, [*head[:3], names,
+                                                                       *head[3:]])
                 changed += cursor.rowcount
                 continue
             for chunk in chunks(names, UPDATE_CHUNK):
@@ -375,7 +376,16 @@ _UPDATE_NODES_HEAD = (
     "UPDATE job_nodes SET status = {p}, reason = {p}, updated_at = {p} "
     "WHERE org_id = {p} AND job_id = {p} AND node_name "
 )
-_UPDATE_NODES_POSTGRES = _UPDATE_NODES_HEAD.format(p="%s") + "= ANY(%s::text[])"
+# The names joined as a set, not `node_name = ANY(array)`: with statistics that do not know the
+# job yet (a job just written; a fresh or small table), PostgreSQL scans every node of the job
+# through the primary key and compares each with the whole array, O(job x batch) per statement:
+# 2.1 s of database CPU for one wave of an 8,000-node job in batches of 500, 0.7 s as a join
+# (0.5 s either way once the table is analyzed; bench/bench_journal.py).
+_UPDATE_NODES_POSTGRES = (
+    "UPDATE job_nodes AS n SET status = %s, reason = %s, updated_at = %s "
+    "FROM unnest(%s::text[]) AS u(name) "
+    "WHERE n.org_id = %s AND n.job_id = %s AND n.node_name = u.name"
+)
 
 
 @functools.lru_cache(maxsize=8)
