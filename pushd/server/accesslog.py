@@ -41,6 +41,7 @@ class ProxyAwareLogger(Logger):
     def atoms(
         self, resp: Any, req: Any, environ: MutableMapping[str, Any], request_time: Any
     ) -> Any:
+        atoms: Any  # gunicorn's _AtomsDict (header lookups) or our plain dict
         if self.cfg.access_log_format != ACCESS_LOG_FORMAT:
             atoms = super().atoms(resp, req, environ, request_time)
         else:
