@@ -149,11 +149,14 @@ def append_events(events: Iterable[NewEvent | tuple[Any, ...]]) -> list[int]:
 _COLUMNS = ("org_id", "job_id", "name", "data", "org_feed", "created_at")
 _INSERT_HEAD = f"INSERT INTO job_events ({', '.join(_COLUMNS)}) VALUES "
 # PostgreSQL: one statement of constant text whatever the number of rows (arrays, unnest), so
-# the driver parses it once; WITH ORDINALITY ... ORDER BY draws the ids in input order.
+# the driver parses it once; WITH ORDINALITY ... ORDER BY draws the ids in input order. The
+# arrays go in binary (%b): psycopg's text format quotes every element holding a quote or a
+# backslash with a regular-expression substitution, and every event's JSON holds quotes
+# (11 ms of the journal writer's CPU per 1,000 rows, against 0.5 ms in binary).
 _POSTGRES_INSERT = (
     f"INSERT INTO job_events ({', '.join(_COLUMNS)}) "
-    "SELECT o, j, n, d, f, %s FROM unnest(%s::varchar[], %s::varchar[], %s::text[], "
-    "%s::text[], %s::boolean[]) WITH ORDINALITY AS u(o, j, n, d, f, k) ORDER BY k "
+    "SELECT o, j, n, d, f, %s FROM unnest(%b::varchar[], %b::varchar[], %b::text[], "
+    "%b::text[], %b::boolean[]) WITH ORDINALITY AS u(o, j, n, d, f, k) ORDER BY k "
     "RETURNING id"
 )
 

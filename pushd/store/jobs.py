@@ -383,7 +383,7 @@ _UPDATE_NODES_HEAD = (
 # (0.5 s either way once the table is analyzed; bench/bench_journal.py).
 _UPDATE_NODES_POSTGRES = (
     "UPDATE job_nodes AS n SET status = %s, reason = %s, updated_at = %s "
-    "FROM unnest(%s::text[]) AS u(name) "
+    "FROM unnest(%b::text[]) AS u(name) "  # binary: no per-name quoting (events.py)
     "WHERE n.org_id = %s AND n.job_id = %s AND n.node_name = u.name"
 )
 

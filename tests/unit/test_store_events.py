@@ -153,7 +153,9 @@ def test_prune_org_events_keeps_job_events(store_db: str) -> None:
 
 def test_event_data_keeps_any_string(store_db: str) -> None:
     job_id = make_job()
-    data = {"command": "echo \u2603 \x00 \udcff", "nested": {"list": [1, 2.5, None, True]}}
+    # Quotes, backslashes, braces and commas: what an array literal would have to escape.
+    data = {"command": "echo \u2603 \x00 \udcff", "nested": {"list": [1, 2.5, None, True]},
+            "quoted": 'say "hi" \\ {a,b} NULL', "": ["'", "\\\""]}
     store.append_events([(ORG_A, job_id, "start", data)])
     (event,) = store.job_events_after(ORG_A, job_id)
     assert event.data == data
