@@ -66,12 +66,13 @@ def iso_time(when: float | datetime | None) -> str | None:
     if when is None:
         return None
     if isinstance(when, datetime):
-        moment = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+        moment = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
     else:
         # Already UTC: no astimezone (a third of the cost), as node_states formats every
         # node's last_seen on each poll.
-        moment = datetime.fromtimestamp(when, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        moment = datetime.fromtimestamp(when, UTC).replace(tzinfo=None)
+    # isoformat of a naive datetime is strftime's "%Y-%m-%dT%H:%M:%S.%f" at a third of the cost
+    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 class ControlHandler:

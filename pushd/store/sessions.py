@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
+from typing import Any
 from datetime import datetime
 
 from pushd.store.db import chunks, store_function, transaction
@@ -93,7 +94,11 @@ def touch_known_nodes(org_id: str, last_seen: Mapping[str, datetime]) -> None:
 
 @store_function
 def known_nodes(org_id: str) -> dict[str, datetime]:
-    return {
-        row.node_name: row.last_seen
-        for row in KnownNode.select().where(KnownNode.org_id == org_id)
-    }
+    # Tuples, not model rows: node_states without a node list reads every known node of the
+    # org on each poll (5,000 model instances took a tenth of the broker during a storm).
+    rows: Any = (
+        KnownNode.select(KnownNode.node_name, KnownNode.last_seen)
+        .where(KnownNode.org_id == org_id)
+        .tuples()
+    )
+    return dict(rows)
