@@ -1,6 +1,6 @@
 """Soak (issue 19 item 5): flat memory and open files over a long run with jobs and node churn.
 
-    python bench/bench_soak.py [--minutes 30] [--sample 15] [--nodes 1000] [--clients 3]
+    python bench/bench_soak.py [--minutes 30] [--sample-every 15] [--nodes 1000] [--clients 3]
                                [--sqlite] [--out DIR]
 
 One real server (PostgreSQL on a fresh database, or ``--sqlite`` for the embedded default),
@@ -13,7 +13,7 @@ One real server (PostgreSQL on a fresh database, or ``--sqlite`` for the embedde
 - every `--churn-every` s the emulator restarts `--churn-fraction` of its nodes (SIGUSR1; see
   bench/emulator.py): they drop their session at once and come back `--churn-down` s later with
   a new config fetch, Curve keypair and incarnation, as a restarted client does;
-- every `--sample` s: VmRSS, open file descriptors (``/proc/PID/fd``) and threads of the
+- every `--sample-every` s: VmRSS, open file descriptors (``/proc/PID/fd``) and threads of the
   gunicorn arbiter, the broker, each API worker (the arbiter's other children) and each client,
   and the posted jobs by status.
 
@@ -394,7 +394,8 @@ def print_table(rows: list[dict[str, Any]], limit: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--sample", type=float, default=15.0, help="seconds between samples")
+    parser.add_argument("--sample-every", type=float, default=15.0,
+                        help="seconds between RSS/fd samples (--sample is the CPU sampler)")
     parser.add_argument("--settle", type=float, default=5.0,
                         help="minutes after which RSS must stay flat (default 5)")
     parser.add_argument("--limit", type=float, default=5.0, help="allowed RSS change in %%")
@@ -419,7 +420,7 @@ def main() -> int:
                         "without tracemalloc, workers)")
     common_arguments(parser)
     args = parser.parse_args()
-    if args.settle * 60 >= args.minutes * 60 - args.sample:
+    if args.settle * 60 >= args.minutes * 60 - args.sample_every:
         parser.error("--settle must leave at least one sample before the end of --minutes")
     info = {"machine": machine(), "load_start": loadavg(), "command": " ".join(sys.argv),
             "backend": "sqlite" if args.sqlite else "postgresql",
@@ -453,7 +454,7 @@ def main() -> int:
                 now = run.now()
                 if now >= next_sample:
                     take_sample(server, clients, emulator, run)
-                    next_sample += args.sample
+                    next_sample += args.sample_every
                     if "settle" not in probes and now >= args.settle * 60:
                         probe_all(server, run, "settle", probes)
                     elif args.memprobe and now >= next_probe:

@@ -33,5 +33,5 @@ run bigjob bench/bench_dispatch.py --nodes 100 --sizes '' --big-job 100000 --sql
 run rollout8000 bench/bench_rollout.py --nodes 8000 --sizes 1000,8000 --concurrency 500 --delay 0.2 --runs 2
 # Opt-in only: 30 minutes plus setup and drain.
 case " ${ONLY:-} " in
-    *" soak "*) run soak bench/bench_soak.py --minutes 30 --sample 15 --sqlite --out "$OUT/soak" ;;
+    *" soak "*) run soak bench/bench_soak.py --minutes 30 --sample-every 15 --sqlite --out "$OUT/soak" ;;
 esac
