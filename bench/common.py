@@ -149,6 +149,9 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat-interval", type=int, default=1000, metavar="MS",
                         help="the server's heartbeat_interval (also the nodes' period); 1000, "
                         "ten times the shipped default of 10000, in every sitting since issue 8")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a server setting for this run (VALUE read as JSON, else text), "
+                        "e.g. zmq_io_processes=2 (repeatable)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the server's processes, e.g. "
                         "MALLOC_ARENA_MAX=2 (repeatable)")
@@ -183,6 +186,13 @@ def bench_server(args: argparse.Namespace,
         values["metrics_port"] = free_port()
         note(f"metrics on: http://127.0.0.1:{values['metrics_port']}/metrics")
     values.update(settings or {})
+    for assignment in getattr(args, "setting", []):
+        name, _, text = assignment.partition("=")
+        try:
+            values[name] = json.loads(text)
+        except ValueError:
+            values[name] = text
+        note(f"server setting: {name}={values[name]!r}")
     with contextlib.ExitStack() as stack:
         backend = None
         if not args.sqlite:
