@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from typing import Any
 from datetime import datetime
+from typing import Any
 
 from pushd.store.db import chunks, store_function, transaction
 from pushd.store.models import KnownNode, NodeSessionKey
