@@ -36,6 +36,7 @@ Variants (comma-separated names; `--variants all` runs every one):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -232,8 +233,10 @@ def measure(name: str, nodes: int, messages: int,
     finally:
         done.put("done")
         clients.join(30)
-        server.stdin.write("done\n")
-        server.stdin.close()
+        # The server may already have gone (it exits when its clients have): nothing to tell.
+        with contextlib.suppress(BrokenPipeError):
+            server.stdin.write("done\n")
+            server.stdin.close()
         server.wait(30)
     figures["refused"] = started["refused"]
     return (figures["after"] - figures["before"]) / nodes / 1024, figures
