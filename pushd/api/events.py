@@ -7,14 +7,6 @@ listening on its topic, and they read what is new from the store. So a stream ne
 event the socket dropped, never blocks the broker (PUB drops for a slow subscriber) and never
 blocks another stream (a wake-up is a flag, not a queue).
 
-The SUB socket takes every ``org.`` topic and the cluster's ``*``, but a ``job.<id>`` topic only
-while a stream of this worker listens to it: a job publishes three events per node, and taking
-all of them cost each API worker ~0.25 s of CPU per 8,000-node job that nobody watched. A job
-subscription is made by the reader (within SUBSCRIBE_DELAY) and reaches the broker's PUB a
-moment later; an event published in between would not wake the stream, so the reader wakes a
-newly subscribed topic once it is made and once more LATE_WAKE seconds after (the stream reads
-the store again), and streams read the store every poll interval anyway.
-
     EventHub(zmq_module, context, address)
         One SUB socket per API worker. ``start()`` runs the reader in a thread (a greenlet in a
         gevent worker, where threading is patched; pass ``zmq.green`` there). ``listen(topic)``
@@ -35,7 +27,6 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import time
 from types import TracebackType
 from typing import Any
 
@@ -46,10 +37,6 @@ log = logging.getLogger(__name__)
 # been missed, so every stream looks at the store again.
 WAKE_ALL = "*"
 DRAIN_LIMIT = 1000  # messages read per wake-up of the reader before its streams are woken
-ALWAYS_SUBSCRIBED = (b"org.", WAKE_ALL.encode())
-ON_DEMAND_PREFIX = "job."  # topics subscribed only while listened to
-SUBSCRIBE_DELAY = 0.05  # the reader's longest wait, so that a new subscription is made soon
-LATE_WAKE = 0.25  # seconds after a subscription is made: its topic is woken again
 
 
 class Listener:
@@ -92,8 +79,6 @@ class EventHub:
         self._lock = threading.Lock()
         self._running = False
         self._thread: threading.Thread | None = None
-        # (un)subscriptions for the reader to make (a socket belongs to one thread), in order
-        self._changes: list[tuple[bool, str]] = []
 
     def start(self) -> None:
         self._running = True
@@ -108,8 +93,6 @@ class EventHub:
         with self._lock:
             if topic not in self._listeners:
                 self._generations[topic] = next(self._counter)
-                if topic.startswith(ON_DEMAND_PREFIX):
-                    self._changes.append((True, topic))
             self._listeners.setdefault(topic, set()).add(listener)
         return listener
 
@@ -124,8 +107,6 @@ class EventHub:
                 if not group:
                     del self._listeners[listener.topic]
                     self._generations.pop(listener.topic, None)
-                    if listener.topic.startswith(ON_DEMAND_PREFIX):
-                        self._changes.append((False, listener.topic))
 
     def _wake(self, topic: str) -> None:
         with self._lock:
@@ -143,21 +124,15 @@ class EventHub:
         zmq = self._zmq
         sock = self._context.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
-        for prefix in ALWAYS_SUBSCRIBED:
-            sock.setsockopt(zmq.SUBSCRIBE, prefix)
+        # Subscribe to everything: filtering per stream happens here, and the broker's PUB
+        # must not need to know which topics this worker cares about.
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(self._address)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        late: dict[str, float] = {}  # topic -> when to wake it again
         try:
             while self._running:
-                late.update(self._apply_changes(sock, late))
-                if late:
-                    now = time.monotonic()
-                    for topic in [t for t, at in late.items() if at <= now]:
-                        del late[topic]
-                        self._wake(topic)
-                if not poller.poll(int(SUBSCRIBE_DELAY * 1000)):
+                if not poller.poll(500):
                     continue
                 # Everything that waits, then one wake-up per topic: a big job publishes three
                 # events per node, and a poll and a wake-up per event cost each API worker
@@ -176,26 +151,3 @@ class EventHub:
             log.exception("events reader stopped")
         finally:
             sock.close(0)
-
-    def _apply_changes(self, sock: Any, late: dict[str, float]) -> dict[str, float]:
-        """Make the queued (un)subscriptions on the reader's socket; wake each newly subscribed
-        topic now and return when to wake it again (see the module docstring)."""
-        with self._lock:
-            changes, self._changes = self._changes, []
-        if not changes:
-            return {}
-        zmq = self._zmq
-        wanted: dict[str, bool] = {}
-        for subscribe, topic in changes:
-            # One subscription per listened topic: libzmq counts them per prefix.
-            sock.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic.encode())
-            wanted[topic] = subscribe
-        again = time.monotonic() + LATE_WAKE
-        woken: dict[str, float] = {}
-        for topic, subscribe in wanted.items():
-            if subscribe:
-                self._wake(topic)
-                woken[topic] = again
-            else:
-                late.pop(topic, None)
-        return woken
