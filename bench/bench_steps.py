@@ -26,6 +26,13 @@ new ways are the code's own:
                          (old) / only the atoms pushd's format shows (new); formatted both ways
     emulator_events      the emulator's readiness check of one socket: getsockopt(EVENTS) &
                          POLLIN (old) / its share of one zmq_poll over 500 sockets (new)
+    job_count            JobRun.count of two statuses, after every reply of a job: sum() over
+                         a generator (old) / a loop (new)
+    last_seen_format     node_states' last_seen text: strftime (old) / isoformat (new)
+    known_nodes_5000     node_states' read of an org's 5,000 known nodes from SQLite: peewee
+                         model rows (old) / tuples (new); per read, not per node
+    event_array_row      the journal's event insert on PostgreSQL, client side, per row of a
+                         1,000-row statement: text arrays (old) / binary arrays (new)
 
 Prints per step:
 
@@ -37,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -258,6 +266,78 @@ def emulator_events() -> tuple[dict[str, Callable[[], object]], int, list[zmq.So
              "new": lambda: zmq.zmq_poll(items, 0)}, len(sockets), sockets)
 
 
+def job_count() -> dict[str, Callable[[], object]]:
+    from collections import Counter
+
+    from pushd.states import NodeStatus
+
+    tally = Counter({NodeStatus.READY: 4000, NodeStatus.RUNNING: 3000, NodeStatus.NEW: 1000})
+    statuses = (NodeStatus.READY, NodeStatus.RUNNING)
+
+    def loop() -> int:
+        total = 0
+        for status in statuses:
+            total += tally[status]
+        return total
+
+    return {"old": lambda: sum(tally[status] for status in statuses), "new": loop}
+
+
+def last_seen_format() -> dict[str, Callable[[], object]]:
+    from datetime import UTC, datetime
+
+    from pushd.broker.control import iso_time
+
+    when = 1_765_000_000.123456
+    return {"old": lambda: datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "new": lambda: iso_time(when)}
+
+
+def known_nodes_5000(directory: str) -> dict[str, Callable[[], object]]:
+    from datetime import datetime
+
+    from pushd import store
+    from pushd.store.models import KnownNode
+
+    store.open_database_params("sqlite", {"path": f"{directory}/steps.db"}, migrate=True)
+    seen = datetime(2026, 12, 6, 10, 0, 0, 123456)
+    store.touch_known_nodes("org-a", {f"node-{i:05d}": seen for i in range(5000)})
+
+    def models() -> dict[str, datetime]:
+        with store.connection():
+            return {row.node_name: row.last_seen
+                    for row in KnownNode.select().where(KnownNode.org_id == "org-a")}
+
+    def tuples() -> dict[str, datetime]:
+        with store.connection():
+            return store.known_nodes("org-a")
+
+    assert models() == tuples()
+    return {"old": models, "new": tuples}
+
+
+def event_array_row(rounds: int) -> dict[str, float]:
+    """Client CPU per row of the journal's 1,000-row event parameters, text vs binary arrays
+    (the statement's server side is the same; it is left out by counting the rows only)."""
+    import psycopg
+
+    url = os.environ.get("PUSHD_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/postgres")
+    data = [json.dumps({"timestamp": "2026-12-06 10:00:00.000000Z", "node": f"node-{i:05d}",
+                        "status": "complete"}) for i in range(1000)]
+    names = [f"node-{i:05d}" for i in range(1000)]
+    out = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for variant, mark in (("old", "s"), ("new", "b")):
+            cursor = conn.cursor()
+            query = f"SELECT count(*) FROM unnest(%{mark}::text[], %{mark}::text[])"
+            started = time.process_time()
+            for _ in range(rounds):
+                cursor.execute(query, [data, names])  # type: ignore[call-overload]
+                cursor.fetchall()
+            out[variant] = (time.process_time() - started) / rounds / 1000 * 1e6
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20_000)
@@ -266,6 +346,7 @@ def main() -> int:
     print(f"# load at start: {os.getloadavg()}", flush=True)
     figures: dict[tuple[str, str], list[float]] = {}
     events_check, sockets_per_poll, _keep = emulator_events()
+    scratch = tempfile.TemporaryDirectory()
     steps = {
         "reply_validation": reply_validation(),
         "event_encoding": event_encoding(),
@@ -273,6 +354,9 @@ def main() -> int:
         "emulator_command": emulator_command(),
         "access_log": access_log(),
         "emulator_events": events_check,
+        "job_count": job_count(),
+        "last_seen_format": last_seen_format(),
+        "known_nodes_5000": known_nodes_5000(scratch.name),
     }
     for _ in range(args.rounds):
         for step, variants in steps.items():
@@ -281,9 +365,13 @@ def main() -> int:
                 divisor = 1
                 if step == "emulator_events" and variant == "new":
                     count, divisor = max(1, args.count // 200), sockets_per_poll
+                if step == "known_nodes_5000":
+                    count = max(1, args.count // 1000)
                 figures.setdefault((step, variant), []).append(per_op(fn, count) / divisor)
         for variant, value in events_reader(args.count).items():
             figures.setdefault(("events_reader", variant), []).append(value)
+        for variant, value in event_array_row(max(1, args.count // 1000)).items():
+            figures.setdefault(("event_array_row", variant), []).append(value)
     for (step, variant), values in figures.items():
         result("step_us", median(values), "us", step=step, variant=variant, rounds=len(values),
                all=",".join(f"{v:.2f}" for v in values))

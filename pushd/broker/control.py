@@ -71,7 +71,8 @@ def iso_time(when: float | datetime | None) -> str | None:
         # Already UTC: no astimezone (a third of the cost), as node_states formats every
         # node's last_seen on each poll.
         moment = datetime.fromtimestamp(when, UTC).replace(tzinfo=None)
-    # isoformat of a naive datetime is strftime's "%Y-%m-%dT%H:%M:%S.%f" at a third of the cost
+    # isoformat of a naive datetime: the text of strftime("%Y-%m-%dT%H:%M:%S.%f"), a little
+    # cheaper (bench_steps last_seen_format: 2.24 -> 1.99 us with the conversion)
     return moment.isoformat(timespec="microseconds") + "Z"
 
 
