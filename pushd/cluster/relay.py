@@ -294,7 +294,12 @@ class ClusterRelay:
     def _coordinator_of(self, job_id: str) -> str | None:
         now = time.monotonic()
         cached = self._coordinators.get(job_id)
-        fresh = cached is not None and (cached[0] is not None or now - cached[1] < COORDINATOR_TTL)
+        # A coordinator is trusted for COORDINATOR_TTL like "none": a job ends at its live
+        # coordinator without telling the holders, and a node that still heartbeats it (its
+        # abort lost while its connection was replaced) gets rehab only once the lookup says
+        # the job is over (kept for ever, the node stayed "available" while its client
+        # answered every commit `busy`).
+        fresh = cached is not None and now - cached[1] < COORDINATOR_TTL
         if cached is not None and fresh and (cached[0] is None or cached[0] in self._live):
             return cached[0]
         try:

@@ -1,0 +1,71 @@
+"""ClusterRelay's view of remote jobs: a finished job stops being known (unit, fakes named)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pushd.cluster import relay as relay_module
+from pushd.cluster.relay import COORDINATOR_TTL, ClusterRelay
+
+REF = ("org-id", "node7")
+
+
+class FakeClock:
+    """Stands in for time.monotonic in the relay module."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class NoEngine:
+    """The local job engine: it runs no job here."""
+
+    def knows(self, ref: Any, job_id: str) -> bool:
+        return False
+
+
+class Recorder:
+    """Tracker, outbox, mailer and scheduler fakes: record nothing the test reads."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+@pytest.fixture
+def setup(monkeypatch: pytest.MonkeyPatch) -> tuple[ClusterRelay, FakeClock, dict[str, Any]]:
+    clock = FakeClock()
+    monkeypatch.setattr(relay_module, "time", clock)
+    database: dict[str, Any] = {"job-1": "m2"}  # active jobs -> coordinator (the store fake)
+    monkeypatch.setattr(relay_module.cluster, "coordinator_of", database.get)
+    relay = ClusterRelay("m1", Recorder(), Recorder(), Recorder(), Recorder(),
+                         recovery_grace=10.0)
+    relay.attach(NoEngine())
+    relay.on_members(["m1", "m2"], [])
+    return relay, clock, database
+
+
+def test_a_remote_job_is_known_while_its_coordinator_runs_it(
+    setup: tuple[ClusterRelay, FakeClock, dict[str, Any]],
+) -> None:
+    relay, clock, _ = setup
+    assert relay.knows(REF, "job-1")
+    clock.now += COORDINATOR_TTL * 3
+    assert relay.knows(REF, "job-1")
+
+
+def test_a_finished_remote_job_stops_being_known_after_the_ttl(
+    setup: tuple[ClusterRelay, FakeClock, dict[str, Any]],
+) -> None:
+    # A node that still heartbeats a job its live coordinator finished must be rehabbed (the
+    # holder calls knows() for each such heartbeat and rehabs on False).
+    relay, clock, database = setup
+    assert relay.knows(REF, "job-1")
+    del database["job-1"]  # the job ended at m2; holders are not told
+    assert relay.knows(REF, "job-1")  # still cached
+    clock.now += COORDINATOR_TTL + 0.1
+    assert not relay.knows(REF, "job-1")
