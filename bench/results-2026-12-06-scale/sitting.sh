@@ -1,6 +1,7 @@
 #!/bin/sh
 # Issue 19's sitting (2026-12-06), as run: one benchmark at a time on the otherwise idle machine.
-# Arms are git worktrees of the commits under test, put first on PYTHONPATH (the server, broker,
+# Arms are git worktrees of the commits under test (COMMIT-<arm> here; `git worktree add
+# /work/wt/<arm> <commit>` first), put first on PYTHONPATH (the server, broker,
 # API workers and emulator import `pushd` from there); the benchmark code is main's (the same
 # for every arm). Usage: sh sitting.sh OUT_DIR  (logs: OUT_DIR/NAME.log, OUT_DIR/summary.log)
 set -u
