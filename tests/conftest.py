@@ -45,3 +45,17 @@ def store_db(db_backend: tuple[str, dict]) -> Iterator[str]:
         yield kind
     finally:
         store.close_database()
+
+
+@pytest.fixture
+def postgres_store() -> Iterator[dict]:
+    """A migrated pushd store open on a fresh PostgreSQL database only (the cluster's
+    backend); yields its connection parameters."""
+    from pushd import store
+
+    with postgres_database() as params:
+        store.open_database_params("postgres", params, migrate=True)
+        try:
+            yield params
+        finally:
+            store.close_database()

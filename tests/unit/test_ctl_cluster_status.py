@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 from pushd_ctl.main import main
 
 from pushd import store
-from tests.support.databases import postgres_database
 from tests.support.ports import free_ports
 
 
@@ -40,19 +38,9 @@ def ctl(config: Path, *args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-@pytest.fixture
-def database() -> Iterator[dict[str, Any]]:
-    with postgres_database() as params:
-        store.open_database_params("postgres", params, migrate=True)
-        try:
-            yield params
-        finally:
-            store.close_database()
-
-
 @pytest.mark.postgres
-def test_members_with_nodes_jobs_and_leases(tmp_path: Path, database: dict[str, Any]) -> None:
-    config = write_config(tmp_path, database)
+def test_members_with_nodes_jobs_and_leases(tmp_path: Path, postgres_store: dict) -> None:
+    config = write_config(tmp_path, postgres_store)
     assert ctl(config) == (0, "no cluster members: no server has started on this database\n", "")
 
     cluster = store.cluster

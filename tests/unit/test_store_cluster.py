@@ -6,27 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import psycopg
-import pytest
 
 from pushd import store
 from pushd.states import JobStatus
 from pushd.store import cluster
-from tests.support.databases import postgres_database
 
 ORG = "a" * 32
-
-
-@pytest.fixture
-def pg() -> Iterator[dict]:
-    with postgres_database() as params:
-        store.open_database_params("postgres", params, migrate=True)
-        try:
-            yield params
-        finally:
-            store.close_database()
 
 
 def _listen(params: dict, channel: str) -> psycopg.Connection:
@@ -42,7 +29,9 @@ def _join(member: str, lease: float = 30.0) -> None:
     cluster.register_member(member, "127.0.0.1", 1, 2, 3, lease)
 
 
-def test_an_expired_member_is_taken_over_once_with_its_active_jobs_only(pg: dict) -> None:
+def test_an_expired_member_is_taken_over_once_with_its_active_jobs_only(
+    postgres_store: dict,
+) -> None:
     _join("a", lease=0.3)
     _join("b")
     _join("c")
@@ -75,7 +64,7 @@ def test_an_expired_member_is_taken_over_once_with_its_active_jobs_only(pg: dict
     assert [m.member for m in cluster.members()] == ["b", "c"]
 
 
-def test_renewal_fails_once_another_member_took_this_ones_row(pg: dict) -> None:
+def test_renewal_fails_once_another_member_took_this_ones_row(postgres_store: dict) -> None:
     _join("a", lease=0.2)
     time.sleep(0.3)
     assert cluster.take_over("a", "b") == []
@@ -84,7 +73,7 @@ def test_renewal_fails_once_another_member_took_this_ones_row(pg: dict) -> None:
     assert cluster.renew_lease("a", 10) is True
 
 
-def test_leave_ends_the_lease_now_and_drops_the_held_nodes(pg: dict) -> None:
+def test_leave_ends_the_lease_now_and_drops_the_held_nodes(postgres_store: dict) -> None:
     _join("a")
     cluster.set_presence("a", {(ORG, "n1"): True, (ORG, "n2"): False})
     assert cluster.presence(ORG) == {"n1": ("a", True), "n2": ("a", False)}
@@ -93,7 +82,9 @@ def test_leave_ends_the_lease_now_and_drops_the_held_nodes(pg: dict) -> None:
     assert cluster.presence(ORG) == {}
 
 
-def test_presence_moves_with_the_node_and_a_late_removal_does_not_undo_it(pg: dict) -> None:
+def test_presence_moves_with_the_node_and_a_late_removal_does_not_undo_it(
+    postgres_store: dict,
+) -> None:
     _join("a")
     _join("b")
     cluster.set_presence("a", {(ORG, "n1"): True})
@@ -102,9 +93,9 @@ def test_presence_moves_with_the_node_and_a_late_removal_does_not_undo_it(pg: di
     assert cluster.presence(ORG, ["n1", "n2"]) == {"n1": ("b", True)}
 
 
-def test_mail_keeps_the_order_and_rings_the_recipient_at_commit(pg: dict) -> None:
+def test_mail_keeps_the_order_and_rings_the_recipient_at_commit(postgres_store: dict) -> None:
     _join("a")
-    listener = _listen(pg, cluster.mail_channel("b"))
+    listener = _listen(postgres_store, cluster.mail_channel("b"))
     try:
         cluster.post_mail("a", {"b": [{"op": "send", "n": 1}, {"op": "send", "n": 2}]})
         cluster.post_mail("a", {"b": [{"op": "rehab", "n": 3}], "c": [{"op": "x"}]})
@@ -120,8 +111,8 @@ def test_mail_keeps_the_order_and_rings_the_recipient_at_commit(pg: dict) -> Non
     assert cluster.take_mail("c") == [("a", [{"op": "x"}])]
 
 
-def test_event_topics_ring_in_notifications_below_the_payload_limit(pg: dict) -> None:
-    listener = _listen(pg, cluster.EVENTS_CHANNEL)
+def test_event_topics_ring_in_notifications_below_the_payload_limit(postgres_store: dict) -> None:
+    listener = _listen(postgres_store, cluster.EVENTS_CHANNEL)
     topics = {f"job.{i:032d}" for i in range(400)}  # ~15 KB of topics: more than one payload
     try:
         with store.transaction():
@@ -138,7 +129,7 @@ def test_event_topics_ring_in_notifications_below_the_payload_limit(pg: dict) ->
     assert seen == topics
 
 
-def test_the_first_members_keys_are_the_clusters(pg: dict) -> None:
+def test_the_first_members_keys_are_the_clusters(postgres_store: dict) -> None:
     first = cluster.shared_keys({"rsa": b"first-rsa", "curve": b"first-curve"})
     second = cluster.shared_keys({"rsa": b"second-rsa", "curve": b"second-curve"})
     assert first == second == {"rsa": b"first-rsa", "curve": b"first-curve"}
