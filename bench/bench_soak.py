@@ -299,23 +299,6 @@ def verdicts(run: Run, settle: float, end: float, limit: float) -> list[dict[str
     return out
 
 
-def worker_memprobe(server: PushdServer, pid: int, label: str,
-                    timeout: float = 60) -> dict[str, Any] | None:
-    """With --memprobe: the memory report of API worker `pid` (bench/memprobe), or None."""
-    if not os.environ.get("PUSHD_BENCH_MEMPROBE"):
-        return None
-    report = server.dir / f"memprobe-{pid}-{label}.json"
-    report.unlink(missing_ok=True)
-    (server.dir / f"memprobe-worker-request-{pid}-{label}").touch()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):
-            return dict(json.loads(report.read_text()))
-        time.sleep(0.25)
-    note(f"API worker {pid} did not answer its memory probe in {timeout:.0f} s")
-    return None
-
-
 def probe_all(server: PushdServer, run: Run, label: str,
               probes: dict[str, dict[str, Any] | None]) -> None:
     """--memprobe: the broker's report and each API worker's, as probes[label] and
@@ -327,7 +310,7 @@ def probe_all(server: PushdServer, run: Run, label: str,
         return
     for pid, role in run.worker_labels.items():
         if measure(pid) is not None:
-            probes[f"{role}:{label}"] = worker_memprobe(server, pid, label)
+            probes[f"{role}:{label}"] = memprobe(server, label, worker=pid)
 
 
 def probe_growth(settle: dict[str, Any], end: dict[str, Any], top: int = 15) -> list[str]:

@@ -25,8 +25,8 @@ temporary directory, on a fresh PostgreSQL database (``--sqlite`` for the embedd
     server_online(server, expected, timeout, poll=0.5) -> float
         seconds until GET node_states lists `expected` nodes online and available
     common_arguments(parser)             --sqlite, --state-dir, --what-if, --memprobe, --sample,
-                                         --server-env
-    memprobe(server, label, timeout=60) -> dict | None
+                                         --heartbeat-interval, --setting, --server-env
+    memprobe(server, label, timeout=60, *, worker=None) -> dict | None
         with --memprobe: the broker's memory report (bench/memprobe/sitecustomize.py) now
 """
 
@@ -294,18 +294,26 @@ class EmulatorProcess:
         self._log.close()
 
 
-def memprobe(server: PushdServer, label: str, timeout: float = 60) -> dict[str, Any] | None:
+def memprobe(server: PushdServer, label: str, timeout: float = 60, *,
+             worker: int | None = None) -> dict[str, Any] | None:
+    """With --memprobe: the broker's memory report (or API worker `worker`'s, by pid), else
+    None. A broker that does not answer fails the benchmark; a worker only gets a note."""
     if not os.environ.get("PUSHD_BENCH_MEMPROBE"):
         return None
-    report = server.dir / f"memprobe-{label}.json"
+    suffix = label if worker is None else f"{worker}-{label}"
+    report = server.dir / f"memprobe-{suffix}.json"
     report.unlink(missing_ok=True)
-    (server.dir / f"memprobe-request-{label}").touch()
+    request = "memprobe-request" if worker is None else "memprobe-worker-request"
+    (server.dir / f"{request}-{suffix}").touch()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError, ValueError):
             return dict(json.loads(report.read_text()))
         time.sleep(0.25)
-    raise RuntimeError(f"the broker's memory probe did not answer in {timeout:.0f} s")
+    if worker is None:
+        raise RuntimeError(f"the broker's memory probe did not answer in {timeout:.0f} s")
+    note(f"API worker {worker} did not answer its memory probe in {timeout:.0f} s")
+    return None
 
 
 def describe_phase(status: dict[str, Any]) -> str:
