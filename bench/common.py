@@ -147,8 +147,8 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
                         "seconds per measured run (bench/sampling.py; costs a few per cent: "
                         "not for the headline figure)")
     parser.add_argument("--heartbeat-interval", type=int, default=1000, metavar="MS",
-                        help="the server's heartbeat_interval (also the nodes' period); 1000, "
-                        "ten times the shipped default of 10000, in every sitting since issue 8")
+                        help="the server's heartbeat_interval (also the nodes' period); 1000 (ten "
+                        "times as often as the shipped 10000) in every sitting since issue 8")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a server setting for this run (VALUE read as JSON, else text), "
                         "e.g. zmq_io_processes=2 (repeatable)")
