@@ -165,11 +165,13 @@ class ClusterRelay:
         coordinator = self._coordinator_of(job_id)
         if coordinator is None or coordinator == self.member:
             return False
-        if self._relays.get((ref, job_id)) != coordinator:
+        previous = self._relays.get((ref, job_id))
+        if previous != coordinator:
             self._remember_relay(ref, job_id, coordinator)
-            if body is not None and job_id in self._moved:
-                # Its job changed hands since it was relayed: the new coordinator, which is
-                # recovering the job, needs to hear that the node still runs it.
+            if body is not None and (previous is not None or job_id in self._moved):
+                # Its job changed hands since it was relayed (learnt from the new coordinator's
+                # broadcast or from the jobs table, whichever came first): the new coordinator,
+                # which is recovering the job, needs to hear that the node still runs it.
                 self._mail(coordinator, {"op": "reattach", "ref": list(ref), "job": job_id,
                                          "body": body})
         return True

@@ -69,3 +69,20 @@ def test_a_finished_remote_job_stops_being_known_after_the_ttl(
     assert relay.knows(REF, "job-1")  # still cached
     clock.now += COORDINATOR_TTL + 0.1
     assert not relay.knows(REF, "job-1")
+
+
+def test_a_job_taken_over_is_reattached_even_before_the_new_coordinator_says_so(
+    setup: tuple[ClusterRelay, FakeClock, dict[str, Any]],
+) -> None:
+    # The holder relayed the node's job to m2; m3 took the job over (the jobs table says so)
+    # and its "coordinator" broadcast has not arrived: the node's next heartbeat after the TTL
+    # must still tell m3 that the node runs the job, or m3 counts it crashed.
+    relay, clock, database = setup
+    relay.on_members(["m1", "m2", "m3"], [])
+    heartbeat = {"type": "heartbeat", "job_id": "job-1", "job_state": "running"}
+    assert relay.knows(REF, "job-1", heartbeat)
+    database["job-1"] = "m3"
+    clock.now += COORDINATOR_TTL + 0.1
+    assert relay.knows(REF, "job-1", heartbeat)
+    mailed = [m for m in relay._outgoing.get("m3", []) if m.get("op") == "reattach"]
+    assert mailed and mailed[0]["job"] == "job-1"
