@@ -44,6 +44,7 @@ carries the end of the log.
         main_pid() -> int | None (the gunicorn arbiter); broker_pid() -> int | None;
         kill_broker(); wait_for_broker(timeout=20)
         stop(graceful=False); start(); restart(); log_text(); log_tail(lines); is_running();
+        set_setting(name, value)   appended to the rb file: in effect from the next start();
         cleanup()
     SseStream: next_event(timeout=10) -> SseEvent(name, id, data: dict, raw_data) | None
         (None = closed); events_until(name, timeout=30); rest(timeout=30) (every event until
@@ -551,6 +552,10 @@ class PushdServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def set_setting(self, name: str, value: Any) -> None:
+        with self.config_path.open("a") as rb:
+            rb.write(_rb_line(name, value) + "\n")
 
     def _children(self, pid: int) -> list[int]:
         out: list[int] = []

@@ -10,7 +10,8 @@
 Messages to the parent (dicts over `conn`, every `report_interval` seconds):
     {"worker", "nodes", "configured", "online", "fetching", "fetches" (started),
      "configs" (fetched and applied), "fetch_errors", "last_error", "dropped",
-     "heartbeats" (sent so far), "restarts" (nodes restarted so far),
+     "heartbeats" (sent so far), "restarts" (nodes restarted so far), "reopens" (socket-only
+     reconfigures after the server went silent),
      "jobs": {job_id: JobRecord fields as deltas}}
 The parent sends "stop" to end the worker (so does closing the pipe), and
 {"restart": [node index, ...], "down": seconds} to restart those nodes as a restarted client
@@ -30,8 +31,12 @@ enough (32) not to queue a reconnect herd that stock clients would send at once.
 retry with exponential backoff and full jitter up to `max_backoff` seconds -- faster than the stock
 client, whose failed reconfigure waits 108-120 s: `stock_retry` does that. A node reconfigures (new
 fetch, new sockets) like the stock client: on a new server incarnation (after a random splay within
-one interval, once idle), at 90-100 % of the config's lifetime, or after more than
-`offline_threshold` intervals without a server heartbeat.
+one interval, once idle), at 90-100 % of the config's lifetime, or when its command socket stays
+silent. After more than `offline_threshold` intervals without a server heartbeat a node closes
+and reopens its sockets with the same config and Curve keys (the stock client's socket-only
+reconfigure, original-client-and-knife.md 2.7), and re-fetches its config only if no command
+message arrives within PROBE_SECONDS of that (2.6: "No messages being received on command
+port"). A restarted server that kept its incarnation id is so rejoined without a config fetch.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ _POLLIN = int(zmq.POLLIN)
 MAX_TURN_WAIT = 0.05
 SERVER_BEAT_CACHE = 16
 STOCK_RETRY = 120.0
+PROBE_SECONDS = 4.0  # the stock client's "> 3" one-second polls without a command message
 
 
 @dataclass(frozen=True)
@@ -158,10 +164,12 @@ class Worker:
         self.finishes: list[tuple[float, int, int]] = []
         self.prints: list[tuple[float, int, int]] = []  # running jobs printing lines
         self.flushes: list[tuple[float, int, int]] = []  # live output chunks coming due
+        self.probes: list[tuple[float, int, int]] = []  # reopened sockets to check for silence
         self.counter = itertools.count()
         self.beat_cache: dict[bytes, str | None] = {}
         self.fetches = self.configs = self.fetch_errors = self.dropped = self.heartbeats = 0
         self.restarts = 0
+        self.reopens = 0  # socket-only reconfigures (server silent)
         self.last_error = ""
         self.running = True
         self._curve: dict[int, tuple[bytes, bytes]] = {}
@@ -273,6 +281,17 @@ class Worker:
         self._send(node, node.heartbeat_frames(self.timestamps))
         heapq.heappush(self.beats, (now + config.interval, next(self.counter), self._slot(node)))
 
+    def _reopen(self, node: EmulatedNode, now: float) -> None:
+        config, session_key = node.config, node.session_key
+        if config is None or not session_key:
+            return
+        self._close(node)
+        self.reopens += 1
+        dealer, sub = self._open(node, config)  # the same Curve keypair: one per process
+        node.configure(config, session_key, dealer, sub)
+        node.last_server_beat = now  # as after a fetch: a server heartbeat is due within 1 interval
+        heapq.heappush(self.probes, (now + PROBE_SECONDS, next(self.counter), self._slot(node)))
+
     def _restart(self, indices: list[int], down: float) -> None:
         now = time.monotonic()
         for index in indices:
@@ -374,7 +393,11 @@ class Worker:
             heapq.heappush(self.beats, (now + config.interval, next(self.counter), slot))
             if now - node.last_server_beat > (config.offline_threshold + 1) * config.interval \
                     and not node.fetching:
-                self._schedule_reconfigure(node, now)  # server gone quiet: fetch again
+                self._reopen(node, now)  # server gone quiet: new sockets, same config
+        for slot in self._due(self.probes, now):
+            node = self.nodes[slot]
+            if node.dealer is not None and not node.answered and not node.fetching:
+                self._schedule_reconfigure(node, now)  # still no word on the command socket
         for slot in self._due(self.prints, now):
             node = self.nodes[slot]
             if node.next_print is None or node.next_print > now:
@@ -398,7 +421,7 @@ class Worker:
                 if result is not None:
                     self._send(node, result)
         timers = [h[0][0] for h in (self.beats, self.reconfigures, self.finishes, self.prints,
-                                    self.flushes) if h]
+                                    self.flushes, self.probes) if h]
         wait = min([MAX_TURN_WAIT, *(t - now for t in timers)])
         for fd, _mask in self.epoll.poll(max(0.0, wait)):
             found = self.by_fd.get(fd)
@@ -436,6 +459,7 @@ class Worker:
             "dropped": self.dropped,
             "heartbeats": self.heartbeats,
             "restarts": self.restarts,
+            "reopens": self.reopens,
             "jobs": self.stats.take_changes(),
         })
 

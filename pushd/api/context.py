@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pushd.node_config import NodeConfigSettings
+
 
 @dataclass(frozen=True)
 class ApiSettings:
@@ -23,19 +25,8 @@ class ApiSettings:
     disable_curve_encryption: bool
     validate_client_node_name: bool
     allow_user_node_config: bool
-    server_host: str
-    heartbeat_port: int
-    command_port: int
-    unencrypted_command_port: int
-    heartbeat_interval_ms: int
-    offline_threshold: int
-    online_threshold: int
-    config_lifetime: int
-    max_message_skew: int
-    max_body_size: int
+    node_config: NodeConfigSettings  # what a node's config document is made of
     jobs_page_limit: int
-    # The live-output bound advertised to pushd clients in their config (issue 18).
-    output_max_bytes: int = 1_048_576
     # The cluster member whose broker runs the jobs POSTed here (settings' default otherwise).
     cluster_member: str | None = None
 
@@ -52,18 +43,8 @@ class ApiSettings:
             disable_curve_encryption=bool(get("disable_curve_encryption")),
             validate_client_node_name=bool(get("validate_client_node_name")),
             allow_user_node_config=bool(get("allow_user_node_config")),
-            server_host=str(get("server_name_advertised") or get("vip")),
-            heartbeat_port=int(get("server_heartbeat_port")),
-            command_port=int(get("command_port")),
-            unencrypted_command_port=int(get("unencrypted_command_port")),
-            heartbeat_interval_ms=int(get("heartbeat_interval")),
-            offline_threshold=int(get("offline_threshold")),
-            online_threshold=int(get("online_threshold")),
-            config_lifetime=int(get("config_lifetime")),
-            max_message_skew=int(get("max_message_skew")),
-            max_body_size=int(get("max_body_size")),
+            node_config=NodeConfigSettings.from_settings(settings),
             jobs_page_limit=int(get("jobs_page_limit")),
-            output_max_bytes=int(get("output_max_bytes")),
             cluster_member=str(get("cluster_member_name")),
         )
 

@@ -6,8 +6,9 @@
     broker.counters                  collections.Counter of dropped messages by reason, of
                                      messages handled ("accepted", "sent") and of refused
                                      Curve handshakes ("zap_refused")
-    broker.incarnation_id            this broker run's id (changes on every start, like the
-                                     original, so stock clients reconfigure after a restart)
+    broker.incarnation_id            this broker run's id: new at a start, so stock clients
+                                     re-fetch their config, unless a clean stop saved one and
+                                     nothing in their config changed (pushd.broker.incarnation)
     run_broker(settings) -> int      build a BrokerConfig from settings, handle SIGTERM/SIGINT,
                                      run; used by ``python -m pushd.broker`` and the server.
                                      On SQLite it holds the file's server lock for its life
@@ -83,6 +84,7 @@ from typing import Any, cast
 import zmq
 
 from pushd import sqlite_lock, store
+from pushd.broker import incarnation
 from pushd.broker.config import BrokerConfig
 from pushd.broker.contracts import Address, FeedEvent, JobSpec, NodeRef, Transition
 from pushd.broker.control import ControlHandler
@@ -109,6 +111,7 @@ from pushd.cluster.relay import REMOTE, ClusterRelay
 from pushd.errors import ProtocolError
 from pushd.identity import generation
 from pushd.keys import load_or_create_server_keys
+from pushd.node_config import NodeConfigSettings
 from pushd.protocol.frames import (
     build_header,
     encode,
@@ -172,7 +175,10 @@ JOURNAL_CLOSE_TIMEOUT = 10.0  # seconds shutdown waits for the journal (database
 class Broker:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
+        # A new id unless a clean stop saved one that can be kept (_resume_incarnation).
         self.incarnation_id = str(uuid.uuid4())
+        self._incarnation_file = config.data_dir / "broker" / incarnation.FILE_NAME
+        self._config_fingerprint: str | None = None
         self.counters: collections.Counter[str] = collections.Counter()
         self.drops: collections.Counter[str] = collections.Counter()  # by reason, for metrics
         self._org_names: dict[str, str] = {}  # org id -> name, for metric labels
@@ -276,7 +282,9 @@ class Broker:
         self._heartbeat_relay: HeartbeatRelay | None = None
         try:
             self._open_sockets()
-            self._restarted = self.grants.restore(config.zap_window + config.recovery_grace) > 0
+            restored = self.grants.restore(config.zap_window + config.recovery_grace)
+            self._restarted = restored > 0
+            self._resume_incarnation(restored)
             self._grace_until = (
                 self.timers.now() + config.recovery_grace if self._restarted else 0.0
             )
@@ -460,6 +468,36 @@ class Broker:
         log.info("loop turn took %.2f s; liveness deadlines extended by it%s", busy,
                  f", no node judged offline for {hold:.1f} s" if hold else "")
 
+    def _resume_incarnation(self, bindings_restored: int) -> None:
+        # After a clean stop with nothing in the nodes' config changed, the nodes need not
+        # fetch it again: keep the id (pushd.broker.incarnation says when and why).
+        self._config_fingerprint = (
+            NodeConfigSettings.from_settings(self.config.settings).fingerprint(
+                self.keys.rsa_public_pem,
+                None if self.config.disable_curve_encryption else self.keys.curve_public_z85,
+            )
+            if self.config.settings is not None else None
+        )
+        if self._config_fingerprint is None:
+            return
+        resumed = incarnation.resume(self._incarnation_file, self._config_fingerprint,
+                                     bindings_restored)
+        if resumed.kept:
+            self.incarnation_id = resumed.id
+            self._heartbeat_sequence = resumed.next_sequence
+            log.info("incarnation %s kept from the last clean stop: nodes reconnect without "
+                     "fetching their config", resumed.id)
+
+    def _save_incarnation(self, bindings_saved: bool) -> None:
+        if self._config_fingerprint is None or not bindings_saved or \
+                self.exit_status == EXIT_FENCED:
+            return
+        incarnation.save(
+            self._incarnation_file,
+            incarnation.Incarnation(self.incarnation_id, next_sequence=self._heartbeat_sequence),
+            self._config_fingerprint, self.grants.bound_count,
+        )
+
     def _shutdown(self) -> None:
         log.info("broker stopping")
         if self.doorbell is not None and self.mailer is not None:
@@ -471,7 +509,7 @@ class Broker:
         try:
             self.journal.close(JOURNAL_CLOSE_TIMEOUT)
             self._flush_known_nodes(wait=True)
-            self.grants.save(force=True)
+            self._save_incarnation(self.grants.save(force=True))
         except Exception:
             log.exception("error while saving state at shutdown")
         self.tracker.shutdown()

@@ -5,9 +5,11 @@
     grants.check(raw_key) -> str | None              the ZAP User-Id ("<org_id>:<node>") or None
     grants.restore(grace)                            after a restart: keys bound to nodes when the
                                                      broker stopped are admitted for `grace` s
-    grants.save(force=False) / grants.dirty          persist bindings (state_file, 0600 JSON):
+    grants.save(force=False) -> bool / grants.dirty  persist bindings (state_file, 0600 JSON):
                                                      at most every `save_period` s (10) unless
-                                                     forced (the broker forces it at shutdown)
+                                                     forced (the broker forces it at shutdown);
+                                                     True when the file was written
+    grants.bound_count                               bindings held (what save writes)
     user_id_ref(user_id) -> (org_id, node)           parse the User-Id back
 
     ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -74,6 +76,10 @@ class CurveGrants:
     def __len__(self) -> int:
         return len(self._grants)
 
+    @property
+    def bound_count(self) -> int:
+        return len(self._bound)
+
     def admit(self, raw_key: bytes, org_id: str, node: str) -> None:
         if len(raw_key) != 32:
             raise ValueError("a Curve public key is 32 bytes")
@@ -125,12 +131,12 @@ class CurveGrants:
                 self._grants.setdefault(key, (user_id, deadline))
         return len(bound)
 
-    def save(self, *, force: bool = False) -> None:
+    def save(self, *, force: bool = False) -> bool:
         if self._state_file is None or not (self.dirty or force):
-            return
+            return False
         now = self._clock()
         if not force and self._saved_at is not None and now - self._saved_at < self.save_period:
-            return
+            return False
         self._saved_at = now
         self.dirty = False
         data = {z85_encode(key): user_id for key, user_id in self._bound.items()}
@@ -139,6 +145,8 @@ class CurveGrants:
             write_secret_file(self._state_file, json.dumps(data).encode())
         except OSError as err:
             log.warning("cannot save %s: %s", self._state_file, err)
+            return False
+        return True
 
 
 def answer_zap(frames: list[bytes], grants: CurveGrants) -> list[bytes]:

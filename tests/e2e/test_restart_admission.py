@@ -1,5 +1,6 @@
 """After a server restart, a job posted once its nodes show `available` starts at once (issue 12
-item 3): the real pushd server, real push-jobs-client processes.
+item 3), and a clean restart keeps the incarnation id so nodes do not fetch their config again
+(issue 19, the restart storm): the real pushd server, real push-jobs-client processes.
 
 The recovery grace is made 60 s long (`offline_threshold` 300 x 200 ms heartbeats); before the
 change every job started during the grace waited it out, so these tests could not pass.
@@ -72,3 +73,63 @@ def test_job_after_a_server_restart_starts_at_once(tmp_path: Path) -> None:
         finally:
             busy.stop()
             idle.stop()
+
+
+RECONFIGURED = "server restarted (incarnation"  # the client's log line for a new incarnation id
+
+
+def incarnation(server: PushdServer) -> str:
+    return str(server.wait_for_broker()["incarnation_id"])
+
+
+def run_hello(server: PushdServer, node: str) -> None:
+    doc = finished(server, post_job(server, "hello", [node]), SOON)
+    assert doc["status"] == "complete" and doc["nodes"] == {"succeeded": [node]}
+
+
+def test_clean_restart_keeps_the_incarnation_and_nodes_keep_their_config(tmp_path: Path) -> None:
+    with running_server(nodes=("node1",)) as srv:
+        proc = client(srv, tmp_path, "node1")
+        try:
+            proc.start()
+            wait_available(srv, proc, "node1", 40)
+            first = incarnation(srv)
+            srv.restart()
+            assert incarnation(srv) == first
+            assert "kept from the last clean stop" in srv.log_text()
+            wait_available(srv, proc, "node1", SOON)
+            run_hello(srv, "node1")
+            # The client saw no new incarnation, so it fetched no config: the same link.
+            assert RECONFIGURED not in proc.log()
+            assert proc.status()["server_incarnation"] == first
+
+            # A killed broker saved nothing: a new id, and the client re-fetches its config.
+            killed = srv.kill_broker()
+            wait_until(lambda: srv.broker_pid() not in (None, killed), 20)
+            second = incarnation(srv)
+            assert second != first
+            wait_until(lambda: f"-> {second}); reconfiguring in" in proc.log(), 20)
+            wait_available(srv, proc, "node1", SOON)
+            run_hello(srv, "node1")
+        finally:
+            proc.stop()
+
+
+def test_a_changed_node_setting_gives_a_new_incarnation(tmp_path: Path) -> None:
+    with running_server(nodes=("node1",)) as srv:
+        proc = client(srv, tmp_path, "node1")
+        try:
+            proc.start()
+            wait_available(srv, proc, "node1", 40)
+            first = incarnation(srv)
+            srv.stop()
+            # config_lifetime is in every node's config: the nodes must learn the new value.
+            srv.set_setting("config_lifetime", 1800)
+            srv.start()
+            second = incarnation(srv)
+            assert second != first
+            wait_until(lambda: f"-> {second}); reconfiguring in" in proc.log(), 20)
+            wait_available(srv, proc, "node1", SOON)
+            run_hello(srv, "node1")
+        finally:
+            proc.stop()

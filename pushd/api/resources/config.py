@@ -34,12 +34,7 @@ from pushd.api.context import ApiContext
 from pushd.api.errors import ApiError
 from pushd.api.resources.common import authorized, broker_call, org_id_of, send_json
 from pushd.keys import z85_decode
-from pushd.protocol.config import (
-    _Z85_ALPHABET,
-    OutputCapability,
-    build_config,
-    encrypt_session_key,
-)
+from pushd.protocol.config import _Z85_ALPHABET, encrypt_session_key
 
 # The alphabet is the protocol module's, which the client checks the server's curve key
 # against: one definition of a Curve key's shape on both sides. (It is private there, and
@@ -105,26 +100,15 @@ class ConfigResource:
         requestor: Any,
         legacy: bool,
     ) -> dict[str, Any]:
-        s = self._ctx.settings
         public_key = requestor.public_key
         if not hasattr(public_key, "encrypt"):
             public_key = chefauth.load_public_key(public_key)
-        return build_config(
-            host=s.server_host,
-            heartbeat_port=s.heartbeat_port,
-            command_port=s.unencrypted_command_port if legacy else s.command_port,
-            interval=s.heartbeat_interval_ms / 1000.0,
+        return self._ctx.settings.node_config.document(
             node=node,
             organization=org,
             public_key_pem=self._ctx.server_public_key_pem,
             encoded_session_key=encrypt_session_key(public_key, session_key),
-            lifetime=s.config_lifetime,
-            max_message_skew=s.max_message_skew,
-            max_body_size=s.max_body_size,
             incarnation_id=admitted["incarnation_id"],
             curve_public_key=None if legacy else admitted.get("curve_public_key"),
-            offline_threshold=s.offline_threshold,
-            online_threshold=s.online_threshold,
-            # Live output (pushd clients only): a 1.x-protocol client is never told of it.
-            output=None if legacy else OutputCapability(max_bytes=s.output_max_bytes),
+            legacy=legacy,
         )
