@@ -155,7 +155,7 @@ def one_run(server: PushdServer, emulator: EmulatorProcess, n: int, timeout: flo
     t_stop = time.monotonic()
     server.stop()
     if new_incarnation:  # as a killed broker or a changed node setting would
-        (server.dir / "data" / "broker" / "incarnation.json").unlink()
+        (server.dir / "data" / "broker" / "incarnation.json").unlink(missing_ok=True)
     t_start = time.monotonic()
     server.start()
     timeline = Timeline(n, refetch=new_incarnation, up=time.monotonic() - t_start)
