@@ -28,3 +28,8 @@ run storm5000_base $BASE bench/bench_storm.py --nodes 5000 --runs 3 --new-incarn
 run storm5000_hb10_now $NOW bench/bench_storm.py --nodes 5000 --runs 3 --heartbeat-interval 10000
 run storm5000_hb10_now_new $NOW bench/bench_storm.py --nodes 5000 --runs 3 --heartbeat-interval 10000 --new-incarnation
 run storm5000_hb10_base $BASE bench/bench_storm.py --nodes 5000 --runs 3 --heartbeat-interval 10000 --new-incarnation
+# now2 (COMMIT-now2): a server heartbeat at the broker's stop and four per interval in the first
+# offline_threshold intervals after a start, against the 1 s reopen herd above.
+NOW2=/work/wt/now2
+run storm5000_now2 $NOW2 bench/bench_storm.py --nodes 5000 --runs 3
+run storm5000_now2_hbproc $NOW2 bench/bench_storm.py --nodes 5000 --runs 3 --setting heartbeat_process=true
