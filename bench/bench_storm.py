@@ -27,7 +27,9 @@ id was kept). Prints (medians over the runs):
     RESULT name=storm_server_cpu value=.. unit=s nodes=N
         CPU of every server process (arbiter, API workers, broker) from start to all available
 
-and per run a timeline on stderr (seconds from the new start): server up (``/_status`` 200), first
+and per run a timeline on stderr (seconds from the new start): the server heartbeat's silence as a
+subscriber in this process saw it (last heartbeat before the stop -> first after the start: what
+a node would hear without the reconnection herd), server up (``/_status`` 200), first
 config fetched, 10/50/90/100 % of the configs re-fetched, 10/50/90/100 % available (to the second,
 but for 100 %), and the CPU each server process and the emulator used until then. `--profile S`
 samples the broker, one API worker and the emulator's workers with py-spy for S seconds from
@@ -45,6 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zmq
 from pushd_bench import sampling
 from pushd_bench.common import (
     EmulatorProcess,
@@ -148,10 +151,44 @@ def start_profiles(server: PushdServer, emulator: EmulatorProcess,
     return threads
 
 
+class BeatListener:
+    """Arrival times of the server heartbeats on a SUB socket of this process's own."""
+
+    def __init__(self, server: PushdServer) -> None:
+        self._context = zmq.Context.instance()
+        self._sub = self._context.socket(zmq.SUB)
+        self._sub.linger = 0
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.connect(f"tcp://127.0.0.1:{server.ports['server_heartbeat_port']}")
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="beats", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._sub.poll(100):
+                self._sub.recv_multipart()
+                self.times.append(time.monotonic())
+
+    def silence(self, at: float) -> float | None:
+        """Seconds from the last heartbeat before `at` to the first after it."""
+        last = [t for t in self.times if t < at]
+        first = [t for t in self.times if t > at]
+        return first[0] - last[-1] if last and first else None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        self._sub.close()
+
+
 def one_run(server: PushdServer, emulator: EmulatorProcess, n: int, timeout: float,
             profile: float, sample: float = 0.0, label: str = "",
             new_incarnation: bool = False) -> tuple[float, float, float, float, float, int]:
     configs0 = emulator.status()["configs"]
+    beats = BeatListener(server)
+    time.sleep(2.5)  # connected, and a heartbeat or two heard
     t_stop = time.monotonic()
     server.stop()
     if new_incarnation:  # as a killed broker or a changed node setting would
@@ -187,6 +224,10 @@ def one_run(server: PushdServer, emulator: EmulatorProcess, n: int, timeout: flo
         with contextlib.suppress(OSError):
             cpu[role] = meter.cpu_seconds()
     emulator_cpu = sum(m.cpu_seconds() for m in emulator_meters) - emulator_cpu0
+    silence = beats.silence(t_start)  # the old broker beats until it has stopped
+    beats.close()
+    note("server heartbeat silence (s, a subscriber outside the herd): "
+         + ("-" if silence is None else f"{silence:.2f}"))
     note("timeline (s from start): " + timeline.render())
     note("CPU until then (s; server processes since they started, emulator since the start): "
          + " ".join(f"{role}={seconds:.1f}" for role, seconds in sorted(cpu.items()))
