@@ -229,6 +229,10 @@ def one_run(server: PushdServer, emulator: EmulatorProcess, n: int, timeout: flo
     note("server heartbeat silence (s, a subscriber outside the herd): "
          + ("-" if silence is None else f"{silence:.2f}"))
     note("timeline (s from start): " + timeline.render())
+    # Where the silence goes: the old broker's stop and the new one's start, as logged.
+    marks = ("signal 15", "broker stopping", "broker stopped", "broker started", " serving: ")
+    lines = [line for line in server.log_text().splitlines() if any(m in line for m in marks)]
+    note("restart as logged:\n#   " + "\n#   ".join(lines[-len(marks):]))
     note("CPU until then (s; server processes since they started, emulator since the start): "
          + " ".join(f"{role}={seconds:.1f}" for role, seconds in sorted(cpu.items()))
          + f" emulator={emulator_cpu:.1f}")
