@@ -169,6 +169,7 @@ CONTROL_SYNC_TIMEOUT = 2.0  # seconds a control request waits for the journal's 
 CLUSTER_INBOX = "inproc://pushd-cluster-inbox"  # doorbell thread -> loop
 PRESENCE_PERIOD = 0.5  # seconds between writes of the held nodes that changed
 EXIT_FENCED = 3  # the broker's exit status when it lost its cluster lease
+STARTUP_BEATS_PER_INTERVAL = 4  # server heartbeats per interval right after a start
 JOURNAL_CLOSE_TIMEOUT = 10.0  # seconds shutdown waits for the journal (database outage)
 
 
@@ -405,7 +406,7 @@ class Broker:
         clock = time.monotonic
         for socket in handlers:
             poller.register(socket, zmq.POLLIN)
-        self._every(cfg.heartbeat_interval, self._send_server_heartbeat, first=0.0)
+        self._schedule_heartbeats()
         self._every(cfg.liveness_period, self._check_liveness)
         self._every(1.0, self._housekeeping)
         self._every(cfg.known_nodes_flush_interval, self._flush_known_nodes)
@@ -712,6 +713,21 @@ class Broker:
             tail = b"," + encode_body(message)[1:]
             cached = self._tail_cache = (message, dict(message), tail)
         return f'{{"sequence":{sequence},"timestamp":"{self._stamp}"'.encode() + cached[2]
+
+    def _schedule_heartbeats(self) -> None:
+        # Right after a start the nodes' SUB sockets are still reconnecting (a PUB drops what it
+        # sends before a subscriber is back: 10,000 connections take seconds), and a node that
+        # hears no server heartbeat for offline_threshold intervals judges the server offline
+        # (see _shutdown). So during the first offline_threshold intervals a heartbeat goes out
+        # every quarter interval: each node hears one soon after its reconnection. Extra
+        # heartbeats only bring a client online sooner.
+        cfg = self.config
+        quick = STARTUP_BEATS_PER_INTERVAL
+        for k in range(1, quick * cfg.offline_threshold):
+            if k % quick:  # the regular cadence sends the others
+                self.timers.call_later(k * cfg.heartbeat_interval / quick,
+                                       self._send_server_heartbeat)
+        self._every(cfg.heartbeat_interval, self._send_server_heartbeat, first=0.0)
 
     def _send_server_heartbeat(self) -> None:
         body = server_heartbeat(
