@@ -279,6 +279,7 @@ class Broker:
         self.engine.on_finished = self.metrics.job_finished
         self.control = ControlHandler(self)
         self._context = zmq.Context(io_threads=max(1, config.zmq_io_threads))
+        self._heartbeat_context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sockets: dict[str, zmq.Socket] = {}
         self._heartbeat_relay: HeartbeatRelay | None = None
         try:
@@ -329,7 +330,12 @@ class Broker:
             self._heartbeat_relay.start()
             os.chmod(cfg.run_dir / HEARTBEAT_INBOUND, 0o600)
         else:
-            pub = ctx.socket(zmq.PUB)
+            # In a context of its own, so its own I/O thread: after a restart the nodes' SUB
+            # sockets reconnect while the command port's I/O thread is busy with thousands of
+            # Curve handshakes; queued behind those, a node heard its first server heartbeat
+            # late enough to judge the server offline (see _schedule_heartbeats).
+            self._heartbeat_context = zmq.Context(io_threads=1)
+            pub = self._heartbeat_context.socket(zmq.PUB)
             pub.linger = 0
             pub.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
             pub.bind(f"{listen}:{cfg.server_heartbeat_port}")
@@ -388,6 +394,8 @@ class Broker:
         # destroy, not term: a socket whose bind failed in _open_sockets (port taken) is not
         # in _sockets yet, and term() would wait for it forever.
         self._context.destroy(linger=0)
+        if self._heartbeat_context is not None:
+            self._heartbeat_context.destroy(linger=0)
 
     # -- the loop -----------------------------------------------------------------------------
 
