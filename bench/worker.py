@@ -153,6 +153,11 @@ class Worker:
         # has destroyed it, and zmq_socket() then fails with EMFILE ("Too many open files", seen
         # in repeated restarts at 1,000 nodes with 2 * nodes + 64).
         self.context.max_sockets = 4 * len(self.nodes) + 64
+        # The SUB sockets on an I/O thread of their own: a real node's heartbeat subscription
+        # does not wait behind other nodes' Curve handshakes, as it would on one shared thread
+        # in a reconnection herd (and then judge the server offline; see _reopen).
+        self.sub_context = zmq.Context(io_threads=1)
+        self.sub_context.max_sockets = 2 * len(self.nodes) + 64
         self.epoll = select.epoll()
         self.by_fd: dict[int, tuple[EmulatedNode, zmq.Socket]] = {}
         self.recheck: dict[int, tuple[EmulatedNode, zmq.Socket]] = {}
@@ -204,7 +209,7 @@ class Worker:
             dealer.curve_publickey = public
             dealer.curve_secretkey = secret
         dealer.connect(config.command_addr)
-        sub = self.context.socket(zmq.SUB)
+        sub = self.sub_context.socket(zmq.SUB)
         sub.linger = 0
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(config.out_addr)
@@ -492,6 +497,7 @@ class Worker:
             for node in self.nodes:
                 self._close(node)
             self.context.term()
+            self.sub_context.term()
 
 
 def run_worker(spec: WorkerSpec, conn: Connection) -> None:
