@@ -33,3 +33,17 @@ run storm5000_hb10_base $BASE bench/bench_storm.py --nodes 5000 --runs 3 --heart
 NOW2=/work/wt/now2
 run storm5000_now2 $NOW2 bench/bench_storm.py --nodes 5000 --runs 3
 run storm5000_now2_hbproc $NOW2 bench/bench_storm.py --nodes 5000 --runs 3 --setting heartbeat_process=true
+# Later arms (see RESULTS.md): now3 = + a last heartbeat after the shutdown's saving; now4 = + four
+# heartbeats per interval after a start; now5 = + the PUB in its own ZeroMQ context. From
+# storm5000_now5_subctx on, the emulator's SUB sockets have their own I/O thread per worker
+# (main's bench code from commit 5ffb811 on), and every arm below was run with that emulator.
+NOW3=/work/wt/now3; NOW4=/work/wt/now4; NOW5=/work/wt/now5
+run storm5000_now3 $NOW3 bench/bench_storm.py --nodes 5000 --runs 3
+run storm5000_now4 $NOW4 bench/bench_storm.py --nodes 5000 --runs 3
+run storm5000_now5 $NOW5 bench/bench_storm.py --nodes 5000 --runs 3
+run storm5000_now5_subctx $NOW5 bench/bench_storm.py --nodes 5000 --runs 3
+run storm5000_e2_base $BASE bench/bench_storm.py --nodes 5000 --runs 3 --new-incarnation
+run storm5000_e2_now $NOW bench/bench_storm.py --nodes 5000 --runs 3
+run storm5000_e2_now5_new $NOW5 bench/bench_storm.py --nodes 5000 --runs 3 --new-incarnation
+run storm5000_e2_hb10_now5 $NOW5 bench/bench_storm.py --nodes 5000 --runs 3 --heartbeat-interval 10000
+run floor_fanout_end $NOW5 bench/bench_floor_fanout.py --nodes 5000 --runs 5
