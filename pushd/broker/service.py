@@ -17,9 +17,12 @@
 
 Sockets (addresses from the config):
 
-    PUB    {listen}:{server_heartbeat_port}   RSA-signed server heartbeat every interval (with
-                                              heartbeat_process: published by a relay process,
-                                              heartbeat_relay.py, from this PUB over ipc)
+    PUB    {listen}:{server_heartbeat_port}   RSA-signed server heartbeat every interval, four
+                                              per interval in the first offline_threshold
+                                              intervals, one more at shutdown; in a context of
+                                              its own (with heartbeat_process: published by a
+                                              relay process, heartbeat_relay.py, from a PUB
+                                              over ipc)
     ROUTER {listen}:{command_port}            CurveZMQ server; ZAP (zap.py) binds each
                                               connection to the (org, node) it was admitted for
     ROUTER {listen}:{unencrypted_command_port} only when allow_unencrypted (1.x clients)
