@@ -47,3 +47,6 @@ run storm5000_e2_now $NOW bench/bench_storm.py --nodes 5000 --runs 3
 run storm5000_e2_now5_new $NOW5 bench/bench_storm.py --nodes 5000 --runs 3 --new-incarnation
 run storm5000_e2_hb10_now5 $NOW5 bench/bench_storm.py --nodes 5000 --runs 3 --heartbeat-interval 10000
 run floor_fanout_end $NOW5 bench/bench_floor_fanout.py --nodes 5000 --runs 5
+# Does the heartbeat PUB's own context (now5) cost the 8,000-node job anything? (now = without it)
+run job8000_now $NOW bench/bench_dispatch.py --nodes 8000 --sizes 8000 --runs 5 --pause 5
+run job8000_now5 $NOW5 bench/bench_dispatch.py --nodes 8000 --sizes 8000 --runs 5 --pause 5
