@@ -173,6 +173,7 @@ CLUSTER_INBOX = "inproc://pushd-cluster-inbox"  # doorbell thread -> loop
 PRESENCE_PERIOD = 0.5  # seconds between writes of the held nodes that changed
 EXIT_FENCED = 3  # the broker's exit status when it lost its cluster lease
 STARTUP_BEATS_PER_INTERVAL = 4  # server heartbeats per interval right after a start
+LAST_BEAT_LINGER_MS = 200  # how long the last heartbeat at shutdown may take to go out
 JOURNAL_CLOSE_TIMEOUT = 10.0  # seconds shutdown waits for the journal (database outage)
 
 
@@ -504,9 +505,12 @@ class Broker:
         if self._config_fingerprint is None or not bindings_saved or \
                 self.exit_status == EXIT_FENCED:
             return
+        # + 1: the last heartbeat _shutdown sends after this takes the current number, and a
+        # client drops a heartbeat whose sequence it has seen (a replay).
         incarnation.save(
             self._incarnation_file,
-            incarnation.Incarnation(self.incarnation_id, next_sequence=self._heartbeat_sequence),
+            incarnation.Incarnation(self.incarnation_id,
+                                    next_sequence=self._heartbeat_sequence + 1),
             self._config_fingerprint, self.grants.bound_count,
         )
 
@@ -530,8 +534,12 @@ class Broker:
         # heartbeat, and a stock client then reopens its sockets (a second connection herd
         # after a restart, and a config re-fetch for those not answered within ~4 s). The
         # saving above takes ~1.5 s with 5,000 nodes: one last heartbeat here takes it out of
-        # the silence a restart makes (bench/RESULTS.md, storm sitting).
+        # the silence a restart makes (bench/RESULTS.md, storm sitting). Its socket is closed
+        # with a linger: at 0 (as _close_sockets closes) libzmq drops what is still queued.
         self._send_server_heartbeat()
+        heartbeat = self._sockets.pop("heartbeat", None)
+        if heartbeat is not None:
+            heartbeat.close(linger=LAST_BEAT_LINGER_MS)
         self._close_sockets()
         self.metrics.close()
         store.close_database()

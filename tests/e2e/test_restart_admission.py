@@ -93,7 +93,9 @@ def run_hello(server: PushdServer, node: str) -> None:
 
 
 def test_clean_restart_keeps_the_incarnation_and_nodes_keep_their_config(tmp_path: Path) -> None:
-    with running_server(nodes=("node1",)) as srv:
+    # 1 s heartbeats: the client does not judge a ~1.5 s restart offline, so it keeps its link
+    # (and the sequences of the heartbeats it heard on it, the stopping broker's last included).
+    with running_server(nodes=("node1",), settings={"heartbeat_interval": 1000}) as srv:
         proc = client(srv, tmp_path, "node1")
         try:
             proc.start()
@@ -108,8 +110,22 @@ def test_clean_restart_keeps_the_incarnation_and_nodes_keep_their_config(tmp_pat
             # The client saw no new incarnation, so it fetched no config.
             assert config_requests(srv) == fetches
             assert RECONFIGURED not in proc.log()
+            # The new broker's heartbeats go on after the old one's, its last included.
+            assert "replayed server heartbeat" not in proc.log()
             assert proc.status()["server_incarnation"] == first
+        finally:
+            proc.stop()
 
+
+def test_a_killed_broker_gives_a_new_incarnation(tmp_path: Path) -> None:
+    with running_server(nodes=("node1",)) as srv:
+        proc = client(srv, tmp_path, "node1")
+        try:
+            proc.start()
+            wait_available(srv, proc, "node1", 40)
+            first = incarnation(srv)
+            srv.restart()
+            assert incarnation(srv) == first
             # A killed broker saved nothing: a new id, and the client re-fetches its config.
             killed = srv.kill_broker()
             wait_until(lambda: srv.broker_pid() not in (None, killed), 20)
