@@ -50,3 +50,7 @@ run floor_fanout_end $NOW5 bench/bench_floor_fanout.py --nodes 5000 --runs 5
 # Does the heartbeat PUB's own context (now5) cost the 8,000-node job anything? (now = without it)
 run job8000_now $NOW bench/bench_dispatch.py --nodes 8000 --sizes 8000 --runs 5 --pause 5
 run job8000_now5 $NOW5 bench/bench_dispatch.py --nodes 8000 --sizes 8000 --runs 5 --pause 5
+# final = the session's last code (the last heartbeat's socket closed with a linger, its
+# sequence number reserved in the saved incarnation).
+FINAL=/work/wt/final
+run storm5000_final $FINAL bench/bench_storm.py --nodes 5000 --runs 3
