@@ -61,9 +61,15 @@ def _run_job(server: PushdServer, nodes: list[str], command: str = "true") -> st
 
 def _worker_pids(server: PushdServer) -> list[int]:
     main = server._process.pid if server._process else 0
-    return [pid for pid in server._children(main) if b"pushd.broker" not in
-            Path(f"/proc/{pid}/cmdline").read_bytes() and b"supervisor" not in
-            Path(f"/proc/{pid}/cmdline").read_bytes()]  # fmt: skip
+    pids = []
+    for pid in server._children(main):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # gone since it was listed (the worker a test just killed)
+            continue
+        if b"pushd.broker" not in cmdline and b"supervisor" not in cmdline:
+            pids.append(pid)
+    return pids
 
 
 def test_prometheus_sees_jobs_nodes_and_requests(server: PushdServer, tmp_path: Path) -> None:
