@@ -211,7 +211,7 @@ def one_run(server: PushdServer, emulator: EmulatorProcess, n: int, timeout: flo
         # GET node_states costs the broker ~10 us per node (2,000 nodes: ~20 ms; at 4 Hz it
         # was a fifth of the broker's busy samples in the storm): poll once a second until the
         # emulator sees every node re-fetched and online, then every 0.25 s for the end mark.
-        near_end = (configs >= n or not new_incarnation) and status.get("online", 0) >= n
+        near_end = (configs >= n or not timeline.refetch) and status.get("online", 0) >= n
         available = None
         if near_end or time.monotonic() >= next_poll:
             next_poll = time.monotonic() + 1.0

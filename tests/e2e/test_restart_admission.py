@@ -8,7 +8,9 @@ change every job started during the grace waited it out, so these tests could no
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,65 +94,63 @@ def run_hello(server: PushdServer, node: str) -> None:
     assert doc["status"] == "complete" and doc["nodes"] == {"succeeded": [node]}
 
 
-def test_clean_restart_keeps_the_incarnation_and_nodes_keep_their_config(tmp_path: Path) -> None:
-    # 1 s heartbeats: the client does not judge a ~1.5 s restart offline.
-    with running_server(nodes=("node1",), settings={"heartbeat_interval": 1000}) as srv:
+@contextlib.contextmanager
+def one_node_online(tmp_path: Path, **settings: Any) -> Iterator[tuple[PushdServer, ClientProcess]]:
+    """A server with node1's real client connected and `available`."""
+    with running_server(nodes=("node1",), settings=settings) as srv:
         proc = client(srv, tmp_path, "node1")
         try:
             proc.start()
             wait_available(srv, proc, "node1", 40)
-            first = incarnation(srv)
-            fetches = config_requests(srv)
-            srv.restart()
-            assert incarnation(srv) == first
-            assert "kept from the last clean stop" in srv.log_text()
-            wait_available(srv, proc, "node1", SOON)
-            run_hello(srv, "node1")
-            # The client saw no new incarnation, so it fetched no config.
-            assert config_requests(srv) == fetches
-            assert RECONFIGURED not in proc.log()
-            assert proc.status()["server_incarnation"] == first
+            yield srv, proc
         finally:
             proc.stop()
+
+
+def rejoins_on(srv: PushdServer, proc: ClientProcess, new_id: str) -> None:
+    """The client re-fetched its config (on the new id in a heartbeat, or after judging the
+    server offline), is `available` again and runs a job."""
+    wait_until(lambda: proc.status()["server_incarnation"] == new_id, 20)
+    wait_available(srv, proc, "node1", SOON)
+    run_hello(srv, "node1")
+
+
+def test_clean_restart_keeps_the_incarnation_and_nodes_keep_their_config(tmp_path: Path) -> None:
+    # 1 s heartbeats: the client does not judge a ~1.5 s restart offline.
+    with one_node_online(tmp_path, heartbeat_interval=1000) as (srv, proc):
+        first = incarnation(srv)
+        fetches = config_requests(srv)
+        srv.restart()
+        assert incarnation(srv) == first
+        assert "kept from the last clean stop" in srv.log_text()
+        wait_available(srv, proc, "node1", SOON)
+        run_hello(srv, "node1")
+        # The client saw no new incarnation, so it fetched no config.
+        assert config_requests(srv) == fetches
+        assert RECONFIGURED not in proc.log()
+        assert proc.status()["server_incarnation"] == first
 
 
 def test_a_killed_broker_gives_a_new_incarnation(tmp_path: Path) -> None:
-    with running_server(nodes=("node1",)) as srv:
-        proc = client(srv, tmp_path, "node1")
-        try:
-            proc.start()
-            wait_available(srv, proc, "node1", 40)
-            first = incarnation(srv)
-            srv.restart()
-            assert incarnation(srv) == first
-            # A killed broker saved nothing: a new id, and the client re-fetches its config.
-            killed = srv.kill_broker()
-            wait_until(lambda: srv.broker_pid() not in (None, killed), 20)
-            second = incarnation(srv)
-            assert second != first
-            # Re-fetched: on the new id in a heartbeat, or after judging the server offline.
-            wait_until(lambda: proc.status()["server_incarnation"] == second, 20)
-            wait_available(srv, proc, "node1", SOON)
-            run_hello(srv, "node1")
-        finally:
-            proc.stop()
+    with one_node_online(tmp_path) as (srv, proc):
+        first = incarnation(srv)
+        srv.restart()
+        assert incarnation(srv) == first
+        # A killed broker saved nothing: a new id, and the client re-fetches its config.
+        killed = srv.kill_broker()
+        wait_until(lambda: srv.broker_pid() not in (None, killed), 20)
+        second = incarnation(srv)
+        assert second != first
+        rejoins_on(srv, proc, second)
 
 
 def test_a_changed_node_setting_gives_a_new_incarnation(tmp_path: Path) -> None:
-    with running_server(nodes=("node1",)) as srv:
-        proc = client(srv, tmp_path, "node1")
-        try:
-            proc.start()
-            wait_available(srv, proc, "node1", 40)
-            first = incarnation(srv)
-            srv.stop()
-            # config_lifetime is in every node's config: the nodes must learn the new value.
-            srv.set_setting("config_lifetime", 1800)
-            srv.start()
-            second = incarnation(srv)
-            assert second != first
-            wait_until(lambda: proc.status()["server_incarnation"] == second, 20)
-            wait_available(srv, proc, "node1", SOON)
-            run_hello(srv, "node1")
-        finally:
-            proc.stop()
+    with one_node_online(tmp_path) as (srv, proc):
+        first = incarnation(srv)
+        srv.stop()
+        # config_lifetime is in every node's config: the nodes must learn the new value.
+        srv.set_setting("config_lifetime", 1800)
+        srv.start()
+        second = incarnation(srv)
+        assert second != first
+        rejoins_on(srv, proc, second)
