@@ -112,6 +112,7 @@ from pushd.cluster.doorbell import Doorbell
 from pushd.cluster.mailer import Mailer
 from pushd.cluster.relay import REMOTE, ClusterRelay
 from pushd.errors import ProtocolError
+from pushd.heap import limit_fragmentation
 from pushd.identity import generation
 from pushd.keys import load_or_create_server_keys
 from pushd.node_config import NodeConfigSettings
@@ -1154,6 +1155,7 @@ def run_broker(settings: Any) -> int:
     except sqlite_lock.ServerLockHeld as err:
         log.error("not starting: %s", err)
         return 1
+    limit_fragmentation()  # before libzmq's buffers exist (pushd.heap says why)
     broker = Broker(config)
 
     def on_signal(signum: int, _frame: Any) -> None:

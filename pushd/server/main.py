@@ -35,6 +35,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from pushd.errors import ConfigError, PushdError
+from pushd.heap import limit_fragmentation
 from pushd.server.accesslog import ACCESS_LOG_FORMAT
 from pushd.server.supervisor import BrokerSupervisor, broker_command, started_file_path
 
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
     )
+    limit_fragmentation()  # inherited by the forked API workers (pushd.heap says why)
     from pushd.config import find_config_file, load_settings
 
     try:
