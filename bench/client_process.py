@@ -90,7 +90,10 @@ class ClientProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pushd_client.main", "-c", str(self.config_path), *extra],
             stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, SESSION_MARK.split("=")[0]: SESSION_MARK.split("=")[1]},
+            # PYTHONSAFEPATH: not the working directory's pushd_client before PYTHONPATH's
+            # (pushd_bench.server.SAFE_PATH says why).
+            env={**os.environ, SESSION_MARK.split("=")[0]: SESSION_MARK.split("=")[1],
+                 "PYTHONSAFEPATH": "1"},
         )
         log.close()
 

@@ -86,7 +86,7 @@ from typing import Any
 
 from pushd_bench.databases import postgres_database
 from pushd_bench.ports import free_port
-from pushd_bench.server import PushdServer, _keypair
+from pushd_bench.server import SAFE_PATH, PushdServer, _keypair
 
 HAPROXY = os.environ.get("PUSHD_HAPROXY", shutil.which("haproxy") or "/usr/sbin/haproxy")
 MEMBER_PREFIX = "pushd"
@@ -345,7 +345,7 @@ class PushdCluster:
         return subprocess.run(
             [sys.executable, "-m", "pushd_ctl", "--config", str(self.servers[index].config_path),
              *args],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True, text=True, timeout=timeout, env={**os.environ, **SAFE_PATH},
         )
 
     def status(self, index: int) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pushd_bench.server import PushdServer
+from pushd_bench.server import SAFE_PATH, PushdServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -230,6 +230,7 @@ class EmulatorProcess:
              "--org", server.org_name, "--nodes", str(nodes), "--state-dir", state_dir,
              "--status-file", str(self.status_path), "--report-interval", "5", *extra],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT),
+            env={**os.environ, **SAFE_PATH},
         )
         self.pid = self.process.pid
         self.started = time.monotonic()

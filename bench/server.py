@@ -80,6 +80,11 @@ ADMIN_USER = "pivotal-admin"
 NORMAL_USER = "normal"
 START_TIMEOUT = 40.0
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# `python -m` puts the working directory first on sys.path, before PYTHONPATH: every child
+# started from the repository root imported that checkout's pushd, whatever arm a benchmark put
+# on PYTHONPATH (found 2026-12-06: the A/B arms of earlier sittings all ran the checkout's
+# code). PYTHONSAFEPATH (Python 3.11) leaves it out: the arm's pushd, else the installed one.
+SAFE_PATH = {"PYTHONSAFEPATH": "1"}
 
 _key_cache: dict[str, tuple[str, str]] = {}
 
@@ -483,8 +488,7 @@ class PushdServer:
 
     def start(self) -> None:
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = {**os.environ, **SAFE_PATH, "PYTHONUNBUFFERED": "1"}
         self._process = subprocess.Popen(
             [sys.executable, "-m", "pushd.server", "--config", str(self.config_path)],
             stdout=self._log_file,
