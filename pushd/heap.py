@@ -10,12 +10,13 @@ to 32 MiB) from an arena and keeps it there once freed. The broker allocates and
 high rate and interleaved with long-lived blocks, buffers of 8-16 KiB: libzmq's per-connection
 batch buffers and the 16 KiB chunks of its message pipes, Curve state, each node restart and
 reconnect making and dropping a set. The arenas then fill with free holes that neither reuse nor
-malloc_trim closes: in the soak (bench/bench_soak.py) the broker's RSS grew ~10 % between
-minutes 5 and 12 with no Python-level growth. With such buffers mapped on their own (an mmap
-each, given back to the kernel by free()), the same 12 minutes grew half as much, at the cost of
-a system call and page faults per buffer made, which the dispatch and storm benchmarks measure
-(bench/RESULTS.md). Called at start so it also holds in processes forked from the caller (the
-gunicorn arbiter's workers); the exec'd broker calls it itself.
+malloc_trim closes: in the 30-minute soak (bench/bench_soak.py) the broker's RSS grew 20.8 %
+from minute 5 to 30, still growing, with no Python-level growth. With such buffers mapped on
+their own (an mmap each, given back to the kernel by free()) it grew 6.1 %, all of it by minute
+15. The price is a system call and page faults per buffer made: ~0.1 s more broker CPU in an
+8,000-node job (bench/RESULTS.md, closing sitting). Called at start so it also holds in
+processes forked from the caller (the gunicorn arbiter's workers); the exec'd broker calls it
+itself.
 """
 
 from __future__ import annotations
