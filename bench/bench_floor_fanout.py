@@ -126,10 +126,12 @@ def _receive(router: zmq.Socket, nodes: int, replies: int, beats: _Beats,
     until = time.monotonic() + seconds
     progress = time.monotonic()
     while complete < nodes or time.monotonic() < until:
-        wait = min(beats.tick(), max(0.0, until - time.monotonic()) or POLL_MS / 1000)
+        # Checked whatever arrives: with heartbeats flowing the poll never comes back empty.
+        if complete < nodes and time.monotonic() - progress > STALL:
+            raise RuntimeError(f"floor server: {complete} of {nodes} nodes answered")
+        remaining = until - time.monotonic()
+        wait = min(beats.tick(), remaining if remaining > 0 else POLL_MS / 1000)
         if not router.poll(wait * 1000):
-            if time.monotonic() - progress > STALL:
-                raise RuntimeError(f"floor server: {complete} of {nodes} nodes answered")
             continue
         while True:
             try:

@@ -47,7 +47,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import zmq
 from pushd_bench import sampling
 from pushd_bench.common import (
     EmulatorProcess,
@@ -64,7 +63,7 @@ from pushd_bench.common import (
     server_online,
 )
 from pushd_bench.profiling import profile_process
-from pushd_bench.server import PushdServer
+from pushd_bench.server import HeartbeatListener, PushdServer
 
 MARKS = (0.1, 0.5, 0.9, 1.0)
 
@@ -151,48 +150,16 @@ def start_profiles(server: PushdServer, emulator: EmulatorProcess,
     return threads
 
 
-class BeatListener:
-    """Arrival times of the server heartbeats on a SUB socket of this process's own."""
-
-    def __init__(self, server: PushdServer) -> None:
-        self._context = zmq.Context.instance()
-        self._sub = self._context.socket(zmq.SUB)
-        self._sub.linger = 0
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.connect(f"tcp://127.0.0.1:{server.ports['server_heartbeat_port']}")
-        self.times: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="beats", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if self._sub.poll(100):
-                self._sub.recv_multipart()
-                self.times.append(time.monotonic())
-
-    def silence(self, at: float) -> float | None:
-        """Seconds from the last heartbeat before `at` to the first after it."""
-        last = [t for t in self.times if t < at]
-        first = [t for t in self.times if t > at]
-        return first[0] - last[-1] if last and first else None
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(1)
-        self._sub.close()
-
-
 def one_run(server: PushdServer, emulator: EmulatorProcess, n: int, timeout: float,
             profile: float, sample: float = 0.0, label: str = "",
             new_incarnation: bool = False) -> tuple[float, float, float, float, float, int]:
     configs0 = emulator.status()["configs"]
-    beats = BeatListener(server)
+    beats = HeartbeatListener(server)
     time.sleep(2.5)  # connected, and a heartbeat or two heard
     t_stop = time.monotonic()
     server.stop()
     if new_incarnation:  # as a killed broker or a changed node setting would
-        (server.dir / "data" / "broker" / "incarnation.json").unlink(missing_ok=True)
+        server.incarnation_file.unlink(missing_ok=True)
     t_start = time.monotonic()
     server.start()
     timeline = Timeline(n, refetch=new_incarnation, up=time.monotonic() - t_start)

@@ -46,6 +46,11 @@ carries the end of the log.
         stop(graceful=False); start(); restart(); log_text(); log_tail(lines); is_running();
         set_setting(name, value)   appended to the rb file: in effect from the next start();
         cleanup()
+        incarnation_file   the broker's saved incarnation (written by a clean stop)
+    HeartbeatListener(server): a plain SUB on the server heartbeat channel, as a stock client's,
+        in a thread: beats [Beat(at, sequence, incarnation_id)] across the server's restarts;
+        silence(at) -> seconds between the last heartbeat before `at` and the first after;
+        close()
     SseStream: next_event(timeout=10) -> SseEvent(name, id, data: dict, raw_data) | None
         (None = closed); events_until(name, timeout=30); rest(timeout=30) (every event until
         the server closes); comments (comment lines seen); status, headers (lowercase names);
@@ -64,11 +69,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from pushd_bench.ports import free_ports
@@ -140,6 +146,43 @@ class SseEvent:
     id: str | None
     data: dict[str, Any] | None
     raw_data: str = ""
+
+
+class Beat(NamedTuple):
+    at: float  # time.monotonic() of its arrival
+    sequence: int
+    incarnation_id: str
+
+
+class HeartbeatListener:
+    def __init__(self, server: PushdServer) -> None:
+        import zmq
+
+        self._sub = zmq.Context.instance().socket(zmq.SUB)
+        self._sub.linger = 0
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.connect(f"tcp://127.0.0.1:{server.ports['server_heartbeat_port']}")
+        self.beats: list[Beat] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="beats", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._sub.poll(100):
+                body = json.loads(self._sub.recv_multipart()[-1])
+                self.beats.append(Beat(time.monotonic(), int(body["sequence"]),
+                                       str(body["incarnation_id"])))
+
+    def silence(self, at: float) -> float | None:
+        last = [beat.at for beat in self.beats if beat.at < at]
+        first = [beat.at for beat in self.beats if beat.at > at]
+        return first[0] - last[-1] if last and first else None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        self._sub.close()
 
 
 class SseStream:
@@ -556,6 +599,10 @@ class PushdServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    @property
+    def incarnation_file(self) -> Path:
+        return self.dir / "data" / "broker" / "incarnation.json"
 
     def set_setting(self, name: str, value: Any) -> None:
         with self.config_path.open("a") as rb:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.support.client_process import ClientProcess, wait_until
-from tests.support.server import PushdServer, running_server
+from tests.support.server import HeartbeatListener, PushdServer, running_server
 
 SOON = 15.0  # seconds a job may take here; the grace is 60 s
 ACTIVE = ("new", "voting", "running")
@@ -158,38 +157,6 @@ def test_a_changed_node_setting_gives_a_new_incarnation(tmp_path: Path) -> None:
         rejoins_on(srv, proc, second)
 
 
-class HeartbeatListener:
-    """A plain SUB on the server heartbeat channel, as a stock client's: every heartbeat's
-    (arrival time, sequence, incarnation id), across the server's restarts."""
-
-    def __init__(self, server: PushdServer) -> None:
-        import zmq
-
-        self._context = zmq.Context()
-        self._sub = self._context.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.connect(f"tcp://127.0.0.1:{server.ports['server_heartbeat_port']}")
-        self.beats: list[tuple[float, int, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self._sub.poll(100):
-                continue
-            frames = self._sub.recv_multipart()
-            body = json.loads(frames[-1])
-            self.beats.append((time.monotonic(), int(body["sequence"]),
-                               str(body["incarnation_id"])))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sub.close(0)
-        self._context.term()
-
-
 def test_heartbeats_across_a_clean_restart(tmp_path: Path) -> None:
     # A 2 s interval and the default offline_threshold (3): a regular heartbeat every 2 s, four
     # per interval in a start's first 6 s.
@@ -198,7 +165,7 @@ def test_heartbeats_across_a_clean_restart(tmp_path: Path) -> None:
         try:
             wait_until(lambda: len(listener.beats) >= 2, 20)
             srv.stop()
-            saved = json.loads(next(srv.dir.rglob("incarnation.json")).read_text())
+            saved = json.loads(srv.incarnation_file.read_text())
             before = list(listener.beats)
             srv.start()
             wait_until(lambda: len(listener.beats) >= len(before) + 4, 20)
@@ -207,11 +174,11 @@ def test_heartbeats_across_a_clean_restart(tmp_path: Path) -> None:
             listener.close()
     # The stopping broker's last heartbeat, sent after it saved its state, reached the SUB
     # with the sequence it reserved for it; the new broker goes on after it, same id.
-    assert before[-1][1] == saved["next_sequence"] - 1
-    assert {beat[2] for beat in before + after} == {saved["id"]}
-    sequences = [beat[1] for beat in before + after]
+    assert before[-1].sequence == saved["next_sequence"] - 1
+    assert {beat.incarnation_id for beat in before + after} == {saved["id"]}
+    sequences = [beat.sequence for beat in before + after]
     assert sequences == sorted(set(sequences)), "a heartbeat sequence repeated or went back"
     # A starting broker beats four times per interval: a node whose SUB reconnected just
     # after a heartbeat need not wait a whole interval (two at most at the regular rate).
-    first = after[0][0]
-    assert sum(1 for beat in after if beat[0] <= first + 2.0) >= 3
+    first = after[0].at
+    assert sum(1 for beat in after if beat.at <= first + 2.0) >= 3

@@ -11,6 +11,7 @@ from pushd_bench.server import (
     ADMIN_USER,
     NORMAL_USER,
     ORG_NAME,
+    HeartbeatListener,
     PushdServer,
     Response,
     SseEvent,
@@ -20,8 +21,8 @@ from pushd_bench.server import (
 )
 
 __all__ = [
-    "ADMIN_USER", "NORMAL_USER", "ORG_NAME", "PushdServer", "Response", "SseEvent", "SseStream",
-    "load_private_key_cached", "pushd_server", "running_server",
+    "ADMIN_USER", "NORMAL_USER", "ORG_NAME", "HeartbeatListener", "PushdServer", "Response",
+    "SseEvent", "SseStream", "load_private_key_cached", "pushd_server", "running_server",
 ]
 
 

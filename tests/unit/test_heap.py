@@ -13,13 +13,7 @@ import pytest
 
 from pushd.heap import M_MMAP_THRESHOLD, MMAP_THRESHOLD, limit_fragmentation
 
-
-def _glibc() -> bool:
-    try:
-        ctypes.CDLL(None).mallopt  # noqa: B018 - the lookup is the check
-    except AttributeError:
-        return False
-    return True
+GLIBC = hasattr(ctypes.CDLL(None), "mallopt")
 
 
 def test_the_threshold_is_set_once_unless_the_environment_sets_one() -> None:
@@ -59,7 +53,7 @@ _PROBE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not _glibc(), reason="mallopt is glibc's")
+@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 def test_freed_buffers_go_back_to_the_kernel_without_a_trim() -> None:
     # 2,000 freed 16 KiB buffers between live neighbours: ~31 MiB. glibc's default keeps them
     # as holes in the thread's arena (3 MiB given back on this machine); mapped on their own,
