@@ -154,6 +154,11 @@ def run_job(server: Any, emulator: EmulatorProcess, feed: FeedWatcher, size: int
         time.sleep(0.1)
     if record.get("acked_runs", 0) < size:
         raise RuntimeError(f"only {record.get('acked_runs')} of {size} acked run ({status})")
+    # Where the time went, as the nodes saw it (ms after the POST): the commit fan-out's first
+    # and last arrival, then the run's, then the last result sent.
+    phases = ("first_commit", "last_commit", "first_run", "last_ack_run", "last_result")
+    note("phases ms: " + " ".join(
+        f"{name}={(record[name] - t0) * 1000:.0f}" for name in phases if record.get(name)))
     return (record["last_ack_run"] - t0) * 1000, (completed_at - t0) * 1000, status, cpu
 
 

@@ -37,8 +37,9 @@ per-job counts as JSON in --status-file (rewritten atomically) for scripts:
      "dropped", "heartbeats" (sent so far), "churns" (churn rounds), "restarts" (nodes
      restarted), "reopens" (socket-only reconfigures after the server went silent), "elapsed",
      "all_online_after", "updated",
-     "jobs": {job_id: {"commits", "acked_runs", "results", "first_commit", "last_ack_run",
-                       "last_result"}}}      (the last 200 jobs; times are POSIX wall-clock seconds)
+     "jobs": {job_id: {"commits", "acked_runs", "results", "first_commit", "last_commit",
+                       "first_run", "last_ack_run", "last_result"}}}
+     (the last 200 jobs; times are POSIX wall-clock seconds)
 The file exists from the start: "phase" is "keys" (generating missing RSA keys: on a fresh
 --state-dir this takes minutes for thousands of nodes; keys_generated/keys_to_generate count
 them), then "provisioning" (clients_provisioned counts them), then "running" (the nodes have

@@ -73,6 +73,8 @@ class JobRecord:
     acked_runs: int = 0
     results: int = 0
     first_commit: float | None = None
+    last_commit: float | None = None
+    first_run: float | None = None
     last_ack_run: float | None = None
     last_result: float | None = None
 
@@ -81,6 +83,8 @@ class JobRecord:
         self.acked_runs += other["acked_runs"]
         self.results += other["results"]
         self.first_commit = _min(self.first_commit, other["first_commit"])
+        self.last_commit = _max(self.last_commit, other["last_commit"])
+        self.first_run = _min(self.first_run, other["first_run"])
         self.last_ack_run = _max(self.last_ack_run, other["last_ack_run"])
         self.last_result = _max(self.last_result, other["last_result"])
 
@@ -262,6 +266,7 @@ class EmulatedNode:
             record = self.job_stats.record(job_id)
             record.commits += 1
             record.first_commit = _min(record.first_commit, wall)
+            record.last_commit = _max(record.last_commit, wall)
             if self.job_state != "idle":
                 return [self._reply("nack_commit", job_id)]
             self.job_state, self.job_id = "committed", job_id
@@ -275,6 +280,7 @@ class EmulatedNode:
             out = [self._reply("ack_run", job_id)]
             record = self.job_stats.record(job_id)
             record.acked_runs += 1
+            record.first_run = _min(record.first_run, wall)
             record.last_ack_run = _max(record.last_ack_run, wall)
             self.finish_at = now + self.behaviour.delay
             if self._capture and self.behaviour.lines_per_second > 0:
