@@ -11,7 +11,9 @@ Messages to the parent (dicts over `conn`, every `report_interval` seconds):
     {"worker", "nodes", "configured", "online", "fetching", "fetches" (started),
      "configs" (fetched and applied), "fetch_errors", "last_error", "dropped",
      "heartbeats" (sent so far), "restarts" (nodes restarted so far), "reopens" (socket-only
-     reconfigures after the server went silent),
+     reconfigures after the server went silent), "swept" (sockets the once-a-second sweep
+     found with a message that epoll did not report ready: each such message waited up to 1 s;
+     an upper bound, as a message arriving between the sweep's two polls counts too),
      "jobs": {job_id: JobRecord fields as deltas}}
 The parent sends "stop" to end the worker (so does closing the pipe), and
 {"restart": [node index, ...], "down": seconds} to restart those nodes as a restarted client
@@ -175,6 +177,7 @@ class Worker:
         self.fetches = self.configs = self.fetch_errors = self.dropped = self.heartbeats = 0
         self.restarts = 0
         self.reopens = 0  # socket-only reconfigures (server silent)
+        self.swept = 0  # sockets whose waiting message only the sweep found
         self.last_error = ""
         self.running = True
         self._curve: dict[int, tuple[bytes, bytes]] = {}
@@ -447,7 +450,15 @@ class Worker:
             self._drain(node_of[sock], sock, now, wall)
 
     def _sweep(self, now: float, wall: float) -> None:
-        self._drain_ready(list(self.by_fd.values()), now, wall)
+        # What epoll reports ready now was not missed, only not read yet (a busy turn leaves
+        # what arrived meanwhile to the next one).
+        pending = {fd for fd, _ in self.epoll.poll(0, len(self.by_fd) + 1)}
+        where = {sock: (fd, node) for fd, (node, sock) in self.by_fd.items()}
+        for sock, _event in zmq.zmq_poll([(sock, _POLLIN) for sock in where], 0):
+            fd, node = where[sock]
+            if fd not in pending:
+                self.swept += 1
+            self._drain(node, sock, now, wall)
 
     def _report(self) -> None:
         now = time.monotonic()
@@ -465,6 +476,7 @@ class Worker:
             "heartbeats": self.heartbeats,
             "restarts": self.restarts,
             "reopens": self.reopens,
+            "swept": self.swept,
             "jobs": self.stats.take_changes(),
         })
 
