@@ -160,7 +160,7 @@ def run_job(server: Any, emulator: EmulatorProcess, feed: FeedWatcher, size: int
     phases = ("first_commit", "last_commit", "first_run", "last_ack_run", "last_result")
     note("phases ms: " + " ".join(
         f"{name}={(record[name] - t0) * 1000:.0f}" for name in phases if record.get(name))
-        + f"; messages the emulator's epoll loop missed (found up to 1 s late by its sweep): "
+        + "; commands the emulator's epoll loop missed (found up to 1 s late by its sweep): "
         f"{emulator.status().get('swept', 0) - swept0}")
     return (record["last_ack_run"] - t0) * 1000, (completed_at - t0) * 1000, status, cpu
 

@@ -36,7 +36,7 @@ per-job counts as JSON in --status-file (rewritten atomically) for scripts:
      applied), "fetch_errors", "last_error",
      "dropped", "heartbeats" (sent so far), "churns" (churn rounds), "restarts" (nodes
      restarted), "reopens" (socket-only reconfigures after the server went silent), "swept"
-     (messages the epoll loop missed, found by the once-a-second sweep), "elapsed",
+     (commands the epoll loop missed, found by the once-a-second sweep), "elapsed",
      "all_online_after", "updated",
      "jobs": {job_id: {"commits", "acked_runs", "results", "first_commit", "last_commit",
                        "first_run", "last_ack_run", "last_result"}}}
