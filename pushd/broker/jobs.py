@@ -143,7 +143,7 @@ class JobRun:
     """The live state of one job."""
 
     __slots__ = (
-        "deadlines", "halted", "pending", "phase", "recovering", "spec", "started",
+        "deadlines", "halted", "pending", "phase", "recovering", "replaced", "spec", "started",
         "statuses", "tally", "timer", "waiting",
     )
 
@@ -156,6 +156,9 @@ class JobRun:
         self.tally: Counter[NodeStatus] = Counter(self.statuses.values())
         self.timer: Timer | None = None
         self.recovering: set[str] = set()
+        # Nodes sent `commit` that then spoke from a new connection: the commit may have been
+        # lost with the old one (see JobEngine.connection_replaced).
+        self.replaced: set[str] = set()
         self.started: float | None = None  # scheduler time it began voting (None: re-attached)
         # Rollout control: ready nodes not yet sent `run`, in turn order. `pending` says which
         # entries of `waiting` still wait (a node leaving `ready` is dropped from it only: the
@@ -439,8 +442,22 @@ class JobEngine:
         for job_id in jobs:
             self._scheduler.call_later(grace, functools.partial(self._recovery_grace_over, job_id))
 
+    def connection_replaced(self, ref: NodeRef) -> None:
+        """The node speaks from a new connection (its client reopened its sockets, e.g. after
+        a config fetch): a `commit` sent to the old connection may be lost with it, and the
+        job would wait for its voting timeout. The node's voting jobs remember it; its next
+        idle heartbeat says the commit never arrived, and node_idle sends it again. (A blind
+        resend could reach a client that did get the first one, which answers a second commit
+        with nack_commit.)"""
+        for job_id in self._watching.get(ref, ()):
+            run = self._jobs.get(job_id)
+            if run is not None and run.phase == VOTING and \
+                    run.statuses.get(ref[1]) == NodeStatus.NEW:
+                run.replaced.add(ref[1])
+
     def node_idle(self, ref: NodeRef) -> None:
-        """The node heartbeats `idle` with no job: any job counting it as running lost it.
+        """The node heartbeats `idle` with no job: any job counting it as running lost it,
+        and a voting job whose commit went to the node's previous connection sends it again.
 
         The stock client sends its result before its next heartbeat on the same socket, so an
         idle heartbeat from a node we still think is running means the result was lost (the
@@ -449,6 +466,15 @@ class JobEngine:
         """
         for job_id in list(self._watching.get(ref, ())):
             run = self._jobs.get(job_id)
+            if run is not None and ref[1] in run.replaced:
+                run.replaced.discard(ref[1])
+                address = self._nodes.address(ref)
+                if run.phase == VOTING and run.statuses.get(ref[1]) == NodeStatus.NEW and \
+                        address is not None:
+                    log.info("job %s: node %s is idle on a new connection; its commit was "
+                             "lost with the old one, sending it again", job_id, ref[1])
+                    self._outbox.send(ref, address, self._commit_message(run.spec))
+                    continue
             if (
                 run is not None
                 and run.phase == RUNNING

@@ -82,6 +82,8 @@ class JobHooks(Protocol):
 
     def node_idle(self, ref: NodeRef) -> None: ...
 
+    def connection_replaced(self, ref: NodeRef) -> None: ...
+
     def output_chunk(self, ref: NodeRef, job_id: str, body: dict[str, Any]) -> bool: ...
 
 
@@ -159,6 +161,8 @@ class NodeTracker:
             self._counts["reconnected"] += 1
             log.debug("node %s/%s reconnected; sending ack", *ref)
             self._outbox.send(ref, address, {"type": "ack"})
+            if self._jobs is not None:
+                self._jobs.connection_replaced(ref)  # what went to the old one may be lost
 
         self._liveness.touch(ref, self._liveness_clock())
         self._last_seen_wall[ref] = self._wall_clock()

@@ -154,6 +154,10 @@ class ClusterRelay:
             for member in self._forget_relays(ref):
                 self._mail(member, {"op": "idle", "ref": list(ref)})
 
+    def connection_replaced(self, ref: NodeRef) -> None:
+        # This member's own jobs only: a job coordinated elsewhere waits for its voting timeout.
+        self._engine.connection_replaced(ref)
+
     def knows(self, ref: NodeRef, job_id: str, body: dict[str, Any] | None = None) -> bool:
         engine = self._engine
         if engine.knows(ref, job_id):

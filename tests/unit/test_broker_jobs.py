@@ -587,3 +587,42 @@ def test_idle_heartbeat_from_a_ready_node_is_not_judged(h: EngineHarness) -> Non
     job = running_job(h, nodes=("n1",))
     h.heartbeat("n1")  # sent before the `run` arrived
     assert h.node_status(job, "n1") == NodeStatus.READY
+
+
+# -- a node's connection replaced while it votes -------------------------------------------------
+
+
+def test_commit_lost_with_a_replaced_connection_is_sent_again(h: EngineHarness) -> None:
+    h.connect("n1")
+    job = h.start_job(["n1"])
+    assert h.sent("n1") == ["commit"]
+    # The client reopened its sockets (a config fetch) before the commit reached it: the
+    # commit went to the old connection, and the client speaks idle from a new one.
+    h.heartbeat("n1", address=("addr", "n1-new"))
+    assert h.sent("n1") == ["ack", "commit"]
+    assert h.last_sent("n1")["job_id"] == job
+    h.send("n1", "ack_commit", job, address=("addr", "n1-new"))
+    assert h.node_status(job, "n1") == NodeStatus.READY
+    assert h.job_status(job) == JobStatus.RUNNING
+
+
+def test_idle_heartbeat_on_the_same_connection_does_not_resend_the_commit(
+    h: EngineHarness,
+) -> None:
+    h.connect("n1")
+    job = h.start_job(["n1"])
+    assert h.sent("n1") == ["commit"]
+    h.heartbeat("n1")  # crossed the commit in flight: the node answers it next
+    assert h.sent("n1") == []
+    assert h.node_status(job, "n1") == NodeStatus.NEW
+
+
+def test_a_committed_node_on_a_new_connection_gets_no_second_commit(h: EngineHarness) -> None:
+    h.connect("n1")
+    job = h.start_job(["n1"])
+    assert h.sent("n1") == ["commit"]
+    # It got the commit before the switch (a second one would be nacked as busy).
+    h.heartbeat("n1", job, "committed", address=("addr", "n1-new"))
+    assert h.sent("n1") == ["ack"]
+    h.send("n1", "ack_commit", job, address=("addr", "n1-new"))
+    assert h.node_status(job, "n1") == NodeStatus.READY
