@@ -170,11 +170,18 @@ def test_job_appears_and_finishes_live_then_its_output(
     browser.find_element(By.CSS_SELECTOR, f"{row} td.id a").click()
     wait_until(browser, lambda: browser.current_url.endswith(f"/dashboard/jobs/{job_id}"),
                "the job page")
-    assert text_of(browser, "#job-status") == "complete"
-    assert text_of(browser, "#job-counts") == "succeeded 2"
-    assert text_of(browser, '#nodes tr[data-node="node2"] td.status') == "succeeded"
-    assert text_of(browser, '#outputs section[data-node="node1"] pre.stdout') == "node1 says hi"
-    assert text_of(browser, "#options dd.option-capture_output") == "true"
+    # The page renders the job, then its outputs as they load: an element read at the wrong
+    # moment is replaced under the reader (StaleElementReferenceException), so each is read
+    # until it shows its value.
+    for css, expected in (
+        ("#job-status", "complete"),
+        ("#job-counts", "succeeded 2"),
+        ('#nodes tr[data-node="node2"] td.status', "succeeded"),
+        ('#outputs section[data-node="node1"] pre.stdout', "node1 says hi"),
+        ("#options dd.option-capture_output", "true"),
+    ):
+        wait_until(browser, lambda css=css, expected=expected: text_of(browser, css) == expected,
+                   f"{css} showing {expected!r}")
     browser.save_screenshot(str(tmp_path / "job.png"))
 
 
