@@ -35,8 +35,7 @@ per-job counts as JSON in --status-file (rewritten atomically) for scripts:
      "nodes", "online", "configured", "fetching", "fetches" (started), "configs" (fetched and
      applied), "fetch_errors", "last_error",
      "dropped", "heartbeats" (sent so far), "churns" (churn rounds), "restarts" (nodes
-     restarted), "reopens" (socket-only reconfigures after the server went silent), "swept"
-     (commands the epoll loop missed, found by the once-a-second sweep), "elapsed",
+     restarted), "reopens" (socket-only reconfigures after the server went silent), "elapsed",
      "all_online_after", "updated",
      "jobs": {job_id: {"commits", "acked_runs", "results", "first_commit", "last_commit",
                        "first_run", "last_ack_run", "last_result"}}}
@@ -246,7 +245,7 @@ class Emulator:
 
     def status(self, elapsed: float, all_online_after: float | None) -> dict[str, Any]:
         keys = ("online", "configured", "fetching", "fetches", "configs", "fetch_errors",
-                "dropped", "heartbeats", "restarts", "reopens", "swept")
+                "dropped", "heartbeats", "restarts", "reopens")
         status: dict[str, Any] = {k: sum(s.get(k, 0) for s in self.latest.values())
                                   for k in keys}
         errors = [s["last_error"] for s in self.latest.values() if s.get("last_error")]

@@ -11,9 +11,7 @@ Messages to the parent (dicts over `conn`, every `report_interval` seconds):
     {"worker", "nodes", "configured", "online", "fetching", "fetches" (started),
      "configs" (fetched and applied), "fetch_errors", "last_error", "dropped",
      "heartbeats" (sent so far), "restarts" (nodes restarted so far), "reopens" (socket-only
-     reconfigures after the server went silent), "swept" (command messages the
-     once-a-second sweep found waiting while the socket's notification descriptor was quiet:
-     missed by the epoll loop, each waited up to 1 s),
+     reconfigures after the server went silent),
      "jobs": {job_id: JobRecord fields as deltas}}
 The parent sends "stop" to end the worker (so does closing the pipe), and
 {"restart": [node index, ...], "down": seconds} to restart those nodes as a restarted client
@@ -25,9 +23,7 @@ every turn (O(n) in Python and in libzmq); epoll over each socket's notification
 for the sockets that fired. ZeroMQ's FD is edge-like: after it fires the socket is read until
 EAGAIN; the sockets sent on in a turn are then checked with one zero-timeout zmq_poll over them
 (a send can consume the FD's signal of a message that came meanwhile), and once a second every
-socket is swept as a safety net; the sweep counts the command messages it finds behind a quiet
-FD (`swept`): 0 in 8,000-node jobs (bench/RESULTS.md, fourth session), so the loop does not
-stretch a job.
+socket is swept the same way as a safety net.
 
 Config fetches (signed ``GET .../pushy/config/NODE?ccpk=``, RSA sign + decrypt: ~2 ms of CPU each)
 run in a pool of `fetchers` threads so the loop keeps heartbeating meanwhile; the pool is large
@@ -179,7 +175,6 @@ class Worker:
         self.fetches = self.configs = self.fetch_errors = self.dropped = self.heartbeats = 0
         self.restarts = 0
         self.reopens = 0  # socket-only reconfigures (server silent)
-        self.swept = 0  # sockets whose waiting message only the sweep found
         self.last_error = ""
         self.running = True
         self._curve: dict[int, tuple[bytes, bytes]] = {}
@@ -452,26 +447,7 @@ class Worker:
             self._drain(node_of[sock], sock, now, wall)
 
     def _sweep(self, now: float, wall: float) -> None:
-        """Read every socket with a message waiting: the safety net for a notification the
-        loop missed. A command socket whose notification descriptor is readable is only
-        pending (epoll reports it next turn); one whose descriptor is quiet while a message
-        waits was missed, and is counted (`swept`). Each command socket is checked on its own,
-        so only a message landing within the microseconds between its two checks is counted
-        wrongly; the heartbeat SUB sockets are read in one zmq_poll, uncounted."""
-        probe = select.poll()
-        subs = []
-        for fd, (node, sock) in list(self.by_fd.items()):
-            if sock is not node.dealer:
-                subs.append((node, sock))
-                continue
-            probe.register(fd, select.POLLIN)
-            pending = bool(probe.poll(0))
-            probe.unregister(fd)
-            if zmq.zmq_poll([(sock, _POLLIN)], 0):
-                if not pending:
-                    self.swept += 1
-                self._drain(node, sock, now, wall)
-        self._drain_ready(subs, now, wall)
+        self._drain_ready(list(self.by_fd.values()), now, wall)
 
     def _report(self) -> None:
         now = time.monotonic()
@@ -489,7 +465,6 @@ class Worker:
             "heartbeats": self.heartbeats,
             "restarts": self.restarts,
             "reopens": self.reopens,
-            "swept": self.swept,
             "jobs": self.stats.take_changes(),
         })
 
