@@ -45,9 +45,14 @@ def _decode_signature(signature: str) -> bytes | None:
         return None
 
 
+# By name: hmac.digest maps a constructor such as hashlib.sha256 to its OpenSSL name on every
+# call (3.4 against 2.3 us per 300-byte message here), and every message is signed or checked.
+_DIGEST = "sha256"
+
+
 def hmac_sign(key: bytes, body: bytes) -> str:
     """base64(HMAC-SHA256(key, body))."""
-    return base64.b64encode(hmac.digest(key, body, hashlib.sha256)).decode("ascii")
+    return base64.b64encode(hmac.digest(key, body, _DIGEST)).decode("ascii")
 
 
 def hmac_verify(key: bytes, body: bytes, signature: str) -> bool:
@@ -55,7 +60,7 @@ def hmac_verify(key: bytes, body: bytes, signature: str) -> bool:
     received = _decode_signature(signature)
     if received is None:
         return False
-    return hmac.compare_digest(received, hmac.digest(key, body, hashlib.sha256))
+    return hmac.compare_digest(received, hmac.digest(key, body, _DIGEST))
 
 
 def hash_string(body: bytes) -> bytes:

@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pushd.store.db import chunks, store_function, transaction
+import peewee
+
+from pushd.store.db import chunks, get_database, store_function, transaction
 from pushd.store.models import KnownNode, NodeSessionKey
 from pushd.store.times import to_naive_utc, utcnow
 
@@ -77,8 +79,26 @@ def load_session_keys() -> dict[tuple[str, str], tuple[str, bytes]]:
     }
 
 
+TOUCH_CHUNK = 20_000  # names per statement (PostgreSQL)
+_TOUCH_POSTGRES = (
+    "INSERT INTO known_nodes (org_id, node_name, last_seen)"
+    " SELECT %s, u.n, u.t FROM unnest(%b::text[], %b::timestamp[]) AS u(n, t)"
+    " ON CONFLICT (org_id, node_name) DO UPDATE SET last_seen = EXCLUDED.last_seen"
+)
+
+
 @store_function
 def touch_known_nodes(org_id: str, last_seen: Mapping[str, datetime]) -> None:
+    database = get_database()
+    if not isinstance(database, peewee.SqliteDatabase):
+        # One statement over arrays: peewee composing 500-row upserts cost the broker's
+        # interpreter ~0.2 s per 8,000 nodes, every flush (0.01 s so).
+        names = list(last_seen)
+        with transaction():
+            for chunk in chunks(names, TOUCH_CHUNK):
+                database.execute_sql(_TOUCH_POSTGRES, [
+                    org_id, chunk, [to_naive_utc(last_seen[name]) for name in chunk]])
+        return
     rows = [
         {"org_id": org_id, "node_name": name, "last_seen": to_naive_utc(seen)}
         for name, seen in last_seen.items()
