@@ -11,7 +11,8 @@ Public API:
                  headers=None, max_bytes=MAX_RESPONSE_BYTES) -> Response      (raises ApiError)
         .get_json(path, params=None) -> Any
         .post_json(path, document) -> Any
-        .open_stream(path, headers=None, timeout=None) -> (HTTPConnection, HTTPResponse)
+        .open_stream(path, headers=None, timeout=None) -> (HTTPConnection, HTTPResponse, socket)
+                                            the socket: to shut down under a blocked read
             a signed GET left open for reading (SSE); the caller closes the connection
         .url(path) -> str
         .server_root() -> ChefHTTP | None
@@ -180,7 +181,7 @@ class ChefHTTP:
         headers: dict[str, str] | None,
         accept: str,
         timeout: float | None,
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, socket.socket | None]:
         full_path = quote(self._full_path(path), safe="/%:@")
         signed = sign_request(method, full_path, body, self.user, self.key,
                               version=self.sign_version)
@@ -197,11 +198,14 @@ class ChefHTTP:
         conn = self._connection(timeout)
         try:
             conn.request(method, target, body=body or None, headers=all_headers)
+            # Taken before getresponse(): a response that reads until the connection closes
+            # takes the socket over, and conn.sock is None afterwards.
+            sock = conn.sock
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise CliError(f"cannot reach {self.server_url}: {_describe(exc)}") from None
-        return conn, response
+        return conn, response, sock
 
     def request(
         self,
@@ -215,7 +219,8 @@ class ChefHTTP:
         max_bytes: int = MAX_RESPONSE_BYTES,
         timeout: float | None = None,
     ) -> Response:
-        conn, response = self._send(method, path, body or b"", params, headers, accept, timeout)
+        conn, response, _ = self._send(method, path, body or b"", params, headers, accept,
+                                       timeout)
         try:
             data = response.read(max_bytes + 1)
         except (OSError, http.client.HTTPException) as exc:
@@ -240,10 +245,11 @@ class ChefHTTP:
 
     def open_stream(
         self, path: str, headers: dict[str, str] | None = None, timeout: float | None = None
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """A signed GET whose 2xx response is left unread; non-2xx raises ApiError."""
-        conn, response = self._send("GET", path, b"", None, headers, "text/event-stream",
-                                    timeout)
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, socket.socket | None]:
+        """A signed GET whose 2xx response is left unread; non-2xx raises ApiError. The
+        socket comes too: shutting it down wakes a read blocked in another thread."""
+        conn, response, sock = self._send("GET", path, b"", None, headers, "text/event-stream",
+                                          timeout)
         if not 200 <= response.status < 300:
             try:
                 data = response.read(64 * 1024)
@@ -251,7 +257,7 @@ class ChefHTTP:
                 data = b""
             conn.close()
             raise ApiError(response.status, error_message(response.status, data), data)
-        return conn, response
+        return conn, response, sock
 
 
 def _describe(exc: BaseException) -> str:

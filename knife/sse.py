@@ -26,6 +26,7 @@ import contextlib
 import http.client
 import json
 import queue as queue_module
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -37,6 +38,7 @@ from pushd_knife.chefhttp import ApiError, ChefHTTP
 from pushd_knife.exitcodes import CliError
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
+STOP_JOIN = 2.0  # seconds stop() waits for the reader thread to end
 # One event's data lines together: a stream of short `data:` lines must not grow memory either.
 MAX_EVENT_CHARS = MAX_LINE_BYTES
 # HTTP statuses that mean "this server has no usable feed": fall back to polling at once.
@@ -165,14 +167,29 @@ class FeedReader:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="push-jobs-feed", daemon=True)
         self._conn: HTTPConnection | None = None
+        self._sock: socket.socket | None = None  # the stream's socket (see stop)
         self.last_error: str | None = None
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop reading; returns once the reader thread ended (or after STOP_JOIN seconds).
+
+        The socket is shut down, not only closed: closing it does not wake a read blocked
+        in the reader thread, which then outlived the interpreter, and a daemon thread woken
+        during interpreter shutdown can abort the process ("FATAL: exception not rethrown",
+        SIGABRT, seen after Ctrl-C)."""
         self._stop.set()
-        conn = self._conn
+        self._hang_up()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(STOP_JOIN)
+
+    def _hang_up(self) -> None:
+        sock, conn = self._sock, self._conn
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         if conn is not None:
             with contextlib.suppress(OSError):
                 conn.close()
@@ -193,8 +210,8 @@ class FeedReader:
         while not self._stop.is_set():
             headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
             try:
-                conn, response = self.http.open_stream(self.path, headers,
-                                                       timeout=self.stall_timeout)
+                conn, response, sock = self.http.open_stream(self.path, headers,
+                                                             timeout=self.stall_timeout)
             except ApiError as exc:
                 self.last_error = f"{exc.status} {exc.message}"
                 if exc.status in NO_FEED_STATUSES:
@@ -205,11 +222,14 @@ class FeedReader:
                 self.last_error = exc.message
                 failures += 1
             else:
-                self._conn = conn
+                self._conn, self._sock = conn, sock
+                if self._stop.is_set():  # stop() came while this connection was being opened
+                    self._hang_up()
+                    return
                 self.queue.put(FEED_CONNECTED)
                 delivered, finished = self._read(response)
                 conn.close()
-                self._conn = None
+                self._conn = self._sock = None
                 if finished:
                     self.queue.put(FEED_ENDED)
                     return

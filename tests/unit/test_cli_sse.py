@@ -104,3 +104,47 @@ def test_tracker_takes_summary_as_truth() -> None:
     assert tracker.apply_event(Event("summary", "job-1", json.dumps(summary)))
     assert (tracker.status, tracker.nodes, tracker.finished) == ("timed_out", {"a": "timed_out"},
                                                                 True)
+
+
+def test_stop_ends_a_reader_blocked_on_a_silent_stream() -> None:
+    """stop() must end the reader thread, not leave it blocked in a read: a daemon thread
+    still reading when the interpreter exits (after Ctrl-C) could abort the process."""
+    import queue
+    import socket
+    import threading
+    import time
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from pushd_knife.chefhttp import ChefHTTP
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:  # a feed that sends one event, then nothing (a quiet stream)
+        conn, _ = listener.accept()
+        held.append(conn)
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+                     b"event: start\nid: 1\ndata: {}\n\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption())
+    http = ChefHTTP(f"http://127.0.0.1:{listener.getsockname()[1]}/organizations/o", "u", key)
+    events: queue.Queue[object] = queue.Queue()
+    reader = sse.FeedReader(http, "/pushy/jobs/x/events", events, stall_timeout=60.0)
+    reader.start()
+    try:
+        assert events.get(timeout=10) is sse.FEED_CONNECTED
+        assert isinstance(events.get(timeout=10), Event)  # now blocked reading a silent stream
+        started = time.monotonic()
+        reader.stop()
+        assert not reader._thread.is_alive()
+        assert time.monotonic() - started < sse.STOP_JOIN
+    finally:
+        for conn in held:
+            conn.close()
+        listener.close()
