@@ -156,8 +156,8 @@ class JobRun:
         self.tally: Counter[NodeStatus] = Counter(self.statuses.values())
         self.timer: Timer | None = None
         self.recovering: set[str] = set()
-        # Nodes sent `commit` that then spoke from a new connection: the commit may have been
-        # lost with the old one (see JobEngine.connection_replaced).
+        # Nodes sent `commit` (or `run`) that then spoke from a new connection: the message may
+        # have been lost with the old one (see JobEngine.connection_replaced).
         self.replaced: set[str] = set()
         self.started: float | None = None  # scheduler time it began voting (None: re-attached)
         # Rollout control: ready nodes not yet sent `run`, in turn order. `pending` says which
@@ -445,15 +445,46 @@ class JobEngine:
     def connection_replaced(self, ref: NodeRef) -> None:
         """The node speaks from a new connection (its client reopened its sockets, e.g. after
         a config fetch): a `commit` sent to the old connection may be lost with it, and the
-        job would wait for its voting timeout. The node's voting jobs remember it; its next
-        idle heartbeat says the commit never arrived, and node_idle sends it again. (A blind
-        resend could reach a client that did get the first one, which answers a second commit
-        with nack_commit.)"""
+        job would wait for its voting timeout; so may a `run`, and the job would wait for its
+        run timeout. The node's jobs that sent it either remember it: its next idle heartbeat
+        says the commit never arrived (node_idle sends it again), its next heartbeat naming the
+        job says whether the run did (job_heartbeat). (A blind resend could reach a client
+        that did get the first one, which answers a second commit or run with a nack.)"""
+        name = ref[1]
         for job_id in self._watching.get(ref, ()):
             run = self._jobs.get(job_id)
-            if run is not None and run.phase == VOTING and \
-                    run.statuses.get(ref[1]) == NodeStatus.NEW:
-                run.replaced.add(ref[1])
+            if run is None:
+                continue
+            status = run.statuses.get(name)
+            if (run.phase == VOTING and status == NodeStatus.NEW) or (
+                run.phase == RUNNING and status == NodeStatus.READY and name not in run.pending
+            ):
+                run.replaced.add(name)  # sent `commit` (or `run`) with no answer yet
+
+    def job_heartbeat(self, ref: NodeRef, job_id: str, job_state: Any) -> None:
+        """A heartbeat naming a live job of the node. From a node sent `run` whose connection
+        was then replaced, it tells what became of the `run`: still `committed` means it was
+        lost with the old connection (sent again, not blindly: a running client answers a
+        second `run` with nack_run); `running` means the run arrived and the `ack_run` was
+        lost (taken as that ack, else the job would count the node running only at its
+        result)."""
+        run = self._jobs.get(job_id)
+        name = ref[1]
+        if run is None or name not in run.replaced or run.spec.org_id != ref[0]:
+            return
+        run.replaced.discard(name)
+        if run.phase != RUNNING or run.statuses.get(name) != NodeStatus.READY:
+            return
+        if job_state == "committed":
+            address = self._nodes.address(ref)
+            if address is not None:
+                log.info("job %s: node %s is still committed on a new connection; its run "
+                         "was lost with the old one, sending it again", job_id, name)
+                self._outbox.send(ref, address, self._run_message(run.spec))
+        elif job_state == "running":
+            log.info("job %s: node %s runs on a new connection; its ack_run was lost",
+                     job_id, name)
+            self._on_event(run, name, "ack_run", {})
 
     def node_idle(self, ref: NodeRef) -> None:
         """The node heartbeats `idle` with no job: any job counting it as running lost it,

@@ -38,6 +38,8 @@ Session states follow the original's `pushy_node_state` (post_init is folded int
   count the time its own loop was stalled, so nodes are not convicted for the broker's delay.
 * A heartbeat saying the node is idle with no job goes to the engine (JobHooks.node_idle): a
   node a job still counts as running has lost its job (its result was dropped on the way).
+  One naming a live job goes there too (JobHooks.job_heartbeat): after a replaced connection
+  it tells whether the `run` sent to the old one arrived.
 * Re-attach after a broker restart: the first message of a node still running a job the broker
   is recovering (JobHooks.reattach accepts it) opens the session in `idle` without an abort,
   answered by `ack`, so the running command is not killed. Such a node is not judged offline
@@ -83,6 +85,8 @@ class JobHooks(Protocol):
     def node_idle(self, ref: NodeRef) -> None: ...
 
     def connection_replaced(self, ref: NodeRef) -> None: ...
+
+    def job_heartbeat(self, ref: NodeRef, job_id: str, job_state: Any) -> None: ...
 
     def output_chunk(self, ref: NodeRef, job_id: str, body: dict[str, Any]) -> bool: ...
 
@@ -172,9 +176,12 @@ class NodeTracker:
             if job_id is None:
                 if jobs is not None and body.get("job_state") == "idle":
                     jobs.node_idle(ref)
-            elif session.state == IDLE and (jobs is None or not jobs.knows(ref, job_id, body)):
-                log.info("node %s/%s heartbeats for unknown job %s; rehab", *ref, job_id)
-                self.rehab(ref)
+            elif session.state == IDLE:
+                if jobs is None or not jobs.knows(ref, job_id, body):
+                    log.info("node %s/%s heartbeats for unknown job %s; rehab", *ref, job_id)
+                    self.rehab(ref)
+                else:
+                    jobs.job_heartbeat(ref, job_id, body.get("job_state"))
         elif kind == "output":
             # Live output (pushd clients): a chunk for a job that is over or unknown is only
             # late, never a reason for rehab.

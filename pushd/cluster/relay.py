@@ -158,6 +158,9 @@ class ClusterRelay:
         # This member's own jobs only: a job coordinated elsewhere waits for its voting timeout.
         self._engine.connection_replaced(ref)
 
+    def job_heartbeat(self, ref: NodeRef, job_id: str, job_state: Any) -> None:
+        self._engine.job_heartbeat(ref, job_id, job_state)  # as connection_replaced: own jobs
+
     def knows(self, ref: NodeRef, job_id: str, body: dict[str, Any] | None = None) -> bool:
         engine = self._engine
         if engine.knows(ref, job_id):

@@ -617,6 +617,40 @@ def test_idle_heartbeat_on_the_same_connection_does_not_resend_the_commit(
     assert h.node_status(job, "n1") == NodeStatus.NEW
 
 
+def test_run_lost_with_a_replaced_connection_is_sent_again(h: EngineHarness) -> None:
+    job = running_job(h, nodes=("n1",))
+    # The run went to the old connection; from the new one the client still says committed.
+    h.heartbeat("n1", job, "committed", address=("addr", "n1-new"))
+    assert h.sent("n1") == ["ack", "run"]
+    assert h.last_sent("n1")["job_id"] == job
+    # Sent once: a later committed heartbeat (crossing the new run in flight) gets nothing.
+    h.heartbeat("n1", job, "committed", address=("addr", "n1-new"))
+    assert h.sent("n1") == []
+    h.send("n1", "ack_run", job, address=("addr", "n1-new"))
+    h.send("n1", "succeeded", job, address=("addr", "n1-new"))
+    assert h.job_status(job) == JobStatus.COMPLETE
+
+
+def test_committed_heartbeat_on_the_same_connection_does_not_resend_the_run(
+    h: EngineHarness,
+) -> None:
+    job = running_job(h, nodes=("n1",))
+    h.heartbeat("n1", job, "committed")  # crossed the run in flight
+    assert h.sent("n1") == []
+    assert h.node_status(job, "n1") == NodeStatus.READY
+
+
+def test_ack_run_lost_with_a_replaced_connection_counts_the_node_running(
+    h: EngineHarness,
+) -> None:
+    job = running_job(h, nodes=("n1",))
+    # The run arrived, the ack_run went out on the old connection and was lost.
+    h.heartbeat("n1", job, "running", address=("addr", "n1-new"))
+    assert h.sent("n1") == ["ack"]  # no second run: the client would nack it
+    assert h.node_status(job, "n1") == NodeStatus.RUNNING
+    assert h.event_names(job)[-1] == "run_start"
+
+
 def test_a_committed_node_on_a_new_connection_gets_no_second_commit(h: EngineHarness) -> None:
     h.connect("n1")
     job = h.start_job(["n1"])
