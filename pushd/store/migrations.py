@@ -283,6 +283,20 @@ def _migration_6(database: peewee.Database) -> None:
     _run_script(database, _V6_DDL)
 
 
+def _migration_7(database: peewee.Database) -> None:
+    """Room for a job's node rows to be updated in place (issue 19, PostgreSQL): each row of
+    a job changes status about three times within seconds (ready, running, result). With full
+    pages every new row version went to another page and into the primary key's index; with
+    half of each page free they are heap-only updates (HOT), and the next wave reuses the space
+    of the last one. Database CPU per 8,000-node job's journal writes: 0.96-0.99 -> 0.71-0.73 s
+    (bench/bench_journal.py). The cost: the table's pages hold half as many new rows. Pages
+    written before this version keep their layout. SQLite has no such setting."""
+    if _dialect_of(database) == "postgres":
+        database.execute_sql(f"ALTER TABLE job_nodes SET (fillfactor = {JOB_NODES_FILLFACTOR})")
+
+
+JOB_NODES_FILLFACTOR = 50
+
 MIGRATIONS: tuple[Callable[[peewee.Database], None], ...] = (
     _migration_1,
     _migration_2,
@@ -290,6 +304,7 @@ MIGRATIONS: tuple[Callable[[peewee.Database], None], ...] = (
     _migration_4,
     _migration_5,
     _migration_6,
+    _migration_7,
 )
 LATEST_VERSION = len(MIGRATIONS)
 
