@@ -180,6 +180,8 @@ class JobRun:
         self.tally[status] += 1
         if status != NodeStatus.READY and self.pending:
             self.pending.discard(name)
+        if self.replaced:
+            self.replaced.discard(name)  # it answered: nothing sent before was lost
 
     def in_flight(self) -> int:
         """Nodes sent `run` (or re-attaching) that have not finished."""

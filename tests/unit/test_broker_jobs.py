@@ -631,6 +631,18 @@ def test_run_lost_with_a_replaced_connection_is_sent_again(h: EngineHarness) -> 
     assert h.job_status(job) == JobStatus.COMPLETE
 
 
+def test_a_node_replaced_while_voting_gets_one_run_after_it_answered(h: EngineHarness) -> None:
+    h.connect("n1")
+    job = h.start_job(["n1"])
+    assert h.sent("n1") == ["commit"]
+    # It had the commit; its answer is the first word from its new connection.
+    h.send("n1", "ack_commit", job, address=("addr", "n1-new"))
+    assert h.sent("n1") == ["ack", "run"]  # the run goes to the new connection
+    # Crossing that run in flight: the first run was not lost, nothing is sent again.
+    h.heartbeat("n1", job, "committed", address=("addr", "n1-new"))
+    assert h.sent("n1") == []
+
+
 def test_committed_heartbeat_on_the_same_connection_does_not_resend_the_run(
     h: EngineHarness,
 ) -> None:
