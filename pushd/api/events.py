@@ -1,8 +1,9 @@
 """Live wake-ups for SSE streams from the broker's events socket.
 
-The broker writes every feed event to the database before publishing it on
-``ipc://{run_dir}/events.sock`` (frames: topic ``job.<job_id>`` | ``org.<org_id>``, JSON). The
-database stays the source of truth for the streams: a published event only wakes the streams
+The broker writes every feed event to the database before it wakes the feeds on
+``ipc://{run_dir}/events.sock`` (frames: topic ``job.<job_id>`` | ``org.<org_id>``, then
+``{"id": N}``, the newest stored event id on the topic; one message per topic per journal
+batch). The database is the source of truth for the streams: a wake-up only wakes the streams
 listening on its topic, and they read what is new from the store. So a stream never misses an
 event the socket dropped, never blocks the broker (PUB drops for a slow subscriber) and never
 blocks another stream (a wake-up is a flag, not a queue).
@@ -152,7 +153,7 @@ class EventHub:
                     except zmq.Again:
                         break
                     topics.add(frame.bytes)
-                    while frame.more:  # the event's JSON: the streams read it from the store
+                    while frame.more:  # {"id": N}: the streams read what is new from the store
                         frame = recv(sock, zmq.NOBLOCK, copy=False)
                 for topic in topics:
                     self._wake(topic.decode("utf-8", "replace"))

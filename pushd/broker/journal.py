@@ -19,7 +19,7 @@
                                    compares it before/after a step to know if it recorded any)
 
 `store` is the `pushd.store` package (or anything with the same functions); `publish(topic,
-payload)` sends on the events PUB socket: a feed event's payload is the bytes of its JSON, a
+payload)` sends on the events PUB socket: a feed wake-up's payload is bytes (``{"id": N}``), a
 cluster wake-up's an empty dict (the publisher encodes a dict). While the writer thread runs,
 `publish` is only called from it (a ZeroMQ socket must be used by one thread at a time): the
 loop hands the socket over with `start` and gets it back after `close`.
@@ -28,12 +28,13 @@ The writer takes everything queued (up to MAX_BATCH transitions and about MAX_BA
 statuses and events, whole transitions), merges it per job and writes
 it in ONE database transaction: node statuses grouped per (status, reason), events in one
 multi-row insert. Each event's row id (`store.append_events`) is its stable id; only after the
-transaction commits is it published as topic ``job.<job_id>`` (every event) and
-``org.<org_id>`` (`start` and `job_complete`), payload ``{"id", "event", "job", "data"}``,
-where data starts with ``timestamp`` (``YYYY-MM-DD HH:MM:SS.uuuuuuZ``). Each event's data is
-JSON-encoded once, in the writer (`store.encode_data`'s encoding): the row stores that text and
-the payload carries the same text. Batches are written and
-published in the order they were recorded, so events of a job keep their order.
+transaction commits are the feeds woken: one message per topic per batch, topic
+``job.<job_id>`` (any event of the job) or ``org.<org_id>`` (`start` and `job_complete`),
+payload ``{"id": N}``, the newest event id of the batch on that topic (every event up to it is
+committed). The streams read the events from the store; the events socket carries no event
+data. Each event's data (starting with ``timestamp``, ``YYYY-MM-DD HH:MM:SS.uuuuuuZ``) is
+JSON-encoded once, in the writer (`store.encode_data`'s encoding). Batches are written and
+woken in the order they were recorded, so events of a job keep their order.
 
 If the database is unavailable (`store.StoreUnavailable`) the batch goes back to the head of the
 queue and the writer retries after RETRY_DELAY seconds. Any other refusal splits the batch:
@@ -49,7 +50,7 @@ nodes use (pushd.protocol.output), its row keeps the original size and `truncate
 made here, in the writer thread, not in the broker's loop. Live output chunks (`LiveChunk`,
 pushd clients' `output` messages) are appended to the running node's stored output with the
 same cap (`store.append_output`). Their `output` events are ordinary job events (stored in the
-batch's transaction, then published; the org feed never gets them), so the feed has every chunk
+batch's transaction, then woken; the org feed never gets them), so the feed has every chunk
 at once; the stored copy of a stream (what `GET .../output?offset=N` reads) is written at most
 every LIVE_ROW_INTERVAL seconds, the chunks that came meanwhile in one read and write (they
 wait in the writer thread, at most that long, or until the writer is next idle), because a
@@ -381,8 +382,7 @@ class StoreJournal:
         to announce after it."""
         store = self._store
         stamp = event_timestamp(utcnow())
-        # Each event's data is JSON-encoded once, here: the row stores that text and the
-        # published payload carries it (a big job's events were encoded twice each).
+        # Each event's data is JSON-encoded once, here; the timestamp's text once per batch.
         head = '{"timestamp":' + _ENCODE(stamp)
         events: list[_Event] = []
         sources: list[dict[str, Any]] = []  # the events' data as recorded, for the log lines
@@ -484,23 +484,30 @@ class StoreJournal:
         # Outside _write_batch's try: the rows are committed, a failing publish must not make
         # them be written again.
         node_debug = log.isEnabledFor(logging.DEBUG)
-        for event_id, (org_id, job_id, name, text), data in zip(ids, events, sources,
-                                                                 strict=True):
-            # {"id", "event", "job", "data"} around the stored text of the data (ASCII JSON).
-            payload = (f'{{"id":{event_id},"event":{_ENCODE(name)},"job":{_ENCODE(job_id)},'
-                       f'"data":{text}}}').encode("ascii")
+        newest_of_job: dict[str, int] = {}
+        newest_of_org: dict[str, int] = {}
+        for event_id, (org_id, job_id, name, _text), data in zip(ids, events, sources,
+                                                                  strict=True):
             if "node" not in data:
                 log.info("event %d job %s %s %s", event_id, job_id, name, _brief(data))
             elif node_debug:
                 # Three per node per job: at INFO they were a large part of a big job's cost.
                 log.debug("event %d job %s %s %s", event_id, job_id, name, _brief(data))
+            newest_of_job[job_id] = event_id
+            if name in ORG_FEED_EVENTS:
+                newest_of_org[org_id] = event_id
+        # One wake-up per feed topic per batch, naming the newest event id on it (all events
+        # up to it are committed): streams read the events from the store, and one message
+        # per event cost the writer and every API worker's reader 24,000 each per 8,000-node
+        # job.
+        wakes = [(f"job.{job_id}", event_id) for job_id, event_id in newest_of_job.items()]
+        wakes += [(f"org.{org_id}", event_id) for org_id, event_id in newest_of_org.items()]
+        for topic, event_id in wakes:
             try:
-                self._publish(f"job.{job_id}", payload)
-                if name in ORG_FEED_EVENTS:
-                    self._publish(f"org.{org_id}", payload)
+                self._publish(topic, b'{"id":%d}' % event_id)
             except Exception:
-                log.exception("could not publish event %d (it is stored: feeds replay it)",
-                              event_id)
+                log.exception("could not publish a wake-up for %s (events are stored: "
+                              "feeds replay them)", topic)
 
 
 def _encoded(head: str, stamp: str, data: dict[str, Any]) -> EncodedJSON:

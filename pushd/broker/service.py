@@ -28,7 +28,7 @@ Sockets (addresses from the config):
     ROUTER {listen}:{unencrypted_command_port} only when allow_unencrypted (1.x clients)
     REP    inproc://zeromq.zap.01             the ZAP handler, bound before the Curve socket
     ROUTER ipc://{run_dir}/control.sock       control requests from API workers (control.py)
-    PUB    ipc://{run_dir}/events.sock        feed events, after they are in the database
+    PUB    ipc://{run_dir}/events.sock        feed wake-ups, after the events are in the database
 
 Each command ROUTER queues at most COMMAND_RCVHWM messages per connection: an overloaded broker
 pushes back through TCP instead of growing its memory. A turn handles command messages for at
@@ -765,10 +765,10 @@ class Broker:
     def _publish(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         # Called by the journal only: from its writer thread once that runs, which then is the
         # one thread using the events socket (the loop uses it only before, for recovery).
-        # A feed event comes as the bytes of its JSON (its data encoded once, for the row too).
+        # A feed wake-up comes as bytes ({"id": N}), a cluster wake-up as a dict.
         try:
             # Frame by frame, flags computed once: send_multipart ORs zmq's enum flags in
-            # Python per frame, and a big job publishes three events per node.
+            # Python per frame.
             socket = self._sockets["events"]
             socket.send(topic.encode(), _SEND_MORE)
             socket.send(payload if isinstance(payload, bytes) else json.dumps(payload).encode(),

@@ -154,7 +154,7 @@ def test_abort_of_a_job_not_yet_started(env: BrokerEnv) -> None:
     assert view.nodes_by_status() == {"aborted": ["n1", "n2"]}
 
 
-def test_events_are_stored_before_they_are_published(env: BrokerEnv) -> None:
+def test_feeds_are_woken_with_the_newest_stored_event(env: BrokerEnv) -> None:
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.linger = 0
     sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -168,19 +168,20 @@ def test_events_are_stored_before_they_are_published(env: BrokerEnv) -> None:
         topic, payload = sub.recv_multipart()
         received.append((topic.decode(), json.loads(payload)))
     sub.close(0)
-    job_events = [p for t, p in received if t == f"job.{job}"]
-    org_events = [p for t, p in received if t == f"org.{ORG_ID}" and p["job"] == job]
-    assert [p["event"] for p in job_events] == [
+    stored = store.job_events_after(ORG_ID, job)
+    assert [e.name for e in stored] == [
         "start", "quorum_vote", "quorum_succeeded", "run_start", "run_complete", "job_complete"
     ]
-    assert [p["event"] for p in org_events] == ["start", "job_complete"]
-    stored = {e.id: e.name for e in store.job_events_after(ORG_ID, job)}
-    for payload in job_events:
-        assert stored[payload["id"]] == payload["event"]
-        assert payload["job"] == job
-        assert next(iter(payload["data"])) == "timestamp"
-    assert job_events[0]["data"]["user"] == "alice"
-    assert job_events[-1]["data"]["status"] == "complete"
+    ids = {e.id for e in stored}
+    job_wakes = [p["id"] for t, p in received if t == f"job.{job}"]
+    org_wakes = [p["id"] for t, p in received if t == f"org.{ORG_ID}" and p["id"] in ids]
+    # A wake-up carries no event, only the newest stored id on its topic, and comes after it.
+    assert job_wakes and set(job_wakes) <= ids and job_wakes == sorted(job_wakes)
+    assert job_wakes[-1] == stored[-1].id
+    assert org_wakes[-1] == stored[-1].id  # job_complete is on the org feed
+    assert all(set(p) == {"id"} for t, p in received if t.startswith(("job.", "org.")))
+    assert stored[0].data["user"] == "alice"
+    assert next(iter(stored[-1].data)) == "timestamp" and stored[-1].data["status"] == "complete"
 
 
 def _joined(env: BrokerEnv, sub: zmq.Socket) -> bool:
