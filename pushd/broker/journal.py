@@ -377,9 +377,9 @@ class StoreJournal:
 
     def _write(
         self, batch: list[Transition]
-    ) -> tuple[list[int], list[_Event], list[dict[str, Any]]]:
+    ) -> tuple[list[int], list[_Event], list[dict[str, Any]], dict[str, int]]:
         """One transaction; returns the events' ids, the events and their data as recorded,
-        to announce after it."""
+        and the newest event id per feed topic, to announce after it."""
         store = self._store
         stamp = event_timestamp(utcnow())
         # Each event's data is JSON-encoded once, here; the timestamp's text once per batch.
@@ -425,16 +425,18 @@ class StoreJournal:
                 if changes.job_status is not None:
                     store.set_job_status(org_id, job_id, changes.job_status)
             ids = []
+            newest: dict[str, int] = {}
             if events:
                 if self._cluster is not None:
                     self._cluster.lock_events()
                 ids = store.append_events(events)
+                newest = _newest_by_topic(ids, events)
                 if self._cluster is not None:
-                    self._cluster.ring_events(_topics(events))
+                    self._cluster.ring_events(newest)
         for key in live_now_all:
             self._live.pop(key, None)
             self._live_due[key] = time.monotonic() + LIVE_ROW_INTERVAL
-        return ids, events, sources
+        return ids, events, sources, newest
 
     def _queue_live(
         self, org_id: str, job_id: str, changes: _JobChanges
@@ -479,30 +481,24 @@ class StoreJournal:
                 log.exception("could not publish a wake-up for %s", topic)
 
     def _announce(
-        self, ids: list[int], events: list[_Event], sources: list[dict[str, Any]]
+        self, ids: list[int], events: list[_Event], sources: list[dict[str, Any]],
+        newest: dict[str, int],
     ) -> None:
         # Outside _write_batch's try: the rows are committed, a failing publish must not make
         # them be written again.
         node_debug = log.isEnabledFor(logging.DEBUG)
-        newest_of_job: dict[str, int] = {}
-        newest_of_org: dict[str, int] = {}
-        for event_id, (org_id, job_id, name, _text), data in zip(ids, events, sources,
-                                                                  strict=True):
+        for event_id, (_org_id, job_id, name, _text), data in zip(ids, events, sources,
+                                                                   strict=True):
             if "node" not in data:
                 log.info("event %d job %s %s %s", event_id, job_id, name, _brief(data))
             elif node_debug:
                 # Three per node per job: at INFO they were a large part of a big job's cost.
                 log.debug("event %d job %s %s %s", event_id, job_id, name, _brief(data))
-            newest_of_job[job_id] = event_id
-            if name in ORG_FEED_EVENTS:
-                newest_of_org[org_id] = event_id
         # One wake-up per feed topic per batch, naming the newest event id on it (all events
         # up to it are committed): streams read the events from the store, and one message
         # per event cost the writer and every API worker's reader 24,000 each per 8,000-node
         # job.
-        wakes = [(f"job.{job_id}", event_id) for job_id, event_id in newest_of_job.items()]
-        wakes += [(f"org.{org_id}", event_id) for org_id, event_id in newest_of_org.items()]
-        for topic, event_id in wakes:
+        for topic, event_id in newest.items():
             try:
                 self._publish(topic, b'{"id":%d}' % event_id)
             except Exception:
@@ -520,13 +516,19 @@ def _encoded(head: str, stamp: str, data: dict[str, Any]) -> EncodedJSON:
     return EncodedJSON(head + "," + _ENCODE(data)[1:])
 
 
-def _topics(events: list[_Event]) -> set[str]:
-    topics = set()
-    for org_id, job_id, name, _ in events:
-        topics.add(f"job.{job_id}")
+def _newest_by_topic(ids: list[int], events: list[_Event]) -> dict[str, int]:
+    """Feed topic (``job.<id>`` for every event, ``org.<id>`` for ORG_FEED_EVENTS) -> the
+    newest of these events on it, in order of each topic's first event."""
+    newest: dict[str, int] = {}
+    topic_of_job: dict[str, str] = {}  # one f-string per job, not per event
+    for event_id, (org_id, job_id, name, _) in zip(ids, events, strict=True):
+        topic = topic_of_job.get(job_id)
+        if topic is None:
+            topic = topic_of_job[job_id] = f"job.{job_id}"
+        newest[topic] = event_id
         if name in ORG_FEED_EVENTS:
-            topics.add(f"org.{org_id}")
-    return topics
+            newest[f"org.{org_id}"] = event_id
+    return newest
 
 
 class _JobChanges:
