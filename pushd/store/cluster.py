@@ -58,12 +58,11 @@ from datetime import datetime
 from typing import Any
 
 from pushd.states import ACTIVE_JOB_STATUSES
-from pushd.store.db import chunks, get_database, store_function, transaction
+from pushd.store.db import ARRAY_CHUNK, chunks, get_database, store_function, transaction
 
 ACTIVE = tuple(int(status) for status in ACTIVE_JOB_STATUSES)
 _ACTIVE_SQL = ", ".join(str(status) for status in ACTIVE)
 UPSERT_CHUNK = 500
-PRESENCE_CHUNK = 5000  # rows per presence statement (arrays: the size bounds the statement)
 # NOTIFY channels are identifiers (at most 63 bytes): a member's name can be anything.
 IDENTITY_CHANNEL = "pushd_identity"
 _EVENTS_LOCK_KEY = 0x70757368_65766E74  # "pushevnt": pushd's event-order advisory lock
@@ -218,14 +217,14 @@ def set_presence(member: str, changes: Mapping[tuple[str, str], bool | None]) ->
     with transaction():
         _transient()
         cursor = database.cursor()
-        # One statement per chunk over arrays, not a statement per row: every node of a job
-        # changes availability twice per job, and executemany's 8,000 upserts cost the broker's
-        # interpreter ~0.22 s of CPU per wave (0.01 s so; bench in bench/RESULTS.md).
-        for chunk in chunks(held, PRESENCE_CHUNK):
+        # One statement per chunk over arrays, not a statement per row: a reconnect herd or a
+        # mass offline changes thousands of nodes at once, and executemany's 8,000 upserts cost
+        # the broker's interpreter ~0.22 s of CPU (0.02 s so; bench/RESULTS.md, fifth session).
+        for chunk in chunks(held, ARRAY_CHUNK):
             cursor.execute(_UPSERT_PRESENCE, [member, [row[0] for row in chunk],
                                               [row[1] for row in chunk],
                                               [row[2] for row in chunk]])
-        for chunk in chunks(gone, PRESENCE_CHUNK):
+        for chunk in chunks(gone, ARRAY_CHUNK):
             cursor.execute(_DELETE_PRESENCE, [[row[0] for row in chunk],
                                               [row[1] for row in chunk], member])
 

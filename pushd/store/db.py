@@ -303,6 +303,11 @@ def connection() -> Any:
     return get_database().connection_context()
 
 
+# Elements per array parameter of one PostgreSQL statement (`unnest(%b::text[])` inserts and
+# upserts): bounds a statement's size, not a parameter count.
+ARRAY_CHUNK = 20_000
+
+
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     """Successive slices of at most `size` items (keeps statements under parameter limits)."""
     for start in range(0, len(items), size):

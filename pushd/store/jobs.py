@@ -92,6 +92,7 @@ from pushd.protocol.output import TRUNCATION_MARKER, split_marker, tail_bytes
 from pushd.rollout import from_stored, to_stored
 from pushd.states import ACTIVE_JOB_STATUSES, JobStatus, NodeStatus
 from pushd.store.db import (
+    ARRAY_CHUNK,
     ConflictError,
     InvalidValue,
     chunks,
@@ -296,7 +297,6 @@ _INSERT_JOB_NODE = (
 )
 
 
-INSERT_NODES_CHUNK = 20_000  # names per statement (PostgreSQL): bounds one statement's size
 _INSERT_JOB_NODES_POSTGRES = (
     "INSERT INTO job_nodes (job_id, org_id, node_name, status, reason, created_at, updated_at)"
     " SELECT %s, %s, u.name, %s, NULL, %s, %s FROM unnest(%b::text[]) AS u(name)"
@@ -305,7 +305,8 @@ _INSERT_JOB_NODES_POSTGRES = (
 
 def _insert_job_nodes(job_id: str, org_id: str, names: list[str], now: datetime) -> None:
     """Every node row of a new job (inside the caller's transaction): on PostgreSQL one
-    INSERT ... SELECT over an array of names per 20,000, on SQLite one driver-level executemany.
+    INSERT ... SELECT over an array of names (ARRAY_CHUNK a statement), on SQLite one
+    driver-level executemany.
     peewee building 500-row INSERTs in Python took an API worker's gevent loop 4.9 s (SQLite) /
     19.9 s (PostgreSQL) for 100,000 nodes on a loaded two-core machine, where executemany took
     0.8 s / 5.1 s: long enough, under load, for gunicorn to kill the worker (30 s)."""
@@ -320,7 +321,7 @@ def _insert_job_nodes(job_id: str, org_id: str, names: list[str], now: datetime)
             if postgres:
                 # One statement over an array of names: executemany still executes a
                 # statement per row (8,000 rows: ~0.2 s of the API worker's CPU, 0.03 s so).
-                for chunk in chunks(names, INSERT_NODES_CHUNK):
+                for chunk in chunks(names, ARRAY_CHUNK):
                     cursor.execute(_INSERT_JOB_NODES_POSTGRES,
                                    [job_id, org_id, new, stamp, stamp, chunk])
             else:

@@ -21,7 +21,7 @@ from typing import Any
 
 import peewee
 
-from pushd.store.db import chunks, get_database, store_function, transaction
+from pushd.store.db import ARRAY_CHUNK, chunks, get_database, store_function, transaction
 from pushd.store.models import KnownNode, NodeSessionKey
 from pushd.store.times import to_naive_utc, utcnow
 
@@ -79,7 +79,6 @@ def load_session_keys() -> dict[tuple[str, str], tuple[str, bytes]]:
     }
 
 
-TOUCH_CHUNK = 20_000  # names per statement (PostgreSQL)
 _TOUCH_POSTGRES = (
     "INSERT INTO known_nodes (org_id, node_name, last_seen)"
     " SELECT %s, u.n, u.t FROM unnest(%b::text[], %b::timestamp[]) AS u(n, t)"
@@ -95,7 +94,7 @@ def touch_known_nodes(org_id: str, last_seen: Mapping[str, datetime]) -> None:
         # interpreter ~0.2 s per 8,000 nodes, every flush (0.01 s so).
         names = list(last_seen)
         with transaction():
-            for chunk in chunks(names, TOUCH_CHUNK):
+            for chunk in chunks(names, ARRAY_CHUNK):
                 database.execute_sql(_TOUCH_POSTGRES, [
                     org_id, chunk, [to_naive_utc(last_seen[name]) for name in chunk]])
         return
