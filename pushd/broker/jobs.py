@@ -448,10 +448,12 @@ class JobEngine:
         """The node speaks from a new connection (its client reopened its sockets, e.g. after
         a config fetch): a `commit` sent to the old connection may be lost with it, and the
         job would wait for its voting timeout; so may a `run`, and the job would wait for its
-        run timeout. The node's jobs that sent it either remember it: its next idle heartbeat
-        says the commit never arrived (node_idle sends it again), its next heartbeat naming the
-        job says whether the run did (job_heartbeat). (A blind resend could reach a client
-        that did get the first one, which answers a second commit or run with a nack.)"""
+        run timeout. Each of the node's jobs that sent one and has no answer yet remembers the
+        node (until it answers, JobRun.set): its next idle heartbeat says the commit never
+        arrived (node_idle sends it again), its next heartbeat naming the job says whether the
+        run did (job_heartbeat). A node still waiting its turn (rollout) was sent no run. (A
+        blind resend could reach a client that did get the first one, which answers a second
+        commit or run with a nack.)"""
         name = ref[1]
         for job_id in self._watching.get(ref, ()):
             run = self._jobs.get(job_id)

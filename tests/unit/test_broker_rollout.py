@@ -278,3 +278,19 @@ def test_a_reattached_running_node_gets_a_deadline() -> None:
         h.heartbeat("b", job, "committed")
     assert h.node_status(job, "a") == NodeStatus.TIMED_OUT
     assert runs_sent(h, job) == ["b"]
+
+
+def test_a_waiting_node_on_a_new_connection_still_waits_its_turn() -> None:
+    """A replaced connection makes the engine re-send a `run` the old one may have lost, but
+    only to a node that was sent one: a node waiting its turn is still committed and gets none
+    (else the rollout's max_concurrency would be exceeded)."""
+    h = EngineHarness()
+    h.connect("a", "b")
+    job = h.start_job(["a", "b"], max_concurrency=1)
+    vote_all(h, job, ["a", "b"])
+    assert runs_sent(h, job) == ["a"]
+    h.heartbeat("b", job, "committed", address=("addr", "b-new"))
+    assert runs_sent(h, job) == ["a"]
+    finish(h, job, "a")
+    assert runs_sent(h, job) == ["a", "b"]  # its turn: the run goes to the new connection
+    assert h.outbox.messages[-1][1] == ("addr", "b-new")
