@@ -132,9 +132,12 @@ class ClusterRelay:
             return True
         relayed = self._relay(ref, job_id, {"op": "node", "ref": list(ref), "job": job_id,
                                             "kind": kind, "body": body})
-        if relayed and kind in RESULT_KINDS:
+        adopting = not relayed and self._adopting(job_id)
+        if (relayed or adopting) and kind in RESULT_KINDS:
+            # Kept for a new coordinator; when that is this member (adopting), handed to the
+            # engine by adopted() once it runs the job.
             self._keep_result(ref, job_id, kind, body)
-        return relayed
+        return relayed or adopting
 
     def output_chunk(self, ref: NodeRef, job_id: str, body: dict[str, Any]) -> bool:
         if self._engine.output_chunk(ref, job_id, body):
@@ -170,8 +173,10 @@ class ClusterRelay:
                 engine.reattach(ref, job_id, body)
             return True
         coordinator = self._coordinator_of(job_id)
-        if coordinator is None or coordinator == self.member:
+        if coordinator is None:
             return False
+        if coordinator == self.member:
+            return self._adopting(job_id)
         previous = self._relays.get((ref, job_id))
         if previous != coordinator:
             self._remember_relay(ref, job_id, coordinator)
@@ -187,8 +192,10 @@ class ClusterRelay:
         if self._engine.reattach(ref, job_id, body):
             return True
         coordinator = self._coordinator_of(job_id)
-        if coordinator is None or coordinator == self.member:
+        if coordinator is None:
             return False
+        if coordinator == self.member:
+            return self._adopting(job_id)  # its next heartbeat re-attaches it (knows())
         self._remember_relay(ref, job_id, coordinator)
         self._mail(coordinator, {"op": "reattach", "ref": list(ref), "job": job_id,
                                  "body": body})
@@ -299,6 +306,15 @@ class ClusterRelay:
             if member is not None:
                 members.add(member)
         return members
+
+    def _adopting(self, job_id: str) -> bool:
+        """Whether the jobs table names this member coordinator of `job_id` while the engine
+        does not run it: a take-over commits in the doorbell's thread and the loop adopts the
+        jobs when it reads that news, so a node's heartbeat or result read in between must not
+        send the node to rehab (it would drop the job it runs; seen as a crashed node in the
+        cluster's kill -9 test). The lookup is trusted for COORDINATOR_TTL like any other: a
+        node that still names a job which ended here is rehabbed at most that much later."""
+        return not self._engine.is_live(job_id) and self._coordinator_of(job_id) == self.member
 
     def _coordinator_of(self, job_id: str) -> str | None:
         now = time.monotonic()

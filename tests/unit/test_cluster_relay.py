@@ -28,6 +28,32 @@ class NoEngine:
     def knows(self, ref: Any, job_id: str) -> bool:
         return False
 
+    def is_live(self, job_id: str) -> bool:
+        return False
+
+    def job_message(self, ref: Any, job_id: str, kind: str, body: dict[str, Any]) -> bool:
+        return False
+
+    def reattach(self, ref: Any, job_id: str, body: dict[str, Any]) -> bool:
+        return False
+
+
+class AdoptingEngine(NoEngine):
+    """The local job engine before and after it adopts job-1: records what it is handed."""
+
+    def __init__(self) -> None:
+        self.live: set[str] = set()
+        self.handed: list[tuple[Any, str, str]] = []
+
+    def is_live(self, job_id: str) -> bool:
+        return job_id in self.live
+
+    def job_message(self, ref: Any, job_id: str, kind: str, body: dict[str, Any]) -> bool:
+        if job_id not in self.live:
+            return False
+        self.handed.append((ref, job_id, kind))
+        return True
+
 
 class Recorder:
     """Tracker, outbox, mailer and scheduler fakes: record nothing the test reads."""
@@ -86,3 +112,36 @@ def test_a_job_taken_over_is_reattached_even_before_the_new_coordinator_says_so(
     assert relay.knows(REF, "job-1", heartbeat)
     mailed = [m for m in relay._outgoing.get("m3", []) if m.get("op") == "reattach"]
     assert mailed and mailed[0]["job"] == "job-1"
+
+
+def test_a_node_of_a_job_being_taken_over_here_is_not_sent_to_rehab(
+    setup: tuple[ClusterRelay, FakeClock, dict[str, Any]],
+) -> None:
+    # m2 died; the take-over named this member (m1) coordinator in the jobs table and the loop
+    # has not adopted the job yet: the node's heartbeat and result read in between must not
+    # count as an unknown job (rehab would drop the job the node runs), and the result reaches
+    # the engine once it runs the job.
+    relay, _, database = setup
+    engine = AdoptingEngine()
+    relay.attach(engine)
+    database["job-1"] = "m1"
+    heartbeat = {"type": "heartbeat", "job_id": "job-1", "job_state": "running"}
+    assert relay.knows(REF, "job-1", heartbeat)
+    assert relay.reattach(REF, "job-1", heartbeat)
+    assert relay.job_message(REF, "job-1", "succeeded", {"type": "succeeded"})
+    assert engine.handed == []
+    engine.live.add("job-1")
+    relay.adopted(["job-1"])
+    assert engine.handed == [(REF, "job-1", "succeeded")]
+
+
+def test_a_job_that_ended_here_stops_being_known_after_the_ttl(
+    setup: tuple[ClusterRelay, FakeClock, dict[str, Any]],
+) -> None:
+    relay, clock, database = setup
+    database["job-1"] = "m1"
+    assert relay.knows(REF, "job-1")  # adopting, as far as the relay can tell
+    del database["job-1"]  # over: no longer active in the jobs table
+    clock.now += COORDINATOR_TTL + 0.1
+    assert not relay.knows(REF, "job-1")
+    assert not relay.job_message(REF, "job-1", "succeeded", {"type": "succeeded"})
