@@ -31,6 +31,11 @@ the same polling for `--floor-seconds` with no job (the floor, same sitting). Pr
     RESULT name=big_job_post value=.. unit=ms nodes=N
     RESULT name=big_job_post_to_end value=.. unit=ms nodes=N status=..
 errors counts answers other than 200 (a 503 is the broker not answering the API in 3 s).
+
+``--emulator-nice N`` runs the emulator's processes and threads at nice N (the RESULT lines then
+carry ``emulator_nice=N``): with 19 the server's processes get the two cores first, as if the
+nodes had CPUs of their own; compare with ``bench_floor_fanout.py --client-nice`` (the same for
+the floor's nodes).
 """
 
 from __future__ import annotations
@@ -282,8 +287,12 @@ def main() -> int:
     parser.add_argument("--pollers", type=int, default=4, help="node_states threads (--big-job)")
     parser.add_argument("--floor-seconds", type=float, default=10.0,
                         help="node_states polling with no job first (--big-job)")
+    parser.add_argument("--emulator-nice", type=int, default=0, metavar="N",
+                        help="run the emulator at nice N (19: the server gets the cores "
+                        "first); default 0")
     common_arguments(parser)
     args = parser.parse_args()
+    niced = {"emulator_nice": args.emulator_nice} if args.emulator_nice else {}
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if sizes and max(sizes) > args.nodes:
         parser.error("a size is larger than --nodes")
@@ -292,7 +301,7 @@ def main() -> int:
     # A 100,000-name body is ~2 MB: above the default max_request_body (1 MB).
     settings = {"max_request_body": 64 * args.big_job + 100_000} if args.big_job else None
     with bench_server(args, settings) as server:
-        emulator = EmulatorProcess(server, args.nodes, args.state_dir)
+        emulator = EmulatorProcess(server, args.nodes, args.state_dir, nice=args.emulator_nice)
         feed = None
         try:
             fleet_online(server, emulator, args.nodes)
@@ -339,14 +348,14 @@ def main() -> int:
         statuses = ",".join(sorted({r[2] for r in runs}))
         result("dispatch_post_to_all_acked_run", median([r[0] for r in runs]), "ms",
                nodes=size, runs=len(runs), online=args.nodes,
-               all=",".join(f"{r[0]:.0f}" for r in runs))
+               all=",".join(f"{r[0]:.0f}" for r in runs), **niced)
         result("dispatch_post_to_job_complete", median([r[1] for r in runs]), "ms",
                nodes=size, runs=len(runs), online=args.nodes, status=statuses,
-               all=",".join(f"{r[1]:.0f}" for r in runs))
+               all=",".join(f"{r[1]:.0f}" for r in runs), **niced)
         for part in ("broker", "api", "emulator", "postgres"):
             result(f"dispatch_cpu_{part}", median([r[3][part] for r in runs]), "s",
                    nodes=size, runs=len(runs), online=args.nodes,
-                   all=",".join(f"{r[3][part]:.2f}" for r in runs))
+                   all=",".join(f"{r[3][part]:.2f}" for r in runs), **niced)
     return 0
 
 

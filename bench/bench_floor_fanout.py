@@ -1,7 +1,7 @@
 """Floors for the dispatch and storm benchmarks: bare pyzmq CurveZMQ fan-out on this machine.
 
     python bench/bench_floor_fanout.py [--nodes 1000,5000,8000] [--runs 5] [--workers 4]
-                                       [--heartbeat-interval MS]
+                                       [--heartbeat-interval MS] [--client-nice N]
 
 A server process binds a Curve ROUTER (no ZAP, no JSON, no signatures, no database); `--workers`
 client processes hold N Curve DEALERs between them (like the emulator, which spreads its nodes
@@ -153,7 +153,9 @@ def _receive(router: zmq.Socket, nodes: int, replies: int, beats: _Beats,
 
 
 def _client(server_public: bytes, port: int, pub_port: int, count: int, interval: float,
-            stop: Any) -> None:
+            stop: Any, nice: int = 0) -> None:
+    if nice:
+        os.nice(nice)  # before the context: its I/O thread inherits it
     context = zmq.Context(io_threads=1)
     context.max_sockets = 2 * count + 16
     poller = zmq.Poller()
@@ -204,10 +206,12 @@ def _client(server_public: bytes, port: int, pub_port: int, count: int, interval
     context.term()
 
 
-def measure(nodes: int, workers: int, interval: float = 0.0) -> tuple[float, float, float]:
+def measure(nodes: int, workers: int, interval: float = 0.0,
+            nice: int = 0) -> tuple[float, float, float]:
     """One run: (seconds until all N connected, seconds for the dispatch pattern, nodes'
     heartbeats the server drained per second just before it); `interval` (seconds, 0: none):
-    every node and the server heartbeat at that period meanwhile."""
+    every node and the server heartbeat at that period meanwhile; `nice`: the client
+    processes' nice value (the server's stays)."""
     ctx = multiprocessing.get_context("fork")
     public, secret = zmq.curve_keypair()
     ports, results, stop = ctx.Queue(), ctx.Queue(), ctx.Queue()
@@ -216,7 +220,8 @@ def measure(nodes: int, workers: int, interval: float = 0.0) -> tuple[float, flo
     port, pub_port = ports.get(timeout=10)
     shares = [nodes // workers + (1 if i < nodes % workers else 0) for i in range(workers)]
     ports.put(time.monotonic())
-    clients = [ctx.Process(target=_client, args=(public, port, pub_port, share, interval, stop))
+    clients = [ctx.Process(target=_client,
+                           args=(public, port, pub_port, share, interval, stop, nice))
                for share in shares if share]
     for client in clients:
         client.start()
@@ -265,15 +270,21 @@ def main() -> int:
                         help="every node (its DEALER) and the server (a clear PUB to a SUB per "
                         "node) heartbeat at this period meanwhile, as in bench_dispatch's "
                         "--heartbeat-interval; 0 (default): no heartbeats")
+    parser.add_argument("--client-nice", type=int, default=0, metavar="N",
+                        help="run the client processes (the nodes) at nice N, as "
+                        "bench_dispatch --emulator-nice runs the emulator; default 0")
     args = parser.parse_args()
     interval = args.heartbeat_interval / 1000
-    beating = {"heartbeat_ms": args.heartbeat_interval} if interval else {}
+    beating: dict[str, Any] = {"heartbeat_ms": args.heartbeat_interval} if interval else {}
+    if args.client_nice:
+        beating["client_nice"] = args.client_nice
     info = machine()
     print(f"# machine: {info}", flush=True)
     rsa = rsa_per_fetch()
     result("floor_rsa_per_fetch", rsa * 1000, "ms", note="sign+verify+wrap+unwrap")
     for nodes in (int(n) for n in args.nodes.split(",")):
-        runs = [measure(nodes, args.workers, interval) for _ in range(args.runs)]
+        runs = [measure(nodes, args.workers, interval, args.client_nice)
+                for _ in range(args.runs)]
         connect = median([r[0] for r in runs])
         result("floor_connect", connect, "s", nodes=nodes, runs=args.runs,
                all=",".join(f"{r[0]:.2f}" for r in runs), **beating)

@@ -12,7 +12,11 @@ temporary directory, on a fresh PostgreSQL database (``--sqlite`` for the embedd
     process_tree(pid) -> list[int]                 pid and every descendant
     postgres_backends(database) -> list[int]       PostgreSQL backend processes of a database
     bench_server(args, settings=None) -> contextmanager[PushdServer]
-    EmulatorProcess(server, nodes, state_dir, *extra_args)
+    EmulatorProcess(server, nodes, state_dir, *extra_args, nice=0)
+                 nice: the emulator's processes (and every thread they start) run at this
+                 nice value: 19 gives the server's processes the two cores first, as if
+                 the nodes had CPUs of their own (bench_floor_fanout --client-nice does the
+                 same to the floor's nodes)
         .wait_online(timeout, stall=120) -> float
                  seconds from the nodes' start until the emulator reports every node online;
                  preparation (RSA key pool, provisioning) is not part of `timeout`: it may take
@@ -217,7 +221,8 @@ def bench_server(args: argparse.Namespace,
 
 
 class EmulatorProcess:
-    def __init__(self, server: PushdServer, nodes: int, state_dir: str, *extra: str) -> None:
+    def __init__(self, server: PushdServer, nodes: int, state_dir: str, *extra: str,
+                 nice: int = 0) -> None:
         self.server = server
         self.nodes = nodes
         self.status_path = server.dir / "emulator-status.json"
@@ -231,6 +236,9 @@ class EmulatorProcess:
              "--status-file", str(self.status_path), "--report-interval", "5", *extra],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT),
             env={**os.environ, **SAFE_PATH},
+            # Set before exec: the worker processes and libzmq's I/O threads inherit it (a
+            # renice of the pid afterwards changes that one thread only).
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
         self.pid = self.process.pid
         self.started = time.monotonic()

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pushd_bench.common import EmulatorProcess, process_tree
 from pushd_bench.wire import HeartbeatEncoder, ReplyEncoder
 
 from pushd.protocol.frames import encode
@@ -221,3 +222,29 @@ def test_a_churn_restarts_a_share_of_the_nodes_and_they_come_back(tmp_path: Path
         finally:
             output = _stop(emulator) if emulator.poll() is None else _kill_and_read(emulator)
         assert f"churn 1: restarting {NODES // 5} nodes" in output
+
+
+def _nice_values(pid: int) -> set[int]:
+    """The nice value of every thread of `pid` and of its descendants (from /proc)."""
+    values = set()
+    for member in process_tree(pid):
+        for task in Path(f"/proc/{member}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue  # a thread that ended meanwhile
+            values.add(int(stat.rsplit(")", 1)[1].split()[16]))  # field 19: nice
+    return values
+
+
+def test_a_niced_emulator_runs_every_process_and_thread_at_that_nice(tmp_path: Path) -> None:
+    # bench_dispatch --emulator-nice: the worker processes and libzmq's I/O threads must
+    # inherit it (a renice of the emulator's pid changes its main thread only).
+    with running_server(nodes=()) as server:
+        emulator = EmulatorProcess(server, 20, str(tmp_path / "state"), nice=7)
+        try:
+            emulator.wait_online(60)
+            assert len(process_tree(emulator.pid)) > 1  # the workers are running
+            assert _nice_values(emulator.pid) == {os.nice(0) + 7}
+        finally:
+            emulator.stop()
