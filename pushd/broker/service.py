@@ -111,6 +111,7 @@ from pushd.broker.zap import ZAP_ENDPOINT, CurveGrants, answer_zap, user_id_ref
 from pushd.cluster.doorbell import Doorbell
 from pushd.cluster.mailer import Mailer
 from pushd.cluster.relay import REMOTE, ClusterRelay
+from pushd.collector import quiet_collector
 from pushd.errors import ProtocolError
 from pushd.heap import limit_fragmentation
 from pushd.identity import generation
@@ -1157,6 +1158,7 @@ def run_broker(settings: Any) -> int:
         return 1
     limit_fragmentation()  # before libzmq's buffers exist (pushd.heap says why)
     broker = Broker(config)
+    quiet_collector()  # after start-up's objects exist (pushd.collector says why)
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping", signum)
