@@ -37,6 +37,7 @@ from typing import NamedTuple
 from pushd.errors import ProtocolError
 from pushd.protocol.frames import decode
 from pushd.protocol.messages import PROTOCOL_VERSION, NodeIdentity, parse_server_message
+from pushd.protocol.signing import hmac_digest
 from pushd.protocol.timestamps import check_skew, format_timestamp
 
 _HEADER_PREFIX = b"Version:2.0;SigningMethod:hmac_sha256;Signature:"
@@ -82,7 +83,7 @@ class HeartbeatEncoder:
             f'{self._head}{sequence},"timestamp":"{timestamp}"{self._middle}"{job_state}"'
             f',"job_id":{_job_json(job_id)}}}'
         ).encode()
-        mac = hmac.digest(self._key, body, "sha256")
+        mac = hmac_digest(self._key, body)
         return [_HEADER_PREFIX + base64.b64encode(mac), body]
 
 
@@ -115,7 +116,7 @@ class ReplyEncoder:
             f'{self._head}{type_}","sequence":{sequence},"timestamp":"{timestamp}"'
             f'{self._incarnation}{_job_json(job_id)}}}'
         ).encode()
-        mac = hmac.digest(self._key, body, "sha256")
+        mac = hmac_digest(self._key, body)
         return [_HEADER_PREFIX + base64.b64encode(mac), body]
 
 
@@ -148,7 +149,7 @@ class CommandDecoder:
             received = base64.b64decode(header[len(_HEADER_PREFIX):], validate=True)
         except (binascii.Error, ValueError):
             return None
-        if not hmac.compare_digest(received, hmac.digest(key, body, "sha256")):
+        if not hmac.compare_digest(received, hmac_digest(key, body)):
             return None
         rest, timestamp = tail
         try:
