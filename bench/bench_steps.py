@@ -33,11 +33,6 @@ new ways are the code's own:
                          model rows (old) / tuples (new); per read, not per node
     event_array_row      the journal's event insert on PostgreSQL, client side, per row of a
                          1,000-row statement: text arrays (old) / binary arrays (new)
-    hmac_sign            signing a 300-byte body: base64 of the one-shot hmac.digest (old) /
-                         signing.hmac_sign (new: hmac.new(...).digest())
-    hmac_sign_contended  the same, wall time per signature while another thread of the process
-                         runs Python (as the broker's journal writer does during a job): the
-                         one-shot releases the GIL on every call and waits to get it back
 
 Prints per step:
 
@@ -47,8 +42,6 @@ Prints per step:
 from __future__ import annotations
 
 import argparse
-import base64
-import hmac
 import json
 import os
 import tempfile
@@ -70,7 +63,6 @@ from pushd.protocol.messages import (
     parse_server_message,
     reply_sequence,
 )
-from pushd.protocol.signing import hmac_sign
 from pushd.protocol.timestamps import format_timestamp
 from pushd.store.models import JobEvent
 
@@ -346,39 +338,6 @@ def event_array_row(rounds: int) -> dict[str, float]:
     return out
 
 
-BODY_300 = os.urandom(300)
-
-
-def hmac_sign_step() -> dict[str, Callable[[], object]]:
-    def old() -> object:  # signing.hmac_sign before 2026-12-07
-        return base64.b64encode(hmac.digest(KEY, BODY_300, "sha256")).decode("ascii")
-
-    return {"old": old, "new": lambda: hmac_sign(KEY, BODY_300)}
-
-
-def hmac_sign_contended(count: int) -> dict[str, float]:
-    """Wall-clock us per signature while a second thread spins in Python."""
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            sum(range(200))
-
-    out = {}
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
-    try:
-        for variant, fn in hmac_sign_step().items():
-            started = time.perf_counter()
-            for _ in range(count):
-                fn()
-            out[variant] = (time.perf_counter() - started) / count * 1e6
-    finally:
-        stop.set()
-        thread.join()
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20_000)
@@ -398,7 +357,6 @@ def main() -> int:
         "job_count": job_count(),
         "last_seen_format": last_seen_format(),
         "known_nodes_5000": known_nodes_5000(scratch.name),
-        "hmac_sign": hmac_sign_step(),
     }
     for _ in range(args.rounds):
         for step, variants in steps.items():
@@ -414,8 +372,6 @@ def main() -> int:
             figures.setdefault(("events_reader", variant), []).append(value)
         for variant, value in event_array_row(max(1, args.count // 1000)).items():
             figures.setdefault(("event_array_row", variant), []).append(value)
-        for variant, value in hmac_sign_contended(max(1, args.count // 10)).items():
-            figures.setdefault(("hmac_sign_contended", variant), []).append(value)
     for (step, variant), values in figures.items():
         result("step_us", median(values), "us", step=step, variant=variant, rounds=len(values),
                all=",".join(f"{v:.2f}" for v in values))

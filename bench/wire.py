@@ -37,7 +37,6 @@ from typing import NamedTuple
 from pushd.errors import ProtocolError
 from pushd.protocol.frames import decode
 from pushd.protocol.messages import PROTOCOL_VERSION, NodeIdentity, parse_server_message
-from pushd.protocol.signing import hmac_digest
 from pushd.protocol.timestamps import check_skew, format_timestamp
 
 _HEADER_PREFIX = b"Version:2.0;SigningMethod:hmac_sha256;Signature:"
@@ -83,7 +82,7 @@ class HeartbeatEncoder:
             f'{self._head}{sequence},"timestamp":"{timestamp}"{self._middle}"{job_state}"'
             f',"job_id":{_job_json(job_id)}}}'
         ).encode()
-        mac = hmac_digest(self._key, body)
+        mac = hmac.digest(self._key, body, "sha256")
         return [_HEADER_PREFIX + base64.b64encode(mac), body]
 
 
@@ -116,7 +115,7 @@ class ReplyEncoder:
             f'{self._head}{type_}","sequence":{sequence},"timestamp":"{timestamp}"'
             f'{self._incarnation}{_job_json(job_id)}}}'
         ).encode()
-        mac = hmac_digest(self._key, body)
+        mac = hmac.digest(self._key, body, "sha256")
         return [_HEADER_PREFIX + base64.b64encode(mac), body]
 
 
@@ -149,7 +148,7 @@ class CommandDecoder:
             received = base64.b64decode(header[len(_HEADER_PREFIX):], validate=True)
         except (binascii.Error, ValueError):
             return None
-        if not hmac.compare_digest(received, hmac_digest(key, body)):
+        if not hmac.compare_digest(received, hmac.digest(key, body, "sha256")):
             return None
         rest, timestamp = tail
         try:
