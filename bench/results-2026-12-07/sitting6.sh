@@ -15,3 +15,4 @@ run storm_head_1 head bench/bench_storm.py --nodes 5000 --runs 3
 run storm_final_1 final bench/bench_storm.py --nodes 5000 --runs 3
 run storm_head_2 head bench/bench_storm.py --nodes 5000 --runs 3
 run storm_final_2 final bench/bench_storm.py --nodes 5000 --runs 3
+# As run: stopped during storm_head_2 (its log is partial) after the first two arms showed the config fetches; see sitting7.sh.

@@ -13,5 +13,6 @@ run() {
     grep '^RESULT' "$OUT/$name.log" | tee -a "$OUT/summary.log"
 }
 run storm_old_1 old bench/bench_storm.py --nodes 5000 --runs 3
-# then the closing sitting's code (b71cacf, `closing`: 6.2 s and no fetch there)
+# then the closing sitting's code (b71cacf, `closing`: 6.2 s and no fetch there); as run, this
+# line was started by hand with the same run() body right after storm_old_1
 run storm_closing_1 closing bench/bench_storm.py --nodes 5000 --runs 3
