@@ -22,8 +22,8 @@ Why epoll and not zmq.Poller: zmq_poll over a few thousand sockets rebuilds the 
 every turn (O(n) in Python and in libzmq); epoll over each socket's notification FD costs only
 for the sockets that fired. ZeroMQ's FD is edge-like: after it fires the socket is read until
 EAGAIN; the sockets sent on in a turn are then checked with one zero-timeout zmq_poll over them
-(a send can consume the FD's signal of a message that came meanwhile), and once a second a fifth
-of the sockets (each every 5 s) is swept the same way as a safety net.
+(a send can consume the FD's signal of a message that came meanwhile), and once a second every
+socket is swept the same way as a safety net.
 
 Config fetches (signed ``GET .../pushy/config/NODE?ccpk=``, RSA sign + decrypt: ~2 ms of CPU each)
 run in a pool of `fetchers` threads so the loop keeps heartbeating meanwhile; the pool is large
@@ -73,10 +73,6 @@ from pushd.protocol.config import (
 from pushd.protocol.frames import decode
 
 SWEEP_INTERVAL = 1.0
-# Each sweep polls one slice of the sockets, so each socket is swept every SWEEP_INTERVAL *
-# SWEEP_SLICES seconds: a zmq_poll over all 4,000 sockets of a worker cost ~20 ms a second
-# (a sixth of the emulator's CPU in an 8,000-node job), for messages epoll hardly ever misses.
-SWEEP_SLICES = 5
 _SEND_MORE = zmq.NOBLOCK | zmq.SNDMORE
 _POLLIN = int(zmq.POLLIN)
 MAX_TURN_WAIT = 0.05
@@ -183,7 +179,6 @@ class Worker:
         self.running = True
         self._curve: dict[int, tuple[bytes, bytes]] = {}
         self._fd_of: dict[zmq.Socket, int] = {}  # each open DEALER's notification FD
-        self._sweeps = 0
 
     # -- timers -------------------------------------------------------------------------------
 
@@ -452,9 +447,7 @@ class Worker:
             self._drain(node_of[sock], sock, now, wall)
 
     def _sweep(self, now: float, wall: float) -> None:
-        part = self._sweeps % SWEEP_SLICES
-        self._sweeps += 1
-        self._drain_ready(list(self.by_fd.values())[part::SWEEP_SLICES], now, wall)
+        self._drain_ready(list(self.by_fd.values()), now, wall)
 
     def _report(self) -> None:
         now = time.monotonic()
