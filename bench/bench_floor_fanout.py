@@ -275,9 +275,10 @@ def main() -> int:
                         "bench_dispatch --emulator-nice runs the emulator; default 0")
     args = parser.parse_args()
     interval = args.heartbeat_interval / 1000
-    beating: dict[str, Any] = {"heartbeat_ms": args.heartbeat_interval} if interval else {}
+    # Fields every RESULT line of a run carries: what made it differ from a plain floor.
+    tags: dict[str, Any] = {"heartbeat_ms": args.heartbeat_interval} if interval else {}
     if args.client_nice:
-        beating["client_nice"] = args.client_nice
+        tags["client_nice"] = args.client_nice
     info = machine()
     print(f"# machine: {info}", flush=True)
     rsa = rsa_per_fetch()
@@ -287,9 +288,9 @@ def main() -> int:
                 for _ in range(args.runs)]
         connect = median([r[0] for r in runs])
         result("floor_connect", connect, "s", nodes=nodes, runs=args.runs,
-               all=",".join(f"{r[0]:.2f}" for r in runs), **beating)
+               all=",".join(f"{r[0]:.2f}" for r in runs), **tags)
         result("floor_dispatch", median([r[1] for r in runs]) * 1000, "ms", nodes=nodes,
-               runs=args.runs, all=",".join(f"{r[1] * 1000:.0f}" for r in runs), **beating)
+               runs=args.runs, all=",".join(f"{r[1] * 1000:.0f}" for r in runs), **tags)
         if interval:
             result("floor_heartbeats_in", median([r[2] for r in runs]), "msg/s", nodes=nodes,
                    runs=args.runs, note="drained by the server in the 3 s before the pattern")

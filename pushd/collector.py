@@ -1,9 +1,10 @@
 """When the cyclic garbage collector runs in the broker's process.
 
-    quiet_collector(young=YOUNG_THRESHOLD) -> None
+    quiet_collector() -> None
         collect once, freeze what exists (modules, settings, keys: never garbage), then
-        collect the young generation every `young` container allocations and the oldest at
-        most once every FULL_EVERY collections of the middle one. Call once, at start.
+        collect the young generation every YOUNG_THRESHOLD container allocations and the
+        oldest at most once every FULL_EVERY collections of the middle one. Call once, at
+        start.
 
 Why: CPython's defaults (700, 10, 10) are tuned for programs that make cycles. The broker makes
 few (every full collection during a job collected nothing) but allocates fast: an 8,000-node
@@ -25,7 +26,7 @@ MIDDLE_THRESHOLD = 10  # young collections between middle ones (CPython's defaul
 FULL_EVERY = 100  # middle collections before a full one may run (CPython: 10)
 
 
-def quiet_collector(young: int = YOUNG_THRESHOLD) -> None:
+def quiet_collector() -> None:
     gc.collect()
     gc.freeze()
-    gc.set_threshold(young, MIDDLE_THRESHOLD, FULL_EVERY)
+    gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, FULL_EVERY)
