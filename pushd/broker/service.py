@@ -19,7 +19,8 @@ Sockets (addresses from the config):
 
     PUB    {listen}:{server_heartbeat_port}   RSA-signed server heartbeat every interval, four
                                               per interval in the first offline_threshold
-                                              intervals, one more at shutdown; in a context of
+                                              intervals and while the broker still loads
+                                              (beacon.py), one more at shutdown; in a context of
                                               its own (with heartbeat_process: published by a
                                               relay process, heartbeat_relay.py, from a PUB
                                               over ipc)
@@ -88,6 +89,7 @@ import zmq
 
 from pushd import sqlite_lock, store
 from pushd.broker import incarnation
+from pushd.broker.beacon import StartupBeacon
 from pushd.broker.config import BrokerConfig
 from pushd.broker.contracts import Address, FeedEvent, JobSpec, NodeRef, Transition
 from pushd.broker.control import ControlHandler
@@ -205,13 +207,43 @@ class Broker:
         self._admissions = 0
 
         config.run_dir.mkdir(parents=True, exist_ok=True)
+        self.keys = load_or_create_server_keys(config.data_dir / "keys")
+        self.exit_status = 0
+        self.timers = TimerQueue()
+        # First what the server heartbeat needs (keys, the Curve bindings that decide whether
+        # the incarnation id is kept, the heartbeat socket), then the heartbeat itself, from a
+        # thread until the loop runs: the rest of the start (database, session keys, jobs) is
+        # then no longer part of a restart's silence (pushd.broker.beacon says why).
+        self.grants = CurveGrants(
+            config.zap_window, state_file=config.data_dir / "broker" / "curve_clients.json"
+        )
+        restored = self.grants.restore(config.zap_window + config.recovery_grace)
+        self._restarted = restored > 0
+        self._resume_incarnation(restored)
+        self._context = zmq.Context(io_threads=max(1, config.zmq_io_threads))
+        self._heartbeat_context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._sockets: dict[str, zmq.Socket] = {}
+        self._heartbeat_relay: HeartbeatRelay | None = None
+        self._beacon = StartupBeacon(
+            self._send_server_heartbeat, config.heartbeat_interval / STARTUP_BEATS_PER_INTERVAL
+        )
+        try:
+            self._open_heartbeat_socket()
+            self._beacon.start()
+            self._load(config)
+        except BaseException:
+            self._beacon.stop()
+            self._close_sockets()
+            store.close_database()
+            raise
+
+    def _load(self, config: BrokerConfig) -> None:
+        """The rest of the start, while the beacon beats: database, state, sockets, jobs."""
         if config.database is not None:
             kind, params = config.database
             store.open_database_params(kind, params, migrate=True)
         else:
             store.open_database(config.settings, migrate=True)
-        self.keys = load_or_create_server_keys(config.data_dir / "keys")
-        self.exit_status = 0
         # PostgreSQL: this broker is a member of the cluster of servers sharing the database.
         self.member = config.member_name
         clustered = store.dialect() == "postgres"
@@ -232,10 +264,6 @@ class Broker:
         self._seen_since_flush: set[NodeRef] = set()
         self._known_writer: threading.Thread | None = None
 
-        self.timers = TimerQueue()
-        self.grants = CurveGrants(
-            config.zap_window, state_file=config.data_dir / "broker" / "curve_clients.json"
-        )
         self.journal = StoreJournal(
             store, self._publish, output_max_bytes=config.output_max_bytes,
             # In the writer thread when it is idle: purging old jobs, and giving freed heap
@@ -284,52 +312,33 @@ class Broker:
         )
         self.engine.on_finished = self.metrics.job_finished
         self.control = ControlHandler(self)
-        self._context = zmq.Context(io_threads=max(1, config.zmq_io_threads))
-        self._heartbeat_context: zmq.Context[zmq.Socket[bytes]] | None = None
-        self._sockets: dict[str, zmq.Socket] = {}
-        self._heartbeat_relay: HeartbeatRelay | None = None
-        try:
-            self._open_sockets()
-            restored = self.grants.restore(config.zap_window + config.recovery_grace)
-            self._restarted = restored > 0
-            self._resume_incarnation(restored)
-            self._grace_until = (
-                self.timers.now() + config.recovery_grace if self._restarted else 0.0
-            )
-            # Nodes last seen this long before the newest last-seen time of their org were
-            # online when the broker stopped: `new` jobs wait for them during the grace.
-            self.starts = JobStarts(
-                self.timers, store, self.tracker, self._start_new,
-                grace_until=self._grace_until,
-                window=config.offline_after + config.known_nodes_flush_interval
-                + config.heartbeat_interval,
-            )
-            if self.doorbell is not None:
-                # Registered before reading its jobs: from here on no member takes them over
-                # (see store.cluster.take_over), so what it reads is its own.
-                self.doorbell.join()
-            self._recover_jobs()
-        except BaseException:
-            self._close_sockets()
-            store.close_database()
-            raise
+        self._open_sockets()
+        self._grace_until = (
+            self.timers.now() + config.recovery_grace if self._restarted else 0.0
+        )
+        # Nodes last seen this long before the newest last-seen time of their org were
+        # online when the broker stopped: `new` jobs wait for them during the grace.
+        self.starts = JobStarts(
+            self.timers, store, self.tracker, self._start_new,
+            grace_until=self._grace_until,
+            window=config.offline_after + config.known_nodes_flush_interval
+            + config.heartbeat_interval,
+        )
+        if self.doorbell is not None:
+            # Registered before reading its jobs: from here on no member takes them over
+            # (see store.cluster.take_over), so what it reads is its own.
+            self.doorbell.join()
+        self._recover_jobs()
 
     # -- sockets ------------------------------------------------------------------------------
 
-    def _open_sockets(self) -> None:
+    def _open_heartbeat_socket(self) -> None:
         cfg = self.config
-        ctx = self._context
         listen = cfg.zeromq_listen_address.rstrip("/")
-
-        zap = ctx.socket(zmq.REP)
-        zap.linger = 0
-        zap.bind(ZAP_ENDPOINT)  # before the Curve socket: without a handler libzmq admits all
-        self._sockets["zap"] = zap
-
         if cfg.heartbeat_process:
             # Published by a process of its own: this one then holds one descriptor per node.
             self._heartbeat_relay = HeartbeatRelay(
-                ctx, cfg.run_dir, f"{listen}:{cfg.server_heartbeat_port}",
+                self._context, cfg.run_dir, f"{listen}:{cfg.server_heartbeat_port}",
                 backlog=LISTEN_BACKLOG,
             )
             self._sockets["heartbeat"] = self._heartbeat_relay.publisher
@@ -346,6 +355,16 @@ class Broker:
             pub.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
             pub.bind(f"{listen}:{cfg.server_heartbeat_port}")
             self._sockets["heartbeat"] = pub
+
+    def _open_sockets(self) -> None:
+        cfg = self.config
+        ctx = self._context
+        listen = cfg.zeromq_listen_address.rstrip("/")
+
+        zap = ctx.socket(zmq.REP)
+        zap.linger = 0
+        zap.bind(ZAP_ENDPOINT)  # before the Curve socket: without a handler libzmq admits all
+        self._sockets["zap"] = zap
 
         command = ctx.socket(zmq.ROUTER)
         command.linger = 0
@@ -420,6 +439,7 @@ class Broker:
         clock = time.monotonic
         for socket in handlers:
             poller.register(socket, zmq.POLLIN)
+        self._beacon.stop()  # the loop beats from here on, on the socket the beacon used
         self._schedule_heartbeats()
         self._every(cfg.liveness_period, self._check_liveness)
         self._every(1.0, self._housekeeping)
@@ -427,9 +447,10 @@ class Broker:
         self._every(cfg.session_key_reload_interval, self._reload_session_keys)
         self._every(COUNTS_LOG_PERIOD, self._log_node_counts)
         log.info(
-            "broker %s serving: heartbeat %d, command %d%s", self.incarnation_id,
-            cfg.server_heartbeat_port, cfg.command_port,
+            "broker %s serving: heartbeat %d, command %d%s (%d server heartbeats while starting)",
+            self.incarnation_id, cfg.server_heartbeat_port, cfg.command_port,
             f", unencrypted {cfg.unencrypted_command_port}" if cfg.allow_unencrypted else "",
+            self._beacon.beats,
         )
         self._every(1.0, self.metrics.refresh)
         self.metrics.serve(cfg.metrics_listen, cfg.metrics_port)
