@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pushd.db_params import database_params_from_settings
 from pushd.errors import PushdError
 
 __all__ = [
@@ -177,8 +178,6 @@ def check(sqlite_path: str | os.PathLike[str], run_dir: str | os.PathLike[str]) 
 
 
 def check_settings(settings: Any) -> None:
-    from pushd.store.db import database_params_from_settings
-
     sqlite_path = sqlite_path_of(database_params_from_settings(settings))
     if sqlite_path is not None:
         check(sqlite_path, settings.get("run_dir"))

@@ -1,9 +1,12 @@
 """The broker: the server's ZeroMQ side, node tracking and the job engine, in one process.
 
-Run it with ``python -m pushd.broker --config FILE`` or `pushd.broker.service.run_broker(settings)`;
+Run it with ``python -m pushd.broker --config FILE`` or `pushd.broker.startup.run_broker(settings)`;
 API workers talk to it with `pushd.broker.control_client.BrokerClient` (no server-only imports).
 
-    service.py         Broker (the pyzmq loop and every socket), run_broker(settings)
+    startup.py         run_broker(settings): the heartbeat first (EarlyStart), then the rest
+    heartbeat_publisher.py  HeartbeatPublisher: the server heartbeat's socket and message
+    beacon.py          StartupBeacon: heartbeats from a thread while the broker loads
+    service.py         Broker (the pyzmq loop and every other socket)
     config.py          BrokerConfig.from_settings(settings)
     control.py         the control ops: admit, start_job, abort_job, node_states, status
     control_client.py  BrokerClient, BrokerUnavailable, control_address(), events_address()

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     except (PushdError, OSError) as err:
         print(f"pushd broker: {err}", file=sys.stderr)
         return 2
-    from pushd.broker.service import run_broker
+    from pushd.broker.startup import run_broker
 
     return run_broker(settings)
 

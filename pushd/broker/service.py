@@ -1,6 +1,7 @@
 """The broker process: one thread, one pyzmq poller loop owning every ZeroMQ socket.
 
-    broker = Broker(config)          open the database, keys and sockets (BrokerConfig)
+    broker = Broker(config)          keys and heartbeat first (startup.EarlyStart), then the
+                                     database, state and the other sockets (BrokerConfig)
     broker.run()                     serve until stop(); returns after closing everything
     broker.stop()                    thread-safe; the loop exits within ~0.1 s
     broker.counters                  collections.Counter of dropped messages by reason, of
@@ -9,11 +10,8 @@
     broker.incarnation_id            this broker run's id: new at a start, so stock clients
                                      re-fetch their config, unless a clean stop saved one and
                                      nothing in their config changed (pushd.broker.incarnation)
-    run_broker(settings) -> int      build a BrokerConfig from settings, handle SIGTERM/SIGINT,
-                                     run; used by ``python -m pushd.broker`` and the server.
-                                     On SQLite it holds the file's server lock for its life
-                                     (pushd.sqlite_lock) and returns 1 at once, logging why,
-                                     while another server (another run_dir) holds it
+    Broker(config, early)            the same, its start begun by startup.run_broker: the
+                                     heartbeat is beating before this module is imported
 
 Sockets (addresses from the config):
 
@@ -77,19 +75,15 @@ import collections
 import json
 import logging
 import os
-import platform
-import signal
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import zmq
 
-from pushd import sqlite_lock, store
+from pushd import store
 from pushd.broker import incarnation
-from pushd.broker.beacon import StartupBeacon
 from pushd.broker.config import BrokerConfig
 from pushd.broker.contracts import Address, FeedEvent, JobSpec, NodeRef, Transition
 from pushd.broker.control import ControlHandler
@@ -99,8 +93,7 @@ from pushd.broker.control_client import (
     events_address,
     events_path,
 )
-from pushd.broker.heartbeat_relay import INBOUND_NAME as HEARTBEAT_INBOUND
-from pushd.broker.heartbeat_relay import HeartbeatRelay
+from pushd.broker.heartbeat_publisher import LISTEN_BACKLOG
 from pushd.broker.jobs import FANOUT_BUDGET, JobEngine
 from pushd.broker.journal import StoreJournal
 from pushd.broker.memory import Chores, MallocTrim
@@ -108,20 +101,16 @@ from pushd.broker.metrics import BrokerMetrics
 from pushd.broker.nodes import NodeTracker
 from pushd.broker.retention import JobRetention
 from pushd.broker.starts import JobStarts
+from pushd.broker.startup import STARTUP_BEATS_PER_INTERVAL, EarlyStart
 from pushd.broker.timers import TimerQueue
-from pushd.broker.zap import ZAP_ENDPOINT, CurveGrants, answer_zap, user_id_ref
+from pushd.broker.zap import ZAP_ENDPOINT, answer_zap, user_id_ref
 from pushd.cluster.doorbell import Doorbell
 from pushd.cluster.mailer import Mailer
 from pushd.cluster.relay import REMOTE, ClusterRelay
-from pushd.collector import quiet_collector
 from pushd.errors import ProtocolError
-from pushd.heap import limit_fragmentation
 from pushd.identity import generation
-from pushd.keys import load_or_create_server_keys
-from pushd.node_config import NodeConfigSettings
 from pushd.protocol.frames import (
     build_header,
-    encode,
     encode_body,
     open_frames,
     verify_signature,
@@ -130,13 +119,11 @@ from pushd.protocol.messages import (
     heartbeat_sequence,
     parse_node_message,
     reply_sequence,
-    server_heartbeat,
 )
 from pushd.protocol.signing import HMAC_SHA256, hmac_sign
 from pushd.protocol.timestamps import check_skew, format_timestamp
 from pushd.rollout import resolve_concurrency, resolve_errors
 from pushd.states import JobStatus, NodeStatus
-from pushd.store.db import database_params_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +150,6 @@ LIVENESS_DRAIN_BUDGET = 0.5
 # the broker's memory without bound (bench/results-2026-11-24/
 # RESULTS-shared-cores.md "8,000 nodes": 1 GB -> 3.2 GB).
 COMMAND_RCVHWM = 32
-# Listen backlog of the TCP sockets nodes connect to (ZMQ_BACKLOG; the kernel caps it at
-# net.core.somaxconn, 4096 on current kernels). libzmq's default of 100 makes a herd of
-# reconnecting nodes lose SYNs and wait for the kernel's 1 s, 3 s, 7 s... retransmits: 200
-# bare Curve connects took 1.07 s at 100 and 0.10 s at 4096 (bench/bench_floor_fanout.py).
-LISTEN_BACKLOG = 4096
 COUNTS_LOG_PERIOD = 10.0  # seconds between the INFO summaries of node connects/availability
 POLL_CAP = 0.1  # seconds: how quickly stop() is noticed
 DROP_LOG_PERIOD = 5.0
@@ -176,25 +158,20 @@ CONTROL_SYNC_TIMEOUT = 2.0  # seconds a control request waits for the journal's 
 CLUSTER_INBOX = "inproc://pushd-cluster-inbox"  # doorbell thread -> loop
 PRESENCE_PERIOD = 0.5  # seconds between writes of the held nodes that changed
 EXIT_FENCED = 3  # the broker's exit status when it lost its cluster lease
-STARTUP_BEATS_PER_INTERVAL = 4  # server heartbeats per interval right after a start
 LAST_BEAT_LINGER_MS = 200  # how long the last heartbeat at shutdown may take to go out
 JOURNAL_CLOSE_TIMEOUT = 10.0  # seconds shutdown waits for the journal (database outage)
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, early: EarlyStart | None = None) -> None:
+        """`early`: the start begun by run_broker, the heartbeat already beating; begun here
+        when not given (pushd.broker.startup)."""
         self.config = config
-        # A new id unless a clean stop saved one that can be kept (_resume_incarnation).
-        self.incarnation_id = str(uuid.uuid4())
-        self._incarnation_file = config.data_dir / "broker" / incarnation.FILE_NAME
-        self._config_fingerprint: str | None = None
         self.counters: collections.Counter[str] = collections.Counter()
         self.drops: collections.Counter[str] = collections.Counter()  # by reason, for metrics
         self._org_names: dict[str, str] = {}  # org id -> name, for metric labels
         self._stopping = threading.Event()
         self._drop_log_at = 0.0
-        self._heartbeat_sequence = 0
-        self._hostname = platform.node() or config.server_name
         # Loop stalls credited to liveness (_account_turn): time of turns longer than half a
         # heartbeat interval (a big job's turn, a slow database) does not count as silence.
         self._stall_credit = 0.0
@@ -206,36 +183,30 @@ class Broker:
         self._judge_after = 0.0  # monotonic time before which nobody is judged (after a stall)
         self._admissions = 0
 
-        config.run_dir.mkdir(parents=True, exist_ok=True)
-        self.keys = load_or_create_server_keys(config.data_dir / "keys")
         self.exit_status = 0
         self.timers = TimerQueue()
-        # First what the server heartbeat needs (keys, the Curve bindings that decide whether
-        # the incarnation id is kept, the heartbeat socket), then the heartbeat itself, from a
-        # thread until the loop runs: the rest of the start (database, session keys, jobs) is
-        # then no longer part of a restart's silence (pushd.broker.beacon says why).
-        self.grants = CurveGrants(
-            config.zap_window, state_file=config.data_dir / "broker" / "curve_clients.json"
-        )
-        restored = self.grants.restore(config.zap_window + config.recovery_grace)
-        self._restarted = restored > 0
-        self._resume_incarnation(restored)
-        self._context = zmq.Context(io_threads=max(1, config.zmq_io_threads))
-        self._heartbeat_context: zmq.Context[zmq.Socket[bytes]] | None = None
+        # What the server heartbeat needs (keys, the Curve bindings that decide whether the
+        # incarnation id is kept, the heartbeat socket) came first, and the heartbeat is going
+        # out from a thread until the loop runs: the rest of the start (database, session keys,
+        # jobs) is not part of a restart's silence (pushd.broker.startup says why).
+        self._early = early if early is not None else EarlyStart.begin(config)
+        self.keys = self._early.keys
+        self.grants = self._early.grants
+        self._restarted = self._early.bindings_restored > 0
+        self._heart = self._early.heart
+        self._beacon = self._early.beacon
+        self._context = self._early.context
         self._sockets: dict[str, zmq.Socket] = {}
-        self._heartbeat_relay: HeartbeatRelay | None = None
-        self._beacon = StartupBeacon(
-            self._send_server_heartbeat, config.heartbeat_interval / STARTUP_BEATS_PER_INTERVAL
-        )
         try:
-            self._open_heartbeat_socket()
-            self._beacon.start()
             self._load(config)
         except BaseException:
-            self._beacon.stop()
             self._close_sockets()
             store.close_database()
             raise
+
+    @property
+    def incarnation_id(self) -> str:
+        return self._heart.incarnation_id
 
     def _load(self, config: BrokerConfig) -> None:
         """The rest of the start, while the beacon beats: database, state, sockets, jobs."""
@@ -332,30 +303,6 @@ class Broker:
 
     # -- sockets ------------------------------------------------------------------------------
 
-    def _open_heartbeat_socket(self) -> None:
-        cfg = self.config
-        listen = cfg.zeromq_listen_address.rstrip("/")
-        if cfg.heartbeat_process:
-            # Published by a process of its own: this one then holds one descriptor per node.
-            self._heartbeat_relay = HeartbeatRelay(
-                self._context, cfg.run_dir, f"{listen}:{cfg.server_heartbeat_port}",
-                backlog=LISTEN_BACKLOG,
-            )
-            self._sockets["heartbeat"] = self._heartbeat_relay.publisher
-            self._heartbeat_relay.start()
-            os.chmod(cfg.run_dir / HEARTBEAT_INBOUND, 0o600)
-        else:
-            # In a context of its own, so its own I/O thread: after a restart the nodes' SUB
-            # sockets reconnect while the command port's I/O thread is busy with thousands of
-            # Curve handshakes; queued behind those, a node heard its first server heartbeat
-            # late enough to judge the server offline (see _schedule_heartbeats).
-            self._heartbeat_context = zmq.Context(io_threads=1)
-            pub = self._heartbeat_context.socket(zmq.PUB)
-            pub.linger = 0
-            pub.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
-            pub.bind(f"{listen}:{cfg.server_heartbeat_port}")
-            self._sockets["heartbeat"] = pub
-
     def _open_sockets(self) -> None:
         cfg = self.config
         ctx = self._context
@@ -411,16 +358,14 @@ class Broker:
             os.chmod(path, 0o600)
 
     def _close_sockets(self) -> None:
-        if self._heartbeat_relay is not None:
-            self._heartbeat_relay.close()
+        self._beacon.stop()  # before its socket closes (a no-op once the loop has run)
+        self._heart.close()  # a no-op after _shutdown closed it with its linger
         for socket in self._sockets.values():
             socket.close(0)
         self._sockets.clear()
         # destroy, not term: a socket whose bind failed in _open_sockets (port taken) is not
         # in _sockets yet, and term() would wait for it forever.
         self._context.destroy(linger=0)
-        if self._heartbeat_context is not None:
-            self._heartbeat_context.destroy(linger=0)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -504,37 +449,16 @@ class Broker:
         log.info("loop turn took %.2f s; liveness deadlines extended by it%s", busy,
                  f", no node judged offline for {hold:.1f} s" if hold else "")
 
-    def _resume_incarnation(self, bindings_restored: int) -> None:
-        # After a clean stop with nothing in the nodes' config changed, the nodes need not
-        # fetch it again: keep the id (pushd.broker.incarnation says when and why).
-        self._config_fingerprint = (
-            NodeConfigSettings.from_settings(self.config.settings).fingerprint(
-                self.keys.rsa_public_pem,
-                None if self.config.disable_curve_encryption else self.keys.curve_public_z85,
-            )
-            if self.config.settings is not None else None
-        )
-        if self._config_fingerprint is None:
-            return
-        resumed = incarnation.resume(self._incarnation_file, self._config_fingerprint,
-                                     bindings_restored)
-        if resumed.kept:
-            self.incarnation_id = resumed.id
-            self._heartbeat_sequence = resumed.next_sequence
-            log.info("incarnation %s kept from the last clean stop: nodes reconnect without "
-                     "fetching their config", resumed.id)
-
     def _save_incarnation(self, bindings_saved: bool) -> None:
-        if self._config_fingerprint is None or not bindings_saved or \
+        if self._early.fingerprint is None or not bindings_saved or \
                 self.exit_status == EXIT_FENCED:
             return
         # + 1: the last heartbeat _shutdown sends after this takes the current number, and a
         # client drops a heartbeat whose sequence it has seen (a replay).
         incarnation.save(
-            self._incarnation_file,
-            incarnation.Incarnation(self.incarnation_id,
-                                    next_sequence=self._heartbeat_sequence + 1),
-            self._config_fingerprint, self.grants.bound_count,
+            self._early.incarnation_file,
+            incarnation.Incarnation(self.incarnation_id, next_sequence=self._heart.sequence + 1),
+            self._early.fingerprint, self.grants.bound_count,
         )
 
     def _shutdown(self) -> None:
@@ -559,10 +483,8 @@ class Broker:
         # saving above takes ~1.5 s with 5,000 nodes: one last heartbeat here takes it out of
         # the silence a restart makes (bench/RESULTS.md, storm sitting). Its socket is closed
         # with a linger: at 0 (as _close_sockets closes) libzmq drops what is still queued.
-        self._send_server_heartbeat()
-        heartbeat = self._sockets.pop("heartbeat", None)
-        if heartbeat is not None:
-            heartbeat.close(linger=LAST_BEAT_LINGER_MS)
+        self._heart.beat()
+        self._heart.close(linger_ms=LAST_BEAT_LINGER_MS)
         self._close_sockets()
         self.metrics.close()
         store.close_database()
@@ -768,21 +690,8 @@ class Broker:
         for k in range(1, quick * cfg.offline_threshold):
             if k % quick:  # the regular cadence sends the others
                 self.timers.call_later(k * cfg.heartbeat_interval / quick,
-                                       self._send_server_heartbeat)
-        self._every(cfg.heartbeat_interval, self._send_server_heartbeat, first=0.0)
-
-    def _send_server_heartbeat(self) -> None:
-        body = server_heartbeat(
-            sequence=self._heartbeat_sequence,
-            server=self._hostname,  # the original sends its host name here
-            incarnation_id=self.incarnation_id,
-        )
-        self._heartbeat_sequence += 1
-        frames = encode(body, rsa_private_key=self.keys.rsa_private)
-        try:
-            self._sockets["heartbeat"].send_multipart(frames, zmq.NOBLOCK)
-        except zmq.ZMQError as err:
-            log.warning("could not publish the server heartbeat: %s", err)
+                                       self._heart.beat)
+        self._every(cfg.heartbeat_interval, self._heart.beat, first=0.0)
 
     def _publish(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         # Called by the journal only: from its writer thread once that runs, which then is the
@@ -1102,8 +1011,7 @@ class Broker:
         self._keys_by_ref = current
 
     def _housekeeping(self) -> None:
-        if self._heartbeat_relay is not None:
-            self._heartbeat_relay.check()
+        self._heart.check()
         self.grants.save()  # at most every CurveGrants.save_period (zap.py)
         self.grants.sweep()
 
@@ -1163,33 +1071,3 @@ def _retention(config: BrokerConfig) -> JobRetention | None:
         return None
     return JobRetention(store, config.job_retention_days, batch=config.retention_batch,
                         interval=config.retention_interval)
-
-
-def run_broker(settings: Any) -> int:
-    """Run the broker until SIGTERM/SIGINT (main thread only). Returns the exit status."""
-    config = settings if isinstance(settings, BrokerConfig) else BrokerConfig.from_settings(
-        settings
-    )
-    try:  # SQLite serves one server: refused while another server's broker holds the file
-        server_lock = sqlite_lock.hold_database(
-            config.database or database_params_from_settings(config.settings), config.run_dir
-        )
-    except sqlite_lock.ServerLockHeld as err:
-        log.error("not starting: %s", err)
-        return 1
-    limit_fragmentation()  # before libzmq's buffers exist (pushd.heap says why)
-    broker = Broker(config)
-    quiet_collector()  # after start-up's objects exist (pushd.collector says why)
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping", signum)
-        broker.stop()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-    broker.run()
-    if server_lock is not None:
-        server_lock.release()
-    return broker.exit_status
-

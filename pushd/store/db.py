@@ -49,9 +49,10 @@ from typing import Any, ParamSpec, TypeVar
 import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
+from pushd.db_params import database_params_from_settings as database_params_from_settings
+from pushd.db_params import setting as _setting
 from pushd.errors import StoreError
 
-SQLITE_FILENAME = "pushd.sqlite3"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 POSTGRES_CONNECT_TIMEOUT_S = 10
 POOL_WAIT_TIMEOUT_S = 30
@@ -221,33 +222,6 @@ def release_idle(database: peewee.Database) -> None:
         # Leave no idle pooled connection behind: a process that forks after opening (the
         # server's main process) must not hand a live socket to its children.
         database.close_all()
-
-
-def _setting(settings: Any, name: str, default: Any = None) -> Any:
-    try:
-        value = settings.get(name)
-    except (KeyError, LookupError):
-        return default
-    return default if value is None else value
-
-
-def database_params_from_settings(settings: Any) -> tuple[str, dict[str, Any]]:
-    """(kind, params) for `open_database_params`, read from a settings object."""
-    if _setting(settings, "postgresql.enable", False):
-        return "postgres", {
-            "host": _setting(settings, "postgresql.vip", "127.0.0.1"),
-            "port": int(_setting(settings, "postgresql.port", 5432)),
-            "user": _setting(settings, "postgresql.sql_user", "opscode_pushy"),
-            "password": _setting(settings, "postgresql.sql_password", ""),
-            "database": _setting(settings, "postgresql.database_name", "opscode_pushy"),
-        }
-    sqlite_path = _setting(settings, "sqlite_path")
-    if sqlite_path:
-        return "sqlite", {"path": str(sqlite_path)}
-    data_dir = _setting(settings, "data_dir")
-    if not data_dir:
-        raise StoreError("settings sqlite_path and data_dir are empty: nowhere to put SQLite")
-    return "sqlite", {"path": str(Path(data_dir) / SQLITE_FILENAME)}
 
 
 def pool_size_from_settings(settings: Any) -> int:
