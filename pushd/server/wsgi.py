@@ -124,7 +124,7 @@ def build_worker_app(settings: Any) -> falcon.App:
     from pushd.api.app import create_app
     from pushd.api.broker import BrokerGateway
     from pushd.api.events import EventHub
-    from pushd.broker.control_client import BrokerClient
+    from pushd.broker.control_mux import MultiplexedBrokerClient
     from pushd.identity import make_principal_source
     from pushd.keys import load_or_create_server_keys
     from pushd.server.supervisor import started_file_path
@@ -133,7 +133,8 @@ def build_worker_app(settings: Any) -> falcon.App:
     keys = load_or_create_server_keys(server_keys_dir(settings))
     run_dir = Path(settings.get("run_dir"))
     context: zmq.Context[Any] = zmq.Context.instance()
-    client = BrokerClient(run_dir, timeout=BROKER_TIMEOUT, zmq_module=zmq, context=context)
+    # One control connection per worker, whatever its concurrency (control_mux says why).
+    client = MultiplexedBrokerClient(run_dir, timeout=BROKER_TIMEOUT, context=context)
     hub = EventHub(zmq, context, f"ipc://{run_dir}/events.sock")
     hub.start()
     app = create_app(

@@ -1,0 +1,112 @@
+"""MultiplexedBrokerClient: one control connection per API worker, replies matched by id."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import gevent
+import pytest
+import zmq
+import zmq.green as green
+
+from pushd import store
+from pushd.broker.control_client import BrokerUnavailable, control_address
+from pushd.broker.control_mux import MultiplexedBrokerClient
+from tests.support.broker_runner import ORG_ID, ORG_NAME, BrokerEnv
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[BrokerEnv]:
+    env = BrokerEnv(tmp_path, ("sqlite", {"path": str(tmp_path / "pushd.sqlite3")}))
+    try:
+        yield env
+    finally:
+        env.close()
+
+
+@pytest.fixture
+def green_context() -> Iterator[green.Context]:
+    context = green.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def test_concurrent_requests_share_one_connection_and_get_their_own_replies(
+    env: BrokerEnv, green_context: green.Context
+) -> None:
+    env.start()
+    client = MultiplexedBrokerClient(env.config.run_dir, timeout=5, context=green_context)
+    try:
+        assert client.request({"op": "status"})["ok"]
+        files = open_files()  # this process holds both ends: the client's and the broker's
+        nodes = [f"n{i}" for i in range(60)]
+        jobs = [gevent.spawn(client.request, {"op": "node_states", "org_id": ORG_ID,
+                                              "nodes": [node]}) for node in nodes]
+        gevent.joinall(jobs, timeout=10)
+        for node, job in zip(nodes, jobs, strict=True):
+            assert job.value is not None, job.exception
+            assert [n["node_name"] for n in job.value["nodes"]] == [node]
+        assert open_files() == files  # 60 requests in flight: no socket more
+    finally:
+        client.close()
+
+
+def test_a_request_the_caller_gave_up_on_is_not_delivered_when_the_broker_comes(
+    env: BrokerEnv, green_context: green.Context
+) -> None:
+    client = MultiplexedBrokerClient(env.config.run_dir, timeout=0.3, context=green_context)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match="admit"):
+            client.request({"op": "admit", "org_name": ORG_NAME, "org_id": ORG_ID,
+                            "node": "late", "ccpk": zmq.curve_keypair()[0].decode()})
+        assert time.monotonic() - started < 2
+        env.start()
+        assert client.request({"op": "status"})["ok"]  # the same client, now connected
+        gevent.sleep(0.3)
+        assert store.get_session_key(ORG_ID, "late") is None  # the admit never arrived
+        env.restart()
+        assert client.request({"op": "status"})["ok"]  # and it follows a broker restart
+    finally:
+        client.close()
+
+
+def test_a_late_reply_is_dropped_and_the_next_request_gets_its_own(
+    tmp_path: Path, green_context: green.Context
+) -> None:
+    # A fake broker (a plain ROUTER on the control address): it answers the first request
+    # only after the client gave up on it, then the second at once.
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(control_address(tmp_path))
+
+    def fake_broker() -> None:
+        first = router.recv_multipart()
+        second = router.recv_multipart()
+        for identity, payload in (first, second):
+            request = json.loads(payload)
+            router.send_multipart([identity, json.dumps(
+                {"ok": True, "echo": request["op"], "id": request["id"]}).encode()])
+
+    thread = threading.Thread(target=fake_broker, daemon=True)
+    thread.start()
+    client = MultiplexedBrokerClient(tmp_path, timeout=0.3, context=green_context)
+    try:
+        with pytest.raises(BrokerUnavailable):
+            client.request({"op": "first"})
+        assert client.request({"op": "second"}) == {"ok": True, "echo": "second"}
+    finally:
+        client.close()
+        thread.join(2)
+        router.close()
+        context.term()
