@@ -4,7 +4,8 @@ Run it with ``python -m pushd.broker --config FILE`` or `pushd.broker.startup.ru
 API workers talk to it with `pushd.broker.control_mux.MultiplexedBrokerClient`, tools and tests
 with `pushd.broker.control_client.BrokerClient` (no server-only imports).
 
-    startup.py         run_broker(settings): the heartbeat first (EarlyStart), then the rest
+    startup.py         run_broker(settings): the heartbeat first, then the rest
+    early_start.py     EarlyStart: keys, Curve bindings, incarnation id, heartbeat, beacon
     heartbeat_publisher.py  HeartbeatPublisher: the server heartbeat's socket and message
     beacon.py          StartupBeacon: heartbeats from a thread while the broker loads
     service.py         Broker (the pyzmq loop and every other socket)

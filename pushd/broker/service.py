@@ -93,6 +93,7 @@ from pushd.broker.control_client import (
     events_address,
     events_path,
 )
+from pushd.broker.early_start import STARTUP_BEATS_PER_INTERVAL, EarlyStart
 from pushd.broker.heartbeat_publisher import LISTEN_BACKLOG
 from pushd.broker.jobs import FANOUT_BUDGET, JobEngine
 from pushd.broker.journal import StoreJournal
@@ -101,7 +102,6 @@ from pushd.broker.metrics import BrokerMetrics
 from pushd.broker.nodes import NodeTracker
 from pushd.broker.retention import JobRetention
 from pushd.broker.starts import JobStarts
-from pushd.broker.startup import STARTUP_BEATS_PER_INTERVAL, EarlyStart
 from pushd.broker.timers import TimerQueue
 from pushd.broker.zap import ZAP_ENDPOINT, answer_zap, user_id_ref
 from pushd.cluster.doorbell import Doorbell
@@ -165,7 +165,7 @@ JOURNAL_CLOSE_TIMEOUT = 10.0  # seconds shutdown waits for the journal (database
 class Broker:
     def __init__(self, config: BrokerConfig, early: EarlyStart | None = None) -> None:
         """`early`: the start begun by run_broker, the heartbeat already beating; begun here
-        when not given (pushd.broker.startup)."""
+        when not given (pushd.broker.early_start)."""
         self.config = config
         self.counters: collections.Counter[str] = collections.Counter()
         self.drops: collections.Counter[str] = collections.Counter()  # by reason, for metrics

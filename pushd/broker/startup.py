@@ -6,9 +6,9 @@
                                      file's server lock for its life (pushd.sqlite_lock) and
                                      returns 1 at once, logging why, while another server
                                      (another run_dir) holds it
-    EarlyStart.begin(config)         keys, Curve bindings, incarnation id, the heartbeat socket
-                                     and the start-up beacon, beating (beacon.py)
-    early.abandon()                  on a failed start: beacon stopped, sockets closed
+
+The start in two parts: first `EarlyStart.begin` (early_start.py), with light imports only,
+gets the server heartbeat out; only then is pushd.broker.service imported and the Broker built.
 
 Why: a stock client judges the server offline after offline_threshold heartbeat intervals
 without a server heartbeat (at 1 s heartbeats: 3 s), reopens its sockets and may fetch its
@@ -16,13 +16,8 @@ config again, which after a restart is the whole fleet at once. The silence a re
 runs from the old broker's last heartbeat to the new one's first, and in a 5,000-node restart
 most of it was the new broker's start: importing the store, the job engine and the rest
 (0.25 s on an idle machine, 0.7 s during the reconnection herd) and loading its state (0.3 s).
-So this module imports only what the heartbeat needs (pyzmq, the RSA key, the protocol's
-framing, the incarnation and Curve-binding files) and starts beating before `run_broker`
-imports the rest (pushd.broker.service).
-
-The incarnation id is decided here because the heartbeat carries it: kept from a clean stop
-when the node config's fingerprint and the Curve bindings are as they were
-(pushd.broker.incarnation), so the Curve bindings are read here too.
+So this module and early_start.py import only what the heartbeat needs, and the heartbeat
+beats before `run_broker` imports the rest (pushd.broker.service).
 """
 
 from __future__ import annotations
@@ -30,79 +25,16 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import zmq
-
 from pushd import sqlite_lock
-from pushd.broker import incarnation
-from pushd.broker.beacon import StartupBeacon
 from pushd.broker.config import BrokerConfig
-from pushd.broker.heartbeat_publisher import HeartbeatPublisher
-from pushd.broker.zap import CurveGrants
+from pushd.broker.early_start import EarlyStart
 from pushd.collector import quiet_collector
 from pushd.db_params import database_params_from_settings
 from pushd.heap import limit_fragmentation
-from pushd.keys import ServerKeys, load_or_create_server_keys
-from pushd.node_config import NodeConfigSettings
 
 log = logging.getLogger(__name__)
-
-STARTUP_BEATS_PER_INTERVAL = 4  # server heartbeats per interval right after a start
-
-
-@dataclass
-class EarlyStart:
-    keys: ServerKeys
-    grants: CurveGrants
-    bindings_restored: int
-    fingerprint: str | None  # of the nodes' config documents; None without settings
-    incarnation_file: Path
-    context: zmq.Context  # the broker's main context (the relay's publisher lives in it)
-    heart: HeartbeatPublisher
-    beacon: StartupBeacon
-
-    @classmethod
-    def begin(cls, config: BrokerConfig) -> EarlyStart:
-        config.run_dir.mkdir(parents=True, exist_ok=True)
-        keys = load_or_create_server_keys(config.data_dir / "keys")
-        grants = CurveGrants(
-            config.zap_window, state_file=config.data_dir / "broker" / "curve_clients.json"
-        )
-        restored = grants.restore(config.zap_window + config.recovery_grace)
-        fingerprint = _config_fingerprint(config, keys)
-        incarnation_file = config.data_dir / "broker" / incarnation.FILE_NAME
-        resumed = (incarnation.resume(incarnation_file, fingerprint, restored)
-                   if fingerprint is not None else incarnation.fresh())
-        if resumed.kept:
-            log.info("incarnation %s kept from the last clean stop: nodes reconnect without "
-                     "fetching their config", resumed.id)
-        context = zmq.Context(io_threads=max(1, config.zmq_io_threads))
-        try:
-            heart = HeartbeatPublisher(config, context, keys.rsa_private, resumed.id,
-                                       resumed.next_sequence)
-        except BaseException:
-            context.destroy(linger=0)
-            raise
-        beacon = StartupBeacon(heart.beat, config.heartbeat_interval / STARTUP_BEATS_PER_INTERVAL)
-        beacon.start()
-        return cls(keys, grants, restored, fingerprint, incarnation_file, context, heart, beacon)
-
-    def abandon(self) -> None:
-        self.beacon.stop()
-        self.heart.close()
-        self.context.destroy(linger=0)
-
-
-def _config_fingerprint(config: BrokerConfig, keys: ServerKeys) -> str | None:
-    if config.settings is None:
-        return None
-    return NodeConfigSettings.from_settings(config.settings).fingerprint(
-        keys.rsa_public_pem,
-        None if config.disable_curve_encryption else keys.curve_public_z85,
-    )
 
 
 def run_broker(settings: Any) -> int:

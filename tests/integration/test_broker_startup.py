@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from pushd.broker.startup import EarlyStart
+from pushd.broker.early_start import EarlyStart
 from tests.support.broker_runner import BrokerEnv
 
 
@@ -18,7 +18,7 @@ def test_the_heartbeat_path_imports_neither_the_store_nor_the_loop() -> None:
     # What run_broker imports before the beacon beats: a heavy import added here would be
     # part of every restart's silence again.
     code = (
-        "import sys, pushd.config, pushd.broker.startup\n"
+        "import sys, pushd.config, pushd.broker.startup, pushd.broker.early_start\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('peewee', 'psycopg',"
         " 'prometheus_client') or m.startswith(('pushd.store', 'pushd.broker.service',"
         " 'pushd.broker.jobs')))\n"
