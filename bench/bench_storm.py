@@ -1,6 +1,7 @@
 """Reconnect storm: restart the whole server under N online nodes; time until all are back.
 
     python bench/bench_storm.py --nodes 5000 [--runs 3] [--new-incarnation] [--profile S]
+        [--emulator-nice N]
 
 One server, N emulated nodes online. Each run stops the server (SIGINT: arbiter, API workers and
 broker), starts it again (same database, same keys), and polls ``GET node_states`` (every second,
@@ -192,9 +193,16 @@ def one_run(server: PushdServer, emulator: EmulatorProcess, n: int, timeout: flo
             cpu[role] = meter.cpu_seconds()
     emulator_cpu = sum(m.cpu_seconds() for m in emulator_meters) - emulator_cpu0
     silence = beats.silence(t_start)  # the old broker beats until it has stopped
+    before, after = beats.around(t_start)
     beats.close()
     note("server heartbeat silence (s, a subscriber outside the herd): "
          + ("-" if silence is None else f"{silence:.2f}"))
+    if before is not None and after is not None:
+        # Consecutive sequence numbers: the stopping broker's last heartbeat was heard and the
+        # silence is the two processes' gap; a jump: heartbeats this subscriber missed.
+        note(f"heard around the restart: sequence {before.sequence} at {before.at - t_stop:+.2f} s "
+             f"from the stop, then {after.sequence} at {after.at - t_start:+.2f} s from the start"
+             f" ({after.sequence - before.sequence - 1} missed)")
     note("timeline (s from start): " + timeline.render())
     # Where the silence goes: the old broker's stop and the new one's start, as logged.
     marks = ("signal 15", "broker stopping", "broker stopped", "broker started", " serving: ")
@@ -234,6 +242,9 @@ def main() -> int:
     parser.add_argument("--new-incarnation", action="store_true",
                         help="delete the incarnation id the stopped server saved: every node "
                         "re-fetches its config (default: a clean restart keeps the id)")
+    parser.add_argument("--emulator-nice", type=int, default=0, metavar="N",
+                        help="run the emulated nodes at nice N (19: the server gets the cores "
+                        "first, as when the nodes are other machines); default 0")
     parser.add_argument("--stock-retry", action="store_true",
                         help="emulated nodes retry a failed config fetch after 108-120 s, as "
                         "the stock client does (default: within 0.1-10 s)")
@@ -245,7 +256,7 @@ def main() -> int:
     with bench_server(args) as server:
         extra = ["--fetchers", str(args.fetchers)] if args.fetchers else []
         extra += ["--stock-retry"] if args.stock_retry else []
-        emulator = EmulatorProcess(server, n, args.state_dir, *extra)
+        emulator = EmulatorProcess(server, n, args.state_dir, *extra, nice=args.emulator_nice)
         try:
             fleet_online(server, emulator, n, server_timeout=120, settle=5)
             for number in range(args.runs):
@@ -263,7 +274,8 @@ def main() -> int:
         values = [r[index] for r in runs]
         result(name, median(values), unit, nodes=n, runs=len(runs),
                all=",".join(f"{v:.1f}" for v in values),
-               incarnation="new" if args.new_incarnation else "kept")
+               incarnation="new" if args.new_incarnation else "kept",
+               **({"emulator_nice": args.emulator_nice} if args.emulator_nice else {}))
 
     report("storm_start_to_all_available", 0)
     report("storm_stop_to_all_available", 1)

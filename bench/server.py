@@ -179,6 +179,12 @@ class HeartbeatListener:
         first = [beat.at for beat in self.beats if beat.at > at]
         return first[0] - last[-1] if last and first else None
 
+    def around(self, at: float) -> tuple[Beat | None, Beat | None]:
+        """The last beat heard before `at` and the first after it."""
+        last = [beat for beat in self.beats if beat.at < at]
+        first = [beat for beat in self.beats if beat.at > at]
+        return (last[-1] if last else None), (first[0] if first else None)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(1)
