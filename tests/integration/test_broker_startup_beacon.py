@@ -81,3 +81,43 @@ def test_heartbeats_go_out_while_the_database_is_still_opening(
     finally:
         starter.join(10)
         env.close()
+
+
+SLOW_CLOSE = 2.0  # seconds the journal takes to close at the stop
+
+
+def test_heartbeats_go_on_while_a_stopping_broker_saves_its_state(
+    tmp_path: Path, subscriber: zmq.Socket
+) -> None:
+    env = BrokerEnv(tmp_path, ("sqlite", {"path": str(tmp_path / "pushd.sqlite3")}),
+                    heartbeat_interval=1.0)
+    env.start()
+    try:
+        assert env.broker is not None
+        journal = env.broker.journal
+        real_close = journal.close
+
+        def slow_close(timeout: float) -> None:
+            time.sleep(SLOW_CLOSE)
+            real_close(timeout)
+
+        journal.close = slow_close  # type: ignore[method-assign]
+        subscriber.connect(env.heartbeat_addr)
+        assert subscriber.poll(3000), "no heartbeat before the stop"
+        subscriber.recv_multipart()
+        stopper = threading.Thread(target=env.stop, daemon=True)
+        stopping_at = time.monotonic()
+        stopper.start()
+        heard: list[tuple[float, int]] = []
+        while stopper.is_alive() or subscriber.poll(300):
+            if subscriber.poll(100):
+                body = open_frames(subscriber.recv_multipart()).body
+                heard.append((time.monotonic() - stopping_at, body["sequence"]))
+        stopper.join(10)
+        during = [seq for at, seq in heard if 0.3 < at < SLOW_CLOSE - 0.2]
+        # Four per interval while the journal closes (without: none until the last one).
+        assert len(during) >= 4, heard
+        sequences = [seq for _, seq in heard]
+        assert sequences == list(range(sequences[0], sequences[0] + len(sequences))), heard
+    finally:
+        env.close()
