@@ -84,7 +84,6 @@ import zmq
 
 from pushd import store
 from pushd.broker import incarnation
-from pushd.broker.beacon import StartupBeacon
 from pushd.broker.config import BrokerConfig
 from pushd.broker.contracts import Address, FeedEvent, JobSpec, NodeRef, Transition
 from pushd.broker.control import ControlHandler
@@ -464,15 +463,6 @@ class Broker:
 
     def _shutdown(self) -> None:
         log.info("broker stopping")
-        # The heartbeat goes on while the stop saves its state (journal, known nodes: ~1.5 s
-        # with 5,000 nodes), from a thread as at the start: the bench's storm heard none of it,
-        # and the one last heartbeat below was missed by its subscriber in every restart
-        # (bench/RESULTS.md, seventh session), so the saving was part of the restart's silence.
-        # Stopped before the incarnation is saved: the sequence saved must be the next unused.
-        farewell = StartupBeacon(
-            self._heart.beat, self.config.heartbeat_interval / STARTUP_BEATS_PER_INTERVAL
-        )
-        farewell.start()
         if self.doorbell is not None and self.mailer is not None:
             # A clean stop ends the lease at once: another member takes over the jobs this
             # one coordinated now, not a lease later (a fenced member has no lease to end).
@@ -482,11 +472,9 @@ class Broker:
         try:
             self.journal.close(JOURNAL_CLOSE_TIMEOUT)
             self._flush_known_nodes(wait=True)
-            farewell.stop()
             self._save_incarnation(self.grants.save(force=True))
         except Exception:
             log.exception("error while saving state at shutdown")
-        farewell.stop()  # idempotent; here too when the saving raised
         self.tracker.shutdown()
         self.engine.shutdown()
         # A node judges the server offline after offline_threshold intervals without a server
