@@ -175,9 +175,8 @@ class HeartbeatListener:
                                        str(body["incarnation_id"])))
 
     def silence(self, at: float) -> float | None:
-        last = [beat.at for beat in self.beats if beat.at < at]
-        first = [beat.at for beat in self.beats if beat.at > at]
-        return first[0] - last[-1] if last and first else None
+        before, after = self.around(at)
+        return after.at - before.at if before is not None and after is not None else None
 
     def around(self, at: float) -> tuple[Beat | None, Beat | None]:
         """The last beat heard before `at` and the first after it."""

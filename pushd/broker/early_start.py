@@ -2,7 +2,8 @@
 
     EarlyStart.begin(config)         keys, Curve bindings, incarnation id, the heartbeat socket
                                      and the start-up beacon, beating (beacon.py)
-    early.abandon()                  on a failed start: beacon stopped, sockets closed. Idempotent.
+    early.close()                    beacon stopped, heartbeat socket and context closed;
+                                     on a failed start and at the stop. Idempotent.
     STARTUP_BEATS_PER_INTERVAL       the beacon's (and the loop's first intervals') cadence
 
 Imports only what the heartbeat needs (pyzmq, the RSA key, the protocol's framing, the
@@ -70,9 +71,13 @@ class EarlyStart:
         beacon.start()
         return cls(keys, grants, restored, fingerprint, incarnation_file, context, heart, beacon)
 
-    def abandon(self) -> None:
-        self.beacon.stop()
-        self.heart.close()
+    def close(self) -> None:
+        """Stop the beacon, close the heartbeat socket, destroy the context (every socket the
+        broker made in it too). Idempotent: a failed start and a stop both end here."""
+        self.beacon.stop()  # before its socket closes (a no-op once the loop has taken over)
+        self.heart.close()  # a no-op after _shutdown closed it with its linger
+        # destroy, not term: a socket whose bind failed (port taken) was never handed to
+        # anyone to close, and term() would wait for it forever.
         self.context.destroy(linger=0)
 
 

@@ -1,6 +1,6 @@
 """The broker process: one thread, one pyzmq poller loop owning every ZeroMQ socket.
 
-    broker = Broker(config)          keys and heartbeat first (startup.EarlyStart), then the
+    broker = Broker(config)          keys and heartbeat first (early_start.EarlyStart), then the
                                      database, state and the other sockets (BrokerConfig)
     broker.run()                     serve until stop(); returns after closing everything
     broker.stop()                    thread-safe; the loop exits within ~0.1 s
@@ -358,14 +358,10 @@ class Broker:
             os.chmod(path, 0o600)
 
     def _close_sockets(self) -> None:
-        self._beacon.stop()  # before its socket closes (a no-op once the loop has run)
-        self._heart.close()  # a no-op after _shutdown closed it with its linger
         for socket in self._sockets.values():
             socket.close(0)
         self._sockets.clear()
-        # destroy, not term: a socket whose bind failed in _open_sockets (port taken) is not
-        # in _sockets yet, and term() would wait for it forever.
-        self._context.destroy(linger=0)
+        self._early.close()  # the beacon, the heartbeat and the context
 
     # -- the loop -----------------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ def run_broker(settings: Any) -> int:
 
         broker = Broker(config, early)
     except BaseException:
-        early.abandon()  # idempotent: a Broker that failed has abandoned it already
+        early.close()  # idempotent: a Broker that failed has closed it already
         raise
     quiet_collector()  # after start-up's objects exist (pushd.collector says why)
 

@@ -48,6 +48,6 @@ def test_a_taken_heartbeat_port_fails_the_start_and_leaves_nothing_running(
     try:
         assert [t for t in threading.enumerate() if t.name == "startup-beacon"]
     finally:
-        early.abandon()
-        early.abandon()  # twice: run_broker's own cleanup may follow the Broker's
+        early.close()
+        early.close()  # twice: run_broker's own cleanup may follow the Broker's
     assert not [t for t in threading.enumerate() if t.name == "startup-beacon"]
