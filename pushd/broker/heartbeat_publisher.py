@@ -4,6 +4,7 @@
         binds {listen}:{server_heartbeat_port} (in a ZeroMQ context of its own), or with
         `heartbeat_process` starts the relay process (heartbeat_relay.py) and connects to it
     heart.beat()             one RSA-signed heartbeat, NOBLOCK (a warning if it cannot go out)
+    heart.has_own_context    True unless published through the relay (the broker's context)
     heart.sequence           the sequence number the next beat carries
     heart.check()            restart the relay process if it died (once a second)
     heart.close(linger_ms=0) close the socket (what is still queued may go out for linger_ms),
@@ -73,6 +74,12 @@ class HeartbeatPublisher:
             self._own_context.destroy(linger=0)
             raise
         self._socket = pub
+
+    @property
+    def has_own_context(self) -> bool:
+        """True when the heartbeat socket is in a context of its own (not the relay's, which
+        publishes through the broker's context)."""
+        return self._own_context is not None
 
     def beat(self) -> None:
         if self._socket is None:

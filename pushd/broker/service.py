@@ -358,10 +358,14 @@ class Broker:
             os.chmod(path, 0o600)
 
     def _close_sockets(self) -> None:
+        self._close_loop_sockets()
+        self._early.close()  # the beacon, the heartbeat and the context
+
+    def _close_loop_sockets(self) -> None:
+        """Every socket the loop made: all but the heartbeat's, which EarlyStart owns."""
         for socket in self._sockets.values():
             socket.close(0)
         self._sockets.clear()
-        self._early.close()  # the beacon, the heartbeat and the context
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -473,17 +477,22 @@ class Broker:
             log.exception("error while saving state at shutdown")
         self.tracker.shutdown()
         self.engine.shutdown()
-        # A node judges the server offline after offline_threshold intervals without a server
-        # heartbeat, and a stock client then reopens its sockets (a second connection herd
-        # after a restart, and a config re-fetch for those not answered within ~4 s). The
-        # saving above takes ~1.5 s with 5,000 nodes: one last heartbeat here takes it out of
-        # the silence a restart makes (bench/RESULTS.md, storm sitting). Its socket is closed
-        # with a linger: at 0 (as _close_sockets closes) libzmq drops what is still queued.
-        self._heart.beat()
-        self._heart.close(linger_ms=LAST_BEAT_LINGER_MS)
-        self._close_sockets()
+        self._close_loop_sockets()
         self.metrics.close()
         store.close_database()
+        if self._heart.has_own_context:
+            # libzmq ends every node's connection in the context's term(): ~0.2-1 s with
+            # 5,000 nodes (bench/RESULTS.md, eighth session), so before the last heartbeat.
+            self._context.destroy(linger=0)
+        # A node judges the server offline after offline_threshold intervals without a server
+        # heartbeat, and a stock client then reopens its sockets (a second connection herd
+        # after a restart, and a config re-fetch for those not answered within ~4 s). So the
+        # last heartbeat is the stop's last act: the saving above (~1.5 s with 5,000 nodes)
+        # and the closing are then out of the silence a restart makes. Its socket is closed
+        # with a linger: at 0 (as EarlyStart.close closes) libzmq drops what is still queued.
+        self._heart.beat()
+        self._heart.close(linger_ms=LAST_BEAT_LINGER_MS)
+        self._early.close()  # the beacon (stopped long ago), the heartbeat (closed), the context
         log.info("broker stopped")
 
     def _every(self, period: float, fn: Any, first: float | None = None) -> None:
