@@ -39,6 +39,8 @@ from gevent.event import AsyncResult
 
 from pushd.broker.control_client import MAX_REPLY_BYTES, BrokerUnavailable, control_address
 
+SEND_RETRY = 0.02  # seconds between send attempts while the connection comes up
+
 
 class MultiplexedBrokerClient:
     def __init__(self, run_dir: str | os.PathLike[str], timeout: float = 3.0, *,
@@ -97,8 +99,14 @@ class MultiplexedBrokerClient:
             except zmq.Again:
                 # No connection to the broker (ZMQ_IMMEDIATE): wait for one, within the timeout.
                 left = deadline - time.monotonic()
-                if left <= 0 or not socket.poll(int(left * 1000) + 1, zmq.POLLOUT):
+                if left <= 0:
                     raise self._unavailable(op) from None
+                # In slices, trying the send after each: the socket's file descriptor signals
+                # an edge, and the reader greenlet waiting on it for replies may take the one
+                # that said "connected"; a poll for the whole timeout then sleeps through it and
+                # a fresh client's first request failed though the broker was up (6 of 10
+                # times in tests/integration/test_control_mux.py).
+                socket.poll(int(min(left, SEND_RETRY) * 1000) + 1, zmq.POLLOUT)
 
     def _read(self, socket: Any) -> None:
         while True:

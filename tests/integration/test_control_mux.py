@@ -110,3 +110,41 @@ def test_a_late_reply_is_dropped_and_the_next_request_gets_its_own(
         thread.join(2)
         router.close()
         context.term()
+
+
+def test_a_new_clients_first_request_reaches_a_broker_that_is_up(
+    tmp_path: Path, green_context: green.Context
+) -> None:
+    # The first request waits for the connection (ZMQ_IMMEDIATE) while the reader greenlet
+    # already waits on the same socket for replies: it must not sleep through the connection.
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(control_address(tmp_path))
+    stop = threading.Event()
+
+    def echo_broker() -> None:
+        while not stop.is_set():
+            if router.poll(50):
+                identity, payload = router.recv_multipart()
+                request = json.loads(payload)
+                router.send_multipart([identity, json.dumps(
+                    {"ok": True, "echo": request["op"], "id": request["id"]}).encode()])
+
+    thread = threading.Thread(target=echo_broker, daemon=True)
+    thread.start()
+    answered = 0
+    try:
+        for attempt in range(10):
+            client = MultiplexedBrokerClient(tmp_path, timeout=0.5, context=green_context)
+            try:
+                assert client.request({"op": f"first-{attempt}"})["echo"] == f"first-{attempt}"
+                answered += 1
+            finally:
+                client.close()
+    finally:
+        stop.set()
+        thread.join(5)
+        router.close()
+        context.term()
+    assert answered == 10
