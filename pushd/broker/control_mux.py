@@ -104,8 +104,8 @@ class MultiplexedBrokerClient:
                 # In slices, trying the send after each: the socket's file descriptor signals
                 # an edge, and the reader greenlet waiting on it for replies may take the one
                 # that said "connected"; a poll for the whole timeout then sleeps through it and
-                # a fresh client's first request failed though the broker was up (6 of 10
-                # times in tests/integration/test_control_mux.py).
+                # a fresh client's first request failed though the broker was up (12 of 20
+                # fresh clients at a 0.3 s timeout: bench/RESULTS.md, eighth session).
                 socket.poll(int(min(left, SEND_RETRY) * 1000) + 1, zmq.POLLOUT)
 
     def _read(self, socket: Any) -> None:
