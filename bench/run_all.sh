@@ -35,3 +35,7 @@ run rollout8000 bench/bench_rollout.py --nodes 8000 --sizes 1000,8000 --concurre
 case " ${ONLY:-} " in
     *" soak "*) run soak bench/bench_soak.py --minutes 30 --sample-every 15 --sqlite --out "$OUT/soak" ;;
 esac
+# Opt-in only, and best beside the soak (its floor: a bare libzmq server with the same traffic).
+case " ${ONLY:-} " in
+    *" zmqsoak "*) run zmqsoak bench/bench_zmq_soak.py --minutes 30 --sample-every 15 --out "$OUT/zmqsoak" ;;
+esac
