@@ -2,8 +2,10 @@
 
     EarlyStart.begin(config)         keys, Curve bindings, incarnation id, the heartbeat socket
                                      and the start-up beacon, beating (beacon.py)
-    early.close()                    beacon stopped, heartbeat socket and context closed;
-                                     on a failed start and at the stop. Idempotent.
+    early.close(last_beat_linger_ms=None)
+                                     beacon stopped, heartbeat socket and context closed;
+                                     on a failed start and at the stop (which sends one last
+                                     heartbeat, after the context's end). Idempotent.
     STARTUP_BEATS_PER_INTERVAL       the beacon's (and the loop's first intervals') cadence
 
 Imports only what the heartbeat needs (pyzmq, the RSA key, the protocol's framing, the
@@ -71,11 +73,22 @@ class EarlyStart:
         beacon.start()
         return cls(keys, grants, restored, fingerprint, incarnation_file, context, heart, beacon)
 
-    def close(self) -> None:
+    def close(self, *, last_beat_linger_ms: int | None = None) -> None:
         """Stop the beacon, close the heartbeat socket, destroy the context (every socket the
-        broker made in it too). Idempotent: a failed start and a stop both end here."""
+        broker made in it too). Idempotent: a failed start and a stop both end here; a stop
+        passes `last_beat_linger_ms` for one last heartbeat, as late as it can go."""
         self.beacon.stop()  # before its socket closes (a no-op once the loop has taken over)
-        self.heart.close()  # a no-op after _shutdown closed it with its linger
+        if last_beat_linger_ms is not None:
+            if self.heart.has_own_context:
+                # libzmq ends every node's connection in the context's term(): 0.2-1.0 s of a
+                # 5,000-node restart that followed the last heartbeat until it went first here
+                # (the silence nodes hear fell by ~0.7 s: bench/RESULTS.md, eighth session).
+                # With the relay, the heartbeat goes through this context: it must wait.
+                self.context.destroy(linger=0)
+            self.heart.beat()
+            # With a linger: at 0 libzmq drops what is still queued (this heartbeat).
+            self.heart.close(linger_ms=last_beat_linger_ms)
+        self.heart.close()  # a no-op after the last heartbeat's close
         # destroy, not term: a socket whose bind failed (port taken) was never handed to
         # anyone to close, and term() would wait for it forever.
         self.context.destroy(linger=0)

@@ -483,20 +483,12 @@ class Broker:
             store.close_database()
         except Exception:
             log.exception("error while closing at shutdown")
-        if self._heart.has_own_context:
-            # libzmq ends every node's connection in the context's term(). What followed the
-            # last heartbeat (this above all) took 0.2-1.0 s in a 5,000-node restart; moved
-            # before it, the silence nodes hear fell by ~0.7 s (bench/RESULTS.md, eighth session).
-            self._context.destroy(linger=0)
         # A node judges the server offline after offline_threshold intervals without a server
         # heartbeat, and a stock client then reopens its sockets (a second connection herd
         # after a restart, and a config re-fetch for those not answered within ~4 s). So the
         # last heartbeat is the stop's last act: the saving above (~1.5 s with 5,000 nodes)
-        # and the closing are then out of the silence a restart makes. Its socket is closed
-        # with a linger: at 0 (as EarlyStart.close closes) libzmq drops what is still queued.
-        self._heart.beat()
-        self._heart.close(linger_ms=LAST_BEAT_LINGER_MS)
-        self._early.close()  # the beacon (stopped long ago), the heartbeat (closed), the context
+        # and the closing are then out of the silence a restart makes.
+        self._early.close(last_beat_linger_ms=LAST_BEAT_LINGER_MS)
         log.info("broker stopped")
 
     def _every(self, period: float, fn: Any, first: float | None = None) -> None:
