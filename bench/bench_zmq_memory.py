@@ -51,6 +51,7 @@ import zmq
 HEADER = b"Version:2.0;SigningMethod:hmac_sha256;Signature:" + b"A" * 44
 BODY = b"{" + b'"x":"' + b"y" * 249 + b'"}'  # 257 bytes, like a heartbeat body
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+MAX_MESSAGE = 4 * 65536 + 4096  # the broker's MAXMSGSIZE at the default max_body_size
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def serve(name: str, public: bytes, secret: bytes, nodes: int, messages: int,
         router.curve_server = True
         router.curve_secretkey = secret
         router.zap_domain = b"pushd"
-    router.setsockopt(zmq.MAXMSGSIZE, 4 * 65536 + 4096)
+    router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
     refused = []
     for option, value in variant.options.items():
         for sock in (router, pub):

@@ -46,9 +46,8 @@ import time
 from pathlib import Path
 
 import zmq
+from pushd_bench.bench_zmq_memory import HEADER, MAX_MESSAGE, ZAP_ENDPOINT, _rss, _say
 
-HEADER = b"Version:2.0;SigningMethod:hmac_sha256;Signature:" + b"A" * 44
-ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 # Bodies of the protocol's sizes; their first byte says what they are (the real ones are JSON).
 BEAT = b"B" + b"x" * 230  # server heartbeat
 NODE_BEAT = b"H" + b"x" * 250  # node heartbeat
@@ -57,16 +56,6 @@ RUN = b"R" + b"x" * 360
 ACK_COMMIT = b"c" + b"x" * 260
 ACK_RUN = b"r" + b"x" * 260
 RESULT_BODY = b"d" + b"x" * 280
-MAX_MESSAGE = 4 * 65536 + 4096  # the broker's MAXMSGSIZE
-
-
-def _rss_kb() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def _say(**fields: object) -> None:
-    print(json.dumps(fields), flush=True)
 
 
 def serve(args: argparse.Namespace, secret: bytes) -> None:
@@ -101,7 +90,8 @@ def serve(args: argparse.Namespace, secret: bytes) -> None:
     while True:
         now = time.monotonic()
         if now >= next_sample:
-            _say(t=round(now - start, 1), rss_kb=_rss_kb(), fds=len(os.listdir("/proc/self/fd")),
+            _say(t=round(now - start, 1), rss_kb=_rss() // 1024,
+                 fds=len(os.listdir("/proc/self/fd")),
                  peers=sum(1 for t in heard.values() if now - t < 3 * args.interval),
                  messages=messages)
             next_sample += args.sample_every

@@ -47,8 +47,9 @@ carries the end of the log.
         set_setting(name, value)   appended to the rb file: in effect from the next start();
         cleanup()
         incarnation_file   the broker's saved incarnation (written by a clean stop)
-    HeartbeatListener(server): a plain SUB on the server heartbeat channel, as a stock client's,
-        in a thread: beats [Beat(at, sequence, incarnation_id)] across the server's restarts;
+    HeartbeatListener(server or address): a plain SUB on the server heartbeat channel, as a
+        stock client's, in a thread: beats [Beat(at, sequence, incarnation_id)] across the
+        server's restarts;
         silence(at) -> seconds between the last heartbeat before `at` and the first after;
         close()
     SseStream: next_event(timeout=10) -> SseEvent(name, id, data: dict, raw_data) | None
@@ -155,13 +156,15 @@ class Beat(NamedTuple):
 
 
 class HeartbeatListener:
-    def __init__(self, server: PushdServer) -> None:
+    def __init__(self, server: PushdServer | str) -> None:
         import zmq
 
+        address = server if isinstance(server, str) else \
+            f"tcp://127.0.0.1:{server.ports['server_heartbeat_port']}"
         self._sub = zmq.Context.instance().socket(zmq.SUB)
         self._sub.linger = 0
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.connect(f"tcp://127.0.0.1:{server.ports['server_heartbeat_port']}")
+        self._sub.connect(address)
         self.beats: list[Beat] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="beats", daemon=True)

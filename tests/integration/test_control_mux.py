@@ -80,6 +80,13 @@ def test_a_request_the_caller_gave_up_on_is_not_delivered_when_the_broker_comes(
         client.close()
 
 
+def echo(router: zmq.Socket, identity: bytes, payload: bytes) -> None:
+    """A fake broker's answer: ok, the request's op echoed, its id returned."""
+    request = json.loads(payload)
+    router.send_multipart([identity, json.dumps(
+        {"ok": True, "echo": request["op"], "id": request["id"]}).encode()])
+
+
 def test_a_late_reply_is_dropped_and_the_next_request_gets_its_own(
     tmp_path: Path, green_context: green.Context
 ) -> None:
@@ -94,9 +101,7 @@ def test_a_late_reply_is_dropped_and_the_next_request_gets_its_own(
         first = router.recv_multipart()
         second = router.recv_multipart()
         for identity, payload in (first, second):
-            request = json.loads(payload)
-            router.send_multipart([identity, json.dumps(
-                {"ok": True, "echo": request["op"], "id": request["id"]}).encode()])
+            echo(router, identity, payload)
 
     thread = threading.Thread(target=fake_broker, daemon=True)
     thread.start()
@@ -126,10 +131,7 @@ def test_a_new_clients_first_request_reaches_a_broker_that_is_up(
     def echo_broker() -> None:
         while not stop.is_set():
             if router.poll(50):
-                identity, payload = router.recv_multipart()
-                request = json.loads(payload)
-                router.send_multipart([identity, json.dumps(
-                    {"ok": True, "echo": request["op"], "id": request["id"]}).encode()])
+                echo(router, *router.recv_multipart())
 
     thread = threading.Thread(target=echo_broker, daemon=True)
     thread.start()
