@@ -33,6 +33,7 @@ from pushd.broker.early_start import EarlyStart
 from pushd.collector import quiet_collector
 from pushd.db_params import database_params_from_settings
 from pushd.heap import limit_fragmentation
+from pushd.zmq_build import describe, stock_warning
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ def run_broker(settings: Any) -> int:
         return 1
     limit_fragmentation()  # before libzmq's buffers exist (pushd.heap says why)
     early = EarlyStart.begin(config)
+    warning = stock_warning()  # after the first heartbeat: reading metadata takes milliseconds
+    if warning:
+        log.warning("%s", warning)
+    else:
+        log.info("%s", describe())
     try:
         # Imported only now, the heartbeat beating: see the module docstring.
         from pushd.broker.service import Broker

@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 from pushd_bench.protocol_peer import ProtocolPeer
 
 from pushd import store
@@ -152,6 +154,14 @@ def test_sigterm_exits_cleanly(broker: BrokerProcess) -> None:
             BrokerClient(broker.run_dir, timeout=0.3).status()
     finally:
         peer.stop()
+
+
+def test_the_broker_says_which_libzmq_it_runs(broker: BrokerProcess) -> None:
+    # pushd's own build (omnibus/pyzmq/build-wheel) halves a node's memory; which one a broker
+    # runs is the first thing to know when sizing its host.
+    log = broker.log.read_text()
+    assert f"libzmq {zmq.zmq_version()}, pyzmq {metadata.version('pyzmq')}" in log
+    assert "is not pushd's build" not in log
 
 
 def test_one_client_keeps_working_across_a_broker_restart(broker: BrokerProcess) -> None:
