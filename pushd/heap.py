@@ -14,7 +14,10 @@ malloc_trim closes: in the 30-minute soak (bench/bench_soak.py) the broker's RSS
 from minute 5 to 30, still growing, with no Python-level growth. With such buffers mapped on
 their own (an mmap each, given back to the kernel by free()) it grew 6.1 %, all of it by minute
 15. The price is a system call and page faults per buffer made: ~0.1 s more broker CPU in an
-8,000-node job (bench/RESULTS.md, closing sitting). Called at start so it also holds in
+8,000-node job (bench/RESULTS.md, closing sitting). On pushd's own libzmq build (2 KiB pipe
+chunks, omnibus/pyzmq/build-wheel) the chunks fall under the threshold and the batch buffers
+remain above it; that pair measured +0.81 % (bench/RESULTS.md, ninth session, with this setting;
+not measured without it). Called at start so it also holds in
 processes forked from the caller (the gunicorn arbiter's workers); the exec'd broker calls it
 itself.
 """
