@@ -80,6 +80,20 @@ def test_a_request_the_caller_gave_up_on_is_not_delivered_when_the_broker_comes(
         client.close()
 
 
+@pytest.fixture
+def fake_broker(tmp_path: Path) -> Iterator[zmq.Socket]:
+    """A fake broker: a plain ROUTER bound on the control address, closed after the test."""
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(control_address(tmp_path))
+    try:
+        yield router
+    finally:
+        router.close()
+        context.term()
+
+
 def echo(router: zmq.Socket, identity: bytes, payload: bytes) -> None:
     """A fake broker's answer: ok, the request's op echoed, its id returned."""
     request = json.loads(payload)
@@ -88,22 +102,19 @@ def echo(router: zmq.Socket, identity: bytes, payload: bytes) -> None:
 
 
 def test_a_late_reply_is_dropped_and_the_next_request_gets_its_own(
-    tmp_path: Path, green_context: green.Context
+    tmp_path: Path, green_context: green.Context, fake_broker: zmq.Socket
 ) -> None:
-    # A fake broker (a plain ROUTER on the control address): it answers the first request
-    # only after the client gave up on it, then the second at once.
-    context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    router.linger = 0
-    router.bind(control_address(tmp_path))
+    # The fake broker answers the first request only after the client gave up on it, then the
+    # second at once.
+    router = fake_broker
 
-    def fake_broker() -> None:
+    def answer_late() -> None:
         first = router.recv_multipart()
         second = router.recv_multipart()
         for identity, payload in (first, second):
             echo(router, identity, payload)
 
-    thread = threading.Thread(target=fake_broker, daemon=True)
+    thread = threading.Thread(target=answer_late, daemon=True)
     thread.start()
     client = MultiplexedBrokerClient(tmp_path, timeout=0.3, context=green_context)
     try:
@@ -113,19 +124,14 @@ def test_a_late_reply_is_dropped_and_the_next_request_gets_its_own(
     finally:
         client.close()
         thread.join(2)
-        router.close()
-        context.term()
 
 
 def test_a_new_clients_first_request_reaches_a_broker_that_is_up(
-    tmp_path: Path, green_context: green.Context
+    tmp_path: Path, green_context: green.Context, fake_broker: zmq.Socket
 ) -> None:
     # The first request waits for the connection (ZMQ_IMMEDIATE) while the reader greenlet
     # already waits on the same socket for replies: it must not sleep through the connection.
-    context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    router.linger = 0
-    router.bind(control_address(tmp_path))
+    router = fake_broker
     stop = threading.Event()
 
     def echo_broker() -> None:
@@ -147,6 +153,4 @@ def test_a_new_clients_first_request_reaches_a_broker_that_is_up(
     finally:
         stop.set()
         thread.join(5)
-        router.close()
-        context.term()
     assert answered == 10
