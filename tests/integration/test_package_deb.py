@@ -100,8 +100,10 @@ def test_server_package_contents(built: Built) -> None:
     for package in ("pushd", "pushd_ctl", "pushd_client", "falcon", "gunicorn", "gevent",
                     "peewee.py", "psycopg", "zmq", "nacl", "cryptography", "yaml"):  # fmt: skip
         assert any(path.startswith(f"{site}/{package}") for path in entries), package
-    # pyzmq is pushd's build (omnibus/pyzmq/build-wheel: libzmq with small pipe chunks).
-    assert any(path.startswith(f"{site}/pyzmq-27.3.0+pushd.pipe32.dist-info") for path in entries)
+    # pyzmq is pushd's build (omnibus/pyzmq/build-wheel: libzmq with small pipe chunks and
+    # heap Curve handshake buffers).
+    pyzmq = f"{site}/pyzmq-27.3.0+pushd.pipe32.curveheap.dist-info"
+    assert any(path.startswith(pyzmq) for path in entries)
     assert all(line.split()[1] == "root/root" for line in entries.values())
     # Installed scripts name the installed interpreter, never the build's staging directory.
     script = built.server_root / SERVER_PREFIX / "embedded" / "bin" / "push-jobs-server-ctl"
