@@ -366,6 +366,17 @@ class Worker:
         if incarnation != config.incarnation_id and node.job_state == "idle":
             self._schedule_reconfigure(node, now + self.rng.uniform(0, config.interval))
 
+    def _server_silent(self, node: EmulatedNode, now: float, limit: float) -> bool:
+        """Whether the node has heard no server heartbeat for more than `limit` seconds,
+        counting what its SUB socket already holds: a stock client's receive thread reads a
+        heartbeat as it arrives, while this loop may be behind on a busy machine (a restart's
+        herd) and must not judge the server offline on heartbeats it has not read yet."""
+        if now - node.last_server_beat <= limit:
+            return False
+        if node.sub is not None:
+            self._drain(node, node.sub, now, time.time())
+        return now - node.last_server_beat > limit
+
     # -- the loop -------------------------------------------------------------------------------
 
     def _due(self, heap: list[tuple[float, int, int]], now: float) -> list[int]:
@@ -396,13 +407,15 @@ class Worker:
             self._send(node, node.heartbeat_frames(self.timestamps))
             self.heartbeats += 1
             heapq.heappush(self.beats, (now + config.interval, next(self.counter), slot))
-            if now - node.last_server_beat > (config.offline_threshold + 1) * config.interval \
-                    and not node.fetching:
+            if not node.fetching and self._server_silent(
+                    node, now, (config.offline_threshold + 1) * config.interval):
                 self._reopen(node, now)  # server gone quiet: new sockets, same config
         for slot in self._due(self.probes, now):
             node = self.nodes[slot]
             if node.dealer is not None and not node.answered and not node.fetching:
-                self._schedule_reconfigure(node, now)  # still no word on the command socket
+                self._drain(node, node.dealer, now, time.time())
+                if node.dealer is not None and not node.answered:
+                    self._schedule_reconfigure(node, now)  # still no word on the command socket
         for slot in self._due(self.prints, now):
             node = self.nodes[slot]
             if node.next_print is None or node.next_print > now:
