@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,13 @@ from tests.support.databases import BACKENDS, postgres_database, sqlite_database
 # this test session, inherited by every ctl subprocess: the machine's own state stays untouched
 # and no test finds another's "last reconfigured" config.
 os.environ.setdefault("PUSHD_CTL_STATE_DIR", tempfile.mkdtemp(prefix="pushd-ctl-state-"))
+
+# Four tests press Ctrl-C on a CLI child (SIGINT). A shell without job control starts a
+# background command (`scripts/test &`) with SIGINT ignored, and an ignored signal stays ignored
+# across exec: the children would then ignore the Ctrl-C those tests send. Python's own handler
+# here gives every child the default disposition, as a terminal's foreground job has.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(params=BACKENDS)
