@@ -366,7 +366,7 @@ class Worker:
         if incarnation != config.incarnation_id and node.job_state == "idle":
             self._schedule_reconfigure(node, now + self.rng.uniform(0, config.interval))
 
-    def _server_silent(self, node: EmulatedNode, now: float, limit: float) -> bool:
+    def _server_silent(self, node: EmulatedNode, now: float, wall: float, limit: float) -> bool:
         """Whether the node has heard no server heartbeat for more than `limit` seconds,
         counting what its SUB socket already holds: a stock client's receive thread reads a
         heartbeat as it arrives, while this loop may be behind on a busy machine (a restart's
@@ -374,7 +374,7 @@ class Worker:
         if now - node.last_server_beat <= limit:
             return False
         if node.sub is not None:
-            self._drain(node, node.sub, now, time.time())
+            self._drain(node, node.sub, now, wall)
         return now - node.last_server_beat > limit
 
     # -- the loop -------------------------------------------------------------------------------
@@ -408,12 +408,12 @@ class Worker:
             self.heartbeats += 1
             heapq.heappush(self.beats, (now + config.interval, next(self.counter), slot))
             if not node.fetching and self._server_silent(
-                    node, now, (config.offline_threshold + 1) * config.interval):
+                    node, now, wall, (config.offline_threshold + 1) * config.interval):
                 self._reopen(node, now)  # server gone quiet: new sockets, same config
         for slot in self._due(self.probes, now):
             node = self.nodes[slot]
             if node.dealer is not None and not node.answered and not node.fetching:
-                self._drain(node, node.dealer, now, time.time())
+                self._drain(node, node.dealer, now, wall)
                 if node.dealer is not None and not node.answered:
                     self._schedule_reconfigure(node, now)  # still no word on the command socket
         for slot in self._due(self.prints, now):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from pushd import zmq_build
 from tests.support.ports import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +103,7 @@ def test_server_package_contents(built: Built) -> None:
         assert any(path.startswith(f"{site}/{package}") for path in entries), package
     # pyzmq is pushd's build (omnibus/pyzmq/build-wheel: libzmq with small pipe chunks and
     # heap Curve handshake buffers).
-    pyzmq = f"{site}/pyzmq-27.3.0+pushd.pipe32.curveheap.dist-info"
+    pyzmq = f"{site}/pyzmq-27.3.0{zmq_build.PUSHD_LABEL}.dist-info"
     assert any(path.startswith(pyzmq) for path in entries)
     assert all(line.split()[1] == "root/root" for line in entries.values())
     # Installed scripts name the installed interpreter, never the build's staging directory.
